@@ -1,0 +1,105 @@
+#include "readreceiptd/common/model.hpp"
+
+#include <algorithm>
+#include <array>
+
+namespace rrd {
+
+namespace {
+constexpr std::array<std::pair<StopReason, const char*>, 6> k_stop_names{{
+    {StopReason::fully_read, "fully_read"},
+    {StopReason::recalled, "recalled"},
+    {StopReason::expired, "expired"},
+    {StopReason::max_age, "max_age"},
+    {StopReason::invalid, "invalid"},
+    {StopReason::removed, "removed"},
+}};
+} // namespace
+
+const char* to_string(StopReason r) {
+  for (const auto& [reason, name] : k_stop_names) {
+    if (reason == r) {
+      return name;
+    }
+  }
+  return "unknown";
+}
+
+std::optional<StopReason> stop_reason_from_string(std::string_view s) {
+  for (const auto& [reason, name] : k_stop_names) {
+    if (s == name) {
+      return reason;
+    }
+  }
+  return std::nullopt;
+}
+
+const char* to_string(MessageSource s) { return s == MessageSource::config ? "config" : "api"; }
+
+std::optional<MessageSource> message_source_from_string(std::string_view s) {
+  if (s == "config") {
+    return MessageSource::config;
+  }
+  if (s == "api") {
+    return MessageSource::api;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> expected_count(const MessageSpec& spec) {
+  if (!spec.expected_readers.empty()) {
+    return static_cast<std::int64_t>(spec.expected_readers.size());
+  }
+  return spec.expected_reader_count;
+}
+
+const char* to_string(EventType t) {
+  return t == EventType::message_read ? "message.read" : "message.tracking_stopped";
+}
+
+std::optional<EventType> event_type_from_string(std::string_view s) {
+  if (s == "message.read") {
+    return EventType::message_read;
+  }
+  if (s == "message.tracking_stopped") {
+    return EventType::tracking_stopped;
+  }
+  return std::nullopt;
+}
+
+const char* to_string(DeliveryState s) {
+  switch (s) {
+  case DeliveryState::pending:
+    return "pending";
+  case DeliveryState::delivered:
+    return "delivered";
+  case DeliveryState::dead:
+    return "dead";
+  }
+  return "unknown";
+}
+
+std::string make_event_id(TimePoint now, std::uint64_t random_hi, std::uint64_t random_lo) {
+  static constexpr char k_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  // 128 bits: 48 bits of time, 80 bits of randomness (16 from hi, 64 from lo).
+  const auto ms = static_cast<std::uint64_t>(std::max<std::int64_t>(0, to_unix_ms(now)));
+  const std::uint64_t high = (ms << 16) | (random_hi & 0xFFFF);
+  const std::uint64_t low = random_lo;
+  std::string out(26, '0');
+  // 26 characters of 5 bits = 130 bits; the top two bits are zero.
+  for (int i = 25; i >= 0; --i) {
+    const int bit = (25 - i) * 5; // bit offset from the least significant end
+    std::uint64_t v;
+    if (bit + 5 <= 64) {
+      v = (low >> bit) & 0x1F;
+    } else if (bit >= 64) {
+      v = (bit - 64 < 64) ? (high >> (bit - 64)) & 0x1F : 0;
+    } else {
+      v = ((low >> bit) | (high << (64 - bit))) & 0x1F;
+    }
+    out[static_cast<std::size_t>(i)] = k_alphabet[v];
+  }
+  return "evt_" + out;
+}
+
+} // namespace rrd

@@ -1,0 +1,124 @@
+// The daemon's configuration (SPEC section 3), parsed once from YAML into
+// typed, validated values. A Config is a plain value: build it, copy it, share
+// it read-only between threads.
+#pragma once
+
+#include "readreceiptd/common/clock.hpp"
+#include "readreceiptd/common/model.hpp"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace rrd::config {
+
+// Thrown by the loaders. what() names the file, line and column where known,
+// and the key path: "/etc/x.yaml:12:5: messages[3].process_query_key: required".
+// It never contains a secret's value.
+class ConfigError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+struct InternalAppAuth {
+  std::string app_key;
+  std::string app_secret; // secret
+};
+struct ThirdPartyAuth {
+  std::string suite_key;
+  std::string suite_secret; // secret
+  std::string auth_corp_id;
+  std::string suite_ticket; // secret
+};
+struct FixedTokenAuth {
+  std::string access_token; // secret
+};
+
+struct DingTalk {
+  std::string endpoint = "https://api.dingtalk.com"; // no trailing '/'
+  enum class AuthKind { internal_app, third_party, fixed_token } auth_kind =
+      AuthKind::internal_app;
+  InternalAppAuth internal_app;
+  ThirdPartyAuth third_party;
+  FixedTokenAuth fixed_token;
+  std::string robot_code;
+  double requests_per_second = 20;
+  Millis request_timeout{10'000};
+  int page_size = 200; // 1..200
+  std::string ca_file; // empty: the system's CAs
+};
+
+struct ScheduleStep {
+  std::optional<Millis> until; // nullopt only on the last step
+  Millis every{0};
+  bool operator==(const ScheduleStep&) const = default;
+};
+
+struct Poll {
+  std::vector<ScheduleStep> schedule{
+      {Millis{10 * 60'000}, Millis{15'000}},
+      {Millis{2 * 3'600'000}, Millis{60'000}},
+      {Millis{24 * 3'600'000}, Millis{10 * 60'000}},
+      {std::nullopt, Millis{3'600'000}},
+  };
+  Millis not_ready_grace{2 * 60'000};
+  Millis max_age{72 * 3'600'000};
+};
+
+struct State {
+  std::string path = "/var/lib/readreceiptd/state.db";
+};
+
+struct Metrics {
+  std::string listen = "127.0.0.1:9464"; // "" disables
+};
+
+struct Api {
+  std::string listen = "127.0.0.1:9465"; // "" disables
+  std::string token;                     // secret; "" when no token_file
+};
+
+struct Webhook {
+  std::string name;
+  std::string url;
+  std::string secret; // secret, "whsec_..."
+  std::vector<std::pair<std::string, std::string>> headers;
+  Millis timeout{10'000};
+  std::string ca_file;
+  std::vector<EventType> events{EventType::message_read, EventType::tracking_stopped};
+  bool operator==(const Webhook&) const = default;
+};
+
+struct Config {
+  std::string path; // the file it was loaded from
+  DingTalk dingtalk;
+  Poll poll;
+  State state;
+  Metrics metrics;
+  Api api;
+  std::vector<Webhook> webhooks;
+  std::vector<MessageSpec> messages; // robot_code already defaulted
+};
+
+// Loads and validates a configuration file. Relative *_file paths are looked
+// up in $CREDENTIALS_DIRECTORY first, then next to the file.
+// Throws ConfigError.
+Config load_file(const std::string& path);
+
+// Parses configuration text; `path` names it in errors and anchors relative
+// *_file paths.
+Config load_string(const std::string& yaml, const std::string& path);
+
+// Validates one `messages:` item given as a JSON object (the API's body),
+// with the same rules and key names as YAML. `defaults` supplies
+// dingtalk.robot_code and the webhook names. Throws ConfigError whose text
+// starts with the key path ("expected_readers[1]: must be a string").
+MessageSpec parse_message_json(const std::string& json, const Config& defaults);
+
+// Parses "500ms", "15s", "10m", "2h", "7d". Returns nullopt when malformed.
+std::optional<Millis> parse_duration(const std::string& text);
+
+} // namespace rrd::config

@@ -1,0 +1,82 @@
+// HttpEngine: asynchronous HTTP requests for the whole daemon (DingTalk calls
+// and webhook deliveries alike). The real engine drives one libcurl multi
+// handle from the daemon's loop: many requests in flight, connection reuse,
+// connect and total timeouts, TLS verification always on, and a response size
+// cap enforced while the body streams in.
+//
+// Thread-safety: submit(), run_once() and in_flight() must be called from the
+// loop thread only; callbacks run on that thread, inside run_once() (never
+// inside submit()). wakeup() may be called from any thread.
+#pragma once
+
+#include "readreceiptd/common/clock.hpp"
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace rrd::http {
+
+inline constexpr std::size_t k_default_max_response_bytes = 4 * 1024 * 1024;
+inline constexpr Millis k_default_connect_timeout{5000};
+inline constexpr Millis k_default_total_timeout{10000};
+
+struct Request {
+  std::string method = "POST";
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  Millis connect_timeout = k_default_connect_timeout;
+  Millis total_timeout = k_default_total_timeout;
+  std::size_t max_response_bytes = k_default_max_response_bytes;
+  std::string ca_file; // empty: the system's CAs
+};
+
+// Why a request produced no HTTP answer. `none` means an answer arrived
+// (whatever its status).
+enum class Failure {
+  none,
+  timeout,   // connect or total timeout
+  network,   // DNS, refused, reset, closed early, TLS handshake or verification
+  too_large, // the body passed max_response_bytes; cut off while streaming
+};
+const char* to_string(Failure f);
+
+struct Response {
+  Failure failure = Failure::none;
+  int status = 0; // HTTP status; 0 unless failure == none
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers; // names lower-cased
+  std::string error;                                         // what went wrong, for logs
+  Millis duration{0};
+
+  // The value of header `name` (lower case), if present.
+  std::optional<std::string> header(const std::string& name) const;
+};
+
+using Callback = std::function<void(Response)>;
+
+class Engine {
+public:
+  virtual ~Engine() = default;
+  // Starts a request; `done` is called exactly once, from a later run_once().
+  virtual void submit(Request request, Callback done) = 0;
+  // Performs I/O, waiting at most `max_wait` for something to happen, and
+  // calls the callbacks of requests that completed.
+  virtual void run_once(Millis max_wait) = 0;
+  // Makes a run_once() that is waiting return early. Any thread.
+  virtual void wakeup() = 0;
+  virtual std::size_t in_flight() const = 0;
+};
+
+// The libcurl multi engine.
+std::unique_ptr<Engine> make_curl_engine();
+
+// Parses a Retry-After header value (delay-seconds or an HTTP date).
+std::optional<Millis> parse_retry_after(const std::string& value, TimePoint now);
+
+} // namespace rrd::http

@@ -1,0 +1,95 @@
+// Store: the SQLite database (WAL mode) that is the source of truth for
+// everything that must survive a crash: the watched messages, their read sets
+// and stop state, and the outbox of events and their deliveries. All SQL of
+// the daemon lives in this module, with numbered schema migrations.
+//
+// Thread-safety: none. One Store is owned by the scheduler loop's thread.
+// Errors: open() throws StoreError (start-up); the other calls throw
+// StoreError too, which the loop treats as fatal for the operation (the
+// transaction is rolled back, nothing half-written stays).
+#pragma once
+
+#include "readreceiptd/common/model.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace rrd::store {
+
+class StoreError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+// One unit of work committed atomically: a message's new state and the events
+// it produced, each with a delivery per webhook it is routed to.
+struct Commit {
+  MessageRecord message;
+  std::vector<OutboxEvent> events;
+  // For each event (same index), the names of the webhooks it goes to.
+  std::vector<std::vector<std::string>> routes;
+};
+
+struct DeadLetter {
+  Delivery delivery;
+  std::optional<TimePoint> died_at;
+};
+
+class Store {
+public:
+  // Opens or creates the database at `path` (":memory:" for tests), applies
+  // pending migrations. Throws StoreError naming the path and the problem.
+  static std::unique_ptr<Store> open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // --- messages
+  std::vector<MessageRecord> load_messages();
+  std::optional<MessageRecord> load_message(const std::string& process_query_key);
+  // Writes one message and its events/deliveries in one transaction.
+  void commit(const Commit& c);
+  // Writes several commits in one transaction (all or nothing).
+  void commit_all(const std::vector<Commit>& commits);
+
+  // --- outbox
+  // Every delivery that is pending, ordered by (process_query_key, webhook,
+  // sequence).
+  std::vector<Delivery> load_pending_deliveries();
+  void mark_delivered(const std::string& event_id, const std::string& webhook);
+  // Records a failed attempt and when to try next.
+  void mark_retry(const std::string& event_id, const std::string& webhook, int attempts,
+                  TimePoint next_attempt, const std::string& last_error);
+  void mark_dead(const std::string& event_id, const std::string& webhook, int attempts,
+                 TimePoint died_at, const std::string& last_error);
+  std::vector<DeadLetter> load_dead_letters();
+  // Moves every dead delivery of `event_id` back to pending, due at `when`
+  // with its attempts reset. Returns the number of deliveries requeued.
+  int replay_dead(const std::string& event_id, TimePoint when);
+  // Deletes delivered deliveries and events that have none left pending or
+  // dead, older than `before`. Returns the number of events deleted.
+  int prune_delivered(TimePoint before);
+
+  // --- webhooks disabled by a 410 answer, keyed by name; `fingerprint`
+  // identifies the configuration that was disabled, so that a changed
+  // configuration enables the webhook again.
+  void set_webhook_disabled(const std::string& name, const std::string& fingerprint,
+                            TimePoint at, const std::string& reason);
+  void clear_webhook_disabled(const std::string& name);
+  // The fingerprint the webhook was disabled under, if it is disabled.
+  std::optional<std::string> webhook_disabled_fingerprint(const std::string& name);
+
+  // PRAGMA integrity_check == "ok".
+  bool integrity_ok();
+
+private:
+  struct Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> m_impl;
+};
+
+} // namespace rrd::store

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Installs what readreceiptd needs to build, test and run its demo on Debian 12
+# (as root), then configures and builds it in ./build. The Dockerfile runs the
+# same script, so what is tested here is what the image builds.
+set -eu
+cd "$(dirname "$0")/.."
+
+packages="build-essential cmake ninja-build pkg-config git ca-certificates curl \
+  libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev \
+  prometheus-cpp-dev doctest-dev libsqlite3-dev libsystemd-dev \
+  libcpp-httplib-dev libssl-dev sqlite3"
+if [ "${RRD_WITH_TEST_TOOLS:-0}" = 1 ]; then
+  # Test tools: clang (sanitizers, fuzzers), systemd-analyze, Node.js for the
+  # official SDK's compatibility test. A Node.js that is already there (from
+  # any source) is used as it is.
+  packages="$packages clang libclang-rt-14-dev systemd"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    packages="$packages nodejs npm"
+  fi
+fi
+
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $missing
+fi
+
+build_dir="${RRD_BUILD_DIR:-build}"
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${RRD_BUILD_TYPE:-RelWithDebInfo}" \
+  ${RRD_CMAKE_ARGS:-}
+cmake --build "$build_dir"

@@ -1,0 +1,65 @@
+#include "readreceiptd/common/clock.hpp"
+#include "readreceiptd/common/model.hpp"
+#include "readreceiptd/common/result.hpp"
+
+#include <doctest/doctest.h>
+
+#include <set>
+
+using namespace rrd;
+
+TEST_CASE("rfc3339 round trip and offsets") {
+  TimePoint t;
+  REQUIRE(parse_rfc3339("2026-11-25T10:00:00Z", t));
+  CHECK(format_rfc3339(t) == "2026-11-25T10:00:00.000Z");
+  REQUIRE(parse_rfc3339("2026-11-25T10:03:12.123Z", t));
+  CHECK(format_rfc3339(t) == "2026-11-25T10:03:12.123Z");
+  REQUIRE(parse_rfc3339("2026-11-25T18:00:00+08:00", t));
+  CHECK(format_rfc3339(t) == "2026-11-25T10:00:00.000Z");
+  CHECK_FALSE(parse_rfc3339("2026-11-25", t));
+  CHECK_FALSE(parse_rfc3339("2026-02-30T10:00:00Z", t));
+  CHECK_FALSE(parse_rfc3339("2026-11-25T10:00:00", t));
+  CHECK_FALSE(parse_rfc3339("2026-11-25T10:00:00Zjunk", t));
+}
+
+TEST_CASE("event ids are evt_ plus 26 Crockford characters, unique and time-ordered") {
+  const auto a = make_event_id(from_unix_ms(1'000), 1, 2);
+  const auto b = make_event_id(from_unix_ms(2'000), 0, 0);
+  CHECK(a.size() == 30);
+  CHECK(a.rfind("evt_", 0) == 0);
+  CHECK(a < b);
+  CHECK(make_event_id(from_unix_ms(1'000), 1, 3) != a);
+  for (char c : a.substr(4)) {
+    CHECK(std::string("0123456789ABCDEFGHJKMNPQRSTVWXYZ").find(c) != std::string::npos);
+  }
+}
+
+TEST_CASE("stop reasons and event types round trip through their names") {
+  for (auto r : k_all_stop_reasons) {
+    CHECK(stop_reason_from_string(to_string(r)) == r);
+  }
+  CHECK_FALSE(stop_reason_from_string("bogus").has_value());
+  CHECK(event_type_from_string("message.read") == EventType::message_read);
+  CHECK(event_type_from_string(to_string(EventType::tracking_stopped)) ==
+        EventType::tracking_stopped);
+}
+
+TEST_CASE("expected_count prefers expected_readers") {
+  MessageSpec s;
+  CHECK_FALSE(expected_count(s).has_value());
+  s.expected_reader_count = 5;
+  CHECK(expected_count(s) == 5);
+  s.expected_readers = {"a", "b"};
+  CHECK(expected_count(s) == 2);
+}
+
+TEST_CASE("Result holds a value or an error") {
+  Result<int, std::string> good = 3;
+  Result<int, std::string> bad = err(std::string("boom"));
+  CHECK(good.ok());
+  CHECK(*good == 3);
+  CHECK_FALSE(bad.ok());
+  CHECK(bad.error() == "boom");
+  Result<std::string, std::string> same = err(std::string("e"));
+  CHECK_FALSE(same.ok());
+}
