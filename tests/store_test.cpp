@@ -565,3 +565,29 @@ TEST_CASE("everything survives closing and reopening a file database") {
   CHECK(s->webhook_disabled_fingerprint("audit") == "fp");
   CHECK(s->integrity_ok());
 }
+
+TEST_CASE("a label that is not valid UTF-8 is refused and nothing is written") {
+  auto s = Store::open(":memory:");
+  Commit c = commit_with("k", {"evt_1"}, {"ops"});
+  c.message.spec.labels["bad"] = std::string("\xff\xfe", 2);
+  try {
+    s->commit(c);
+    FAIL("invalid UTF-8 was accepted");
+  } catch (const StoreError& e) {
+    CHECK(std::string(e.what()).find("labels") != std::string::npos);
+  }
+  CHECK(s->load_messages().empty());
+  CHECK(s->load_pending_deliveries().empty());
+}
+
+TEST_CASE("a refused open releases the lock") {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  {
+    RawDb raw(path);
+    raw.exec("PRAGMA user_version = 99;");
+  }
+  CHECK(open_error(path).find("newer") != std::string::npos);
+  // Refused for its version again, not because the lock is still held.
+  CHECK(open_error(path).find("newer") != std::string::npos);
+}
