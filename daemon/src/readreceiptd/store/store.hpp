@@ -7,6 +7,10 @@
 // Errors: open() throws StoreError (start-up); the other calls throw
 // StoreError too, which the loop treats as fatal for the operation (the
 // transaction is rolled back, nothing half-written stays).
+// Durability: WAL with synchronous=FULL, so a commit that returned survives a
+// power loss. One process per database: open() holds an exclusive flock() on
+// `<path>.lock` until the Store is destroyed; a second open() of the same
+// path, from this process or another, fails at once.
 #pragma once
 
 #include "readreceiptd/common/model.hpp"
@@ -42,7 +46,9 @@ struct DeadLetter {
 class Store {
 public:
   // Opens or creates the database at `path` (":memory:" for tests), applies
-  // pending migrations. Throws StoreError naming the path and the problem.
+  // pending migrations. Throws StoreError naming the path and the problem,
+  // e.g. when the database is in use, is not a database, or has a schema
+  // version newer than this build knows.
   static std::unique_ptr<Store> open(const std::string& path);
   ~Store();
   Store(const Store&) = delete;
@@ -51,7 +57,11 @@ public:
   // --- messages
   std::vector<MessageRecord> load_messages();
   std::optional<MessageRecord> load_message(const std::string& process_query_key);
-  // Writes one message and its events/deliveries in one transaction.
+  // Writes one message and its events/deliveries in one transaction: the
+  // message row is inserted or replaced, each event inserted, and a pending
+  // delivery (attempts 0, due at the event's created_at) added per route.
+  // An event id or (message, sequence) already stored is a StoreError, as
+  // are routes.size() != events.size() and an event of another message.
   void commit(const Commit& c);
   // Writes several commits in one transaction (all or nothing).
   void commit_all(const std::vector<Commit>& commits);
@@ -60,6 +70,8 @@ public:
   // Every delivery that is pending, ordered by (process_query_key, webhook,
   // sequence).
   std::vector<Delivery> load_pending_deliveries();
+  // mark_delivered/mark_retry/mark_dead throw StoreError when there is no
+  // such delivery.
   void mark_delivered(const std::string& event_id, const std::string& webhook);
   // Records a failed attempt and when to try next.
   void mark_retry(const std::string& event_id, const std::string& webhook, int attempts,
@@ -68,10 +80,12 @@ public:
                  TimePoint died_at, const std::string& last_error);
   std::vector<DeadLetter> load_dead_letters();
   // Moves every dead delivery of `event_id` back to pending, due at `when`
-  // with its attempts reset. Returns the number of deliveries requeued.
+  // with its attempts reset and last_error cleared. Returns the number of
+  // deliveries requeued (0 for an unknown event).
   int replay_dead(const std::string& event_id, TimePoint when);
   // Deletes delivered deliveries and events that have none left pending or
   // dead, older than `before`. Returns the number of events deleted.
+  // "Older" is by the event's created_at. Messages are never deleted.
   int prune_delivered(TimePoint before);
 
   // --- webhooks disabled by a 410 answer, keyed by name; `fingerprint`
@@ -83,7 +97,7 @@ public:
   // The fingerprint the webhook was disabled under, if it is disabled.
   std::optional<std::string> webhook_disabled_fingerprint(const std::string& name);
 
-  // PRAGMA integrity_check == "ok".
+  // PRAGMA integrity_check == "ok" (false also when the check cannot run).
   bool integrity_ok();
 
 private:

@@ -1,0 +1,593 @@
+#include "readreceiptd/store/store.hpp"
+
+#include "fakes/process.hpp"
+
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+using namespace rrd;
+using rrd::store::Commit;
+using rrd::store::Store;
+using rrd::store::StoreError;
+using rrd::testing::TempDir;
+
+namespace {
+
+constexpr std::int64_t k_t0 = 1'764'064'800'000; // 2025-11-25T10:00:00Z
+
+TimePoint at(std::int64_t offset_ms) { return from_unix_ms(k_t0 + offset_ms); }
+
+MessageRecord full_record(const std::string& key) {
+  MessageRecord r;
+  r.spec.process_query_key = key;
+  r.spec.open_conversation_id = "cid6KeBBLo7EeiodoA==";
+  r.spec.robot_code = "dingrobotcode";
+  r.spec.expected_readers = {"user2", "user1", "用户三"};
+  r.spec.expected_reader_count = 3;
+  r.spec.sent_at = at(-5'000);
+  r.spec.webhooks = std::vector<std::string>{"ops", "audit"};
+  r.spec.labels = {{"campaign", "outage-42"}, {"quote", "a \"b\" \\ c\n"}, {"empty", ""}};
+  r.source = MessageSource::api;
+  r.sent_at = at(-5'000);
+  r.added_at = at(0);
+  r.read_user_ids = {"user2", "user1"}; // first-seen order, not sorted
+  r.last_sequence = 7;
+  r.send_status = "SUCCESS";
+  r.stopped = true;
+  r.stop_reason = StopReason::invalid;
+  r.stop_detail = "invalid.processQueryKey";
+  r.stopped_at = at(9'000);
+  r.last_poll = at(8'000);
+  r.next_poll = at(60'000);
+  return r;
+}
+
+MessageRecord bare_record(const std::string& key) {
+  MessageRecord r;
+  r.spec.process_query_key = key;
+  r.sent_at = at(0);
+  r.added_at = at(0);
+  r.next_poll = at(0);
+  return r;
+}
+
+OutboxEvent event(const std::string& key, std::int64_t sequence, const std::string& id,
+                  std::int64_t created = 0) {
+  OutboxEvent e;
+  e.id = id;
+  e.process_query_key = key;
+  e.type = EventType::message_read;
+  e.sequence = sequence;
+  e.created_at = at(created);
+  e.body = R"({"type":"message.read","data":{"sequence":)" + std::to_string(sequence) + "}}";
+  return e;
+}
+
+// A commit of `key` with one event per entry of `ids`, sequences from `first`,
+// each routed to `webhooks`.
+Commit commit_with(const std::string& key, const std::vector<std::string>& ids,
+                   const std::vector<std::string>& webhooks, std::int64_t first = 1,
+                   std::int64_t created = 0) {
+  Commit c;
+  c.message = bare_record(key);
+  c.message.last_sequence = first + static_cast<std::int64_t>(ids.size()) - 1;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    c.events.push_back(event(key, first + static_cast<std::int64_t>(i), ids[i], created));
+    c.routes.push_back(webhooks);
+  }
+  return c;
+}
+
+// Direct access to a database file, to look at what the store wrote.
+class RawDb {
+public:
+  explicit RawDb(const std::string& path) {
+    sqlite3* db = nullptr;
+    const int rc = sqlite3_open(path.c_str(), &db);
+    m_db.reset(db);
+    REQUIRE(rc == SQLITE_OK);
+  }
+  std::string text(const std::string& sql) {
+    sqlite3_stmt* raw = nullptr;
+    REQUIRE(sqlite3_prepare_v2(m_db.get(), sql.c_str(), -1, &raw, nullptr) == SQLITE_OK);
+    std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> stmt(raw, &sqlite3_finalize);
+    REQUIRE(sqlite3_step(stmt.get()) == SQLITE_ROW);
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0));
+    return p == nullptr ? "" : p;
+  }
+  void exec(const std::string& sql) {
+    REQUIRE(sqlite3_exec(m_db.get(), sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+  }
+
+private:
+  struct Closer {
+    void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+  };
+  std::unique_ptr<sqlite3, Closer> m_db;
+};
+
+std::string open_error(const std::string& path) {
+  try {
+    Store::open(path);
+  } catch (const StoreError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::vector<std::string> pending_ids(Store& s) {
+  std::vector<std::string> out;
+  for (const auto& d : s.load_pending_deliveries()) {
+    out.push_back(d.event_id + "@" + d.webhook);
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("open creates the directory and a WAL-mode database file") {
+  TempDir dir;
+  const std::string path = dir.file("state/sub/state.db");
+  {
+    auto s = Store::open(path);
+    CHECK(std::filesystem::exists(path));
+    CHECK(std::filesystem::exists(path + "-wal"));
+    CHECK(s->integrity_ok());
+  }
+  RawDb raw(path);
+  CHECK(raw.text("PRAGMA journal_mode") == "wal");
+  CHECK(raw.text("PRAGMA user_version") == "1");
+}
+
+TEST_CASE("an in-memory store opens and works") {
+  auto s = Store::open(":memory:");
+  CHECK(s->integrity_ok());
+  CHECK(s->load_messages().empty());
+  CHECK(s->load_pending_deliveries().empty());
+  CHECK(s->load_dead_letters().empty());
+}
+
+TEST_CASE("an empty path is refused") { CHECK(open_error("").find("empty") != std::string::npos); }
+
+TEST_CASE("reopening applies no migration twice and keeps the data") {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  Store::open(path)->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+  {
+    auto s = Store::open(path);
+    CHECK(s->load_message("k1").has_value());
+    CHECK(s->load_pending_deliveries().size() == 1);
+  }
+  auto s = Store::open(path);
+  CHECK(s->load_messages().size() == 1);
+  s.reset();
+  RawDb raw(path);
+  CHECK(raw.text("PRAGMA user_version") == "1");
+}
+
+TEST_CASE("a database with a newer schema version is refused and left untouched") {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  {
+    RawDb raw(path);
+    raw.exec("CREATE TABLE future (x INTEGER); PRAGMA user_version = 99;");
+  }
+  const std::string error = open_error(path);
+  CHECK(error.find(path) != std::string::npos);
+  CHECK(error.find("schema version 99") != std::string::npos);
+  CHECK(error.find("newer") != std::string::npos);
+  RawDb raw(path);
+  CHECK(raw.text("PRAGMA user_version") == "99");
+  CHECK(raw.text("PRAGMA journal_mode") == "delete");
+}
+
+TEST_CASE("a file that is not a database is refused with the path in the error") {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  std::ofstream(path) << "this is not an SQLite database, just some text that is long enough";
+  const std::string error = open_error(path);
+  CHECK(error.find(path) != std::string::npos);
+  CHECK(error.find("not a database") != std::string::npos);
+}
+
+TEST_CASE("a second open of the same database is refused while the first is open") {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  {
+    auto first = Store::open(path);
+    const std::string error = open_error(path);
+    CHECK(error.find(path) != std::string::npos);
+    CHECK(error.find("in use") != std::string::npos);
+    // The first one is unaffected.
+    first->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+  }
+  auto again = Store::open(path);
+  CHECK(again->load_message("k1").has_value());
+}
+
+TEST_CASE("a message with every field set round-trips exactly") {
+  auto s = Store::open(":memory:");
+  Commit c;
+  c.message = full_record("Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=");
+  s->commit(c);
+  const auto loaded = s->load_message(c.message.spec.process_query_key);
+  REQUIRE(loaded.has_value());
+  CHECK(*loaded == c.message);
+  CHECK(loaded->read_user_ids == std::vector<std::string>{"user2", "user1"});
+}
+
+TEST_CASE("a message with every optional empty round-trips exactly") {
+  auto s = Store::open(":memory:");
+  Commit c;
+  c.message = bare_record("k");
+  s->commit(c);
+  const auto loaded = s->load_message("k");
+  REQUIRE(loaded.has_value());
+  CHECK(*loaded == c.message);
+  CHECK_FALSE(loaded->spec.webhooks.has_value());
+  CHECK_FALSE(loaded->spec.sent_at.has_value());
+  CHECK_FALSE(loaded->spec.expected_reader_count.has_value());
+  CHECK_FALSE(loaded->stop_reason.has_value());
+  CHECK_FALSE(loaded->last_poll.has_value());
+}
+
+TEST_CASE("an empty webhooks list is kept apart from 'every webhook'") {
+  auto s = Store::open(":memory:");
+  Commit c;
+  c.message = bare_record("k");
+  c.message.spec.webhooks = std::vector<std::string>{};
+  s->commit(c);
+  const auto loaded = s->load_message("k");
+  REQUIRE(loaded.has_value());
+  REQUIRE(loaded->spec.webhooks.has_value());
+  CHECK(loaded->spec.webhooks->empty());
+}
+
+TEST_CASE("committing a message again replaces its state") {
+  auto s = Store::open(":memory:");
+  Commit c;
+  c.message = full_record("k");
+  s->commit(c);
+  c.message = bare_record("k");
+  c.message.read_user_ids = {"u9"};
+  s->commit(c);
+  CHECK(s->load_message("k") == c.message);
+  CHECK(s->load_messages().size() == 1);
+  CHECK_FALSE(s->load_message("other").has_value());
+}
+
+TEST_CASE("load_messages returns every message") {
+  auto s = Store::open(":memory:");
+  for (const char* key : {"b", "a", "c"}) {
+    Commit c;
+    c.message = bare_record(key);
+    s->commit(c);
+  }
+  const auto all = s->load_messages();
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].spec.process_query_key == "a");
+  CHECK(all[1].spec.process_query_key == "b");
+  CHECK(all[2].spec.process_query_key == "c");
+}
+
+TEST_CASE("a commit creates one pending delivery per route, ordered by message, webhook, "
+          "sequence") {
+  auto s = Store::open(":memory:");
+  Commit c = commit_with("k2", {"evt_c", "evt_a"}, {"ops", "audit"}, 1, 100);
+  c.routes[0] = {"ops"}; // the first event goes to one webhook only
+  c.events[1].type = EventType::tracking_stopped;
+  s->commit(c);
+  s->commit(commit_with("k1", {"evt_z"}, {"ops"}, 1, 50));
+  // Webhook before sequence: evt_a (sequence 2) to audit comes before evt_c
+  // (sequence 1) to ops; ids play no part.
+  CHECK(pending_ids(*s) ==
+        std::vector<std::string>{"evt_z@ops", "evt_a@audit", "evt_c@ops", "evt_a@ops"});
+
+  const auto pending = s->load_pending_deliveries();
+  const Delivery& d = pending.back();
+  CHECK(d.event_id == "evt_a");
+  CHECK(d.webhook == "ops");
+  CHECK(d.process_query_key == "k2");
+  CHECK(d.type == EventType::tracking_stopped);
+  CHECK(d.sequence == 2);
+  CHECK(d.body == c.events[1].body);
+  CHECK(d.state == DeliveryState::pending);
+  CHECK(d.attempts == 0);
+  CHECK(d.next_attempt == at(100));
+  CHECK(d.last_error.empty());
+}
+
+TEST_CASE("sequence order holds past nine events") {
+  auto s = Store::open(":memory:");
+  std::vector<std::string> ids;
+  for (int i = 12; i >= 1; --i) {
+    ids.push_back("evt_" + std::to_string(100 - i));
+  }
+  s->commit(commit_with("k", ids, {"ops"}));
+  const auto pending = s->load_pending_deliveries();
+  REQUIRE(pending.size() == 12);
+  for (std::size_t i = 0; i < pending.size(); ++i) {
+    CHECK(pending[i].sequence == static_cast<std::int64_t>(i + 1));
+  }
+}
+
+TEST_CASE("a commit with a duplicate event id writes nothing") {
+  auto s = Store::open(":memory:");
+  Commit c = commit_with("k", {"evt_1", "evt_1"}, {"ops"});
+  CHECK_THROWS_AS(s->commit(c), StoreError);
+  CHECK_FALSE(s->load_message("k").has_value());
+  CHECK(s->load_pending_deliveries().empty());
+  // The store is still usable after the rollback.
+  s->commit(commit_with("k", {"evt_1"}, {"ops"}));
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@ops"});
+}
+
+TEST_CASE("an event id already stored is an error and leaves the message unchanged") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1"}, {"ops"}));
+  const auto before = s->load_message("k");
+  Commit again = commit_with("k", {"evt_1"}, {"ops"}, 2);
+  again.message.read_user_ids = {"changed"};
+  try {
+    s->commit(again);
+    FAIL("a duplicate event id was accepted");
+  } catch (const StoreError& e) {
+    CHECK(std::string(e.what()).find("events.id") != std::string::npos);
+  }
+  CHECK(s->load_message("k") == before);
+  CHECK(s->load_pending_deliveries().size() == 1);
+}
+
+TEST_CASE("a sequence number used twice for one message is an error") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1"}, {"ops"}));
+  CHECK_THROWS_AS(s->commit(commit_with("k", {"evt_2"}, {"ops"}, 1)), StoreError);
+  // Another message may use the same sequence.
+  s->commit(commit_with("other", {"evt_3"}, {"ops"}, 1));
+}
+
+TEST_CASE("a malformed commit is refused before anything is written") {
+  auto s = Store::open(":memory:");
+  Commit missing_routes = commit_with("k", {"evt_1"}, {"ops"});
+  missing_routes.routes.clear();
+  CHECK_THROWS_AS(s->commit(missing_routes), StoreError);
+
+  Commit foreign = commit_with("k", {"evt_1"}, {"ops"});
+  foreign.events[0].process_query_key = "someone-else";
+  CHECK_THROWS_AS(s->commit(foreign), StoreError);
+
+  Commit twice_to_one = commit_with("k", {"evt_1"}, {"ops", "ops"});
+  CHECK_THROWS_AS(s->commit(twice_to_one), StoreError);
+
+  CHECK(s->load_messages().empty());
+  CHECK(s->load_pending_deliveries().empty());
+}
+
+TEST_CASE("commit_all is all or nothing") {
+  auto s = Store::open(":memory:");
+  std::vector<Commit> batch{commit_with("a", {"evt_a"}, {"ops"}),
+                            commit_with("b", {"evt_b"}, {"ops"}),
+                            commit_with("c", {"evt_a"}, {"ops"})}; // duplicate id
+  CHECK_THROWS_AS(s->commit_all(batch), StoreError);
+  CHECK(s->load_messages().empty());
+  CHECK(s->load_pending_deliveries().empty());
+
+  batch[2] = commit_with("c", {"evt_c"}, {"ops"});
+  s->commit_all(batch);
+  CHECK(s->load_messages().size() == 3);
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_a@ops", "evt_b@ops", "evt_c@ops"});
+}
+
+TEST_CASE("commit_all writes a thousand commits") {
+  TempDir dir;
+  auto s = Store::open(dir.file("state.db"));
+  std::vector<Commit> batch;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string n = std::to_string(i);
+    batch.push_back(commit_with("key" + n, {"evt_" + n}, {"ops", "audit"}));
+  }
+  s->commit_all(batch);
+  CHECK(s->load_messages().size() == 1000);
+  CHECK(s->load_pending_deliveries().size() == 2000);
+  CHECK(s->integrity_ok());
+}
+
+TEST_CASE("mark_delivered, mark_retry and mark_dead move a delivery through its states") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops", "audit"}));
+
+  s->mark_retry("evt_1", "ops", 1, at(5'000), "HTTP 500");
+  auto pending = s->load_pending_deliveries();
+  REQUIRE(pending.size() == 4);
+  const auto retried = std::find_if(pending.begin(), pending.end(), [](const Delivery& d) {
+    return d.event_id == "evt_1" && d.webhook == "ops";
+  });
+  REQUIRE(retried != pending.end());
+  CHECK(retried->state == DeliveryState::pending);
+  CHECK(retried->attempts == 1);
+  CHECK(retried->next_attempt == at(5'000));
+  CHECK(retried->last_error == "HTTP 500");
+
+  s->mark_delivered("evt_1", "audit");
+  s->mark_dead("evt_1", "ops", 10, at(99'000), "timeout");
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_2@audit", "evt_2@ops"});
+
+  const auto dead = s->load_dead_letters();
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].delivery.event_id == "evt_1");
+  CHECK(dead[0].delivery.webhook == "ops");
+  CHECK(dead[0].delivery.state == DeliveryState::dead);
+  CHECK(dead[0].delivery.attempts == 10);
+  CHECK(dead[0].delivery.last_error == "timeout");
+  CHECK(dead[0].delivery.process_query_key == "k");
+  CHECK(dead[0].delivery.sequence == 1);
+  CHECK(dead[0].died_at == at(99'000));
+}
+
+TEST_CASE("marking a delivery that does not exist is an error") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1"}, {"ops"}));
+  CHECK_THROWS_AS(s->mark_delivered("evt_1", "nope"), StoreError);
+  CHECK_THROWS_AS(s->mark_retry("evt_9", "ops", 1, at(0), "x"), StoreError);
+  CHECK_THROWS_AS(s->mark_dead("evt_9", "ops", 1, at(0), "x"), StoreError);
+  CHECK(s->load_pending_deliveries().size() == 1);
+}
+
+TEST_CASE("replay_dead requeues every dead delivery of an event with attempts reset") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops", "audit"}));
+  s->mark_dead("evt_1", "ops", 10, at(1'000), "HTTP 500");
+  s->mark_dead("evt_1", "audit", 10, at(2'000), "timeout");
+  s->mark_dead("evt_2", "ops", 10, at(3'000), "HTTP 502");
+  s->mark_delivered("evt_2", "audit");
+  CHECK(s->load_dead_letters().size() == 3);
+
+  CHECK(s->replay_dead("evt_1", at(50'000)) == 2);
+  const auto dead = s->load_dead_letters();
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].delivery.event_id == "evt_2");
+
+  const auto pending = s->load_pending_deliveries();
+  REQUIRE(pending.size() == 2);
+  for (const auto& d : pending) {
+    CHECK(d.event_id == "evt_1");
+    CHECK(d.attempts == 0);
+    CHECK(d.next_attempt == at(50'000));
+    CHECK(d.last_error.empty());
+  }
+  CHECK(s->replay_dead("evt_1", at(60'000)) == 0); // nothing dead left
+  CHECK(s->replay_dead("evt_unknown", at(60'000)) == 0);
+}
+
+TEST_CASE("dead letters are listed in the order they died") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops"}));
+  s->mark_dead("evt_2", "ops", 10, at(1'000), "late");
+  s->mark_dead("evt_1", "ops", 10, at(2'000), "later");
+  const auto dead = s->load_dead_letters();
+  REQUIRE(dead.size() == 2);
+  CHECK(dead[0].delivery.event_id == "evt_2");
+  CHECK(dead[1].delivery.event_id == "evt_1");
+}
+
+TEST_CASE("prune deletes old events whose deliveries are all done, and nothing else") {
+  auto s = Store::open(":memory:");
+  // evt_old_done: old, delivered everywhere -> pruned
+  // evt_old_pending: old, one delivery still pending -> kept
+  // evt_old_dead: old, one delivery dead -> kept (can still be replayed)
+  // evt_new_done: delivered but newer than the cut-off -> kept
+  // evt_old_unrouted: old, routed nowhere -> pruned
+  s->commit(commit_with("k", {"evt_old_done", "evt_old_pending", "evt_old_dead"},
+                        {"ops", "audit"}, 1, 0));
+  Commit unrouted = commit_with("k", {"evt_old_unrouted"}, {}, 4, 0);
+  s->commit(unrouted);
+  s->commit(commit_with("k", {"evt_new_done"}, {"ops"}, 5, 10'000));
+  for (const char* w : {"ops", "audit"}) {
+    s->mark_delivered("evt_old_done", w);
+  }
+  s->mark_delivered("evt_old_pending", "ops");
+  s->mark_delivered("evt_old_dead", "ops");
+  s->mark_dead("evt_old_dead", "audit", 10, at(500), "HTTP 500");
+  s->mark_delivered("evt_new_done", "ops");
+
+  CHECK(s->prune_delivered(at(5'000)) == 2);
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_old_pending@audit"});
+  REQUIRE(s->load_dead_letters().size() == 1);
+  CHECK(s->prune_delivered(at(5'000)) == 0);
+
+  // Once the rest is delivered, the remaining old events go too.
+  s->mark_delivered("evt_old_pending", "audit");
+  CHECK(s->replay_dead("evt_old_dead", at(6'000)) == 1);
+  s->mark_delivered("evt_old_dead", "audit");
+  CHECK(s->prune_delivered(at(5'000)) == 2);
+  CHECK(s->prune_delivered(at(20'000)) == 1); // evt_new_done
+  // The message itself is never pruned, and keeps its sequence.
+  const auto m = s->load_message("k");
+  REQUIRE(m.has_value());
+  CHECK(m->last_sequence == 5);
+  CHECK(s->integrity_ok());
+}
+
+TEST_CASE("a pruned event's id can be neither replayed nor marked") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1"}, {"ops"}));
+  s->mark_delivered("evt_1", "ops");
+  CHECK(s->prune_delivered(at(1)) == 1);
+  CHECK(s->replay_dead("evt_1", at(2)) == 0);
+  CHECK_THROWS_AS(s->mark_delivered("evt_1", "ops"), StoreError);
+}
+
+TEST_CASE("webhooks can be disabled under a fingerprint and enabled again") {
+  auto s = Store::open(":memory:");
+  CHECK_FALSE(s->webhook_disabled_fingerprint("ops").has_value());
+  s->set_webhook_disabled("ops", "fp1", at(0), "HTTP 410");
+  CHECK(s->webhook_disabled_fingerprint("ops") == "fp1");
+  CHECK_FALSE(s->webhook_disabled_fingerprint("audit").has_value());
+  s->set_webhook_disabled("ops", "fp2", at(1'000), "HTTP 410 again");
+  CHECK(s->webhook_disabled_fingerprint("ops") == "fp2");
+  s->clear_webhook_disabled("ops");
+  CHECK_FALSE(s->webhook_disabled_fingerprint("ops").has_value());
+  s->clear_webhook_disabled("never-disabled"); // not an error
+}
+
+TEST_CASE("everything survives closing and reopening a file database") {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  Commit c = commit_with("k", {"evt_1", "evt_2", "evt_3"}, {"ops"});
+  c.message = full_record("k");
+  c.message.last_sequence = 3;
+  {
+    auto s = Store::open(path);
+    s->commit(c);
+    s->mark_delivered("evt_1", "ops");
+    s->mark_retry("evt_2", "ops", 2, at(7'000), "HTTP 503");
+    s->mark_dead("evt_3", "ops", 10, at(8'000), "HTTP 400");
+    s->set_webhook_disabled("audit", "fp", at(0), "HTTP 410");
+  }
+  auto s = Store::open(path);
+  CHECK(s->load_message("k") == c.message);
+  const auto pending = s->load_pending_deliveries();
+  REQUIRE(pending.size() == 1);
+  CHECK(pending[0].event_id == "evt_2");
+  CHECK(pending[0].attempts == 2);
+  CHECK(pending[0].next_attempt == at(7'000));
+  CHECK(pending[0].last_error == "HTTP 503");
+  const auto dead = s->load_dead_letters();
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].delivery.event_id == "evt_3");
+  CHECK(dead[0].died_at == at(8'000));
+  CHECK(s->webhook_disabled_fingerprint("audit") == "fp");
+  CHECK(s->integrity_ok());
+}
+
+TEST_CASE("a label that is not valid UTF-8 is refused and nothing is written") {
+  auto s = Store::open(":memory:");
+  Commit c = commit_with("k", {"evt_1"}, {"ops"});
+  c.message.spec.labels["bad"] = std::string("\xff\xfe", 2);
+  try {
+    s->commit(c);
+    FAIL("invalid UTF-8 was accepted");
+  } catch (const StoreError& e) {
+    CHECK(std::string(e.what()).find("labels") != std::string::npos);
+  }
+  CHECK(s->load_messages().empty());
+  CHECK(s->load_pending_deliveries().empty());
+}
+
+TEST_CASE("a refused open releases the lock") {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  {
+    RawDb raw(path);
+    raw.exec("PRAGMA user_version = 99;");
+  }
+  CHECK(open_error(path).find("newer") != std::string::npos);
+  // Refused for its version again, not because the lock is still held.
+  CHECK(open_error(path).find("newer") != std::string::npos);
+}
