@@ -13,8 +13,13 @@ namespace {
 
 using nlohmann::json;
 
-// Parses without throwing; a discarded value means "not JSON".
+// Parses without throwing; a discarded value means "not JSON". A raw NUL
+// cannot occur in JSON text, and the parser would take it for the end of the
+// input and ignore what follows, so it is refused up front.
 json parse_json(std::string_view body) {
+  if (body.find('\0') != std::string_view::npos) {
+    return json(json::value_t::discarded);
+  }
   try {
     return json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   } catch (...) {
