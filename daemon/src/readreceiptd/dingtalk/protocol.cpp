@@ -1,0 +1,322 @@
+#include "readreceiptd/dingtalk/protocol.hpp"
+
+#include "readreceiptd/common/version.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace rrd::dingtalk {
+namespace {
+
+using nlohmann::json;
+
+// Parses without throwing; a discarded value means "not JSON". A raw NUL
+// cannot occur in JSON text, and the parser would take it for the end of the
+// input and ignore what follows, so it is refused up front.
+json parse_json(std::string_view body) {
+  if (body.find('\0') != std::string_view::npos) {
+    return json(json::value_t::discarded);
+  }
+  try {
+    return json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  } catch (...) {
+    return json(json::value_t::discarded);
+  }
+}
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string base_url(const std::string& endpoint) {
+  std::string url = endpoint;
+  while (!url.empty() && url.back() == '/') {
+    url.pop_back();
+  }
+  return url;
+}
+
+// The request fields every DingTalk call shares.
+http::Request base_request(const config::DingTalk& cfg, std::string_view path) {
+  http::Request r;
+  r.method = "POST";
+  r.url = base_url(cfg.endpoint) + std::string(path);
+  r.headers = {
+      {"Content-Type", "application/json"},
+      {"Accept", "application/json"},
+      {"User-Agent", std::string("readreceiptd/") + k_version},
+  };
+  r.total_timeout = cfg.request_timeout;
+  r.connect_timeout = std::min(cfg.request_timeout, http::k_default_connect_timeout);
+  r.max_response_bytes = k_max_response_bytes;
+  r.ca_file = cfg.ca_file;
+  return r;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+const char* type_name(const json& j) {
+  return j.type_name();
+}
+
+// An optional string field: absent or null gives "".
+bool read_optional_string(const json& obj, const char* name, std::string& out,
+                          std::string& why) {
+  const auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) {
+    out.clear();
+    return true;
+  }
+  if (!it->is_string()) {
+    why = std::string(name) + ": expected a string, got " + type_name(*it);
+    return false;
+  }
+  out = it->get_ref<const std::string&>();
+  return true;
+}
+
+} // namespace
+
+std::string cap_text(std::string_view text, std::size_t max_bytes) {
+  bool cut = false;
+  if (text.size() > max_bytes) {
+    std::size_t end = max_bytes;
+    // Back up over UTF-8 continuation bytes so no sequence is split.
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+      --end;
+    }
+    text = text.substr(0, end);
+    cut = true;
+  }
+  std::string out(text);
+  for (char& c : out) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) {
+      c = ' ';
+    }
+  }
+  if (cut) {
+    out += "...";
+  }
+  return out;
+}
+
+http::Request build_query_request(const config::DingTalk& cfg, const MessageSpec& m,
+                                  const std::string& token, const std::string* next_token) {
+  http::Request r = base_request(cfg, k_query_path);
+  r.headers.insert(r.headers.begin(), {std::string(k_token_header), token});
+
+  json body = json::object();
+  if (!m.open_conversation_id.empty()) {
+    body["openConversationId"] = m.open_conversation_id;
+  }
+  if (!m.robot_code.empty()) {
+    body["robotCode"] = m.robot_code;
+  }
+  body["processQueryKey"] = m.process_query_key;
+  body["maxResults"] = cfg.page_size;
+  if (next_token != nullptr) {
+    body["nextToken"] = *next_token;
+  }
+  r.body = dump(body);
+  return r;
+}
+
+std::optional<http::Request> build_token_request(const config::DingTalk& cfg) {
+  using Kind = config::DingTalk::AuthKind;
+  switch (cfg.auth_kind) {
+  case Kind::internal_app: {
+    http::Request r = base_request(cfg, k_internal_token_path);
+    r.body = dump(json{{"appKey", cfg.internal_app.app_key},
+                       {"appSecret", cfg.internal_app.app_secret}});
+    return r;
+  }
+  case Kind::third_party: {
+    http::Request r = base_request(cfg, k_third_party_token_path);
+    r.body = dump(json{{"suiteKey", cfg.third_party.suite_key},
+                       {"suiteSecret", cfg.third_party.suite_secret},
+                       {"authCorpId", cfg.third_party.auth_corp_id},
+                       {"suiteTicket", cfg.third_party.suite_ticket}});
+    return r;
+  }
+  case Kind::fixed_token:
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+Result<Page, std::string> parse_query_page(std::string_view body) {
+  try {
+    const json j = parse_json(body);
+    if (j.is_discarded()) {
+      return err(std::string("body is not valid JSON"));
+    }
+    if (!j.is_object()) {
+      return err(std::string("body: expected a JSON object, got ") + type_name(j));
+    }
+    if (!j.contains("sendStatus") && !j.contains("readUserIds") && !j.contains("hasMore") &&
+        !j.contains("nextToken")) {
+      return err(std::string("body: none of sendStatus, readUserIds, hasMore, nextToken"));
+    }
+
+    Page page;
+    std::string why;
+    if (!read_optional_string(j, "sendStatus", page.send_status, why) ||
+        !read_optional_string(j, "nextToken", page.next_token, why)) {
+      return err(std::move(why));
+    }
+
+    if (const auto it = j.find("readUserIds"); it != j.end() && !it->is_null()) {
+      if (!it->is_array()) {
+        return err(std::string("readUserIds: expected an array, got ") + type_name(*it));
+      }
+      page.read_user_ids.reserve(it->size());
+      for (std::size_t i = 0; i < it->size(); ++i) {
+        const json& id = (*it)[i];
+        if (!id.is_string()) {
+          return err("readUserIds[" + std::to_string(i) + "]: expected a string, got " +
+                     type_name(id));
+        }
+        const auto& s = id.get_ref<const std::string&>();
+        if (s.empty()) {
+          return err("readUserIds[" + std::to_string(i) + "]: empty string");
+        }
+        page.read_user_ids.push_back(s);
+      }
+    }
+
+    if (const auto it = j.find("hasMore"); it != j.end() && !it->is_null()) {
+      if (!it->is_boolean()) {
+        return err(std::string("hasMore: expected a boolean, got ") + type_name(*it));
+      }
+      page.has_more = it->get<bool>();
+    }
+    if (page.has_more && page.next_token.empty()) {
+      return err(std::string("nextToken: missing or empty while hasMore is true"));
+    }
+    return page;
+  } catch (...) {
+    return err(std::string("body could not be parsed"));
+  }
+}
+
+Result<Token, std::string> parse_token_answer(std::string_view body) {
+  try {
+    const json j = parse_json(body);
+    if (j.is_discarded()) {
+      return err(std::string("body is not valid JSON"));
+    }
+    if (!j.is_object()) {
+      return err(std::string("body: expected a JSON object, got ") + type_name(j));
+    }
+    Token t;
+    const auto tok = j.find("accessToken");
+    if (tok == j.end() || tok->is_null()) {
+      return err(std::string("accessToken: missing"));
+    }
+    if (!tok->is_string()) {
+      return err(std::string("accessToken: expected a string, got ") + type_name(*tok));
+    }
+    t.access_token = tok->get_ref<const std::string&>();
+    if (t.access_token.empty()) {
+      return err(std::string("accessToken: empty"));
+    }
+    const auto exp = j.find("expireIn");
+    if (exp == j.end() || exp->is_null()) {
+      return err(std::string("expireIn: missing"));
+    }
+    if (exp->is_number_unsigned()) {
+      const auto v = exp->get<std::uint64_t>();
+      if (v == 0) {
+        return err(std::string("expireIn: must be positive"));
+      }
+      t.expire_in_seconds = static_cast<std::int64_t>(
+          std::min<std::uint64_t>(v, static_cast<std::uint64_t>(k_max_token_lifetime_seconds)));
+    } else if (exp->is_number_integer()) {
+      // Only negative values reach here: non-negative ones are unsigned.
+      return err(std::string("expireIn: must be positive"));
+    } else {
+      return err(std::string("expireIn: expected an integer, got ") + type_name(*exp));
+    }
+    return t;
+  } catch (...) {
+    return err(std::string("body could not be parsed"));
+  }
+}
+
+std::optional<ErrorBody> parse_error_body(std::string_view body) {
+  try {
+    const json j = parse_json(body);
+    if (!j.is_object()) {
+      return std::nullopt;
+    }
+    const auto code = j.find("code");
+    if (code == j.end() || !code->is_string() || code->get_ref<const std::string&>().empty()) {
+      return std::nullopt;
+    }
+    ErrorBody e;
+    e.code = cap_text(code->get_ref<const std::string&>());
+    if (const auto m = j.find("message"); m != j.end() && m->is_string()) {
+      e.message = cap_text(m->get_ref<const std::string&>());
+    }
+    if (const auto id = j.find("requestid"); id != j.end() && id->is_string()) {
+      e.request_id = cap_text(id->get_ref<const std::string&>());
+    }
+    return e;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+std::string redact_request(const http::Request& request) {
+  static constexpr std::array<std::string_view, 3> k_secret_fields = {"appSecret", "suiteSecret",
+                                                                      "suiteTicket"};
+  std::string out = request.method + " " + request.url + " headers=[";
+  bool first = true;
+  for (const auto& [name, value] : request.headers) {
+    if (!first) {
+      out += ", ";
+    }
+    first = false;
+    out += name;
+    out += ": ";
+    if (iequals(name, k_token_header) || iequals(name, "authorization")) {
+      out += k_redacted;
+    } else {
+      out += cap_text(value);
+    }
+  }
+  out += "] body=";
+  if (request.body.empty()) {
+    out += "<empty>";
+    return out;
+  }
+  try {
+    json j = parse_json(request.body);
+    if (j.is_discarded()) {
+      out += "<" + std::to_string(request.body.size()) + " bytes, not JSON>";
+      return out;
+    }
+    if (j.is_object()) {
+      for (const auto field : k_secret_fields) {
+        if (const auto it = j.find(std::string(field)); it != j.end()) {
+          *it = std::string(k_redacted);
+        }
+      }
+    }
+    out += dump(j);
+  } catch (...) {
+    out += "<" + std::to_string(request.body.size()) + " bytes>";
+  }
+  return out;
+}
+
+} // namespace rrd::dingtalk

@@ -1,0 +1,103 @@
+// The DingTalk wire protocol as pure functions: building the read-list query
+// and the token requests as http::Request values, and parsing their answers
+// strictly into plain values. No I/O, no clock, no exceptions escape.
+// Thread-safety: every function is pure and may be called from any thread.
+#pragma once
+
+#include "readreceiptd/common/model.hpp"
+#include "readreceiptd/common/result.hpp"
+#include "readreceiptd/config/config.hpp"
+#include "readreceiptd/http/http_engine.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rrd::dingtalk {
+
+// The largest answer body read from DingTalk; a longer one is cut off by the
+// engine (Failure::too_large) and treated as a bad response.
+inline constexpr std::size_t k_max_response_bytes = 4 * 1024 * 1024;
+// Text taken from DingTalk bodies (error messages) into logs is capped here.
+inline constexpr std::size_t k_max_message_chars = 200;
+// A token's lifetime is clamped to this, whatever expireIn says, so that time
+// arithmetic stays small and a wild value cannot pin a token for years.
+inline constexpr std::int64_t k_max_token_lifetime_seconds = 24 * 3600;
+
+inline constexpr std::string_view k_query_path = "/v1.0/robot/privateChatMessages/query";
+inline constexpr std::string_view k_internal_token_path = "/v1.0/oauth2/accessToken";
+inline constexpr std::string_view k_third_party_token_path = "/v1.0/oauth2/corpAccessToken";
+inline constexpr std::string_view k_token_header = "x-acs-dingtalk-access-token";
+inline constexpr std::string_view k_redacted = "<redacted>";
+
+// One page of a privateChatMessages/query answer.
+struct Page {
+  std::string send_status;                 // "" when the answer omits it
+  std::vector<std::string> read_user_ids;  // in the answer's order
+  bool has_more = false;
+  std::string next_token; // non-empty whenever has_more
+
+  bool operator==(const Page&) const = default;
+};
+
+// An access token answer. `access_token` is a secret.
+struct Token {
+  std::string access_token;
+  std::int64_t expire_in_seconds = 0; // 1..k_max_token_lifetime_seconds
+
+  bool operator==(const Token&) const = default;
+};
+
+// DingTalk's error body: {"code", "message", "requestid"}.
+struct ErrorBody {
+  std::string code;       // capped at k_max_message_chars
+  std::string message;    // capped and cleaned of control characters
+  std::string request_id; // capped
+
+  bool operator==(const ErrorBody&) const = default;
+};
+
+// The read-list query for one page of message `m`. `next_token` is null for
+// the first page. The body carries only the fields that are set:
+// openConversationId and robotCode are omitted when empty, nextToken is sent
+// only on later pages; maxResults is cfg.page_size.
+http::Request build_query_request(const config::DingTalk& cfg, const MessageSpec& m,
+                                  const std::string& token, const std::string* next_token);
+
+// The token request for cfg's auth kind: internal app (accessToken) or
+// third-party app (corpAccessToken). nullopt for a fixed token, which needs
+// no request.
+std::optional<http::Request> build_token_request(const config::DingTalk& cfg);
+
+// Parses a 200 answer of the query. Strict: the body must be a JSON object
+// holding at least one of the documented fields; `readUserIds` an array of
+// non-empty strings, `sendStatus` and `nextToken` strings, `hasMore` a bool.
+// Absent (or null) fields take their defaults ([], "", false, ""); unknown
+// fields are ignored; an unknown sendStatus value is passed through.
+// `hasMore: true` without a non-empty nextToken is an error. The error text
+// names the offending field and never quotes values.
+Result<Page, std::string> parse_query_page(std::string_view body);
+
+// Parses a 200 answer of a token endpoint: {"accessToken": non-empty string,
+// "expireIn": positive integer seconds}. expireIn is clamped to
+// k_max_token_lifetime_seconds. The error text never contains the token.
+Result<Token, std::string> parse_token_answer(std::string_view body);
+
+// Parses a DingTalk error body. nullopt unless it is a JSON object with a
+// non-empty string `code`.
+std::optional<ErrorBody> parse_error_body(std::string_view body);
+
+// A one-line printable shape of a request, for logs: method, URL, headers and
+// body, with the token header, any Authorization header and the secret body
+// fields (appSecret, suiteSecret, suiteTicket) replaced by "<redacted>". A
+// body that is not JSON is shown only by its size.
+std::string redact_request(const http::Request& request);
+
+// `text` cut to at most `max_bytes` bytes (never inside a UTF-8 sequence),
+// with control characters replaced by spaces and "..." appended when cut.
+std::string cap_text(std::string_view text, std::size_t max_bytes = k_max_message_chars);
+
+} // namespace rrd::dingtalk
