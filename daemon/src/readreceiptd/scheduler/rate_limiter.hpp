@@ -53,7 +53,9 @@ public:
   bool try_acquire(TimePoint now);
 
   // The earliest time >= now at which try_acquire would succeed, if nothing
-  // else changes in between.
+  // else changes in between. (If `now` lies before a time already seen, the
+  // answer assumes the clock stepped back at `now`; the first mutating call
+  // after a step back fixes where it stepped.)
   TimePoint next_allowed(TimePoint now) const;
 
   // A throttling answer (403 Qps/ApiCountLimit, 429, an HTML page) arrived.
