@@ -6,7 +6,13 @@
 //
 // The caller (the scheduler loop) maps DingTalk's answers to a PollResult,
 // calls apply(), assigns event ids, and commits the returned record and events
-// in one transaction.
+// in one transaction. A sketch:
+//
+//   auto step = tracker::apply(rec, result, {cfg.poll, clock.now(), failures, jitter});
+//   for (auto& ev : step.events) ev.id = make_event_id(ev.created_at, r1, r2);
+//   store.commit({step.record, step.events, routes}); // one transaction
+//   if (step.record.stopped) due_queue.erase(key);
+//   else due_queue.upsert(key, step.record.next_poll);
 //
 // Rules, in the order apply() checks them:
 //  * answer: the ids in the answer not yet in the read set (deduplicated, in
