@@ -32,8 +32,8 @@ TEST_CASE("base64 rejects malformed text") {
   CHECK_FALSE(base64_decode("Zm9vY").has_value());     // dangling character
   CHECK_FALSE(base64_decode("Zm9vYg=").has_value());   // wrong padding
   CHECK_FALSE(base64_decode("Zm9v===").has_value());
-  CHECK_FALSE(base64_decode("Zm9vYh==").has_value());  // non-zero leftover bits
-  CHECK_FALSE(base64_decode("Zg==Zg==").has_value());  // data after padding
+  CHECK_FALSE(base64_decode("Zm9vYh==").has_value()); // non-zero leftover bits
+  CHECK_FALSE(base64_decode("Zg==Zg==").has_value()); // data after padding
 }
 
 TEST_CASE("base64 round trips every byte value") {

@@ -2,9 +2,8 @@
 #include "readreceiptd/webhook/retry.hpp"
 #include "readreceiptd/webhook/signing.hpp"
 
-#include <doctest/doctest.h>
-
 #include <cmath>
+#include <doctest/doctest.h>
 
 using namespace rrd;
 using namespace rrd::webhook;

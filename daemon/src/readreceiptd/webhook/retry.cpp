@@ -6,7 +6,9 @@
 
 namespace rrd::webhook {
 
-bool honours_retry_after(int status) { return status == 429 || status == 503; }
+bool honours_retry_after(int status) {
+  return status == 429 || status == 503;
+}
 
 std::optional<Millis> retry_delay(int attempts_made, double random01,
                                   std::optional<Millis> retry_after) {
@@ -24,8 +26,9 @@ std::optional<Millis> retry_delay(int attempts_made, double random01,
   // 1 can round up to exactly 2 * span.
   const auto span = static_cast<Millis::rep>(static_cast<double>(base) * k_retry_jitter);
   const double r = std::clamp(random01, 0.0, 1.0);
-  const auto offset = std::min(static_cast<Millis::rep>(std::floor(2.0 * static_cast<double>(span) * r)),
-                               std::max<Millis::rep>(2 * span - 1, 0));
+  const auto offset =
+      std::min(static_cast<Millis::rep>(std::floor(2.0 * static_cast<double>(span) * r)),
+               std::max<Millis::rep>(2 * span - 1, 0));
   return Millis{base - span + offset};
 }
 

@@ -2,11 +2,10 @@
 
 #include "readreceiptd/common/base64.hpp"
 
+#include <array>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-
-#include <array>
 #include <stdexcept>
 
 namespace rrd::webhook {
