@@ -1,0 +1,697 @@
+// The state database. Choices worth knowing (see also schema.cpp):
+//
+// - Durability: WAL with `synchronous=FULL`. With NORMAL, WAL commits are not
+//   synced until a checkpoint, so a power loss can undo the last committed
+//   transactions, and with them events whose read sets were already reported
+//   as committed (the transactional outbox would lose events). FULL syncs the
+//   WAL on every commit; commit_all() batches many commits into one sync.
+// - One daemon per database: open() takes an exclusive flock() on
+//   `<path>.lock` (non-blocking) and holds it until the Store is destroyed, so
+//   a second readreceiptd on the same file is refused at once with a clear
+//   error. The database itself stays in normal locking mode, so an operator
+//   can still read it with the sqlite3 shell while the daemon runs. flock()
+//   is advisory and per open file, so it also refuses a second open() in the
+//   same process; it is not reliable on network file systems.
+// - Schema versions are `PRAGMA user_version`; a database from a newer build
+//   is refused before anything is written to it.
+#include "readreceiptd/store/store.hpp"
+
+#include "readreceiptd/store/schema.hpp"
+#include "readreceiptd/store/sqlite.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+namespace rrd::store {
+
+namespace {
+
+using detail::Connection;
+using detail::Statement;
+using detail::Transaction;
+
+constexpr const char* k_memory_path = ":memory:";
+// How long a statement waits for a lock held by another connection (an
+// operator's sqlite3 shell, a checkpoint) before failing with SQLITE_BUSY.
+constexpr std::chrono::milliseconds k_busy_timeout{5'000};
+// STRICT tables need SQLite 3.37.
+constexpr int k_min_sqlite_version = 3'037'000;
+constexpr const char* k_lock_suffix = ".lock";
+
+// --- the exclusive lock on <path>.lock
+
+class LockFile {
+public:
+  LockFile() = default;
+  explicit LockFile(const std::string& db_path) {
+    const std::string lock_path = db_path + k_lock_suffix;
+    m_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (m_fd < 0) {
+      throw StoreError("state database " + db_path + ": cannot open lock file " + lock_path +
+                       ": " + std::strerror(errno));
+    }
+    if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
+      const int e = errno;
+      ::close(m_fd);
+      m_fd = -1;
+      if (e == EWOULDBLOCK) {
+        throw StoreError("state database " + db_path + " is in use: " + lock_path +
+                         " is locked by another process (is another readreceiptd running "
+                         "with this state.path?)");
+      }
+      throw StoreError("state database " + db_path + ": cannot lock " + lock_path + ": " +
+                       std::strerror(e));
+    }
+  }
+  ~LockFile() {
+    if (m_fd >= 0) {
+      ::close(m_fd); // releases the flock
+    }
+  }
+  LockFile(const LockFile&) = delete;
+  LockFile& operator=(const LockFile&) = delete;
+
+private:
+  int m_fd = -1;
+};
+
+// --- value conversions
+
+std::int64_t ms(TimePoint t) { return to_unix_ms(t); }
+
+std::optional<std::int64_t> ms(const std::optional<TimePoint>& t) {
+  if (!t) {
+    return std::nullopt;
+  }
+  return to_unix_ms(*t);
+}
+
+std::optional<TimePoint> time_or_null(const std::optional<std::int64_t>& v) {
+  if (!v) {
+    return std::nullopt;
+  }
+  return from_unix_ms(*v);
+}
+
+std::string dump_json(const nlohmann::json& j, const std::string& key, const char* field) {
+  try {
+    return j.dump();
+  } catch (const nlohmann::json::exception& e) {
+    // Only invalid UTF-8 makes dump() throw.
+    throw StoreError("message " + key + ": cannot store " + field + ": " + e.what());
+  }
+}
+
+nlohmann::json parse_json(const std::string& text, const std::string& key, const char* field) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw StoreError("message " + key + ": stored " + field + " is not valid JSON: " + e.what());
+  }
+}
+
+std::vector<std::string> string_list(const nlohmann::json& j, const std::string& key,
+                                     const char* field) {
+  if (!j.is_array()) {
+    throw StoreError("message " + key + ": stored " + field + " is not a JSON array");
+  }
+  std::vector<std::string> out;
+  out.reserve(j.size());
+  for (const auto& item : j) {
+    if (!item.is_string()) {
+      throw StoreError("message " + key + ": stored " + field + " holds a non-string");
+    }
+    out.push_back(item.get<std::string>());
+  }
+  return out;
+}
+
+std::map<std::string, std::string> string_map(const nlohmann::json& j, const std::string& key,
+                                              const char* field) {
+  if (!j.is_object()) {
+    throw StoreError("message " + key + ": stored " + field + " is not a JSON object");
+  }
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : j.items()) {
+    if (!v.is_string()) {
+      throw StoreError("message " + key + ": stored " + field + " holds a non-string");
+    }
+    out.emplace(k, v.get<std::string>());
+  }
+  return out;
+}
+
+EventType event_type_column(const std::string& text) {
+  auto t = event_type_from_string(text);
+  if (!t) {
+    throw StoreError("stored event type \"" + text + "\" is unknown");
+  }
+  return *t;
+}
+
+DeliveryState delivery_state_column(const std::string& text) {
+  if (text == "pending") {
+    return DeliveryState::pending;
+  }
+  if (text == "delivered") {
+    return DeliveryState::delivered;
+  }
+  if (text == "dead") {
+    return DeliveryState::dead;
+  }
+  throw StoreError("stored delivery state \"" + text + "\" is unknown");
+}
+
+// --- SQL. Each statement is prepared once per Store and reused.
+
+constexpr const char* k_select_all_messages = R"sql(
+SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
+       expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
+       read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
+       stopped_at, last_poll, next_poll
+FROM messages ORDER BY added_at, process_query_key)sql";
+
+constexpr const char* k_select_message = R"sql(
+SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
+       expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
+       read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
+       stopped_at, last_poll, next_poll
+FROM messages WHERE process_query_key = ?1)sql";
+
+// Column positions in the message SELECTs above.
+enum MessageColumn : int {
+  c_key,
+  c_source,
+  c_open_conversation_id,
+  c_robot_code,
+  c_expected_readers,
+  c_expected_reader_count,
+  c_spec_sent_at,
+  c_webhooks,
+  c_labels,
+  c_sent_at,
+  c_added_at,
+  c_read_user_ids,
+  c_last_sequence,
+  c_send_status,
+  c_stopped,
+  c_stop_reason,
+  c_stop_detail,
+  c_stopped_at,
+  c_last_poll,
+  c_next_poll,
+};
+
+// Parameters ?1..?20 in the order of MessageColumn (plus one).
+constexpr const char* k_upsert_message = R"sql(
+INSERT INTO messages (process_query_key, source, open_conversation_id, robot_code,
+                      expected_readers, expected_reader_count, spec_sent_at, webhooks, labels,
+                      sent_at, added_at, read_user_ids, last_sequence, send_status, stopped,
+                      stop_reason, stop_detail, stopped_at, last_poll, next_poll)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+ON CONFLICT (process_query_key) DO UPDATE SET
+  source = excluded.source,
+  open_conversation_id = excluded.open_conversation_id,
+  robot_code = excluded.robot_code,
+  expected_readers = excluded.expected_readers,
+  expected_reader_count = excluded.expected_reader_count,
+  spec_sent_at = excluded.spec_sent_at,
+  webhooks = excluded.webhooks,
+  labels = excluded.labels,
+  sent_at = excluded.sent_at,
+  added_at = excluded.added_at,
+  read_user_ids = excluded.read_user_ids,
+  last_sequence = excluded.last_sequence,
+  send_status = excluded.send_status,
+  stopped = excluded.stopped,
+  stop_reason = excluded.stop_reason,
+  stop_detail = excluded.stop_detail,
+  stopped_at = excluded.stopped_at,
+  last_poll = excluded.last_poll,
+  next_poll = excluded.next_poll)sql";
+
+// A plain INSERT: an event id seen twice is an error, never silently dropped.
+constexpr const char* k_insert_event = R"sql(
+INSERT INTO events (id, process_query_key, type, sequence, created_at, body)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6))sql";
+
+constexpr const char* k_insert_delivery = R"sql(
+INSERT INTO deliveries (event_id, webhook, state, attempts, next_attempt, last_error, died_at)
+VALUES (?1, ?2, 'pending', 0, ?3, '', NULL))sql";
+
+constexpr const char* k_select_pending = R"sql(
+SELECT d.event_id, d.webhook, e.process_query_key, e.type, e.sequence, e.body, d.state,
+       d.attempts, d.next_attempt, d.last_error, d.died_at
+FROM deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.state = 'pending'
+ORDER BY e.process_query_key, d.webhook, e.sequence)sql";
+
+constexpr const char* k_select_dead = R"sql(
+SELECT d.event_id, d.webhook, e.process_query_key, e.type, e.sequence, e.body, d.state,
+       d.attempts, d.next_attempt, d.last_error, d.died_at
+FROM deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.state = 'dead'
+ORDER BY d.died_at, e.process_query_key, d.webhook, e.sequence)sql";
+
+enum DeliveryColumn : int {
+  d_event_id,
+  d_webhook,
+  d_key,
+  d_type,
+  d_sequence,
+  d_body,
+  d_state,
+  d_attempts,
+  d_next_attempt,
+  d_last_error,
+  d_died_at,
+};
+
+constexpr const char* k_mark_delivered = R"sql(
+UPDATE deliveries SET state = 'delivered', died_at = NULL
+WHERE event_id = ?1 AND webhook = ?2)sql";
+
+constexpr const char* k_mark_retry = R"sql(
+UPDATE deliveries SET attempts = ?3, next_attempt = ?4, last_error = ?5
+WHERE event_id = ?1 AND webhook = ?2)sql";
+
+constexpr const char* k_mark_dead = R"sql(
+UPDATE deliveries SET state = 'dead', attempts = ?3, died_at = ?4, last_error = ?5
+WHERE event_id = ?1 AND webhook = ?2)sql";
+
+constexpr const char* k_replay_dead = R"sql(
+UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = ?2, last_error = '',
+                      died_at = NULL
+WHERE event_id = ?1 AND state = 'dead')sql";
+
+constexpr const char* k_prune_deliveries = R"sql(
+DELETE FROM deliveries
+WHERE state = 'delivered'
+  AND event_id IN (SELECT id FROM events WHERE created_at < ?1))sql";
+
+constexpr const char* k_prune_events = R"sql(
+DELETE FROM events
+WHERE created_at < ?1
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id))sql";
+
+constexpr const char* k_set_disabled = R"sql(
+INSERT INTO disabled_webhooks (name, fingerprint, at, reason) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (name) DO UPDATE SET
+  fingerprint = excluded.fingerprint, at = excluded.at, reason = excluded.reason)sql";
+
+constexpr const char* k_clear_disabled = "DELETE FROM disabled_webhooks WHERE name = ?1";
+
+constexpr const char* k_select_disabled =
+    "SELECT fingerprint FROM disabled_webhooks WHERE name = ?1";
+
+MessageRecord read_message(const Statement& row) {
+  MessageRecord r;
+  const std::string key = row.text(c_key);
+  r.spec.process_query_key = key;
+  const auto source = message_source_from_string(row.text(c_source));
+  if (!source) {
+    throw StoreError("message " + key + ": stored source is unknown");
+  }
+  r.source = *source;
+  r.spec.open_conversation_id = row.text(c_open_conversation_id);
+  r.spec.robot_code = row.text(c_robot_code);
+  r.spec.expected_readers =
+      string_list(parse_json(row.text(c_expected_readers), key, "expected_readers"), key,
+                  "expected_readers");
+  r.spec.expected_reader_count = row.optional_integer(c_expected_reader_count);
+  r.spec.sent_at = time_or_null(row.optional_integer(c_spec_sent_at));
+  if (auto webhooks = row.optional_text(c_webhooks)) {
+    r.spec.webhooks = string_list(parse_json(*webhooks, key, "webhooks"), key, "webhooks");
+  }
+  r.spec.labels = string_map(parse_json(row.text(c_labels), key, "labels"), key, "labels");
+  r.sent_at = from_unix_ms(row.integer(c_sent_at));
+  r.added_at = from_unix_ms(row.integer(c_added_at));
+  r.read_user_ids = string_list(parse_json(row.text(c_read_user_ids), key, "read_user_ids"), key,
+                                "read_user_ids");
+  r.last_sequence = row.integer(c_last_sequence);
+  r.send_status = row.text(c_send_status);
+  r.stopped = row.integer(c_stopped) != 0;
+  if (auto reason = row.optional_text(c_stop_reason)) {
+    r.stop_reason = stop_reason_from_string(*reason);
+    if (!r.stop_reason) {
+      throw StoreError("message " + key + ": stored stop reason \"" + *reason + "\" is unknown");
+    }
+  }
+  r.stop_detail = row.text(c_stop_detail);
+  r.stopped_at = time_or_null(row.optional_integer(c_stopped_at));
+  r.last_poll = time_or_null(row.optional_integer(c_last_poll));
+  r.next_poll = from_unix_ms(row.integer(c_next_poll));
+  return r;
+}
+
+Delivery read_delivery(const Statement& row) {
+  Delivery d;
+  d.event_id = row.text(d_event_id);
+  d.webhook = row.text(d_webhook);
+  d.process_query_key = row.text(d_key);
+  d.type = event_type_column(row.text(d_type));
+  d.sequence = row.integer(d_sequence);
+  d.body = row.text(d_body);
+  d.state = delivery_state_column(row.text(d_state));
+  d.attempts = static_cast<int>(row.integer(d_attempts));
+  d.next_attempt = from_unix_ms(row.integer(d_next_attempt));
+  d.last_error = row.text(d_last_error);
+  return d;
+}
+
+std::string delivery_name(const std::string& event_id, const std::string& webhook) {
+  return "delivery of " + event_id + " to " + webhook;
+}
+
+} // namespace
+
+struct Store::Impl {
+  // Declared first so that it is released last, after the database is closed.
+  LockFile lock;
+  Connection conn;
+
+  // The lock is taken before SQLite touches the file. (Both operands are
+  // prvalues, so the non-movable LockFile is built in place.)
+  Impl(const std::string& path, bool take_lock)
+      : lock(take_lock ? LockFile(path) : LockFile()), conn(path) {}
+
+  void write_commit(const Commit& c);
+  void update_delivery(const char* sql, const std::string& event_id, const std::string& webhook,
+                       const char* what, int attempts, TimePoint when,
+                       const std::string& last_error);
+};
+
+
+namespace {
+
+// Sets `PRAGMA name = value` and checks that SQLite answers `expected`:
+// a PRAGMA that SQLite does not support or cannot apply fails silently.
+void set_pragma(Connection& conn, const char* set_sql, const char* get_sql,
+                const std::string& expected, const char* what) {
+  conn.exec(set_sql, what);
+  const auto answer = conn.query_text(get_sql, what);
+  if (answer != expected) {
+    throw StoreError("state database " + conn.path() + ": " + what + ": SQLite answered \"" +
+                     answer.value_or("") + "\" instead of \"" + expected + "\"");
+  }
+}
+
+} // namespace
+
+Store::Store(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+Store::~Store() = default;
+
+std::unique_ptr<Store> Store::open(const std::string& path) {
+  if (path.empty()) {
+    throw StoreError("state database path is empty");
+  }
+  if (sqlite3_libversion_number() < k_min_sqlite_version) {
+    throw StoreError(std::string("state database ") + path + ": SQLite " + sqlite3_libversion() +
+                     " is too old; readreceiptd needs 3.37 or newer");
+  }
+  const bool in_memory = path == k_memory_path;
+  if (!in_memory) {
+    const auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(parent, ec);
+      if (ec) {
+        throw StoreError("state database " + path + ": cannot create directory " +
+                         parent.string() + ": " + ec.message());
+      }
+    }
+  }
+
+  auto impl = std::make_unique<Impl>(path, !in_memory);
+  Connection& conn = impl->conn;
+
+  const int rc = sqlite3_busy_timeout(conn.raw(), static_cast<int>(k_busy_timeout.count()));
+  if (rc != SQLITE_OK) {
+    conn.fail("cannot set busy timeout", rc);
+  }
+
+  // Reading the version is also the first read of the file: a file that is
+  // not a database fails here, before anything is written to it.
+  const int version = detail::schema_version(conn);
+  if (version > detail::latest_schema_version()) {
+    throw StoreError("state database " + path + " has schema version " + std::to_string(version) +
+                     ", newer than this build of readreceiptd knows (" +
+                     std::to_string(detail::latest_schema_version()) +
+                     "); it was written by a newer version: upgrade readreceiptd");
+  }
+
+  set_pragma(conn, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", in_memory ? "memory" : "wal",
+             "cannot switch to WAL mode");
+  // 2 = FULL: see the top of this file.
+  set_pragma(conn, "PRAGMA synchronous = FULL", "PRAGMA synchronous", "2",
+             "cannot set synchronous=FULL");
+  set_pragma(conn, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1",
+             "cannot enable foreign keys");
+
+  detail::migrate(conn);
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+// --- messages
+
+std::vector<MessageRecord> Store::load_messages() {
+  Statement q(m_impl->conn, k_select_all_messages, "cannot load messages");
+  std::vector<MessageRecord> out;
+  while (q.step()) {
+    out.push_back(read_message(q));
+  }
+  return out;
+}
+
+std::optional<MessageRecord> Store::load_message(const std::string& process_query_key) {
+  Statement q(m_impl->conn, k_select_message, "cannot load message");
+  q.bind(1, process_query_key);
+  if (!q.step()) {
+    return std::nullopt;
+  }
+  return read_message(q);
+}
+
+namespace {
+
+// Checks what SQL cannot: the shape of a Commit. Runs before the transaction
+// starts, so a malformed batch writes nothing.
+void check_commit(const Commit& c) {
+  const std::string& key = c.message.spec.process_query_key;
+  if (key.empty()) {
+    throw StoreError("commit of a message without a process_query_key");
+  }
+  if (c.routes.size() != c.events.size()) {
+    throw StoreError("commit of message " + key + ": " + std::to_string(c.events.size()) +
+                     " events but " + std::to_string(c.routes.size()) + " route lists");
+  }
+  for (const auto& e : c.events) {
+    if (e.process_query_key != key) {
+      throw StoreError("commit of message " + key + ": event " + e.id + " belongs to message " +
+                       e.process_query_key);
+    }
+  }
+}
+
+} // namespace
+
+void Store::Impl::write_commit(const Commit& c) {
+  const MessageRecord& m = c.message;
+  const std::string& key = m.spec.process_query_key;
+
+  nlohmann::json expected_readers = m.spec.expected_readers;
+  nlohmann::json labels = m.spec.labels;
+  nlohmann::json read_user_ids = m.read_user_ids;
+  std::optional<std::string> webhooks;
+  if (m.spec.webhooks) {
+    webhooks = dump_json(nlohmann::json(*m.spec.webhooks), key, "webhooks");
+  }
+
+  {
+    Statement q(conn, k_upsert_message, "cannot write message");
+    q.bind(c_key + 1, key)
+        .bind(c_source + 1, to_string(m.source))
+        .bind(c_open_conversation_id + 1, m.spec.open_conversation_id)
+        .bind(c_robot_code + 1, m.spec.robot_code)
+        .bind(c_expected_readers + 1, dump_json(expected_readers, key, "expected_readers"))
+        .bind(c_expected_reader_count + 1, m.spec.expected_reader_count)
+        .bind(c_spec_sent_at + 1, ms(m.spec.sent_at))
+        .bind(c_labels + 1, dump_json(labels, key, "labels"))
+        .bind(c_sent_at + 1, ms(m.sent_at))
+        .bind(c_added_at + 1, ms(m.added_at))
+        .bind(c_read_user_ids + 1, dump_json(read_user_ids, key, "read_user_ids"))
+        .bind(c_last_sequence + 1, m.last_sequence)
+        .bind(c_send_status + 1, m.send_status)
+        .bind(c_stopped + 1, m.stopped ? 1 : 0)
+        .bind(c_stop_detail + 1, m.stop_detail)
+        .bind(c_stopped_at + 1, ms(m.stopped_at))
+        .bind(c_last_poll + 1, ms(m.last_poll))
+        .bind(c_next_poll + 1, ms(m.next_poll));
+    if (webhooks) {
+      q.bind(c_webhooks + 1, *webhooks);
+    } else {
+      q.bind_null(c_webhooks + 1);
+    }
+    if (m.stop_reason) {
+      q.bind(c_stop_reason + 1, to_string(*m.stop_reason));
+    } else {
+      q.bind_null(c_stop_reason + 1);
+    }
+    q.run();
+  }
+
+  for (std::size_t i = 0; i < c.events.size(); ++i) {
+    const OutboxEvent& e = c.events[i];
+    {
+      Statement q(conn, k_insert_event, "cannot write event");
+      q.bind(1, e.id)
+          .bind(2, e.process_query_key)
+          .bind(3, to_string(e.type))
+          .bind(4, e.sequence)
+          .bind(5, ms(e.created_at))
+          .bind(6, e.body);
+      q.run();
+    }
+    for (const std::string& webhook : c.routes[i]) {
+      Statement q(conn, k_insert_delivery, "cannot write delivery");
+      q.bind(1, e.id).bind(2, webhook).bind(3, ms(e.created_at));
+      q.run();
+    }
+  }
+}
+
+void Store::commit(const Commit& c) {
+  check_commit(c);
+  Transaction tx(m_impl->conn, "cannot commit");
+  m_impl->write_commit(c);
+  tx.commit();
+}
+
+void Store::commit_all(const std::vector<Commit>& commits) {
+  for (const auto& c : commits) {
+    check_commit(c);
+  }
+  Transaction tx(m_impl->conn, "cannot commit");
+  for (const auto& c : commits) {
+    m_impl->write_commit(c);
+  }
+  tx.commit();
+}
+
+// --- outbox
+
+std::vector<Delivery> Store::load_pending_deliveries() {
+  Statement q(m_impl->conn, k_select_pending, "cannot load pending deliveries");
+  std::vector<Delivery> out;
+  while (q.step()) {
+    out.push_back(read_delivery(q));
+  }
+  return out;
+}
+
+void Store::mark_delivered(const std::string& event_id, const std::string& webhook) {
+  Statement q(m_impl->conn, k_mark_delivered, "cannot mark delivered");
+  q.bind(1, event_id).bind(2, webhook);
+  if (q.run() == 0) {
+    throw StoreError("cannot mark delivered: no " + delivery_name(event_id, webhook));
+  }
+}
+
+void Store::Impl::update_delivery(const char* sql, const std::string& event_id,
+                                  const std::string& webhook, const char* what, int attempts,
+                                  TimePoint when, const std::string& last_error) {
+  Statement q(conn, sql, what);
+  q.bind(1, event_id).bind(2, webhook).bind(3, attempts).bind(4, ms(when)).bind(5, last_error);
+  if (q.run() == 0) {
+    throw StoreError(std::string(what) + ": no " + delivery_name(event_id, webhook));
+  }
+}
+
+void Store::mark_retry(const std::string& event_id, const std::string& webhook, int attempts,
+                       TimePoint next_attempt, const std::string& last_error) {
+  m_impl->update_delivery(k_mark_retry, event_id, webhook, "cannot record retry", attempts,
+                          next_attempt, last_error);
+}
+
+void Store::mark_dead(const std::string& event_id, const std::string& webhook, int attempts,
+                      TimePoint died_at, const std::string& last_error) {
+  m_impl->update_delivery(k_mark_dead, event_id, webhook, "cannot mark dead", attempts, died_at,
+                          last_error);
+}
+
+std::vector<DeadLetter> Store::load_dead_letters() {
+  Statement q(m_impl->conn, k_select_dead, "cannot load dead letters");
+  std::vector<DeadLetter> out;
+  while (q.step()) {
+    out.push_back(DeadLetter{read_delivery(q), time_or_null(q.optional_integer(d_died_at))});
+  }
+  return out;
+}
+
+int Store::replay_dead(const std::string& event_id, TimePoint when) {
+  Statement q(m_impl->conn, k_replay_dead, "cannot replay dead letter");
+  q.bind(1, event_id).bind(2, ms(when));
+  return q.run();
+}
+
+int Store::prune_delivered(TimePoint before) {
+  Transaction tx(m_impl->conn, "cannot prune");
+  {
+    Statement q(m_impl->conn, k_prune_deliveries, "cannot prune deliveries");
+    q.bind(1, ms(before));
+    q.run();
+  }
+  int events = 0;
+  {
+    Statement q(m_impl->conn, k_prune_events, "cannot prune events");
+    q.bind(1, ms(before));
+    events = q.run();
+  }
+  tx.commit();
+  return events;
+}
+
+// --- disabled webhooks
+
+void Store::set_webhook_disabled(const std::string& name, const std::string& fingerprint,
+                                 TimePoint at, const std::string& reason) {
+  Statement q(m_impl->conn, k_set_disabled, "cannot disable webhook");
+  q.bind(1, name).bind(2, fingerprint).bind(3, ms(at)).bind(4, reason);
+  q.run();
+}
+
+void Store::clear_webhook_disabled(const std::string& name) {
+  Statement q(m_impl->conn, k_clear_disabled, "cannot enable webhook");
+  q.bind(1, name);
+  q.run();
+}
+
+std::optional<std::string> Store::webhook_disabled_fingerprint(const std::string& name) {
+  Statement q(m_impl->conn, k_select_disabled, "cannot read disabled webhook");
+  q.bind(1, name);
+  if (!q.step()) {
+    return std::nullopt;
+  }
+  return q.text(0);
+}
+
+bool Store::integrity_ok() {
+  // A database too damaged to run the check is not ok either.
+  try {
+    return m_impl->conn.query_text("PRAGMA integrity_check", "integrity check failed") == "ok";
+  } catch (const StoreError&) {
+    return false;
+  }
+}
+
+} // namespace rrd::store
