@@ -7,7 +7,9 @@
 //   later event of a message waits while an earlier one is retried; queues
 //   never wait for each other.
 // - Each attempt POSTs the stored body, signed per signing.hpp with a fresh
-//   `webhook-timestamp`. 2xx: delivered, the next event goes. 410: the
+//   `webhook-timestamp`. A webhook's own headers may replace User-Agent but
+//   not Content-Type, Content-Length, Host or the webhook-* headers (those
+//   are dropped with a warning at configure()). 2xx: delivered, the next event goes. 410: the
 //   webhook is disabled (in the store, under its configuration's fingerprint)
 //   and its queues hold until the configuration changes; the attempt is not
 //   counted. Anything else (status, timeout, network error): the attempt is
