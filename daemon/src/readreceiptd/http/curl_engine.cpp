@@ -1,0 +1,417 @@
+// The libcurl multi engine: one CURLM* drives every transfer from the loop
+// thread. Connections live in the multi handle's connection cache and are
+// reused across requests to the same host (HTTP/1.1 keep-alive); easy handles
+// are recycled through a small pool.
+//
+// Thread-safety: as Engine says. Only wakeup() touches the multi handle from
+// other threads, through curl_multi_wakeup(), which libcurl allows.
+//
+// Outcomes:
+// - failure == none: an HTTP answer arrived; status, headers and body are set.
+// - any other failure: status is 0 and body and headers are empty (a partial
+//   answer is never handed out); `error` says what went wrong.
+// - `duration` runs from submit() to the moment the transfer finished, so it
+//   includes time spent waiting for a free connection.
+//
+// Destruction cancels every transfer still in flight, and drops completed
+// ones whose callbacks have not run yet, WITHOUT calling their callbacks: the
+// callbacks are only destroyed.
+#include "readreceiptd/http/curl_handles.hpp"
+#include "readreceiptd/http/http_engine.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace rrd::http {
+
+namespace detail {
+
+void ensure_curl_global_init() {
+  static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (rc != CURLE_OK) {
+    throw std::runtime_error(std::string("libcurl initialisation failed: ") + curl_easy_strerror(rc));
+  }
+}
+
+} // namespace detail
+
+namespace {
+
+using detail::CurlEasy;
+using detail::CurlMulti;
+using detail::CurlSlist;
+using SteadyClock = std::chrono::steady_clock;
+
+// Idle connections kept open in the multi handle's cache, all hosts together.
+constexpr long k_max_cached_connections = 64;
+// Connections opened to one host at a time; further requests to that host
+// queue inside libcurl until one is free.
+constexpr long k_max_connections_per_host = 8;
+// Easy handles kept for reuse once their transfer is done.
+constexpr std::size_t k_easy_handle_pool_size = 16;
+// Response header bytes accepted per response (all header lines together);
+// more is treated like a body over the cap.
+constexpr std::size_t k_max_response_header_bytes = 64 * 1024;
+// libcurl treats a timeout of 0 as "none": the smallest timeout we pass.
+constexpr Millis k_min_timeout{1};
+
+char to_lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string_view trim(std::string_view s) {
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (!s.empty() && is_space(s.front())) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && is_space(s.back())) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+bool has_line_break(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
+
+struct Transfer {
+  Request request;
+  Callback done;
+  CurlEasy easy;
+  CurlSlist request_headers;
+  SteadyClock::time_point started;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::size_t header_bytes = 0;
+  bool too_large = false; // set by a callback that stopped the transfer
+  std::array<char, CURL_ERROR_SIZE> errbuf{};
+};
+
+// CURLOPT_WRITEFUNCTION: appends body bytes up to the cap; a short count
+// makes libcurl abort the transfer with CURLE_WRITE_ERROR.
+std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  if (n > t->request.max_response_bytes - std::min(t->body.size(), t->request.max_response_bytes)) {
+    t->too_large = true;
+    return 0;
+  }
+  t->body.append(data, n);
+  return n;
+}
+
+// CURLOPT_HEADERFUNCTION: called once per header line, status lines included.
+// A status line starts a new response (1xx answers come before the final
+// one), so only the last response's headers are kept.
+std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  t->header_bytes += n;
+  if (t->header_bytes > k_max_response_header_bytes) {
+    t->too_large = true;
+    return 0;
+  }
+  std::string_view line(data, n);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
+    line.remove_suffix(1);
+  }
+  if (line.empty()) {
+    return n;
+  }
+  if (line.substr(0, 5) == "HTTP/") {
+    t->headers.clear();
+    return n;
+  }
+  if ((line.front() == ' ' || line.front() == '\t') && !t->headers.empty()) {
+    // obs-fold: a continuation of the previous header's value.
+    const std::string_view more = trim(line);
+    if (!more.empty()) {
+      auto& value = t->headers.back().second;
+      if (!value.empty()) {
+        value += ' ';
+      }
+      value.append(more);
+    }
+    return n;
+  }
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos) {
+    return n;
+  }
+  std::string name(trim(line.substr(0, colon)));
+  std::transform(name.begin(), name.end(), name.begin(), to_lower_ascii);
+  if (!name.empty()) {
+    t->headers.emplace_back(std::move(name), std::string(trim(line.substr(colon + 1))));
+  }
+  return n;
+}
+
+std::string describe(CURLcode code, const Transfer& t) {
+  std::string text = curl_easy_strerror(code);
+  const std::string_view detail = trim(std::string_view(t.errbuf.data()));
+  if (!detail.empty()) {
+    text += ": ";
+    text += detail;
+  }
+  return text;
+}
+
+long timeout_ms(Millis m) { return static_cast<long>(std::clamp(m, k_min_timeout, Millis{LONG_MAX}).count()); }
+
+// Sets every option of one transfer. Returns an error text, empty on success.
+std::string configure(Transfer& t) {
+  CURL* easy = t.easy.get();
+  const Request& r = t.request;
+  CURLcode rc = CURLE_OK;
+  const auto set = [&](CURLoption option, auto value) {
+    if (rc == CURLE_OK) {
+      rc = curl_easy_setopt(easy, option, value);
+    }
+  };
+
+  set(CURLOPT_ERRORBUFFER, t.errbuf.data());
+  set(CURLOPT_URL, r.url.c_str());
+#if LIBCURL_VERSION_NUM >= 0x075500
+  set(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  set(CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  set(CURLOPT_NOSIGNAL, 1L);
+  set(CURLOPT_CONNECTTIMEOUT_MS, timeout_ms(r.connect_timeout));
+  set(CURLOPT_TIMEOUT_MS, timeout_ms(r.total_timeout));
+  set(CURLOPT_SSL_VERIFYPEER, 1L);
+  set(CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!r.ca_file.empty()) {
+    set(CURLOPT_CAINFO, r.ca_file.c_str());
+  }
+  set(CURLOPT_FOLLOWLOCATION, 0L);
+  set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+  set(CURLOPT_ACCEPT_ENCODING, "");
+  set(CURLOPT_TCP_KEEPALIVE, 1L);
+  // Refuses early when the answer announces a Content-Length over the cap;
+  // the write callback catches the rest while the body streams in.
+  set(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(std::min<std::uintmax_t>(
+                                        r.max_response_bytes, std::numeric_limits<curl_off_t>::max())));
+  set(CURLOPT_WRITEFUNCTION, &on_body);
+  set(CURLOPT_WRITEDATA, static_cast<void*>(&t));
+  set(CURLOPT_HEADERFUNCTION, &on_header);
+  set(CURLOPT_HEADERDATA, static_cast<void*>(&t));
+
+  if (r.method == "GET" && r.body.empty()) {
+    set(CURLOPT_HTTPGET, 1L);
+  } else if (r.method == "HEAD" && r.body.empty()) {
+    set(CURLOPT_NOBODY, 1L);
+  } else {
+    // The body stays owned by t.request for the whole transfer.
+    set(CURLOPT_POST, 1L);
+    set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(r.body.size()));
+    set(CURLOPT_POSTFIELDS, r.body.data());
+    if (r.method != "POST") {
+      set(CURLOPT_CUSTOMREQUEST, r.method.c_str());
+    }
+  }
+  if (rc != CURLE_OK) {
+    return describe(rc, t);
+  }
+
+  bool has_expect = false;
+  for (const auto& [name, value] : r.headers) {
+    if (name.empty() || has_line_break(name) || has_line_break(value) || name.find(':') != std::string::npos) {
+      return "invalid request header";
+    }
+    std::string lower = name;
+    std::transform(lower.begin(), lower.end(), lower.begin(), to_lower_ascii);
+    has_expect = has_expect || lower == "expect";
+    // "Name;" is how libcurl is told to send a header with an empty value.
+    const std::string line = value.empty() ? name + ";" : name + ": " + value;
+    if (!detail::slist_append(t.request_headers, line.c_str())) {
+      return "out of memory";
+    }
+  }
+  // libcurl sends "Expect: 100-continue" for larger bodies and then waits up
+  // to a second for a 100 answer that many servers never send.
+  if (!has_expect && !detail::slist_append(t.request_headers, "Expect:")) {
+    return "out of memory";
+  }
+  set(CURLOPT_HTTPHEADER, t.request_headers.get());
+  return rc == CURLE_OK ? std::string() : describe(rc, t);
+}
+
+class CurlEngine final : public Engine {
+public:
+  CurlEngine() {
+    detail::ensure_curl_global_init();
+    m_multi.reset(curl_multi_init());
+    if (!m_multi) {
+      throw std::runtime_error("curl_multi_init failed");
+    }
+    curl_multi_setopt(m_multi.get(), CURLMOPT_MAXCONNECTS, k_max_cached_connections);
+    curl_multi_setopt(m_multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS, k_max_connections_per_host);
+  }
+
+  CurlEngine(const CurlEngine&) = delete;
+  CurlEngine& operator=(const CurlEngine&) = delete;
+
+  // Cancels what is in flight without calling any callback.
+  ~CurlEngine() override {
+    for (const auto& entry : m_active) {
+      curl_multi_remove_handle(m_multi.get(), entry.first);
+    }
+    m_active.clear();
+    m_completed.clear();
+    m_pool.clear();
+    // m_multi goes last, as a member.
+  }
+
+  void submit(Request request, Callback done) override {
+    auto t = std::make_unique<Transfer>();
+    t->request = std::move(request);
+    t->done = std::move(done);
+    t->started = SteadyClock::now();
+    t->easy = take_easy();
+
+    std::string error;
+    if (!t->easy) {
+      error = "could not create a transfer handle";
+    } else {
+      error = configure(*t);
+    }
+    if (error.empty()) {
+      CURL* key = t->easy.get();
+      auto [it, inserted] = m_active.emplace(key, std::move(t));
+      const CURLMcode mc = curl_multi_add_handle(m_multi.get(), key);
+      if (mc == CURLM_OK) {
+        return;
+      }
+      error = curl_multi_strerror(mc);
+      t = std::move(it->second);
+      m_active.erase(it);
+      (void)inserted;
+    }
+
+    // Reported from the next run_once(), never from here.
+    Response response;
+    response.failure = Failure::network;
+    response.error = std::move(error);
+    recycle(std::move(t->easy));
+    m_completed.push_back(Completed{std::move(t->done), std::move(response)});
+  }
+
+  void run_once(Millis max_wait) override {
+    perform();
+    if (m_completed.empty()) {
+      const auto wait_ms = static_cast<int>(std::clamp<Millis::rep>(max_wait.count(), 0, INT_MAX));
+      curl_multi_poll(m_multi.get(), nullptr, 0, wait_ms, nullptr);
+      perform();
+    }
+    deliver();
+  }
+
+  void wakeup() override { curl_multi_wakeup(m_multi.get()); }
+
+  std::size_t in_flight() const override { return m_active.size() + m_completed.size(); }
+
+private:
+  struct Completed {
+    Callback done;
+    Response response;
+  };
+
+  CurlEasy take_easy() {
+    if (m_pool.empty()) {
+      return CurlEasy(curl_easy_init());
+    }
+    CurlEasy easy = std::move(m_pool.back());
+    m_pool.pop_back();
+    return easy;
+  }
+
+  void recycle(CurlEasy easy) {
+    if (easy && m_pool.size() < k_easy_handle_pool_size) {
+      curl_easy_reset(easy.get());
+      m_pool.push_back(std::move(easy));
+    }
+  }
+
+  // Lets libcurl do the I/O that is ready, then moves finished transfers to
+  // m_completed.
+  void perform() {
+    int running = 0;
+    curl_multi_perform(m_multi.get(), &running);
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(m_multi.get(), &queued)) {
+      if (msg->msg != CURLMSG_DONE) {
+        continue;
+      }
+      // Copy out before the message is invalidated by remove_handle.
+      CURL* easy = msg->easy_handle;
+      const CURLcode code = msg->data.result;
+      const auto it = m_active.find(easy);
+      if (it == m_active.end()) {
+        continue;
+      }
+      std::unique_ptr<Transfer> t = std::move(it->second);
+      m_active.erase(it);
+      curl_multi_remove_handle(m_multi.get(), easy);
+      Response response = finish(*t, code);
+      recycle(std::move(t->easy));
+      m_completed.push_back(Completed{std::move(t->done), std::move(response)});
+    }
+  }
+
+  static Response finish(Transfer& t, CURLcode code) {
+    Response r;
+    r.duration = std::chrono::duration_cast<Millis>(SteadyClock::now() - t.started);
+    if (code == CURLE_OK) {
+      long status = 0;
+      curl_easy_getinfo(t.easy.get(), CURLINFO_RESPONSE_CODE, &status);
+      r.status = static_cast<int>(status);
+      r.body = std::move(t.body);
+      r.headers = std::move(t.headers);
+      return r;
+    }
+    if (t.too_large || code == CURLE_FILESIZE_EXCEEDED) {
+      r.failure = Failure::too_large;
+      r.error = "response larger than " + std::to_string(t.request.max_response_bytes) + " bytes";
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+      r.failure = Failure::timeout;
+      r.error = describe(code, t);
+    } else {
+      r.failure = Failure::network;
+      r.error = describe(code, t);
+    }
+    return r;
+  }
+
+  // Calls the callbacks of the transfers completed so far. Each entry leaves
+  // the queue before its callback runs, so a callback may submit() (or even
+  // run_once()) freely; requests that fail inside such a submit() wait for
+  // the next run_once().
+  void deliver() {
+    for (std::size_t n = m_completed.size(); n > 0 && !m_completed.empty(); --n) {
+      Completed c = std::move(m_completed.front());
+      m_completed.pop_front();
+      if (c.done) {
+        c.done(std::move(c.response));
+      }
+    }
+  }
+
+  CurlMulti m_multi;
+  std::unordered_map<CURL*, std::unique_ptr<Transfer>> m_active; // added to m_multi
+  std::deque<Completed> m_completed;                              // callbacks not yet called
+  std::vector<CurlEasy> m_pool;                                   // reset, ready for reuse
+};
+
+} // namespace
+
+std::unique_ptr<Engine> make_curl_engine() { return std::make_unique<CurlEngine>(); }
+
+} // namespace rrd::http
