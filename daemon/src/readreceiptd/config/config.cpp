@@ -102,7 +102,9 @@ struct TreeBuilder {
   Value from_yaml(const YAML::Node& n, Mark fallback, int depth) {
     Value v;
     v.mark = mark_of(n.Mark());
-    if (!v.mark.known()) {
+    // yaml-cpp marks a null (`key:`, `-`) where the next token starts; the
+    // key or the list is the better place to point at.
+    if (!v.mark.known() || n.IsNull()) {
       v.mark = fallback;
     }
     count(v.mark);
@@ -518,12 +520,19 @@ public:
     return nullptr;
   }
 
+  // The value of `key`; fails with "required" (where the key is, if it is
+  // there with a null value) when it is absent or null.
   const Value& require(std::string_view key) const {
-    const Value* v = find(key);
-    if (v == nullptr) {
-      fail_here(key, "required");
+    for (std::size_t i = 0; i < m_value.keys.size(); ++i) {
+      if (m_value.keys[i].name == key) {
+        const Value& v = m_value.items[i];
+        if (v.kind == Value::Kind::null) {
+          fail(m_ctx, m_value.keys[i].mark, join(m_path, key), "required");
+        }
+        return v;
+      }
     }
-    return *v;
+    fail_here(key, "required");
   }
 
   std::string path(std::string_view key) const { return join(m_path, key); }
