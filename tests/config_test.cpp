@@ -969,3 +969,31 @@ TEST_CASE("parse_message_json does not expand ${NAME}") {
   CHECK(m.process_query_key == "${RRD_TEST_SECRET}");
   CHECK(m.labels.at("x") == "${RRD_TEST_SECRET}");
 }
+
+TEST_CASE("every prefix of the example fails with a ConfigError or loads, never anything else") {
+  TempDir credentials;
+  credentials.write("app_secret", "example-app-secret\n");
+  credentials.write("api_token", "example-api-token\n");
+  credentials.write("audit_webhook_secret", std::string(k_secret) + "\n");
+  const ScopedEnv env("CREDENTIALS_DIRECTORY", credentials.path().string());
+  const ScopedEnv hook("OPS_WEBHOOK_SECRET", k_secret);
+  std::ifstream in(source_dir() / "config" / "example.yaml", std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(text.size() > 1000);
+  int loaded = 0;
+  int rejected = 0;
+  for (std::size_t n = 0; n <= text.size(); n += 3) {
+    try {
+      load_string(text.substr(0, n), k_file);
+      ++loaded;
+    } catch (const ConfigError& e) {
+      ++rejected;
+      REQUIRE(std::string(e.what()).rfind(std::string(k_file) + ":", 0) == 0);
+    }
+  }
+  CHECK(loaded > 0);
+  CHECK(rejected > 0);
+  CHECK(contains(error_of(std::string(5000, '[')), "invalid YAML"));
+  CHECK(contains(error_of("dingtalk:\n  auth: " + std::string(100, '[') + std::string(100, ']')),
+                 "nested too deeply"));
+}

@@ -1,6 +1,8 @@
 // The daemon's configuration (SPEC section 3), parsed once from YAML into
 // typed, validated values. A Config is a plain value: build it, copy it, share
-// it read-only between threads.
+// it read-only between threads. The loaders read the environment and files;
+// call them from one thread at a time, and not while another thread calls
+// setenv().
 #pragma once
 
 #include "readreceiptd/common/clock.hpp"
