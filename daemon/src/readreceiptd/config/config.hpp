@@ -1,6 +1,8 @@
 // The daemon's configuration (SPEC section 3), parsed once from YAML into
 // typed, validated values. A Config is a plain value: build it, copy it, share
-// it read-only between threads.
+// it read-only between threads. The loaders read the environment and files;
+// call them from one thread at a time, and not while another thread calls
+// setenv().
 #pragma once
 
 #include "readreceiptd/common/clock.hpp"
@@ -104,7 +106,10 @@ struct Config {
 };
 
 // Loads and validates a configuration file. Relative *_file paths are looked
-// up in $CREDENTIALS_DIRECTORY first, then next to the file.
+// up in $CREDENTIALS_DIRECTORY first, then next to the file; the secrets they
+// name are read into the Config. `ca_file` paths are resolved the same way
+// (and must be readable); a relative `state.path` is taken relative to the
+// file's directory. `${NAME}` in values is replaced from the environment.
 // Throws ConfigError.
 Config load_file(const std::string& path);
 
@@ -116,9 +121,29 @@ Config load_string(const std::string& yaml, const std::string& path);
 // with the same rules and key names as YAML. `defaults` supplies
 // dingtalk.robot_code and the webhook names. Throws ConfigError whose text
 // starts with the key path ("expected_readers[1]: must be a string").
+// JSON types are checked strictly (a number is not a string), and `${NAME}`
+// is NOT expanded: a request must not read the daemon's environment.
 MessageSpec parse_message_json(const std::string& json, const Config& defaults);
 
 // Parses "500ms", "15s", "10m", "2h", "7d". Returns nullopt when malformed.
 std::optional<Millis> parse_duration(const std::string& text);
+
+// A listen address as `metrics.listen` and `api.listen` give it:
+// "127.0.0.1:9464", "[::1]:9465", "localhost:8080". `host` has no brackets.
+struct ListenAddress {
+  std::string host;
+  std::uint16_t port = 0; // 0: an ephemeral port
+  bool operator==(const ListenAddress&) const = default;
+};
+// Returns nullopt unless `text` is an IPv4 address, a bracketed IPv6 address
+// or "localhost", then ':' and a port 0..65535.
+std::optional<ListenAddress> parse_listen_address(const std::string& text);
+// True for "localhost", 127.0.0.0/8 and ::1 (also as ::ffff:127.x.y.z).
+bool is_loopback_host(const std::string& host);
+
+// The HMAC key of a webhook secret: the base64-decoded part after "whsec_"
+// (standard alphabet, padding optional), 1..64 bytes. Returns nullopt when
+// the secret is malformed. Every secret in a loaded Config decodes.
+std::optional<std::string> webhook_signing_key(const std::string& secret);
 
 } // namespace rrd::config
