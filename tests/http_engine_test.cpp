@@ -3,33 +3,31 @@
 // Plus the pure helpers (Retry-After, failure names, header look-up).
 #include "readreceiptd/http/http_engine.hpp"
 
-#include <doctest/doctest.h>
-#include <httplib.h>
-
+#include <algorithm>
 #include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <doctest/doctest.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <httplib.h>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <functional>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <optional>
+#include <poll.h>
 #include <set>
 #include <string>
+#include <sys/socket.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -267,14 +265,15 @@ struct TestCertificate {
     X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
     REQUIRE(X509_set_pubkey(x, key.get()) == 1);
     X509_NAME* name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("rrd test"), -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>("rrd test"), -1, -1, 0);
     REQUIRE(X509_set_issuer_name(x, name) == 1);
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
-    for (const auto& [nid, value] : {std::pair{NID_subject_alt_name, subject_alt_name},
-                                     std::pair{NID_basic_constraints, std::string("critical,CA:TRUE")}}) {
+    for (const auto& [nid, value] :
+         {std::pair{NID_subject_alt_name, subject_alt_name},
+          std::pair{NID_basic_constraints, std::string("critical,CA:TRUE")}}) {
       X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
       REQUIRE(ext != nullptr);
       X509_add_ext(x, ext, -1);
@@ -307,8 +306,12 @@ TEST_CASE("a POST round trip carries method, path, headers and body both ways") 
   server.server().Post("/echo", [&](const httplib::Request& req, httplib::Response& res) {
     {
       std::lock_guard lock(mutex);
-      seen = Seen{req.method, req.path, req.get_header_value("X-Test"), req.get_header_value("Content-Type"),
-                  req.body, req.has_header("Expect")};
+      seen = Seen{req.method,
+                  req.path,
+                  req.get_header_value("X-Test"),
+                  req.get_header_value("Content-Type"),
+                  req.body,
+                  req.has_header("Expect")};
     }
     res.status = 201;
     res.set_header("X-Reply", "yes");
@@ -430,7 +433,9 @@ TEST_CASE("100 requests in flight at once all complete over a few reused connect
   REQUIRE(run_until(*engine, [&] { return responses.size() == k_requests; }));
   CHECK(engine->in_flight() == 0);
 
-  for (const auto& [i, r] : responses) {
+  for (const auto& entry : responses) {
+    const int i = entry.first;
+    const http::Response& r = entry.second;
     CAPTURE(i);
     CHECK(r.failure == http::Failure::none);
     CHECK(r.status == 200);
@@ -631,7 +636,8 @@ TEST_CASE("only the final response's headers are kept after a 100 Continue") {
 
 TEST_CASE("schemes other than http and https are refused") {
   const auto engine = http::make_curl_engine();
-  for (const std::string url : {"file:///etc/hostname", "ftp://127.0.0.1:1/", "gopher://127.0.0.1:1/"}) {
+  for (const std::string url :
+       {"file:///etc/hostname", "ftp://127.0.0.1:1/", "gopher://127.0.0.1:1/"}) {
     CAPTURE(url);
     const auto response = fetch(*engine, get(url));
     CHECK(response.failure == http::Failure::network);
@@ -780,7 +786,9 @@ TEST_CASE("TLS peers are verified against the CA file or the system's CAs") {
 
 TEST_CASE("https to a plain HTTP server is a network failure") {
   HttpServer server;
-  server.server().Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content("x", "text/plain"); });
+  server.server().Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("x", "text/plain");
+  });
   server.start();
   const auto engine = http::make_curl_engine();
 
