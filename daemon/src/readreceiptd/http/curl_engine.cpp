@@ -40,7 +40,8 @@ namespace detail {
 void ensure_curl_global_init() {
   static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
   if (rc != CURLE_OK) {
-    throw std::runtime_error(std::string("libcurl initialisation failed: ") + curl_easy_strerror(rc));
+    throw std::runtime_error(std::string("libcurl initialisation failed: ") +
+                             curl_easy_strerror(rc));
   }
 }
 
@@ -66,7 +67,9 @@ constexpr std::size_t k_max_response_header_bytes = 64 * 1024;
 // libcurl treats a timeout of 0 as "none": the smallest timeout we pass.
 constexpr Millis k_min_timeout{1};
 
-char to_lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char to_lower_ascii(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 std::string_view trim(std::string_view s) {
   const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
@@ -79,7 +82,9 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-bool has_line_break(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
+bool has_line_break(std::string_view s) {
+  return s.find_first_of("\r\n") != std::string_view::npos;
+}
 
 struct Transfer {
   Request request;
@@ -163,7 +168,9 @@ std::string describe(CURLcode code, const Transfer& t) {
   return text;
 }
 
-long timeout_ms(Millis m) { return static_cast<long>(std::clamp(m, k_min_timeout, Millis{LONG_MAX}).count()); }
+long timeout_ms(Millis m) {
+  return static_cast<long>(std::clamp(m, k_min_timeout, Millis{LONG_MAX}).count());
+}
 
 // Sets every option of one transfer. Returns an error text, empty on success.
 std::string configure(Transfer& t) {
@@ -197,8 +204,9 @@ std::string configure(Transfer& t) {
   set(CURLOPT_TCP_KEEPALIVE, 1L);
   // Refuses early when the answer announces a Content-Length over the cap;
   // the write callback catches the rest while the body streams in.
-  set(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(std::min<std::uintmax_t>(
-                                        r.max_response_bytes, std::numeric_limits<curl_off_t>::max())));
+  set(CURLOPT_MAXFILESIZE_LARGE,
+      static_cast<curl_off_t>(
+          std::min<std::uintmax_t>(r.max_response_bytes, std::numeric_limits<curl_off_t>::max())));
   set(CURLOPT_WRITEFUNCTION, &on_body);
   set(CURLOPT_WRITEDATA, static_cast<void*>(&t));
   set(CURLOPT_HEADERFUNCTION, &on_header);
@@ -223,7 +231,8 @@ std::string configure(Transfer& t) {
 
   bool has_expect = false;
   for (const auto& [name, value] : r.headers) {
-    if (name.empty() || has_line_break(name) || has_line_break(value) || name.find(':') != std::string::npos) {
+    if (name.empty() || has_line_break(name) || has_line_break(value) ||
+        name.find(':') != std::string::npos) {
       return "invalid request header";
     }
     std::string lower = name;
@@ -406,12 +415,14 @@ private:
 
   CurlMulti m_multi;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> m_active; // added to m_multi
-  std::deque<Completed> m_completed;                              // callbacks not yet called
-  std::vector<CurlEasy> m_pool;                                   // reset, ready for reuse
+  std::deque<Completed> m_completed;                             // callbacks not yet called
+  std::vector<CurlEasy> m_pool;                                  // reset, ready for reuse
 };
 
 } // namespace
 
-std::unique_ptr<Engine> make_curl_engine() { return std::make_unique<CurlEngine>(); }
+std::unique_ptr<Engine> make_curl_engine() {
+  return std::make_unique<CurlEngine>();
+}
 
 } // namespace rrd::http

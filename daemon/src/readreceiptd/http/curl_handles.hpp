@@ -6,7 +6,6 @@
 #pragma once
 
 #include <curl/curl.h>
-
 #include <memory>
 
 namespace rrd::http::detail {

@@ -15,7 +15,9 @@ namespace {
 // of silence is more likely broken than serious.
 constexpr std::chrono::seconds k_max_retry_after{24 * 60 * 60};
 
-char to_lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char to_lower_ascii(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) {
@@ -29,7 +31,9 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
@@ -98,11 +102,12 @@ private:
   std::string_view m_s;
 };
 
-constexpr std::array<std::string_view, 7> k_day_names{"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
-constexpr std::array<std::string_view, 7> k_long_day_names{"Monday", "Tuesday",  "Wednesday", "Thursday",
-                                                            "Friday", "Saturday", "Sunday"};
+constexpr std::array<std::string_view, 7> k_day_names{"Mon", "Tue", "Wed", "Thu",
+                                                      "Fri", "Sat", "Sun"};
+constexpr std::array<std::string_view, 7> k_long_day_names{
+    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"};
 constexpr std::array<std::string_view, 12> k_month_names{"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+                                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 struct DateFields {
   int year = 0;
@@ -118,8 +123,9 @@ bool parse_imf_fixdate(std::string_view s, DateFields& f) {
   DateCursor c(s);
   int ignored = 0;
   if (!(c.one_of(k_day_names, ignored) && c.literal(", ") && c.digits(2, f.day) && c.literal(" ") &&
-        c.one_of(k_month_names, f.month) && c.literal(" ") && c.digits(4, f.year) && c.literal(" ") &&
-        c.time_of_day(f.hour, f.minute, f.second) && c.literal(" GMT") && c.done())) {
+        c.one_of(k_month_names, f.month) && c.literal(" ") && c.digits(4, f.year) &&
+        c.literal(" ") && c.time_of_day(f.hour, f.minute, f.second) && c.literal(" GMT") &&
+        c.done())) {
     return false;
   }
   f.month += 1;
@@ -133,9 +139,10 @@ bool parse_rfc850_date(std::string_view s, int current_year, DateFields& f) {
   DateCursor c(s);
   int ignored = 0;
   int yy = 0;
-  if (!(c.one_of(k_long_day_names, ignored) && c.literal(", ") && c.digits(2, f.day) && c.literal("-") &&
-        c.one_of(k_month_names, f.month) && c.literal("-") && c.digits(2, yy) && c.literal(" ") &&
-        c.time_of_day(f.hour, f.minute, f.second) && c.literal(" GMT") && c.done())) {
+  if (!(c.one_of(k_long_day_names, ignored) && c.literal(", ") && c.digits(2, f.day) &&
+        c.literal("-") && c.one_of(k_month_names, f.month) && c.literal("-") && c.digits(2, yy) &&
+        c.literal(" ") && c.time_of_day(f.hour, f.minute, f.second) && c.literal(" GMT") &&
+        c.done())) {
     return false;
   }
   f.month += 1;
@@ -157,8 +164,8 @@ bool parse_asctime_date(std::string_view s, DateFields& f) {
   if (!(c.digits(2, f.day) || (c.literal(" ") && c.digits(1, f.day)))) {
     return false;
   }
-  if (!(c.literal(" ") && c.time_of_day(f.hour, f.minute, f.second) && c.literal(" ") && c.digits(4, f.year) &&
-        c.done())) {
+  if (!(c.literal(" ") && c.time_of_day(f.hour, f.minute, f.second) && c.literal(" ") &&
+        c.digits(4, f.year) && c.done())) {
     return false;
   }
   f.month += 1;
@@ -173,7 +180,8 @@ std::optional<std::chrono::sys_seconds> to_time(const DateFields& f) {
   if (!ymd.ok() || f.hour > 23 || f.minute > 59 || f.second > 60) {
     return std::nullopt;
   }
-  return sys_days{ymd} + hours{f.hour} + minutes{f.minute} + seconds{f.second == 60 ? 59 : f.second};
+  return sys_days{ymd} + hours{f.hour} + minutes{f.minute} +
+         seconds{f.second == 60 ? 59 : f.second};
 }
 
 } // namespace
@@ -218,12 +226,13 @@ std::optional<Millis> parse_retry_after(const std::string& value, TimePoint now)
         seconds = seconds * 10 + (c - '0');
       }
     }
-    return std::chrono::duration_cast<Millis>(std::min(std::chrono::seconds{seconds}, k_max_retry_after));
+    return std::chrono::duration_cast<Millis>(
+        std::min(std::chrono::seconds{seconds}, k_max_retry_after));
   }
 
   // HTTP-date
-  const auto current_year =
-      static_cast<int>(std::chrono::year_month_day{std::chrono::floor<std::chrono::days>(now)}.year());
+  const auto current_year = static_cast<int>(
+      std::chrono::year_month_day{std::chrono::floor<std::chrono::days>(now)}.year());
   DateFields fields;
   if (!parse_imf_fixdate(text, fields) && !parse_rfc850_date(text, current_year, fields) &&
       !parse_asctime_date(text, fields)) {

@@ -46,6 +46,8 @@ enum class Failure {
 };
 const char* to_string(Failure f);
 
+// On a failure, body and headers are empty: a partial answer is never handed
+// out.
 struct Response {
   Failure failure = Failure::none;
   int status = 0; // HTTP status; 0 unless failure == none
@@ -62,6 +64,7 @@ using Callback = std::function<void(Response)>;
 
 class Engine {
 public:
+  // Cancels the requests still in flight WITHOUT calling their callbacks.
   virtual ~Engine() = default;
   // Starts a request; `done` is called exactly once, from a later run_once().
   virtual void submit(Request request, Callback done) = 0;
