@@ -1,0 +1,155 @@
+// Scheduler: the heart of the daemon's loop. It owns the table of watched
+// messages, the due queue, the client-side rate limiter, the token cache and
+// the polls in flight; it asks DingTalk (through the HTTP engine) for the
+// read lists of due messages, page by page, feeds each completed poll to the
+// tracker, and commits the new read sets and their events to the store
+// (transactional outbox) before handing the deliveries to the dispatcher.
+//
+// Thread-safety: none. Everything runs on the loop thread; other threads talk
+// to it through the app's command queue.
+#pragma once
+
+#include "readreceiptd/common/clock.hpp"
+#include "readreceiptd/common/model.hpp"
+#include "readreceiptd/config/config.hpp"
+#include "readreceiptd/dingtalk/errors.hpp"
+#include "readreceiptd/dingtalk/pagination.hpp"
+#include "readreceiptd/dingtalk/token_cache.hpp"
+#include "readreceiptd/http/http_engine.hpp"
+#include "readreceiptd/scheduler/due_queue.hpp"
+#include "readreceiptd/scheduler/rate_limiter.hpp"
+#include "readreceiptd/store/store.hpp"
+#include "readreceiptd/tracker/tracker.hpp"
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace rrd::scheduler {
+
+inline constexpr std::size_t k_max_polls_in_flight = 256;
+// After the store refuses a commit, the affected messages are polled again
+// after this long (their reads are detected again: nothing is lost).
+inline constexpr Millis k_store_failure_retry{5'000};
+// A throttling answer is logged at most this often.
+inline constexpr Millis k_throttle_log_interval{10'000};
+
+enum class Api { query, token };
+const char* to_string(Api api);
+
+// What the scheduler reports as it works; the metrics module implements it.
+// Every method has a no-op default.
+class Observer {
+public:
+  virtual ~Observer() = default;
+  virtual void request_finished(Api, Millis /*duration*/, dingtalk::FailureReason) {}
+  virtual void poll_started(Millis /*delay*/) {}
+  virtual void poll_succeeded(TimePoint) {}
+  virtual void reads_detected(std::size_t) {}
+  virtual void message_stopped(StopReason) {}
+  virtual void tracked_changed(std::size_t) {}
+};
+
+// Receives the deliveries of committed events (the webhook dispatcher).
+using DeliverySink = std::function<void(std::vector<Delivery>)>;
+
+class Scheduler {
+public:
+  Scheduler(config::Config cfg, store::Store& store, http::Engine& engine, const Clock& clock,
+            DeliverySink deliveries, Observer& observer, std::uint64_t seed);
+
+  // Loads the state database and reconciles it with the configuration's
+  // messages (new ones added, removed ones stopped, stopped ones stay so).
+  // REQUIRES: called once, before pump().
+  void start();
+  // Applies a new configuration (after SIGHUP).
+  void reconfigure(config::Config cfg);
+
+  // Starts what is due now: a token refresh, next pages, new polls, within
+  // the rate limit.
+  void pump();
+  // Commits what completed polls produced, in one transaction, then hands
+  // the deliveries on. Call after the engine ran callbacks.
+  void flush();
+  // When pump() has work next, if ever.
+  std::optional<TimePoint> next_wakeup() const;
+
+  // Shutdown: abandons the polls in flight (their answers are ignored; the
+  // next start polls those messages again) and starts no new ones.
+  void cancel_all();
+  bool idle() const { return m_active.empty(); }
+
+  // A token is in hand (always true with a fixed token).
+  bool has_token() const;
+  std::size_t tracked() const { return m_tracked; }
+  const config::Config& config() const { return m_cfg; }
+
+  enum class AddOutcome { created, unchanged, conflict, already_stopped };
+  // Adds a message at run time (the HTTP API); persisted like the others.
+  AddOutcome add(const MessageSpec& spec);
+  // Stops tracking a message with reason `removed`. False if unknown.
+  bool remove(const std::string& key);
+  const MessageRecord* find(const std::string& key) const;
+  // Every message, tracking and stopped, ordered by key.
+  std::vector<const MessageRecord*> list() const;
+
+private:
+  struct Entry {
+    MessageRecord record;
+    int failures = 0;         // consecutive failed polls
+    bool warned_paused = false; // "bot stopped"-like warning logged
+  };
+  struct ActivePoll {
+    std::uint64_t id = 0;
+    dingtalk::PageWalk walk;
+    std::optional<std::string> next_token;
+    std::string token; // the access token the last page was sent with
+    bool token_retried = false;
+  };
+  struct PendingCommit {
+    MessageRecord previous;
+    store::Commit commit;
+  };
+
+  void reconcile();
+  std::optional<std::string> current_token(TimePoint now) const;
+  void maybe_refresh_token(TimePoint now);
+  void on_token_answer(http::Response r);
+  void start_poll(const std::string& key, TimePoint due, TimePoint now);
+  void send_page(const std::string& key);
+  void on_page(const std::string& key, std::uint64_t id, http::Response r);
+  void finish(const std::string& key, const tracker::PollResult& result);
+  void queue_step(Entry& entry, tracker::Step step);
+  std::vector<std::string> routes_for(const MessageRecord& m, EventType type) const;
+  void note_throttled(TimePoint now);
+  double random01();
+
+  config::Config m_cfg;
+  store::Store& m_store;
+  http::Engine& m_engine;
+  const Clock& m_clock;
+  DeliverySink m_deliveries;
+  Observer& m_observer;
+  std::mt19937_64 m_rng;
+
+  std::unordered_map<std::string, Entry> m_messages;
+  std::size_t m_tracked = 0;
+  DueQueue m_due;
+  RateLimiter m_limiter;
+  dingtalk::TokenCache m_tokens;
+  std::unordered_map<std::string, ActivePoll> m_active;
+  std::deque<std::string> m_continuations; // polls whose next page waits for a slot
+  std::uint64_t m_next_poll_id = 1;
+  std::vector<PendingCommit> m_pending;
+  bool m_waiting_for_slot = false;
+  bool m_cancelled = false;
+  std::optional<TimePoint> m_last_throttle_log;
+};
+
+} // namespace rrd::scheduler

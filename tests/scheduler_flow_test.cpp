@@ -1,0 +1,264 @@
+// The scheduler loop end to end on a fake clock and a fake HTTP engine: rate
+// limit (token calls included), pagination, token refresh, ordering, the
+// outbox commit and a restart on the same store.
+#include "fakes/fake_engine.hpp"
+#include "readreceiptd/scheduler/scheduler.hpp"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <map>
+
+using namespace rrd;
+using rrd::testing::FakeEngine;
+
+namespace {
+
+config::Config base_config(int messages, double rps) {
+  config::Config cfg;
+  cfg.dingtalk.endpoint = "http://dingtalk.test";
+  cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::fixed_token;
+  cfg.dingtalk.fixed_token.access_token = "tok";
+  cfg.dingtalk.robot_code = "robot";
+  cfg.dingtalk.requests_per_second = rps;
+  cfg.dingtalk.page_size = 2;
+  config::Webhook hook;
+  hook.name = "ops";
+  hook.url = "http://hooks.test/";
+  hook.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  cfg.webhooks.push_back(hook);
+  for (int i = 0; i < messages; ++i) {
+    MessageSpec m;
+    m.process_query_key = "key" + std::to_string(i);
+    m.robot_code = "robot";
+    m.expected_readers = {"u1", "u2", "u3"};
+    cfg.messages.push_back(m);
+  }
+  return cfg;
+}
+
+std::string page(std::vector<std::string> ids, const std::string& next = "",
+                 const std::string& status = "SUCCESS") {
+  nlohmann::json j{{"sendStatus", status}, {"readUserIds", ids}, {"hasMore", !next.empty()}};
+  if (!next.empty()) {
+    j["nextToken"] = next;
+  }
+  return j.dump();
+}
+
+std::string body_key(const http::Request& r) {
+  return nlohmann::json::parse(r.body).at("processQueryKey").get<std::string>();
+}
+
+struct Harness {
+  explicit Harness(config::Config cfg, std::unique_ptr<store::Store> existing = nullptr)
+      : store(existing ? std::move(existing) : store::Store::open(":memory:")), engine(&clock),
+        sched(std::move(cfg), *store, engine, clock,
+              [this](std::vector<Delivery> d) {
+                deliveries.insert(deliveries.end(), d.begin(), d.end());
+              },
+              observer, 42) {}
+
+  // Runs one loop iteration: pump, callbacks, flush.
+  void turn() {
+    sched.pump();
+    engine.run_once(Millis{0});
+    sched.flush();
+  }
+
+  FakeClock clock;
+  std::unique_ptr<store::Store> store;
+  FakeEngine engine;
+  scheduler::Observer observer;
+  std::vector<Delivery> deliveries;
+  scheduler::Scheduler sched;
+};
+
+int max_in_any_window(std::vector<TimePoint> times, Millis window) {
+  std::sort(times.begin(), times.end());
+  int best = 0;
+  std::size_t lo = 0;
+  for (std::size_t hi = 0; hi < times.size(); ++hi) {
+    while (times[hi] - times[lo] >= window) {
+      ++lo;
+    }
+    best = std::max(best, static_cast<int>(hi - lo + 1));
+  }
+  return best;
+}
+
+} // namespace
+
+TEST_CASE("scheduler: never more than requests_per_second calls in any 1 s window") {
+  Harness h(base_config(60, 5));
+  h.sched.start();
+  for (int step = 0; step < 400; ++step) {
+    h.turn();
+    while (!h.engine.pending().empty()) {
+      h.engine.answer(FakeEngine::reply(200, page({})));
+    }
+    h.engine.run_once(Millis{0});
+    h.sched.flush();
+    h.clock.advance(Millis{37});
+  }
+  REQUIRE(h.engine.submitted().size() >= 60);
+  CHECK(max_in_any_window(h.engine.submit_times(), Millis{1000}) <= 5);
+}
+
+TEST_CASE("scheduler: token calls count against the rate limit too") {
+  auto cfg = base_config(10, 2);
+  cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::internal_app;
+  cfg.dingtalk.internal_app = {"key", "secret"};
+  Harness h(cfg);
+  h.sched.start();
+  for (int step = 0; step < 200; ++step) {
+    h.turn();
+    while (!h.engine.pending().empty()) {
+      const bool token = h.engine.pending().front().request.url.find("oauth2") != std::string::npos;
+      h.engine.answer(FakeEngine::reply(
+          200, token ? R"({"accessToken":"abc","expireIn":7200})" : page({})));
+    }
+    h.engine.run_once(Millis{0});
+    h.sched.flush();
+    h.clock.advance(Millis{50});
+  }
+  const auto& sub = h.engine.submitted();
+  REQUIRE(sub.size() >= 11);
+  CHECK(sub.front().url.find("/v1.0/oauth2/accessToken") != std::string::npos);
+  CHECK(max_in_any_window(h.engine.submit_times(), Millis{1000}) <= 2);
+}
+
+TEST_CASE("scheduler: pages are followed and their union becomes one read event") {
+  Harness h(base_config(1, 100));
+  h.sched.start();
+  h.turn();
+  auto first = h.engine.answer(FakeEngine::reply(200, page({"u1", "u2"}, "n1")));
+  CHECK(nlohmann::json::parse(first.body).count("nextToken") == 0);
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  CHECK(h.deliveries.empty()); // nothing is emitted from a partial answer
+  h.turn();
+  auto second = h.engine.answer(FakeEngine::reply(200, page({"u2", "u4"})));
+  CHECK(nlohmann::json::parse(second.body).at("nextToken") == "n1");
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  REQUIRE(h.deliveries.size() == 1);
+  const auto body = nlohmann::json::parse(h.deliveries[0].body);
+  CHECK(body["type"] == "message.read");
+  CHECK(body["data"]["newly_read_user_ids"] == nlohmann::json({"u1", "u2", "u4"}));
+  CHECK(body["data"]["sequence"] == 1);
+  CHECK(h.deliveries[0].webhook == "ops");
+  // The read set and the event are in the store before the delivery was handed on.
+  auto stored = h.store->load_message("key0");
+  REQUIRE(stored);
+  CHECK(stored->read_user_ids == std::vector<std::string>{"u1", "u2", "u4"});
+  CHECK(h.store->load_pending_deliveries().size() == 1);
+}
+
+TEST_CASE("scheduler: fully read stops the message with a tracking_stopped event") {
+  Harness h(base_config(1, 100));
+  h.sched.start();
+  h.turn();
+  h.engine.answer(FakeEngine::reply(200, page({"u1", "u2", "u3"})));
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  REQUIRE(h.deliveries.size() == 2);
+  CHECK(nlohmann::json::parse(h.deliveries[1].body)["data"]["reason"] == "fully_read");
+  CHECK(h.sched.tracked() == 0);
+  h.clock.advance(Millis{3'600'000});
+  h.turn();
+  CHECK(h.engine.pending().empty()); // never polled again
+}
+
+TEST_CASE("scheduler: InvalidAuthentication refreshes the token once and repeats the call") {
+  auto cfg = base_config(1, 100);
+  cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::internal_app;
+  cfg.dingtalk.internal_app = {"key", "secret"};
+  Harness h(cfg);
+  h.sched.start();
+  h.turn();
+  h.engine.answer(FakeEngine::reply(200, R"({"accessToken":"t1","expireIn":7200})"),
+                  "/accessToken");
+  h.engine.run_once(Millis{0});
+  h.turn();
+  auto q1 = h.engine.answer(
+      FakeEngine::reply(400, R"({"code":"InvalidAuthentication","message":"x","requestid":"r"})"),
+      "/query");
+  CHECK(q1.headers.end() != std::find(q1.headers.begin(), q1.headers.end(),
+                                      std::make_pair(std::string("x-acs-dingtalk-access-token"),
+                                                     std::string("t1"))));
+  h.engine.run_once(Millis{0});
+  h.turn();
+  h.engine.answer(FakeEngine::reply(200, R"({"accessToken":"t2","expireIn":7200})"),
+                  "/accessToken");
+  h.engine.run_once(Millis{0});
+  h.turn();
+  auto q2 = h.engine.answer(FakeEngine::reply(200, page({"u1"})), "/query");
+  CHECK(q2.headers.end() != std::find(q2.headers.begin(), q2.headers.end(),
+                                      std::make_pair(std::string("x-acs-dingtalk-access-token"),
+                                                     std::string("t2"))));
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  CHECK(h.deliveries.size() == 1);
+}
+
+TEST_CASE("scheduler: the longest overdue message goes first") {
+  auto cfg = base_config(0, 1);
+  Harness h(cfg);
+  h.sched.start();
+  MessageSpec late;
+  late.process_query_key = "zz-late";
+  late.robot_code = "robot";
+  h.sched.add(late);
+  h.clock.advance(Millis{5'000});
+  MessageSpec early;
+  early.process_query_key = "aa-new";
+  early.robot_code = "robot";
+  h.sched.add(early);
+  h.turn();
+  REQUIRE(h.engine.pending().size() == 1);
+  CHECK(body_key(h.engine.pending().front().request) == "zz-late");
+}
+
+TEST_CASE("scheduler: a restart on the same store repeats no event and resumes polling") {
+  auto cfg = base_config(1, 100);
+  std::unique_ptr<store::Store> kept;
+  {
+    Harness h(cfg);
+    h.sched.start();
+    h.turn();
+    h.engine.answer(FakeEngine::reply(200, page({"u1"})));
+    h.engine.run_once(Millis{0});
+    h.sched.flush();
+    REQUIRE(h.deliveries.size() == 1);
+    kept = std::move(h.store);
+  }
+  Harness h2(cfg, std::move(kept));
+  h2.sched.start();
+  h2.clock.advance(Millis{3'600'000});
+  h2.turn();
+  h2.engine.answer(FakeEngine::reply(200, page({"u1", "u2"})));
+  h2.engine.run_once(Millis{0});
+  h2.sched.flush();
+  REQUIRE(h2.deliveries.size() == 1);
+  const auto body = nlohmann::json::parse(h2.deliveries[0].body);
+  CHECK(body["data"]["newly_read_user_ids"] == nlohmann::json({"u2"}));
+  CHECK(body["data"]["sequence"] == 2);
+}
+
+TEST_CASE("scheduler: removing a message from the configuration stops it with reason removed") {
+  auto cfg = base_config(2, 100);
+  Harness h(cfg);
+  h.sched.start();
+  CHECK(h.sched.tracked() == 2);
+  auto smaller = cfg;
+  smaller.messages.pop_back();
+  h.sched.reconfigure(smaller);
+  CHECK(h.sched.tracked() == 1);
+  REQUIRE(h.deliveries.size() == 1);
+  CHECK(nlohmann::json::parse(h.deliveries[0].body)["data"]["reason"] == "removed");
+  // Stopped stays stopped even if the file lists it again.
+  h.sched.reconfigure(cfg);
+  CHECK(h.sched.tracked() == 1);
+}
