@@ -427,7 +427,7 @@ bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
           if (offset == 0) {
             chunk = R"({"sendStatus":"SUCCESS","readUserIds":[)";
           }
-          for (int i = 0; i < 64; ++i) {
+          for (int i = 0; i < 256; ++i) {
             chunk += "\"endless-user\",";
           }
           if (!sink.write(chunk.data(), chunk.size())) {
@@ -779,6 +779,11 @@ std::set<std::pair<std::string, std::string>> FakeDingTalk::reads_served() const
 int FakeDingTalk::max_concurrent_requests() const {
   std::lock_guard lock(m_mutex);
   return m_max_in_flight;
+}
+
+int FakeDingTalk::in_flight_requests() const {
+  std::lock_guard lock(m_mutex);
+  return m_in_flight;
 }
 
 std::vector<SteadyTime> FakeDingTalk::query_times() const {

@@ -153,6 +153,7 @@ public:
   // Every (processQueryKey, user id) the server has put in a 200 answer.
   std::set<std::pair<std::string, std::string>> reads_served() const;
   int max_concurrent_requests() const;
+  int in_flight_requests() const;
   std::vector<SteadyTime> query_times() const;
   std::vector<SteadyTime> request_times() const; // token and query calls
   std::vector<QueryRecord> queries() const;
