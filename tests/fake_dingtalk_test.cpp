@@ -452,9 +452,17 @@ TEST_CASE("fake dingtalk: bad bodies - html, malformed, truncated, wrong shape, 
   CHECK(a.status == 200);
   CHECK(a.body.size() > 4u * 1024 * 1024);
   CHECK(a.parsed.is_object()); // valid JSON, just too big
+  Fault chunked = Fault::of(FaultKind::oversized_body);
+  chunked.chunked = true;
+  fake.inject(chunked);
+  const auto r = client.raw().Post(k_query_path, {{"x-acs-dingtalk-access-token", "t"}},
+                                   query_body().dump(), "application/json");
+  REQUIRE(r);
+  CHECK_FALSE(r->has_header("Content-Length"));
+  CHECK(r->body == a.body);
   CHECK(fake.reads_served().empty());
   const auto records = fake.queries();
-  REQUIRE(records.size() == 6);
+  REQUIRE(records.size() == 7);
   CHECK(records[0].code == "html_page");
   CHECK(records[5].code == "oversized_body");
 }

@@ -413,7 +413,20 @@ bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
     return false;
   case FaultKind::oversized_body:
     res.status = 200;
-    res.set_content(oversized_body(), "application/json");
+    if (!fault.chunked) {
+      res.set_content(oversized_body(), "application/json");
+      return false;
+    }
+    res.set_chunked_content_provider(
+        "application/json", [](std::size_t offset, httplib::DataSink& sink) {
+          const std::string& body = oversized_body();
+          if (offset >= body.size()) {
+            sink.done();
+            return true;
+          }
+          constexpr std::size_t k_chunk = 64 * 1024;
+          return sink.write(body.data() + offset, std::min(k_chunk, body.size() - offset));
+        });
     return false;
   case FaultKind::endless_body: {
     res.status = 200;

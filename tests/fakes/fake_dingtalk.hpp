@@ -55,6 +55,7 @@ struct Fault {
   int status = 0;                 // error_answer, html_page
   std::string code;               // error_answer
   std::chrono::milliseconds delay{0};
+  bool chunked = false; // oversized_body: chunked, without a Content-Length
   std::vector<std::pair<std::string, std::string>> headers; // e.g. Retry-After
 
   static Fault error(int status, std::string code);
