@@ -1,1 +1,351 @@
-int main() { return 0; }
+// fake-dingtalk: the fake DingTalk as a stand-alone simulator, for the demo
+// and the official SDK's compatibility test. Simulated people read the
+// scenario's messages at random (seeded) times after start; a message can be
+// recalled. The first line on stdout is "listening on 127.0.0.1:PORT".
+//
+//   fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]
+//                 [--page-size N] [--token-lifetime SECONDS] [--seed N]
+//                 [--scenario FILE]
+//
+// The scenario (YAML or JSON):
+//   messages:
+//     - process_query_key: "demo-1"
+//       open_conversation_id: "cid-demo-1"   # optional
+//       robot_code: dingxxx                  # optional; default --robot-code
+//       recipients: [alice, bob]             # or a count: 5 (ids <key>-user1..5)
+//       read_delay_mean: 20s                 # exponential; 0s: read at once
+//       read_delay_max: 45s                  # optional cap
+//       never_read_fraction: 0.1             # round(n * f) recipients never read
+//       ready_after: 5s                      # optional: processQueryKey.expireTime before
+//       recall_after: 40s                    # optional
+//       send_status: SUCCESS                 # optional
+#include "fakes/fake_dingtalk.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using rrd::testing::FakeDingTalk;
+using rrd::testing::FakeDingTalkOptions;
+using rrd::testing::FakeMessage;
+using rrd::testing::SteadyClock;
+using rrd::testing::SteadyTime;
+using Millis = std::chrono::milliseconds;
+
+constexpr auto k_tick = Millis(100);
+constexpr auto k_stats_interval = std::chrono::seconds(10);
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_signal(int) { g_stop = true; }
+
+struct Options {
+  FakeDingTalkOptions fake;
+  std::string scenario;
+};
+
+struct SimMessage {
+  std::string key;
+  FakeMessage spec;
+  Millis read_delay_mean{0};
+  std::optional<Millis> read_delay_max;
+  double never_read_fraction = 0;
+  std::optional<Millis> ready_after;
+  std::optional<Millis> recall_after;
+};
+
+struct Happening {
+  SteadyTime at;
+  std::string key;
+  std::string user; // "" for a recall
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "fake-dingtalk: " << problem << "\n"
+            << "usage: fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]\n"
+            << "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
+            << "                     [--scenario FILE]\n";
+  std::exit(2);
+}
+
+std::optional<Millis> parse_duration(const std::string& text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) != 0) {
+    ++digits;
+  }
+  if (digits == 0 || digits > 12) {
+    return std::nullopt;
+  }
+  const long long n = std::stoll(text.substr(0, digits));
+  const std::string unit = text.substr(digits);
+  if (unit == "ms") {
+    return Millis(n);
+  }
+  if (unit == "s") {
+    return Millis(n * 1000);
+  }
+  if (unit == "m") {
+    return Millis(n * 60'000);
+  }
+  if (unit == "h") {
+    return Millis(n * 3'600'000);
+  }
+  return std::nullopt;
+}
+
+int parse_int(const std::string& flag, const std::string& text) {
+  try {
+    std::size_t used = 0;
+    const int v = std::stoi(text, &used);
+    if (used == text.size()) {
+      return v;
+    }
+  } catch (const std::exception&) {
+  }
+  usage(flag + ": not a number: " + text);
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      usage("a DingTalk simulator");
+    }
+    if (i + 1 >= argc) {
+      usage(flag + " needs a value");
+    }
+    const std::string value = argv[++i];
+    if (flag == "--port") {
+      o.fake.port = parse_int(flag, value);
+    } else if (flag == "--app-key") {
+      o.fake.app_key = value;
+    } else if (flag == "--app-secret") {
+      o.fake.app_secret = value;
+    } else if (flag == "--robot-code") {
+      o.fake.robot_code = value;
+    } else if (flag == "--page-size") {
+      o.fake.page_size = parse_int(flag, value);
+      if (o.fake.page_size < 1 || o.fake.page_size > FakeDingTalk::k_max_page_size) {
+        usage("--page-size must be 1..200");
+      }
+    } else if (flag == "--token-lifetime") {
+      o.fake.token_lifetime = std::chrono::seconds(parse_int(flag, value));
+    } else if (flag == "--seed") {
+      o.fake.seed = static_cast<std::uint64_t>(parse_int(flag, value));
+    } else if (flag == "--scenario") {
+      o.scenario = value;
+    } else {
+      usage("unknown option " + flag);
+    }
+  }
+  return o;
+}
+
+Millis duration_field(const YAML::Node& node, const std::string& where) {
+  const auto d = parse_duration(node.as<std::string>());
+  if (!d) {
+    throw std::runtime_error(where + ": not a duration (500ms, 15s, 10m, 2h)");
+  }
+  return *d;
+}
+
+std::vector<SimMessage> load_scenario(const std::string& path, const std::string& robot_code) {
+  const YAML::Node root = YAML::LoadFile(path);
+  if (!root["messages"] || !root["messages"].IsSequence()) {
+    throw std::runtime_error(path + ": expected a 'messages' list");
+  }
+  std::vector<SimMessage> out;
+  int index = 0;
+  for (const auto& item : root["messages"]) {
+    const std::string where = path + ": messages[" + std::to_string(index++) + "]";
+    SimMessage m;
+    for (const auto& kv : item) {
+      const std::string k = kv.first.as<std::string>();
+      const YAML::Node& v = kv.second;
+      const std::string at = where + "." + k;
+      if (k == "process_query_key") {
+        m.key = v.as<std::string>();
+      } else if (k == "open_conversation_id") {
+        m.spec.open_conversation_id = v.as<std::string>();
+      } else if (k == "robot_code") {
+        m.spec.robot_code = v.as<std::string>();
+      } else if (k == "recipients") {
+        if (v.IsSequence()) {
+          m.spec.recipients = v.as<std::vector<std::string>>();
+        } else {
+          const int n = v.as<int>();
+          for (int i = 1; i <= n; ++i) {
+            m.spec.recipients.push_back("user" + std::to_string(i));
+          }
+        }
+      } else if (k == "read_delay_mean") {
+        m.read_delay_mean = duration_field(v, at);
+      } else if (k == "read_delay_max") {
+        m.read_delay_max = duration_field(v, at);
+      } else if (k == "never_read_fraction") {
+        m.never_read_fraction = v.as<double>();
+        if (m.never_read_fraction < 0 || m.never_read_fraction > 1) {
+          throw std::runtime_error(at + ": must be 0..1");
+        }
+      } else if (k == "ready_after") {
+        m.ready_after = duration_field(v, at);
+      } else if (k == "recall_after") {
+        m.recall_after = duration_field(v, at);
+      } else if (k == "send_status") {
+        m.spec.send_status = v.as<std::string>();
+      } else {
+        throw std::runtime_error(at + ": unknown key");
+      }
+    }
+    if (m.key.empty()) {
+      throw std::runtime_error(where + ".process_query_key: required");
+    }
+    if (m.spec.robot_code.empty()) {
+      m.spec.robot_code = robot_code;
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::string short_key(const std::string& key) {
+  return key.size() <= 14 ? key : key.substr(0, 12) + "..";
+}
+
+std::string clock_text() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+void say(const std::string& line) {
+  std::cout << clock_text() << " " << line << std::endl;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse_args(argc, argv);
+  std::vector<SimMessage> messages;
+  try {
+    if (!options.scenario.empty()) {
+      messages = load_scenario(options.scenario, options.fake.robot_code);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "fake-dingtalk: " << e.what() << "\n";
+    return 2;
+  }
+
+  // Signals only set a flag; the main loop notices within one tick.
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  std::optional<FakeDingTalk> fake;
+  try {
+    fake.emplace(options.fake);
+  } catch (const std::exception& e) {
+    std::cerr << "fake-dingtalk: " << e.what() << "\n";
+    return 1;
+  }
+  std::cout << "listening on 127.0.0.1:" << fake->port() << std::endl;
+
+  std::mt19937_64 rng(options.fake.seed);
+  const SteadyTime start = SteadyClock::now();
+  std::vector<Happening> happenings;
+  std::map<std::string, std::size_t> reader_counts;
+  for (auto& m : messages) {
+    FakeMessage spec = m.spec;
+    if (m.ready_after) {
+      spec.ready_at = start + *m.ready_after;
+    }
+    fake->add_message(m.key, spec);
+    std::vector<std::string> order = spec.recipients;
+    std::shuffle(order.begin(), order.end(), rng);
+    const auto never = static_cast<std::size_t>(
+        std::lround(m.never_read_fraction * static_cast<double>(order.size())));
+    const std::size_t readers = order.size() - std::min(never, order.size());
+    std::exponential_distribution<double> delay(
+        m.read_delay_mean.count() > 0 ? 1.0 / static_cast<double>(m.read_delay_mean.count()) : 1.0);
+    for (std::size_t i = 0; i < readers; ++i) {
+      auto ms = m.read_delay_mean.count() > 0 ? Millis(static_cast<long long>(delay(rng))) : Millis(0);
+      if (m.read_delay_max) {
+        ms = std::min(ms, *m.read_delay_max);
+      }
+      if (m.ready_after) {
+        ms = std::max(ms, *m.ready_after); // nobody reads before the data exists
+      }
+      fake->schedule_read(m.key, order[i], start + ms);
+      happenings.push_back({start + ms, m.key, order[i]});
+    }
+    if (m.recall_after) {
+      happenings.push_back({start + *m.recall_after, m.key, ""});
+    }
+    reader_counts[m.key] = 0;
+    std::string line = "message " + short_key(m.key) + ": " + std::to_string(order.size()) +
+                       " recipients, " + std::to_string(readers) + " will read";
+    if (m.recall_after) {
+      line += ", recalled after " + std::to_string(m.recall_after->count() / 1000) + "s";
+    }
+    say(line);
+  }
+  std::sort(happenings.begin(), happenings.end(),
+            [](const Happening& a, const Happening& b) { return a.at < b.at; });
+
+  std::size_t next = 0;
+  int reported_queries = 0;
+  int reported_tokens = 0;
+  SteadyTime next_stats = start + k_stats_interval;
+  while (!g_stop) {
+    std::this_thread::sleep_for(k_tick);
+    const SteadyTime now = SteadyClock::now();
+    for (; next < happenings.size() && happenings[next].at <= now; ++next) {
+      const auto& h = happenings[next];
+      const auto it = std::find_if(messages.begin(), messages.end(),
+                                   [&](const SimMessage& m) { return m.key == h.key; });
+      if (h.user.empty()) {
+        fake->set_send_status(h.key, "RECALLED");
+        say("recalled " + short_key(h.key));
+      } else {
+        const std::size_t n = ++reader_counts[h.key];
+        say(h.user + " read " + short_key(h.key) + " (" + std::to_string(n) + "/" +
+            std::to_string(it->spec.recipients.size()) + ")");
+      }
+    }
+    if (now >= next_stats) {
+      next_stats = now + k_stats_interval;
+      const int queries = fake->query_calls();
+      const int tokens = fake->token_calls();
+      if (queries != reported_queries || tokens != reported_tokens) {
+        say("served " + std::to_string(queries - reported_queries) + " queries and " +
+            std::to_string(tokens - reported_tokens) + " token calls in the last " +
+            std::to_string(k_stats_interval.count()) + "s");
+        reported_queries = queries;
+        reported_tokens = tokens;
+      }
+    }
+  }
+  say("stopping");
+  fake.reset();
+  return 0;
+}

@@ -65,6 +65,8 @@ ChildProcess::ChildProcess(std::vector<std::string> argv, std::string log_path,
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    // The in-process fakes ignore SIGPIPE; the child starts with defaults.
+    std::signal(SIGPIPE, SIG_DFL);
     ::execve(cargv[0], cargv.data(), cenv.data());
     std::fprintf(stderr, "execve %s: %s\n", cargv[0], std::strerror(errno));
     ::_exit(127);

@@ -1,1 +1,166 @@
-int main() { return 0; }
+// webhook-sink: receives the daemon's webhooks for the demo, checks each
+// signature and prints each event on one readable line. The first line on
+// stdout is "listening on 127.0.0.1:PORT".
+//
+//   webhook-sink [--port N] [--secret whsec_...]   (or $WEBHOOK_SECRET)
+#include "fakes/webhook_sink.hpp"
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace {
+
+using nlohmann::json;
+using rrd::testing::Delivery;
+using rrd::testing::WebhookSink;
+
+constexpr auto k_tick = std::chrono::milliseconds(100);
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_signal(int) { g_stop = true; }
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "webhook-sink: " << problem << "\n"
+            << "usage: webhook-sink [--port N] [--secret whsec_...]  (or WEBHOOK_SECRET)\n";
+  std::exit(2);
+}
+
+std::string short_key(const std::string& key) {
+  return key.size() <= 14 ? key : key.substr(0, 12) + "..";
+}
+
+std::string clock_text(std::chrono::system_clock::time_point at) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(at);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+std::string join(const json& list) {
+  std::string out;
+  if (!list.is_array()) {
+    return out;
+  }
+  for (const auto& v : list) {
+    if (!out.empty()) {
+      out += ", ";
+    }
+    out += v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  return out;
+}
+
+template <typename T>
+T field(const json& j, const char* name, T fallback) {
+  if (j.is_object() && j.contains(name)) {
+    try {
+      return j[name].get<T>();
+    } catch (const json::exception&) {
+    }
+  }
+  return fallback;
+}
+
+std::string describe(const Delivery& d) {
+  std::ostringstream line;
+  line << clock_text(d.arrived_wall) << " ";
+  const json& body = d.json;
+  const json data = body.is_object() && body.contains("data") ? body["data"] : json::object();
+  const std::string type = field<std::string>(body, "type", "(not JSON)");
+  line << type << " " << short_key(field<std::string>(data, "process_query_key", "?"));
+  if (type == "message.read") {
+    line << " newly read: " << join(data.value("newly_read_user_ids", json::array()));
+    const int read = field<int>(data, "read_count", -1);
+    const int expected = field<int>(data, "expected_reader_count", -1);
+    if (read >= 0) {
+      line << " (" << read;
+      if (expected >= 0) {
+        line << "/" << expected;
+      }
+      line << " read)";
+    }
+  } else if (type == "message.tracking_stopped") {
+    line << " reason: " << field<std::string>(data, "reason", "?");
+    const std::string detail = field<std::string>(data, "detail", "");
+    if (!detail.empty()) {
+      line << " (" << detail << ")";
+    }
+    line << ", " << field<int>(data, "read_count", 0) << " read";
+  }
+  line << " seq " << field<long long>(data, "sequence", -1) << " "
+       << (d.signature_ok ? "signature ok" : d.timestamp_ok ? "BAD SIGNATURE" : "BAD SIGNATURE (timestamp)");
+  return line.str();
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int port = 0;
+  std::string secret;
+  if (const char* env = std::getenv("WEBHOOK_SECRET")) {
+    secret = env;
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) {
+      usage(flag + " needs a value");
+    }
+    const std::string value = argv[++i];
+    if (flag == "--port") {
+      try {
+        port = std::stoi(value);
+      } catch (const std::exception&) {
+        usage("--port: not a number: " + value);
+      }
+    } else if (flag == "--secret") {
+      secret = value;
+    } else {
+      usage("unknown option " + flag);
+    }
+  }
+  if (secret.empty()) {
+    usage("a secret is required (--secret or WEBHOOK_SECRET)");
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  std::optional<WebhookSink> sink;
+  try {
+    sink.emplace(secret, port);
+  } catch (const std::invalid_argument& e) { // a malformed secret
+    std::cerr << "webhook-sink: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "webhook-sink: " << e.what() << "\n";
+    return 1;
+  }
+  std::mutex out_mutex;
+  sink->on_delivery([&](const Delivery& d) {
+    const std::string line = describe(d);
+    std::lock_guard lock(out_mutex);
+    std::cout << line << std::endl;
+  });
+  std::cout << "listening on 127.0.0.1:" << sink->port() << std::endl;
+  while (!g_stop) {
+    std::this_thread::sleep_for(k_tick);
+  }
+  sink.reset();
+  std::cout << "stopping" << std::endl;
+  return 0;
+}

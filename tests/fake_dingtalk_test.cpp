@@ -1,0 +1,742 @@
+// Tests of the test fakes themselves: the fake DingTalk must speak the real
+// contract and misbehave exactly as asked, and the webhook sink must accept
+// only correctly signed deliveries; otherwise the daemon's tests prove
+// nothing.
+#include "fakes/codec.hpp"
+#include "fakes/fake_dingtalk.hpp"
+#include "fakes/process.hpp"
+#include "fakes/webhook_sink.hpp"
+
+#include <doctest/doctest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <thread>
+
+using namespace rrd::testing;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr char k_query_path[] = "/v1.0/robot/privateChatMessages/query";
+constexpr char k_key[] = "Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=";
+constexpr char k_cid[] = "cid6KeBBLo7EeiodoA==";
+
+struct Answer {
+  int status = 0; // 0: no HTTP answer
+  httplib::Error error = httplib::Error::Success;
+  std::string body;
+  std::string content_type;
+  json parsed;    // null when not JSON
+  std::string code() const {
+    return parsed.is_object() && parsed.contains("code") ? parsed["code"].get<std::string>() : "";
+  }
+};
+
+class TestClient {
+public:
+  explicit TestClient(int port) : m_client("127.0.0.1", port) {
+    m_client.set_connection_timeout(2, 0);
+    m_client.set_read_timeout(5, 0);
+  }
+  httplib::Client& raw() { return m_client; }
+
+  Answer post(const std::string& path, const json& body, const std::string& token = "") {
+    httplib::Headers headers;
+    if (!token.empty()) {
+      headers.emplace("x-acs-dingtalk-access-token", token);
+    }
+    return convert(m_client.Post(path.c_str(), headers, body.dump(), "application/json"));
+  }
+
+  // The official SDK's way: Transfer-Encoding: chunked, no Content-Length.
+  Answer post_chunked(const std::string& path, const json& body, const std::string& token) {
+    httplib::Headers headers{{"x-acs-dingtalk-access-token", token}};
+    const std::string text = body.dump();
+    return convert(m_client.Post(
+        path.c_str(), headers,
+        [text](std::size_t offset, httplib::DataSink& sink) {
+          if (offset < text.size()) {
+            // Two chunks, to be sure the server reassembles them.
+            const std::size_t n = offset == 0 ? text.size() / 2 : text.size() - offset;
+            sink.write(text.data() + offset, n);
+          }
+          if (offset >= text.size() / 2 && offset != 0) {
+            sink.done();
+          }
+          return true;
+        },
+        "application/json"));
+  }
+
+  static Answer convert(const httplib::Result& r) {
+    Answer a;
+    a.error = r.error();
+    if (r) {
+      a.status = r->status;
+      a.body = r->body;
+      a.content_type = r->get_header_value("Content-Type");
+      try {
+        a.parsed = json::parse(r->body);
+      } catch (const json::exception&) {
+        a.parsed = nullptr;
+      }
+    }
+    return a;
+  }
+
+private:
+  httplib::Client m_client;
+};
+
+std::string get_token(TestClient& client, const FakeDingTalkOptions& options = {}) {
+  const auto a = client.post("/v1.0/oauth2/accessToken",
+                             {{"appKey", options.app_key}, {"appSecret", options.app_secret}});
+  REQUIRE(a.status == 200);
+  return a.parsed["accessToken"].get<std::string>();
+}
+
+json query_body(const std::string& key = k_key) {
+  return {{"processQueryKey", key}, {"robotCode", "dingfakerobot"}, {"openConversationId", k_cid}};
+}
+
+std::vector<std::string> user_ids(int n, const std::string& prefix = "user") {
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) {
+    ids.push_back(prefix + std::to_string(i));
+  }
+  return ids;
+}
+
+void add_read_message(FakeDingTalk& fake, int readers, const std::string& key = k_key) {
+  FakeMessage m;
+  m.open_conversation_id = k_cid;
+  m.recipients = user_ids(readers);
+  fake.add_message(key, m);
+  for (const auto& u : m.recipients) {
+    fake.read(key, u);
+  }
+}
+
+// Follows nextToken to the end; returns the union of the pages' readUserIds.
+std::vector<std::string> read_all_pages(TestClient& client, const std::string& token,
+                                        json body, int* pages = nullptr) {
+  std::vector<std::string> users;
+  int count = 0;
+  while (true) {
+    const auto a = client.post(k_query_path, body, token);
+    REQUIRE(a.status == 200);
+    ++count;
+    for (const auto& u : a.parsed["readUserIds"]) {
+      users.push_back(u.get<std::string>());
+    }
+    if (!a.parsed["hasMore"].get<bool>()) {
+      break;
+    }
+    REQUIRE(count < 100);
+    body["nextToken"] = a.parsed["nextToken"];
+  }
+  if (pages != nullptr) {
+    *pages = count;
+  }
+  return users;
+}
+
+// A clock for the fake that the test moves by hand.
+struct ManualTime {
+  std::shared_ptr<std::atomic<SteadyClock::rep>> ticks =
+      std::make_shared<std::atomic<SteadyClock::rep>>(SteadyClock::now().time_since_epoch().count());
+  std::function<SteadyTime()> source() const {
+    auto t = ticks;
+    return [t] { return SteadyTime(SteadyClock::duration(t->load())); };
+  }
+  SteadyTime now() const { return SteadyTime(SteadyClock::duration(ticks->load())); }
+  void advance(SteadyClock::duration d) { *ticks += d.count(); }
+};
+
+} // namespace
+
+TEST_CASE("fake dingtalk: internal app token is stable while valid and refused with bad credentials") {
+  FakeDingTalk fake;
+  TestClient client(fake.port());
+  const auto a = client.post("/v1.0/oauth2/accessToken",
+                             {{"appKey", "dingfakeappkey"}, {"appSecret", "fake-app-secret"}});
+  REQUIRE(a.status == 200);
+  CHECK(a.parsed["expireIn"] == 7200);
+  const auto b = client.post("/v1.0/oauth2/accessToken",
+                             {{"appKey", "dingfakeappkey"}, {"appSecret", "fake-app-secret"}});
+  CHECK(b.parsed["accessToken"] == a.parsed["accessToken"]);
+
+  const auto bad = client.post("/v1.0/oauth2/accessToken",
+                               {{"appKey", "dingfakeappkey"}, {"appSecret", "wrong"}});
+  CHECK(bad.status == 400);
+  CHECK(bad.code() == "invalidClientIdOrSecret");
+  CHECK(bad.parsed.contains("message"));
+  CHECK(bad.parsed.contains("requestid"));
+  CHECK(fake.token_calls() == 3);
+}
+
+TEST_CASE("fake dingtalk: third-party token is new on every call and checks each field") {
+  FakeDingTalk fake;
+  TestClient client(fake.port());
+  json body = {{"suiteKey", "suitefakesuitekey"},
+               {"suiteSecret", "fake-suite-secret"},
+               {"authCorpId", "dingfakecorp"},
+               {"suiteTicket", "fake-suite-ticket"}};
+  const auto a = client.post("/v1.0/oauth2/corpAccessToken", body);
+  const auto b = client.post("/v1.0/oauth2/corpAccessToken", body);
+  REQUIRE(a.status == 200);
+  REQUIRE(b.status == 200);
+  CHECK(a.parsed["accessToken"] != b.parsed["accessToken"]);
+
+  auto wrong = [&](const char* field, const char* code) {
+    json w = body;
+    w[field] = "wrong";
+    const auto r = client.post("/v1.0/oauth2/corpAccessToken", w);
+    CHECK(r.status == 400);
+    CHECK(r.code() == code);
+  };
+  wrong("suiteKey", "invalidSuiteKey");
+  wrong("suiteSecret", "invalidSuiteKey");
+  wrong("suiteTicket", "invalidSuiteTicket");
+  wrong("authCorpId", "invalidAuthInfo");
+}
+
+TEST_CASE("fake dingtalk: tokens expire, can be revoked, and registered tokens work") {
+  ManualTime time;
+  FakeDingTalkOptions options;
+  options.token_lifetime = 2s;
+  FakeDingTalk fake(options);
+  fake.set_time_source(time.source());
+  add_read_message(fake, 1);
+  TestClient client(fake.port());
+
+  const std::string token = get_token(client);
+  CHECK(client.post(k_query_path, query_body(), token).status == 200);
+  time.advance(2s);
+  const auto expired = client.post(k_query_path, query_body(), token);
+  CHECK(expired.status == 400);
+  CHECK(expired.code() == "InvalidAuthentication");
+
+  const std::string renewed = get_token(client);
+  CHECK(renewed != token);
+  CHECK(client.post(k_query_path, query_body(), renewed).status == 200);
+  fake.revoke_tokens();
+  CHECK(client.post(k_query_path, query_body(), renewed).code() == "InvalidAuthentication");
+  CHECK(get_token(client) != renewed);
+
+  fake.add_token("fixed-token");
+  CHECK(client.post(k_query_path, query_body(), "fixed-token").status == 200);
+  CHECK(client.post(k_query_path, query_body(), "unknown").code() == "InvalidAuthentication");
+  const auto missing = client.post(k_query_path, query_body());
+  CHECK(missing.status == 400);
+  CHECK(missing.code() == "AuthenticationFailed.MissingParameter");
+}
+
+TEST_CASE("fake dingtalk: query validates the request as DingTalk does") {
+  ManualTime time;
+  FakeDingTalk fake;
+  fake.set_time_source(time.source());
+  add_read_message(fake, 1);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  auto code_for = [&](const json& body) {
+    const auto a = client.post(k_query_path, body, "t");
+    CHECK(a.status == 400);
+    return a.code();
+  };
+  json b = query_body();
+  b.erase("processQueryKey");
+  CHECK(code_for(b) == "invalidParameter.processQueryKey.missing");
+  CHECK(code_for(query_body("no-such-key")) == "invalid.processQueryKey");
+  b = query_body();
+  b.erase("robotCode");
+  CHECK(code_for(b) == "invalidParameter.robotCode.missing");
+  b = query_body();
+  b["robotCode"] = "dingother";
+  CHECK(code_for(b) == "invalidParameter.robotCode.notExsit");
+  b = query_body();
+  b["openConversationId"] = "cidother";
+  CHECK(code_for(b) == "invalid.openConversationId");
+  b = query_body();
+  b["maxResults"] = 201;
+  CHECK(code_for(b) == "invalidParameter.pageSize.invalid");
+  b["maxResults"] = 0;
+  CHECK(code_for(b) == "invalidParameter.pageSize.invalid");
+  b = query_body();
+  b["nextToken"] = "50";
+  CHECK(code_for(b) == "invalidParameter.cursor.invalid");
+  CHECK(code_for("not an object") == "invalidParameter.param.invalid");
+
+  b = query_body();
+  b.erase("openConversationId"); // optional
+  b["maxResults"] = 200;
+  CHECK(client.post(k_query_path, b, "t").status == 200);
+
+  fake.set_ready_at(k_key, time.now() + 5s);
+  CHECK(code_for(query_body()) == "processQueryKey.expireTime");
+  time.advance(5s);
+  CHECK(client.post(k_query_path, query_body(), "t").status == 200);
+  fake.set_expires_at(k_key, time.now() + 1s);
+  time.advance(1s);
+  CHECK(code_for(query_body()) == "processQueryKey.expireTime");
+}
+
+TEST_CASE("fake dingtalk: read lists page by the smaller of maxResults and the server page size") {
+  FakeDingTalkOptions options;
+  options.page_size = 7;
+  FakeDingTalk fake(options);
+  add_read_message(fake, 23);
+  TestClient client(fake.port());
+  const std::string token = get_token(client);
+
+  int pages = 0;
+  CHECK(read_all_pages(client, token, query_body(), &pages) == user_ids(23));
+  CHECK(pages == 4); // 7 + 7 + 7 + 2
+  json b = query_body();
+  b["maxResults"] = 5;
+  CHECK(read_all_pages(client, token, b, &pages) == user_ids(23));
+  CHECK(pages == 5);
+  fake.set_page_size(50);
+  CHECK(read_all_pages(client, token, query_body(), &pages) == user_ids(23));
+  CHECK(pages == 1);
+
+  std::set<std::pair<std::string, std::string>> expected;
+  for (const auto& u : user_ids(23)) {
+    expected.emplace(k_key, u);
+  }
+  CHECK(fake.reads_served() == expected);
+  CHECK(fake.query_calls(k_key) == 10);
+  CHECK(fake.query_calls() == 10);
+}
+
+TEST_CASE("fake dingtalk: nextTokens are opaque, bound to their message and tamper-proof") {
+  FakeDingTalkOptions options;
+  options.page_size = 2;
+  FakeDingTalk fake(options);
+  add_read_message(fake, 6);
+  add_read_message(fake, 6, "other-key");
+  TestClient client(fake.port());
+  const std::string token = get_token(client);
+  const auto first = client.post(k_query_path, query_body(), token);
+  REQUIRE(first.status == 200);
+  CHECK(first.parsed["hasMore"] == true);
+  const std::string next = first.parsed["nextToken"];
+  CHECK(next != "2");
+  CHECK(next.find(k_key) == std::string::npos);
+
+  json b = query_body("other-key");
+  b["nextToken"] = next;
+  CHECK(client.post(k_query_path, b, token).code() == "invalidParameter.cursor.invalid");
+  std::string tampered = *base64_decode(next);
+  tampered[tampered.find('\n') + 1] = '4';
+  b = query_body();
+  b["nextToken"] = base64_encode(tampered);
+  CHECK(client.post(k_query_path, b, token).code() == "invalidParameter.cursor.invalid");
+  b["nextToken"] = next;
+  const auto second = client.post(k_query_path, b, token);
+  REQUIRE(second.status == 200);
+  CHECK(second.parsed["readUserIds"] == json{"user2", "user3"});
+  // Two tokens for the same position still differ.
+  const auto again = client.post(k_query_path, query_body(), token);
+  CHECK(again.parsed["nextToken"] != first.parsed["nextToken"]);
+}
+
+TEST_CASE("fake dingtalk: accepts chunked request bodies as the official SDK sends them") {
+  FakeDingTalk fake;
+  add_read_message(fake, 3);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  const auto a = client.post_chunked(k_query_path, query_body(), "t");
+  REQUIRE(a.status == 200);
+  CHECK(a.parsed["readUserIds"] == json{"user0", "user1", "user2"});
+  const auto records = fake.queries();
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].chunked);
+  CHECK(records[0].body == query_body());
+  CHECK(records[0].access_token == "t");
+  CHECK(records[0].status == 200);
+}
+
+TEST_CASE("fake dingtalk: scheduled reads appear when their time passes, in order, and recalls show") {
+  ManualTime time;
+  FakeDingTalk fake;
+  fake.set_time_source(time.source());
+  FakeMessage m;
+  m.open_conversation_id = k_cid;
+  fake.add_message(k_key, m);
+  fake.add_token("t");
+  fake.read(k_key, "early");
+  fake.schedule_read(k_key, "late", time.now() + 10s);
+  fake.schedule_read(k_key, "middle", time.now() + 5s);
+  TestClient client(fake.port());
+  auto reads = [&] { return client.post(k_query_path, query_body(), "t").parsed["readUserIds"]; };
+  CHECK(reads() == json{"early"});
+  time.advance(5s);
+  CHECK(reads() == json{"early", "middle"});
+  time.advance(5s);
+  CHECK(reads() == json{"early", "middle", "late"});
+  fake.read(k_key, "early"); // reading twice changes nothing
+  CHECK(fake.read_list(k_key) == std::vector<std::string>{"early", "middle", "late"});
+  fake.set_send_status(k_key, "RECALLED");
+  CHECK(client.post(k_query_path, query_body(), "t").parsed["sendStatus"] == "RECALLED");
+  CHECK_THROWS_AS(fake.read("missing", "u"), std::invalid_argument);
+}
+
+TEST_CASE("fake dingtalk: injected error answers carry status and code, then normal answers resume") {
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  const std::vector<Fault> faults = {
+      Fault::server_error(),
+      Fault::error(503, "ServiceUnavailable"),
+      Fault::throttled(),
+      Fault::quota_exceeded(),
+      Fault::error(429, "Throttling"),
+      Fault::error(400, "bot.stopped"),
+  };
+  for (const auto& f : faults) {
+    fake.inject(f);
+  }
+  for (const auto& f : faults) {
+    const auto a = client.post(k_query_path, query_body(), "t");
+    CHECK(a.status == f.status);
+    CHECK(a.code() == f.code);
+    CHECK(a.parsed.contains("requestid"));
+  }
+  CHECK(client.post(k_query_path, query_body(), "t").status == 200);
+  CHECK(fake.reads_served().size() == 1);
+
+  Fault retry = Fault::error(429, "Throttling");
+  retry.headers = {{"Retry-After", "1"}};
+  fake.inject(retry);
+  const auto r = client.raw().Post(k_query_path, {{"x-acs-dingtalk-access-token", "t"}},
+                                   query_body().dump(), "application/json");
+  REQUIRE(r);
+  CHECK(r->get_header_value("Retry-After") == "1");
+}
+
+TEST_CASE("fake dingtalk: bad bodies - html, malformed, truncated, wrong shape, oversized") {
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  fake.add_token("t");
+  TestClient client(fake.port());
+
+  fake.inject(Fault::html(200));
+  auto a = client.post(k_query_path, query_body(), "t");
+  CHECK(a.status == 200);
+  CHECK(a.content_type.find("text/html") == 0);
+  CHECK(a.parsed.is_null());
+  fake.inject(Fault::html(403));
+  a = client.post(k_query_path, query_body(), "t");
+  CHECK(a.status == 403);
+  CHECK(a.body.find("<html>") != std::string::npos);
+
+  for (auto kind : {FaultKind::malformed_json, FaultKind::truncated_json}) {
+    fake.inject(Fault::of(kind));
+    a = client.post(k_query_path, query_body(), "t");
+    CHECK(a.status == 200);
+    CHECK(a.parsed.is_null());
+  }
+  fake.inject(Fault::of(FaultKind::wrong_shape));
+  a = client.post(k_query_path, query_body(), "t");
+  CHECK(a.status == 200);
+  REQUIRE(a.parsed.is_object());
+  CHECK_FALSE(a.parsed["readUserIds"].is_array());
+
+  fake.inject(Fault::of(FaultKind::oversized_body));
+  a = client.post(k_query_path, query_body(), "t");
+  CHECK(a.status == 200);
+  CHECK(a.body.size() > 4u * 1024 * 1024);
+  CHECK(a.parsed.is_object()); // valid JSON, just too big
+  Fault chunked = Fault::of(FaultKind::oversized_body);
+  chunked.chunked = true;
+  fake.inject(chunked);
+  const auto r = client.raw().Post(k_query_path, {{"x-acs-dingtalk-access-token", "t"}},
+                                   query_body().dump(), "application/json");
+  REQUIRE(r);
+  CHECK_FALSE(r->has_header("Content-Length"));
+  CHECK(r->body == a.body);
+  CHECK(fake.reads_served().empty());
+  const auto records = fake.queries();
+  REQUIRE(records.size() == 7);
+  CHECK(records[0].code == "html_page");
+  CHECK(records[5].code == "oversized_body");
+}
+
+TEST_CASE("fake dingtalk: an endless body streams until the client gives up") {
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  fake.add_token("t");
+  fake.inject(Fault::of(FaultKind::endless_body));
+  httplib::Client client("127.0.0.1", fake.port());
+  httplib::Request req;
+  req.method = "POST";
+  req.path = k_query_path;
+  req.headers = {{"x-acs-dingtalk-access-token", "t"}, {"Content-Type", "application/json"}};
+  req.body = query_body().dump();
+  std::size_t received = 0;
+  req.content_receiver = [&](const char*, std::size_t n, std::uint64_t, std::uint64_t) {
+    received += n;
+    return received < 64 * 1024;
+  };
+  const auto r = client.send(req);
+  CHECK(r.error() == httplib::Error::Canceled);
+  CHECK(received >= 64 * 1024);
+  // The server is fine afterwards.
+  TestClient again(fake.port());
+  CHECK(again.post(k_query_path, query_body(), "t").status == 200);
+}
+
+TEST_CASE("fake dingtalk: no answer holds the request; reset cuts the connection without one") {
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  fake.add_token("t");
+  TestClient client(fake.port());
+
+  fake.inject(Fault::of(FaultKind::no_answer));
+  client.raw().set_read_timeout(0, 300'000);
+  auto a = client.post(k_query_path, query_body(), "t");
+  CHECK(a.status == 0);
+  CHECK(a.error == httplib::Error::Read);
+  // The held request ends once the client has gone.
+  CHECK(wait_until([&] { return fake.in_flight_requests() == 0; }, 5s));
+  CHECK(fake.queries().at(0).code == "no_answer");
+  CHECK(fake.queries().at(0).status == 0);
+
+  fake.inject(Fault::of(FaultKind::connection_reset));
+  client.raw().set_read_timeout(5, 0);
+  const auto started = std::chrono::steady_clock::now();
+  a = client.post(k_query_path, query_body(), "t");
+  CHECK(a.status == 0);
+  CHECK(a.error != httplib::Error::Success);
+  CHECK(std::chrono::steady_clock::now() - started < 4s); // cut, not timed out
+  CHECK(client.post(k_query_path, query_body(), "t").status == 200);
+}
+
+TEST_CASE("fake dingtalk: stops promptly while a request hangs") {
+  auto fake = std::make_unique<FakeDingTalk>();
+  add_read_message(*fake, 1);
+  fake->add_token("t");
+  fake->inject(Fault::of(FaultKind::no_answer));
+  const int port = fake->port();
+  std::atomic<bool> done{false};
+  std::thread hung([&] {
+    TestClient client(port);
+    client.raw().set_read_timeout(30, 0);
+    client.post(k_query_path, query_body(), "t");
+    done = true;
+  });
+  REQUIRE(wait_until([&] { return fake->query_calls() == 1; }, 5s));
+  const auto started = std::chrono::steady_clock::now();
+  fake.reset();
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  CHECK(wait_until([&] { return done.load(); }, 5s));
+  hung.join();
+}
+
+TEST_CASE("fake dingtalk: later-page faults - nextToken loop and invalid cursor") {
+  FakeDingTalkOptions options;
+  options.page_size = 2;
+  FakeDingTalk fake(options);
+  add_read_message(fake, 6);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  fake.inject(Fault::of(FaultKind::next_token_loop));
+  fake.inject(Fault::of(FaultKind::cursor_invalid));
+
+  const auto first = client.post(k_query_path, query_body(), "t"); // not a later page: no fault
+  REQUIRE(first.status == 200);
+  json b = query_body();
+  b["nextToken"] = first.parsed["nextToken"];
+  const auto looped = client.post(k_query_path, b, "t");
+  REQUIRE(looped.status == 200);
+  CHECK(looped.parsed["hasMore"] == true);
+  CHECK(looped.parsed["nextToken"] == first.parsed["nextToken"]);
+  const auto cursor = client.post(k_query_path, b, "t");
+  CHECK(cursor.status == 400);
+  CHECK(cursor.code() == "invalidParameter.cursor.invalid");
+  CHECK(client.post(k_query_path, b, "t").status == 200);
+}
+
+TEST_CASE("fake dingtalk: early token revocation, token-endpoint faults and delays") {
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  TestClient client(fake.port());
+  const std::string token = get_token(client);
+  fake.inject(Fault::of(FaultKind::revoke_tokens));
+  CHECK(client.post(k_query_path, query_body(), token).code() == "InvalidAuthentication");
+  CHECK(client.post(k_query_path, query_body(), token).code() == "InvalidAuthentication");
+  const std::string fresh = get_token(client);
+  CHECK(fresh != token);
+  CHECK(client.post(k_query_path, query_body(), fresh).status == 200);
+
+  fake.inject(Fault::server_error(), 1, Endpoint::token);
+  const auto failed = client.post("/v1.0/oauth2/accessToken",
+                                  {{"appKey", "dingfakeappkey"}, {"appSecret", "fake-app-secret"}});
+  CHECK(failed.status == 500);
+  CHECK(failed.code() == "system.error");
+
+  fake.inject(Fault::slow(200ms));
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(client.post(k_query_path, query_body(), fresh).status == 200);
+  CHECK(std::chrono::steady_clock::now() - started >= 200ms);
+}
+
+TEST_CASE("fake dingtalk: fault rates follow the seeded RNG and can be switched off") {
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  fake.set_fault_rate(Fault::throttled(), 1.0);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(client.post(k_query_path, query_body(), "t").status == 403);
+  }
+  fake.set_fault_rate(Fault::throttled(), 0.5);
+  int throttled = 0;
+  for (int i = 0; i < 40; ++i) {
+    throttled += client.post(k_query_path, query_body(), "t").status == 403 ? 1 : 0;
+  }
+  CHECK(throttled > 5);
+  CHECK(throttled < 35);
+  fake.set_fault_rate(Fault::throttled(), 0);
+  CHECK(client.post(k_query_path, query_body(), "t").status == 200);
+  fake.set_fault_rate(Fault::server_error(), 1.0);
+  fake.clear_faults();
+  CHECK(client.post(k_query_path, query_body(), "t").status == 200);
+}
+
+TEST_CASE("fake dingtalk: observes concurrency and call times") {
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  fake.add_token("t");
+  fake.inject(Fault::slow(300ms), 3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] {
+      TestClient client(fake.port());
+      client.post(k_query_path, query_body(), "t");
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  CHECK(fake.max_concurrent_requests() == 3);
+  CHECK(fake.query_times().size() == 3);
+  CHECK(fake.request_times().size() == 3);
+
+  const auto t0 = SteadyTime{};
+  CHECK(FakeDingTalk::max_in_window({}, 1s) == 0);
+  CHECK(FakeDingTalk::max_in_window({t0, t0 + 999ms, t0 + 1000ms, t0 + 1500ms}, 1s) == 3);
+  CHECK(FakeDingTalk::max_in_window({t0 + 3s, t0, t0 + 2s, t0 + 1s}, 1s) == 1);
+}
+
+// --- webhook sink ---
+
+namespace {
+
+constexpr char k_secret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+std::string now_seconds() {
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count());
+}
+
+httplib::Result deliver(int port, const std::string& id, const std::string& ts,
+                        const std::string& body, const std::string& signature) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(1, 0);
+  client.set_read_timeout(5, 0);
+  return client.Post("/", {{"webhook-id", id}, {"webhook-timestamp", ts}, {"webhook-signature", signature}},
+                     body, "application/json");
+}
+
+} // namespace
+
+TEST_CASE("webhook sink: the Standard Webhooks test vector verifies") {
+  const std::string sig = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+  CHECK(WebhookSink::sign(k_secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                          R"({"test": 2432232314})") == sig);
+  CHECK(WebhookSink::verify(k_secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                            R"({"test": 2432232314})", sig));
+  CHECK(WebhookSink::verify(k_secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                            R"({"test": 2432232314})", "v1,bm9wZQ== " + sig));
+  CHECK_FALSE(WebhookSink::verify(k_secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265331",
+                                  R"({"test": 2432232314})", sig));
+  CHECK_FALSE(WebhookSink::verify(k_secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                                  R"({"test": 2432232315})", sig));
+  CHECK_FALSE(WebhookSink::verify(k_secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                                  R"({"test": 2432232314})", "v2," + sig.substr(3)));
+  CHECK_FALSE(WebhookSink::verify("whsec_b3RoZXI=", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                                  "1614265330", R"({"test": 2432232314})", sig));
+}
+
+TEST_CASE("webhook sink: records good deliveries and rejects bad signatures with 401") {
+  WebhookSink sink(k_secret);
+  const std::string body = R"({"type":"message.read","data":{"sequence":1}})";
+  const std::string ts = now_seconds();
+  auto r = deliver(sink.port(), "evt_1", ts, body, WebhookSink::sign(k_secret, "evt_1", ts, body));
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  r = deliver(sink.port(), "evt_2", ts, body, WebhookSink::sign(k_secret, "evt_1", ts, body));
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  const std::string old_ts = std::to_string(std::stoll(ts) - 3600);
+  r = deliver(sink.port(), "evt_3", old_ts, body, WebhookSink::sign(k_secret, "evt_3", old_ts, body));
+  REQUIRE(r);
+  CHECK(r->status == 401); // replay protection: the timestamp is too old
+
+  const auto all = sink.deliveries();
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].signature_ok);
+  CHECK(all[0].webhook_id == "evt_1");
+  CHECK(all[0].json["type"] == "message.read");
+  CHECK(all[0].headers.at("content-type") == "application/json");
+  CHECK_FALSE(all[1].signature_ok);
+  CHECK(all[1].answered == 401);
+  CHECK_FALSE(all[2].timestamp_ok);
+  CHECK(sink.accepted().size() == 1);
+}
+
+TEST_CASE("webhook sink: scripted answers, slowness, and going down on the same port") {
+  WebhookSink sink(k_secret);
+  const std::string body = "{}";
+  auto send = [&](const std::string& id) {
+    const std::string ts = now_seconds();
+    return deliver(sink.port(), id, ts, body, WebhookSink::sign(k_secret, id, ts, body));
+  };
+  sink.script({500, 0ms, {}}, 2);
+  sink.script({429, 0ms, {{"Retry-After", "7"}}});
+  sink.script({410, 0ms, {}});
+  CHECK(send("a")->status == 500);
+  CHECK(send("a")->status == 500);
+  auto r = send("a");
+  CHECK(r->status == 429);
+  CHECK(r->get_header_value("Retry-After") == "7");
+  CHECK(send("a")->status == 410);
+  CHECK(send("a")->status == 200);
+
+  sink.set_delay(200ms);
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(send("b")->status == 200);
+  CHECK(std::chrono::steady_clock::now() - started >= 200ms);
+  sink.set_delay(0ms);
+
+  const int port = sink.port();
+  sink.stop();
+  CHECK_FALSE(sink.running());
+  CHECK(send("c").error() == httplib::Error::Connection);
+  sink.start();
+  CHECK(sink.port() == port);
+  CHECK(send("c")->status == 200);
+  CHECK(sink.delivery_count() == 7);
+
+  std::atomic<int> seen{0};
+  sink.on_delivery([&](const Delivery& d) { seen += d.signature_ok ? 1 : 0; });
+  send("d");
+  CHECK(seen == 1);
+}

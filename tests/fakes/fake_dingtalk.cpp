@@ -1,0 +1,831 @@
+#include "fakes/fake_dingtalk.hpp"
+
+#include "fakes/codec.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <thread>
+
+namespace rrd::testing {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr auto k_poll_interval = std::chrono::milliseconds(10);
+constexpr auto k_endless_chunk_interval = std::chrono::milliseconds(20);
+constexpr char k_token_header[] = "x-acs-dingtalk-access-token";
+
+const std::map<std::string, std::string>& error_messages() {
+  static const std::map<std::string, std::string> messages = {
+      {"invalidParameter.param.invalid", "Invalid parameter"},
+      {"invalidParameter.robotCode.notExsit", "Bot does not exist"},
+      {"invalidParameter.robotCode.missing", "Missing robotCode"},
+      {"invalidParameter.processQueryKey.missing", "Missing processQueryKey"},
+      {"invalidParameter.cursor.invalid", "Invalid nextToken"},
+      {"invalidParameter.pageSize.invalid", "Invalid maxResults"},
+      {"invalidParameter.robotCode.invalid", "Invalid robotCode"},
+      {"invalid.openConversationId", "Invalid openConversationId"},
+      {"openConversationId.notExisted", "openConversationId is empty"},
+      {"invalid.processQueryKey", "Invalid processQueryKey"},
+      {"bot.stopped", "The Group bot has been disabled"},
+      {"template.not.existed", "Bot template does not exist"},
+      {"template.stopped", "Bot template has been disabled"},
+      {"processQueryKey.expireTime",
+       "processQueryKey has not yet generated message query data or has expired"},
+      {"conversation.org.dismatch", "The chat does not belong to the current organization"},
+      {"system.error", "Unknown system error"},
+      {"InvalidAuthentication", "The access token is invalid or has expired"},
+      {"AuthenticationFailed.MissingParameter", "The access token header is missing"},
+      {"invalidClientIdOrSecret", "Invalid appKey or appSecret"},
+      {"invalidSuiteKey", "Invalid suiteKey or suiteSecret"},
+      {"invalidSuiteTicket", "Invalid suiteTicket"},
+      {"invalidAuthInfo", "The organization has not authorized the app"},
+      {"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+       "The request was throttled: too many calls per second for this app and API"},
+      {"Forbidden.AccessDenied.QpsLimitForApi",
+       "The request was throttled: too many calls per second for this API"},
+      {"Forbidden.AccessDenied.ApiCountLimitForOrg",
+       "The organization has used up its monthly quota of API calls"},
+  };
+  return messages;
+}
+
+const char* k_html_page =
+    "<!DOCTYPE html>\n<html><head><title>Access denied</title></head>\n"
+    "<body><h1>Access denied</h1><p>Your IP address sent too many requests and "
+    "has been blocked for 5 minutes.</p></body></html>\n";
+
+const std::string& oversized_body() {
+  static const std::string body = [] {
+    std::string s = R"({"sendStatus":"SUCCESS","readUserIds":[)";
+    for (int i = 0; s.size() < FakeDingTalk::k_oversized_body_bytes; ++i) {
+      if (i > 0) {
+        s += ',';
+      }
+      s += "\"oversized-user-" + std::to_string(i) + "\"";
+    }
+    s += R"(],"hasMore":false})";
+    return s;
+  }();
+  return body;
+}
+
+bool body_is_chunked(const httplib::Request& req) {
+  const auto te = req.get_header_value("Transfer-Encoding");
+  return te.find("chunked") != std::string::npos;
+}
+
+json parse_json(const std::string& text) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception&) {
+    return nullptr;
+  }
+}
+
+std::string string_field(const json& body, const char* name) {
+  if (body.is_object() && body.contains(name) && body[name].is_string()) {
+    return body[name].get<std::string>();
+  }
+  return {};
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    const auto pos = s.find(sep, start);
+    if (pos == std::string::npos) {
+      parts.push_back(s.substr(start));
+      return parts;
+    }
+    parts.push_back(s.substr(start, pos - start));
+    start = pos + 1;
+  }
+}
+
+// Handlers count themselves in flight for max_concurrent_requests().
+class InFlight {
+public:
+  InFlight(std::mutex& mutex, int& in_flight, int& max_in_flight)
+      : m_mutex(mutex), m_in_flight(in_flight) {
+    std::lock_guard lock(m_mutex);
+    ++m_in_flight;
+    max_in_flight = std::max(max_in_flight, m_in_flight);
+  }
+  ~InFlight() {
+    std::lock_guard lock(m_mutex);
+    --m_in_flight;
+  }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+private:
+  std::mutex& m_mutex;
+  int& m_in_flight;
+};
+
+} // namespace
+
+// --- Fault ---
+
+Fault Fault::error(int status, std::string code) {
+  Fault f;
+  f.kind = FaultKind::error_answer;
+  f.status = status;
+  f.code = std::move(code);
+  return f;
+}
+
+Fault Fault::html(int status) {
+  Fault f;
+  f.kind = FaultKind::html_page;
+  f.status = status;
+  return f;
+}
+
+Fault Fault::of(FaultKind kind) {
+  Fault f;
+  f.kind = kind;
+  if (kind == FaultKind::error_answer) {
+    f.status = 500;
+    f.code = "system.error";
+  } else if (kind == FaultKind::html_page) {
+    f.status = 403;
+  }
+  return f;
+}
+
+Fault Fault::slow(std::chrono::milliseconds delay) {
+  Fault f;
+  f.kind = FaultKind::delay;
+  f.delay = delay;
+  return f;
+}
+
+bool Fault::later_pages_only() const {
+  return kind == FaultKind::next_token_loop || kind == FaultKind::cursor_invalid;
+}
+
+std::string to_string(FaultKind kind) {
+  switch (kind) {
+  case FaultKind::error_answer: return "error_answer";
+  case FaultKind::html_page: return "html_page";
+  case FaultKind::malformed_json: return "malformed_json";
+  case FaultKind::truncated_json: return "truncated_json";
+  case FaultKind::wrong_shape: return "wrong_shape";
+  case FaultKind::oversized_body: return "oversized_body";
+  case FaultKind::endless_body: return "endless_body";
+  case FaultKind::no_answer: return "no_answer";
+  case FaultKind::connection_reset: return "connection_reset";
+  case FaultKind::next_token_loop: return "next_token_loop";
+  case FaultKind::cursor_invalid: return "cursor_invalid";
+  case FaultKind::revoke_tokens: return "revoke_tokens";
+  case FaultKind::delay: return "delay";
+  }
+  return "unknown";
+}
+
+// --- FakeDingTalk ---
+
+FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
+    : m_options(std::move(options)),
+      m_now([] { return SteadyClock::now(); }),
+      m_rng(m_options.seed),
+      m_cursor_key([] {
+        std::random_device rd;
+        std::string key;
+        for (int i = 0; i < 32; ++i) {
+          key += static_cast<char>(rd() & 0xff);
+        }
+        return key;
+      }()),
+      m_server([this](httplib::Server& server) {
+        server.Post("/v1.0/oauth2/accessToken", [this](const auto& req, auto& res) {
+          handle_access_token(req, res);
+        });
+        server.Post("/v1.0/oauth2/corpAccessToken", [this](const auto& req, auto& res) {
+          handle_corp_access_token(req, res);
+        });
+        server.Post("/v1.0/robot/privateChatMessages/query",
+                    [this](const auto& req, auto& res) { handle_query(req, res); });
+      }) {
+  m_server.start(m_options.port);
+}
+
+FakeDingTalk::~FakeDingTalk() { stop(); }
+
+void FakeDingTalk::stop() {
+  m_stopping = true;
+  m_server.stop();
+}
+
+std::string FakeDingTalk::endpoint() const {
+  return "http://127.0.0.1:" + std::to_string(port());
+}
+
+// --- scenario ---
+
+FakeDingTalk::Message& FakeDingTalk::message(const std::string& key) {
+  const auto it = m_messages.find(key);
+  if (it == m_messages.end()) {
+    throw std::invalid_argument("FakeDingTalk: no message " + key);
+  }
+  return it->second;
+}
+
+void FakeDingTalk::add_message(const std::string& key, FakeMessage spec) {
+  std::lock_guard lock(m_mutex);
+  if (spec.robot_code.empty()) {
+    spec.robot_code = m_options.robot_code;
+  }
+  m_messages[key] = Message{std::move(spec), {}, {}};
+}
+
+void FakeDingTalk::read(const std::string& key, const std::string& user_id) {
+  std::lock_guard lock(m_mutex);
+  auto& m = message(key);
+  if (std::find(m.reads.begin(), m.reads.end(), user_id) == m.reads.end()) {
+    m.reads.push_back(user_id);
+  }
+}
+
+void FakeDingTalk::schedule_read(const std::string& key, const std::string& user_id,
+                                 SteadyTime at) {
+  std::lock_guard lock(m_mutex);
+  auto& m = message(key);
+  m.pending.emplace_back(at, user_id);
+  std::stable_sort(m.pending.begin(), m.pending.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+}
+
+void FakeDingTalk::set_send_status(const std::string& key, const std::string& status) {
+  std::lock_guard lock(m_mutex);
+  message(key).spec.send_status = status;
+}
+
+void FakeDingTalk::set_ready_at(const std::string& key, SteadyTime at) {
+  std::lock_guard lock(m_mutex);
+  message(key).spec.ready_at = at;
+}
+
+void FakeDingTalk::set_expires_at(const std::string& key, SteadyTime at) {
+  std::lock_guard lock(m_mutex);
+  message(key).spec.expires_at = at;
+}
+
+std::vector<std::string> FakeDingTalk::read_list(const std::string& key) {
+  std::lock_guard lock(m_mutex);
+  auto& m = message(key);
+  promote_due_reads(m, now());
+  return m.reads;
+}
+
+void FakeDingTalk::promote_due_reads(Message& m, SteadyTime t) {
+  auto it = m.pending.begin();
+  for (; it != m.pending.end() && it->first <= t; ++it) {
+    if (std::find(m.reads.begin(), m.reads.end(), it->second) == m.reads.end()) {
+      m.reads.push_back(it->second);
+    }
+  }
+  m.pending.erase(m.pending.begin(), it);
+}
+
+void FakeDingTalk::set_page_size(int page_size) {
+  std::lock_guard lock(m_mutex);
+  m_options.page_size = std::clamp(page_size, 1, k_max_page_size);
+}
+
+void FakeDingTalk::set_token_lifetime(std::chrono::seconds lifetime) {
+  std::lock_guard lock(m_mutex);
+  m_options.token_lifetime = lifetime;
+}
+
+void FakeDingTalk::add_token(const std::string& token,
+                             std::optional<std::chrono::seconds> lifetime) {
+  std::lock_guard lock(m_mutex);
+  m_tokens[token] = Token{lifetime ? now() + *lifetime : SteadyTime::max(), false};
+}
+
+void FakeDingTalk::revoke_tokens() {
+  std::lock_guard lock(m_mutex);
+  for (auto& [token, state] : m_tokens) {
+    state.revoked = true;
+  }
+}
+
+void FakeDingTalk::set_time_source(std::function<SteadyTime()> now_fn) {
+  std::lock_guard lock(m_mutex);
+  m_now = std::move(now_fn);
+}
+
+SteadyTime FakeDingTalk::now() const { return m_now(); }
+
+// --- faults ---
+
+void FakeDingTalk::inject(Fault fault, int count, Endpoint endpoint) {
+  std::lock_guard lock(m_mutex);
+  if (count > 0) {
+    m_injected.push_back(Injected{std::move(fault), count, endpoint});
+  }
+}
+
+void FakeDingTalk::set_fault_rate(Fault fault, double p, Endpoint endpoint) {
+  std::lock_guard lock(m_mutex);
+  std::erase_if(m_rate_faults, [&](const RateFault& r) {
+    return r.endpoint == endpoint && r.fault.kind == fault.kind &&
+           r.fault.status == fault.status && r.fault.code == fault.code;
+  });
+  if (p > 0) {
+    m_rate_faults.push_back(RateFault{std::move(fault), p, endpoint});
+  }
+}
+
+void FakeDingTalk::clear_faults() {
+  std::lock_guard lock(m_mutex);
+  m_injected.clear();
+  m_rate_faults.clear();
+}
+
+std::optional<Fault> FakeDingTalk::take_fault(Endpoint endpoint, bool has_next_token) {
+  for (auto it = m_injected.begin(); it != m_injected.end(); ++it) {
+    if (it->endpoint != endpoint || (it->fault.later_pages_only() && !has_next_token)) {
+      continue;
+    }
+    Fault f = it->fault;
+    if (--it->remaining <= 0) {
+      m_injected.erase(it);
+    }
+    return f;
+  }
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (const auto& r : m_rate_faults) {
+    if (r.endpoint != endpoint || (r.fault.later_pages_only() && !has_next_token)) {
+      continue;
+    }
+    if (uniform(m_rng) < r.p) {
+      return r.fault;
+    }
+  }
+  return std::nullopt;
+}
+
+void FakeDingTalk::hold_until_gone(const httplib::Request& req) const {
+  const int fd = connection_socket(req);
+  const auto deadline = SteadyClock::now() + k_max_hold;
+  while (!m_stopping && !peer_closed(fd) && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(k_poll_interval);
+  }
+}
+
+bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
+                               httplib::Response& res, const std::string& request_id_text) {
+  for (const auto& [name, value] : fault.headers) {
+    res.set_header(name, value);
+  }
+  switch (fault.kind) {
+  case FaultKind::error_answer: {
+    const auto it = error_messages().find(fault.code);
+    send_error(res, fault.status, fault.code,
+               it != error_messages().end() ? it->second : "Error injected by the test",
+               request_id_text);
+    return false;
+  }
+  case FaultKind::html_page:
+    res.status = fault.status;
+    res.set_content(k_html_page, "text/html; charset=utf-8");
+    return false;
+  case FaultKind::malformed_json:
+    res.status = 200;
+    res.set_content(R"({"sendStatus": SUCCESS, "readUserIds": [user-a,], })",
+                    "application/json");
+    return false;
+  case FaultKind::truncated_json:
+    res.status = 200;
+    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":["user-a","us)",
+                    "application/json");
+    return false;
+  case FaultKind::wrong_shape:
+    res.status = 200;
+    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":"user-a","hasMore":"no"})",
+                    "application/json");
+    return false;
+  case FaultKind::oversized_body:
+    res.status = 200;
+    if (!fault.chunked) {
+      res.set_content(oversized_body(), "application/json");
+      return false;
+    }
+    res.set_chunked_content_provider(
+        "application/json", [](std::size_t offset, httplib::DataSink& sink) {
+          const std::string& body = oversized_body();
+          if (offset >= body.size()) {
+            sink.done();
+            return true;
+          }
+          constexpr std::size_t k_chunk = 64 * 1024;
+          return sink.write(body.data() + offset, std::min(k_chunk, body.size() - offset));
+        });
+    return false;
+  case FaultKind::endless_body: {
+    res.status = 200;
+    const auto deadline = SteadyClock::now() + k_max_hold;
+    res.set_chunked_content_provider(
+        "application/json", [this, deadline](std::size_t offset, httplib::DataSink& sink) {
+          if (m_stopping || SteadyClock::now() >= deadline) {
+            return false; // the connection is dropped without the last chunk
+          }
+          std::string chunk;
+          if (offset == 0) {
+            chunk = R"({"sendStatus":"SUCCESS","readUserIds":[)";
+          }
+          for (int i = 0; i < 256; ++i) {
+            chunk += "\"endless-user\",";
+          }
+          if (!sink.write(chunk.data(), chunk.size())) {
+            return false;
+          }
+          std::this_thread::sleep_for(k_endless_chunk_interval);
+          return true;
+        });
+    return false;
+  }
+  case FaultKind::no_answer: {
+    hold_until_gone(req);
+    reset_connection(connection_socket(req));
+    return false;
+  }
+  case FaultKind::connection_reset:
+    reset_connection(connection_socket(req));
+    return false;
+  case FaultKind::delay: {
+    const auto until = SteadyClock::now() + fault.delay;
+    while (!m_stopping && SteadyClock::now() < until) {
+      std::this_thread::sleep_for(std::min<SteadyClock::duration>(
+          k_poll_interval, until - SteadyClock::now()));
+    }
+    return true;
+  }
+  case FaultKind::revoke_tokens:
+    revoke_tokens();
+    return true;
+  case FaultKind::next_token_loop:
+  case FaultKind::cursor_invalid:
+    return true; // applied while answering
+  }
+  return true;
+}
+
+// --- handlers ---
+
+void FakeDingTalk::send_error(httplib::Response& res, int status, const std::string& code,
+                              const std::string& message_text,
+                              const std::string& request_id_text) const {
+  res.status = status;
+  const json body = {{"code", code}, {"message", message_text}, {"requestid", request_id_text}};
+  res.set_content(body.dump(), "application/json;charset=utf-8");
+}
+
+std::string FakeDingTalk::request_id() {
+  ++m_counter;
+  std::uniform_int_distribution<std::uint32_t> d;
+  std::string raw;
+  for (int i = 0; i < 4; ++i) {
+    const std::uint32_t v = d(m_rng);
+    raw.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  const std::string hex = hex_encode(raw);
+  // Shaped like DingTalk's: 8-4-4-4-12 upper-case hex.
+  std::string id = hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
+                   hex.substr(16, 4) + "-" + hex.substr(20, 12);
+  std::transform(id.begin(), id.end(), id.begin(), [](char c) {
+    return static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  });
+  return id;
+}
+
+std::string FakeDingTalk::issue_token(SteadyTime t) {
+  std::uniform_int_distribution<std::uint64_t> d;
+  std::string raw = std::to_string(++m_counter) + ":" + std::to_string(d(m_rng));
+  const std::string token = hex_encode(hmac_sha256(m_cursor_key, "token:" + raw)).substr(0, 32);
+  m_tokens[token] = Token{t + m_options.token_lifetime, false};
+  return token;
+}
+
+void FakeDingTalk::handle_access_token(const httplib::Request& req, httplib::Response& res) {
+  InFlight guard(m_mutex, m_in_flight, m_max_in_flight);
+  std::optional<Fault> fault;
+  std::string rid;
+  {
+    std::lock_guard lock(m_mutex);
+    ++m_token_calls;
+    m_request_times.push_back(now());
+    fault = take_fault(Endpoint::token, false);
+    rid = request_id();
+  }
+  if (fault && !apply_fault(*fault, req, res, rid)) {
+    return;
+  }
+  const json body = parse_json(req.body);
+  std::lock_guard lock(m_mutex);
+  if (string_field(body, "appKey") != m_options.app_key ||
+      string_field(body, "appSecret") != m_options.app_secret) {
+    send_error(res, 400, "invalidClientIdOrSecret",
+               error_messages().at("invalidClientIdOrSecret"), rid);
+    return;
+  }
+  const SteadyTime t = now();
+  const auto it = m_tokens.find(m_app_token);
+  if (it != m_tokens.end() && !it->second.revoked && t < it->second.expires_at) {
+    // DingTalk: asked again while valid, the same token, renewed.
+    it->second.expires_at = t + m_options.token_lifetime;
+  } else {
+    m_app_token = issue_token(t);
+  }
+  res.status = 200;
+  res.set_content(json{{"accessToken", m_app_token},
+                       {"expireIn", m_options.token_lifetime.count()}}
+                      .dump(),
+                  "application/json;charset=utf-8");
+}
+
+void FakeDingTalk::handle_corp_access_token(const httplib::Request& req,
+                                            httplib::Response& res) {
+  InFlight guard(m_mutex, m_in_flight, m_max_in_flight);
+  std::optional<Fault> fault;
+  std::string rid;
+  {
+    std::lock_guard lock(m_mutex);
+    ++m_token_calls;
+    m_request_times.push_back(now());
+    fault = take_fault(Endpoint::token, false);
+    rid = request_id();
+  }
+  if (fault && !apply_fault(*fault, req, res, rid)) {
+    return;
+  }
+  const json body = parse_json(req.body);
+  std::lock_guard lock(m_mutex);
+  std::string code;
+  if (string_field(body, "suiteKey") != m_options.suite_key ||
+      string_field(body, "suiteSecret") != m_options.suite_secret) {
+    code = "invalidSuiteKey";
+  } else if (string_field(body, "suiteTicket") != m_options.suite_ticket) {
+    code = "invalidSuiteTicket";
+  } else if (string_field(body, "authCorpId") != m_options.auth_corp_id) {
+    code = "invalidAuthInfo";
+  }
+  if (!code.empty()) {
+    send_error(res, 400, code, error_messages().at(code), rid);
+    return;
+  }
+  res.status = 200;
+  res.set_content(json{{"accessToken", issue_token(now())},
+                       {"expireIn", m_options.token_lifetime.count()}}
+                      .dump(),
+                  "application/json;charset=utf-8");
+}
+
+void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& res) {
+  InFlight guard(m_mutex, m_in_flight, m_max_in_flight);
+  const json body = parse_json(req.body);
+  const std::string key = string_field(body, "processQueryKey");
+  const bool has_next_token = !string_field(body, "nextToken").empty();
+  std::optional<Fault> fault;
+  std::string rid;
+  std::size_t record = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    const SteadyTime t = now();
+    m_query_times.push_back(t);
+    m_request_times.push_back(t);
+    ++m_query_calls_by_key[key];
+    fault = take_fault(Endpoint::query, has_next_token);
+    rid = request_id();
+    QueryRecord r;
+    r.at = t;
+    r.body = body;
+    r.access_token = req.get_header_value(k_token_header);
+    r.chunked = body_is_chunked(req);
+    r.code = fault ? to_string(fault->kind) : "";
+    m_queries.push_back(std::move(r));
+    record = m_queries.size() - 1;
+  }
+  if (fault && !apply_fault(*fault, req, res, rid)) {
+    std::lock_guard lock(m_mutex);
+    const bool cut = fault->kind == FaultKind::no_answer ||
+                     fault->kind == FaultKind::connection_reset;
+    m_queries[record].status = cut ? 0 : res.status;
+    if (fault->kind == FaultKind::error_answer) {
+      m_queries[record].code = fault->code;
+    }
+    return;
+  }
+  std::lock_guard lock(m_mutex);
+  const bool loop = fault && fault->kind == FaultKind::next_token_loop;
+  const bool cursor = fault && fault->kind == FaultKind::cursor_invalid;
+  Answer answer = answer_query(req, body, loop, cursor);
+  if (answer.status != 200) {
+    const std::string code = answer.code;
+    const auto it = error_messages().find(code);
+    send_error(res, answer.status, code,
+               it != error_messages().end() ? it->second : "Error", rid);
+  } else {
+    res.status = 200;
+    res.set_content(answer.body.dump(), "application/json;charset=utf-8");
+  }
+  m_queries[record].status = answer.status;
+  if (!fault || answer.status != 200) {
+    m_queries[record].code = answer.code;
+  }
+}
+
+FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, const json& body,
+                                                bool loop_fault, bool cursor_fault) {
+  const auto fail = [](int status, std::string code) {
+    return Answer{status, nullptr, std::move(code)};
+  };
+  const SteadyTime t = now();
+  if (!req.has_header(k_token_header)) {
+    return fail(400, "AuthenticationFailed.MissingParameter");
+  }
+  const auto token = m_tokens.find(req.get_header_value(k_token_header));
+  if (token == m_tokens.end() || token->second.revoked || t >= token->second.expires_at) {
+    return fail(400, "InvalidAuthentication");
+  }
+  if (!body.is_object()) {
+    return fail(400, "invalidParameter.param.invalid");
+  }
+  for (const char* field : {"processQueryKey", "robotCode", "openConversationId", "nextToken"}) {
+    if (body.contains(field) && !body[field].is_string()) {
+      return fail(400, "invalidParameter.param.invalid");
+    }
+  }
+  const std::string key = string_field(body, "processQueryKey");
+  if (key.empty()) {
+    return fail(400, "invalidParameter.processQueryKey.missing");
+  }
+  const std::string robot = string_field(body, "robotCode");
+  if (robot.empty()) {
+    return fail(400, "invalidParameter.robotCode.missing");
+  }
+  bool robot_known = robot == m_options.robot_code;
+  for (const auto& [k, m] : m_messages) {
+    robot_known = robot_known || m.spec.robot_code == robot;
+  }
+  if (!robot_known) {
+    return fail(400, "invalidParameter.robotCode.notExsit");
+  }
+  const auto it = m_messages.find(key);
+  if (it == m_messages.end()) {
+    return fail(400, "invalid.processQueryKey");
+  }
+  Message& m = it->second;
+  if (m.spec.robot_code != robot) {
+    return fail(400, "invalidParameter.robotCode.notExsit");
+  }
+  if (body.contains("openConversationId") &&
+      body["openConversationId"].get<std::string>() != m.spec.open_conversation_id) {
+    return fail(400, "invalid.openConversationId");
+  }
+  int page = m_options.page_size;
+  if (body.contains("maxResults")) {
+    const auto& max_results = body["maxResults"];
+    if (!max_results.is_number_integer()) {
+      return fail(400, "invalidParameter.param.invalid");
+    }
+    const auto n = max_results.get<std::int64_t>();
+    if (n < 1 || n > k_max_page_size) {
+      return fail(400, "invalidParameter.pageSize.invalid");
+    }
+    page = std::min(page, static_cast<int>(n));
+  }
+  const std::string next_token = string_field(body, "nextToken");
+  std::size_t offset = 0;
+  if (!next_token.empty()) {
+    const auto parsed = parse_next_token(key, next_token);
+    if (!parsed) {
+      return fail(400, "invalidParameter.cursor.invalid");
+    }
+    offset = *parsed;
+  }
+  if (t < m.spec.ready_at || t >= m.spec.expires_at) {
+    return fail(400, "processQueryKey.expireTime");
+  }
+  if (cursor_fault) {
+    return fail(400, "invalidParameter.cursor.invalid");
+  }
+  promote_due_reads(m, t);
+  offset = std::min(offset, m.reads.size());
+  const std::size_t end = std::min(m.reads.size(), offset + static_cast<std::size_t>(page));
+  json users = json::array();
+  for (std::size_t i = offset; i < end; ++i) {
+    users.push_back(m.reads[i]);
+    m_reads_served.emplace(key, m.reads[i]);
+  }
+  Answer answer;
+  answer.body = {{"sendStatus", m.spec.send_status}, {"readUserIds", users}};
+  if (loop_fault) {
+    answer.body["hasMore"] = true;
+    answer.body["nextToken"] = next_token;
+  } else if (end < m.reads.size()) {
+    answer.body["hasMore"] = true;
+    answer.body["nextToken"] = make_next_token(key, end);
+  } else {
+    answer.body["hasMore"] = false;
+  }
+  return answer;
+}
+
+std::string FakeDingTalk::make_next_token(const std::string& key, std::size_t offset) {
+  const std::string payload = key + "\n" + std::to_string(offset) + "\n" + std::to_string(++m_counter);
+  const std::string mac = hex_encode(hmac_sha256(m_cursor_key, payload)).substr(0, 32);
+  return base64_encode(payload + "\n" + mac);
+}
+
+std::optional<std::size_t> FakeDingTalk::parse_next_token(const std::string& key,
+                                                          const std::string& token) const {
+  const auto decoded = base64_decode(token);
+  if (!decoded) {
+    return std::nullopt;
+  }
+  const auto parts = split(*decoded, '\n');
+  if (parts.size() != 4) {
+    return std::nullopt;
+  }
+  const std::string payload = parts[0] + "\n" + parts[1] + "\n" + parts[2];
+  if (hex_encode(hmac_sha256(m_cursor_key, payload)).substr(0, 32) != parts[3] ||
+      parts[0] != key) {
+    return std::nullopt;
+  }
+  try {
+    return static_cast<std::size_t>(std::stoull(parts[1]));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// --- observation ---
+
+int FakeDingTalk::token_calls() const {
+  std::lock_guard lock(m_mutex);
+  return m_token_calls;
+}
+
+int FakeDingTalk::query_calls() const {
+  std::lock_guard lock(m_mutex);
+  return static_cast<int>(m_queries.size());
+}
+
+int FakeDingTalk::query_calls(const std::string& key) const {
+  std::lock_guard lock(m_mutex);
+  const auto it = m_query_calls_by_key.find(key);
+  return it == m_query_calls_by_key.end() ? 0 : it->second;
+}
+
+std::set<std::pair<std::string, std::string>> FakeDingTalk::reads_served() const {
+  std::lock_guard lock(m_mutex);
+  return m_reads_served;
+}
+
+int FakeDingTalk::max_concurrent_requests() const {
+  std::lock_guard lock(m_mutex);
+  return m_max_in_flight;
+}
+
+int FakeDingTalk::in_flight_requests() const {
+  std::lock_guard lock(m_mutex);
+  return m_in_flight;
+}
+
+std::vector<SteadyTime> FakeDingTalk::query_times() const {
+  std::lock_guard lock(m_mutex);
+  return m_query_times;
+}
+
+std::vector<SteadyTime> FakeDingTalk::request_times() const {
+  std::lock_guard lock(m_mutex);
+  return m_request_times;
+}
+
+std::vector<QueryRecord> FakeDingTalk::queries() const {
+  std::lock_guard lock(m_mutex);
+  return m_queries;
+}
+
+int FakeDingTalk::max_in_window(std::vector<SteadyTime> times,
+                                std::chrono::milliseconds window) {
+  std::sort(times.begin(), times.end());
+  int best = 0;
+  std::size_t first = 0;
+  for (std::size_t last = 0; last < times.size(); ++last) {
+    while (times[last] - times[first] >= window) {
+      ++first;
+    }
+    best = std::max(best, static_cast<int>(last - first + 1));
+  }
+  return best;
+}
+
+} // namespace rrd::testing

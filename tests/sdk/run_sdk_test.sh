@@ -1,0 +1,25 @@
+#!/bin/sh
+# Runs sdk_compat_test.js: installs the pinned official SDK (npm ci, from the
+# committed package-lock.json) into WORK_DIR, never into the source tree,
+# then runs the test against the fake-dingtalk program.
+#   run_sdk_test.sh SOURCE_DIR WORK_DIR FAKE_DINGTALK NODE NPM
+# Exit codes: 0 pass, 1 fail, 77 skipped (no Node.js/npm, or the registry
+# cannot be reached).
+set -eu
+src=$1 work=$2 fake=$3 node=${4:-node} npm=${5:-npm}
+
+if ! command -v "$node" >/dev/null 2>&1 || ! command -v "$npm" >/dev/null 2>&1; then
+  echo "SKIP: Node.js or npm not found; the official SDK compatibility test needs both"
+  exit 77
+fi
+mkdir -p "$work"
+cp "$src/package.json" "$src/package-lock.json" "$src/sdk_compat_test.js" "$work/"
+stamp="$work/node_modules/.installed-package-lock.json"
+if ! cmp -s "$src/package-lock.json" "$stamp"; then
+  if ! (cd "$work" && "$npm" ci --no-audit --no-fund --loglevel=error); then
+    echo "SKIP: npm ci failed; is the npm registry reachable?"
+    exit 77
+  fi
+  cp "$src/package-lock.json" "$stamp"
+fi
+exec "$node" "$work/sdk_compat_test.js" "$fake"
