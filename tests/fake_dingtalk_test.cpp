@@ -7,11 +7,10 @@
 #include "fakes/process.hpp"
 #include "fakes/webhook_sink.hpp"
 
+#include <atomic>
 #include <doctest/doctest.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
-
-#include <atomic>
 #include <thread>
 
 using namespace rrd::testing;
@@ -29,7 +28,7 @@ struct Answer {
   httplib::Error error = httplib::Error::Success;
   std::string body;
   std::string content_type;
-  json parsed;    // null when not JSON
+  json parsed; // null when not JSON
   std::string code() const {
     return parsed.is_object() && parsed.contains("code") ? parsed["code"].get<std::string>() : "";
   }
@@ -121,8 +120,8 @@ void add_read_message(FakeDingTalk& fake, int readers, const std::string& key = 
 }
 
 // Follows nextToken to the end; returns the union of the pages' readUserIds.
-std::vector<std::string> read_all_pages(TestClient& client, const std::string& token,
-                                        json body, int* pages = nullptr) {
+std::vector<std::string> read_all_pages(TestClient& client, const std::string& token, json body,
+                                        int* pages = nullptr) {
   std::vector<std::string> users;
   int count = 0;
   while (true) {
@@ -147,7 +146,8 @@ std::vector<std::string> read_all_pages(TestClient& client, const std::string& t
 // A clock for the fake that the test moves by hand.
 struct ManualTime {
   std::shared_ptr<std::atomic<SteadyClock::rep>> ticks =
-      std::make_shared<std::atomic<SteadyClock::rep>>(SteadyClock::now().time_since_epoch().count());
+      std::make_shared<std::atomic<SteadyClock::rep>>(
+          SteadyClock::now().time_since_epoch().count());
   std::function<SteadyTime()> source() const {
     auto t = ticks;
     return [t] { return SteadyTime(SteadyClock::duration(t->load())); };
@@ -158,7 +158,8 @@ struct ManualTime {
 
 } // namespace
 
-TEST_CASE("fake dingtalk: internal app token is stable while valid and refused with bad credentials") {
+TEST_CASE(
+    "fake dingtalk: internal app token is stable while valid and refused with bad credentials") {
   FakeDingTalk fake;
   TestClient client(fake.port());
   const auto a = client.post("/v1.0/oauth2/accessToken",
@@ -360,7 +361,8 @@ TEST_CASE("fake dingtalk: accepts chunked request bodies as the official SDK sen
   CHECK(records[0].status == 200);
 }
 
-TEST_CASE("fake dingtalk: scheduled reads appear when their time passes, in order, and recalls show") {
+TEST_CASE(
+    "fake dingtalk: scheduled reads appear when their time passes, in order, and recalls show") {
   ManualTime time;
   FakeDingTalk fake;
   fake.set_time_source(time.source());
@@ -385,7 +387,8 @@ TEST_CASE("fake dingtalk: scheduled reads appear when their time passes, in orde
   CHECK_THROWS_AS(fake.read("missing", "u"), std::invalid_argument);
 }
 
-TEST_CASE("fake dingtalk: injected error answers carry status and code, then normal answers resume") {
+TEST_CASE(
+    "fake dingtalk: injected error answers carry status and code, then normal answers resume") {
   FakeDingTalk fake;
   add_read_message(fake, 1);
   fake.add_token("t");
@@ -651,8 +654,9 @@ httplib::Result deliver(int port, const std::string& id, const std::string& ts,
   httplib::Client client("127.0.0.1", port);
   client.set_connection_timeout(1, 0);
   client.set_read_timeout(5, 0);
-  return client.Post("/", {{"webhook-id", id}, {"webhook-timestamp", ts}, {"webhook-signature", signature}},
-                     body, "application/json");
+  return client.Post(
+      "/", {{"webhook-id", id}, {"webhook-timestamp", ts}, {"webhook-signature", signature}}, body,
+      "application/json");
 }
 
 } // namespace
@@ -671,8 +675,8 @@ TEST_CASE("webhook sink: the Standard Webhooks test vector verifies") {
                                   R"({"test": 2432232315})", sig));
   CHECK_FALSE(WebhookSink::verify(k_secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
                                   R"({"test": 2432232314})", "v2," + sig.substr(3)));
-  CHECK_FALSE(WebhookSink::verify("whsec_b3RoZXI=", "msg_p5jXN8AQM9LWM0D4loKWxJek",
-                                  "1614265330", R"({"test": 2432232314})", sig));
+  CHECK_FALSE(WebhookSink::verify("whsec_b3RoZXI=", "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                                  R"({"test": 2432232314})", sig));
 }
 
 TEST_CASE("webhook sink: records good deliveries and rejects bad signatures with 401") {
@@ -686,7 +690,8 @@ TEST_CASE("webhook sink: records good deliveries and rejects bad signatures with
   REQUIRE(r);
   CHECK(r->status == 401);
   const std::string old_ts = std::to_string(std::stoll(ts) - 3600);
-  r = deliver(sink.port(), "evt_3", old_ts, body, WebhookSink::sign(k_secret, "evt_3", old_ts, body));
+  r = deliver(sink.port(), "evt_3", old_ts, body,
+              WebhookSink::sign(k_secret, "evt_3", old_ts, body));
   REQUIRE(r);
   CHECK(r->status == 401); // replay protection: the timestamp is too old
 

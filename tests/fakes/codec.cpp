@@ -1,9 +1,8 @@
 #include "fakes/codec.hpp"
 
+#include <array>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-
-#include <array>
 #include <stdexcept>
 
 namespace rrd::testing {

@@ -170,19 +170,32 @@ bool Fault::later_pages_only() const {
 
 std::string to_string(FaultKind kind) {
   switch (kind) {
-  case FaultKind::error_answer: return "error_answer";
-  case FaultKind::html_page: return "html_page";
-  case FaultKind::malformed_json: return "malformed_json";
-  case FaultKind::truncated_json: return "truncated_json";
-  case FaultKind::wrong_shape: return "wrong_shape";
-  case FaultKind::oversized_body: return "oversized_body";
-  case FaultKind::endless_body: return "endless_body";
-  case FaultKind::no_answer: return "no_answer";
-  case FaultKind::connection_reset: return "connection_reset";
-  case FaultKind::next_token_loop: return "next_token_loop";
-  case FaultKind::cursor_invalid: return "cursor_invalid";
-  case FaultKind::revoke_tokens: return "revoke_tokens";
-  case FaultKind::delay: return "delay";
+  case FaultKind::error_answer:
+    return "error_answer";
+  case FaultKind::html_page:
+    return "html_page";
+  case FaultKind::malformed_json:
+    return "malformed_json";
+  case FaultKind::truncated_json:
+    return "truncated_json";
+  case FaultKind::wrong_shape:
+    return "wrong_shape";
+  case FaultKind::oversized_body:
+    return "oversized_body";
+  case FaultKind::endless_body:
+    return "endless_body";
+  case FaultKind::no_answer:
+    return "no_answer";
+  case FaultKind::connection_reset:
+    return "connection_reset";
+  case FaultKind::next_token_loop:
+    return "next_token_loop";
+  case FaultKind::cursor_invalid:
+    return "cursor_invalid";
+  case FaultKind::revoke_tokens:
+    return "revoke_tokens";
+  case FaultKind::delay:
+    return "delay";
   }
   return "unknown";
 }
@@ -190,10 +203,8 @@ std::string to_string(FaultKind kind) {
 // --- FakeDingTalk ---
 
 FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
-    : m_options(std::move(options)),
-      m_now([] { return SteadyClock::now(); }),
-      m_rng(m_options.seed),
-      m_cursor_key([] {
+    : m_options(std::move(options)), m_now([] { return SteadyClock::now(); }),
+      m_rng(m_options.seed), m_cursor_key([] {
         std::random_device rd;
         std::string key;
         for (int i = 0; i < 32; ++i) {
@@ -202,19 +213,19 @@ FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
         return key;
       }()),
       m_server([this](httplib::Server& server) {
-        server.Post("/v1.0/oauth2/accessToken", [this](const auto& req, auto& res) {
-          handle_access_token(req, res);
-        });
-        server.Post("/v1.0/oauth2/corpAccessToken", [this](const auto& req, auto& res) {
-          handle_corp_access_token(req, res);
-        });
+        server.Post("/v1.0/oauth2/accessToken",
+                    [this](const auto& req, auto& res) { handle_access_token(req, res); });
+        server.Post("/v1.0/oauth2/corpAccessToken",
+                    [this](const auto& req, auto& res) { handle_corp_access_token(req, res); });
         server.Post("/v1.0/robot/privateChatMessages/query",
                     [this](const auto& req, auto& res) { handle_query(req, res); });
       }) {
   m_server.start(m_options.port);
 }
 
-FakeDingTalk::~FakeDingTalk() { stop(); }
+FakeDingTalk::~FakeDingTalk() {
+  stop();
+}
 
 void FakeDingTalk::stop() {
   m_stopping = true;
@@ -320,7 +331,9 @@ void FakeDingTalk::set_time_source(std::function<SteadyTime()> now_fn) {
   m_now = std::move(now_fn);
 }
 
-SteadyTime FakeDingTalk::now() const { return m_now(); }
+SteadyTime FakeDingTalk::now() const {
+  return m_now();
+}
 
 // --- faults ---
 
@@ -334,8 +347,8 @@ void FakeDingTalk::inject(Fault fault, int count, Endpoint endpoint) {
 void FakeDingTalk::set_fault_rate(Fault fault, double p, Endpoint endpoint) {
   std::lock_guard lock(m_mutex);
   std::erase_if(m_rate_faults, [&](const RateFault& r) {
-    return r.endpoint == endpoint && r.fault.kind == fault.kind &&
-           r.fault.status == fault.status && r.fault.code == fault.code;
+    return r.endpoint == endpoint && r.fault.kind == fault.kind && r.fault.status == fault.status &&
+           r.fault.code == fault.code;
   });
   if (p > 0) {
     m_rate_faults.push_back(RateFault{std::move(fault), p, endpoint});
@@ -398,13 +411,11 @@ bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
     return false;
   case FaultKind::malformed_json:
     res.status = 200;
-    res.set_content(R"({"sendStatus": SUCCESS, "readUserIds": [user-a,], })",
-                    "application/json");
+    res.set_content(R"({"sendStatus": SUCCESS, "readUserIds": [user-a,], })", "application/json");
     return false;
   case FaultKind::truncated_json:
     res.status = 200;
-    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":["user-a","us)",
-                    "application/json");
+    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":["user-a","us)", "application/json");
     return false;
   case FaultKind::wrong_shape:
     res.status = 200;
@@ -462,8 +473,8 @@ bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
   case FaultKind::delay: {
     const auto until = SteadyClock::now() + fault.delay;
     while (!m_stopping && SteadyClock::now() < until) {
-      std::this_thread::sleep_for(std::min<SteadyClock::duration>(
-          k_poll_interval, until - SteadyClock::now()));
+      std::this_thread::sleep_for(
+          std::min<SteadyClock::duration>(k_poll_interval, until - SteadyClock::now()));
     }
     return true;
   }
@@ -531,8 +542,8 @@ void FakeDingTalk::handle_access_token(const httplib::Request& req, httplib::Res
   std::lock_guard lock(m_mutex);
   if (string_field(body, "appKey") != m_options.app_key ||
       string_field(body, "appSecret") != m_options.app_secret) {
-    send_error(res, 400, "invalidClientIdOrSecret",
-               error_messages().at("invalidClientIdOrSecret"), rid);
+    send_error(res, 400, "invalidClientIdOrSecret", error_messages().at("invalidClientIdOrSecret"),
+               rid);
     return;
   }
   const SteadyTime t = now();
@@ -544,14 +555,12 @@ void FakeDingTalk::handle_access_token(const httplib::Request& req, httplib::Res
     m_app_token = issue_token(t);
   }
   res.status = 200;
-  res.set_content(json{{"accessToken", m_app_token},
-                       {"expireIn", m_options.token_lifetime.count()}}
-                      .dump(),
-                  "application/json;charset=utf-8");
+  res.set_content(
+      json{{"accessToken", m_app_token}, {"expireIn", m_options.token_lifetime.count()}}.dump(),
+      "application/json;charset=utf-8");
 }
 
-void FakeDingTalk::handle_corp_access_token(const httplib::Request& req,
-                                            httplib::Response& res) {
+void FakeDingTalk::handle_corp_access_token(const httplib::Request& req, httplib::Response& res) {
   InFlight guard(m_mutex, m_in_flight, m_max_in_flight);
   std::optional<Fault> fault;
   std::string rid;
@@ -581,10 +590,10 @@ void FakeDingTalk::handle_corp_access_token(const httplib::Request& req,
     return;
   }
   res.status = 200;
-  res.set_content(json{{"accessToken", issue_token(now())},
-                       {"expireIn", m_options.token_lifetime.count()}}
-                      .dump(),
-                  "application/json;charset=utf-8");
+  res.set_content(
+      json{{"accessToken", issue_token(now())}, {"expireIn", m_options.token_lifetime.count()}}
+          .dump(),
+      "application/json;charset=utf-8");
 }
 
 void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& res) {
@@ -614,8 +623,8 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
   }
   if (fault && !apply_fault(*fault, req, res, rid)) {
     std::lock_guard lock(m_mutex);
-    const bool cut = fault->kind == FaultKind::no_answer ||
-                     fault->kind == FaultKind::connection_reset;
+    const bool cut =
+        fault->kind == FaultKind::no_answer || fault->kind == FaultKind::connection_reset;
     m_queries[record].status = cut ? 0 : res.status;
     if (fault->kind == FaultKind::error_answer) {
       m_queries[record].code = fault->code;
@@ -629,8 +638,7 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
   if (answer.status != 200) {
     const std::string code = answer.code;
     const auto it = error_messages().find(code);
-    send_error(res, answer.status, code,
-               it != error_messages().end() ? it->second : "Error", rid);
+    send_error(res, answer.status, code, it != error_messages().end() ? it->second : "Error", rid);
   } else {
     res.status = 200;
     res.set_content(answer.body.dump(), "application/json;charset=utf-8");
@@ -739,7 +747,8 @@ FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, con
 }
 
 std::string FakeDingTalk::make_next_token(const std::string& key, std::size_t offset) {
-  const std::string payload = key + "\n" + std::to_string(offset) + "\n" + std::to_string(++m_counter);
+  const std::string payload =
+      key + "\n" + std::to_string(offset) + "\n" + std::to_string(++m_counter);
   const std::string mac = hex_encode(hmac_sha256(m_cursor_key, payload)).substr(0, 32);
   return base64_encode(payload + "\n" + mac);
 }
@@ -755,8 +764,7 @@ std::optional<std::size_t> FakeDingTalk::parse_next_token(const std::string& key
     return std::nullopt;
   }
   const std::string payload = parts[0] + "\n" + parts[1] + "\n" + parts[2];
-  if (hex_encode(hmac_sha256(m_cursor_key, payload)).substr(0, 32) != parts[3] ||
-      parts[0] != key) {
+  if (hex_encode(hmac_sha256(m_cursor_key, payload)).substr(0, 32) != parts[3] || parts[0] != key) {
     return std::nullopt;
   }
   try {
@@ -814,8 +822,7 @@ std::vector<QueryRecord> FakeDingTalk::queries() const {
   return m_queries;
 }
 
-int FakeDingTalk::max_in_window(std::vector<SteadyTime> times,
-                                std::chrono::milliseconds window) {
+int FakeDingTalk::max_in_window(std::vector<SteadyTime> times, std::chrono::milliseconds window) {
   std::sort(times.begin(), times.end());
   int best = 0;
   std::size_t first = 0;

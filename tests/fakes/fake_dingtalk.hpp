@@ -15,13 +15,13 @@
 
 #include "fakes/local_server.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <set>
@@ -35,25 +35,25 @@ using SteadyClock = std::chrono::steady_clock;
 using SteadyTime = SteadyClock::time_point;
 
 enum class FaultKind {
-  error_answer,      // `status` with a DingTalk error body carrying `code`
-  html_page,         // `status` (200 or 403) with an HTML page, as an IP ban
-  malformed_json,    // 200, a body that is not JSON
-  truncated_json,    // 200, the real answer cut in the middle
-  wrong_shape,       // 200, JSON but not the documented object
-  oversized_body,    // 200, valid JSON larger than 4 MiB
-  endless_body,      // 200, a chunked body that never ends
-  no_answer,         // no answer until the client disconnects
-  connection_reset,  // the connection is reset without an answer
-  next_token_loop,   // later pages only: nextToken repeats the request's token
-  cursor_invalid,    // later pages only: 400 invalidParameter.cursor.invalid
-  revoke_tokens,     // every token is revoked; this call gets InvalidAuthentication
-  delay,             // the normal answer, after `delay`
+  error_answer,     // `status` with a DingTalk error body carrying `code`
+  html_page,        // `status` (200 or 403) with an HTML page, as an IP ban
+  malformed_json,   // 200, a body that is not JSON
+  truncated_json,   // 200, the real answer cut in the middle
+  wrong_shape,      // 200, JSON but not the documented object
+  oversized_body,   // 200, valid JSON larger than 4 MiB
+  endless_body,     // 200, a chunked body that never ends
+  no_answer,        // no answer until the client disconnects
+  connection_reset, // the connection is reset without an answer
+  next_token_loop,  // later pages only: nextToken repeats the request's token
+  cursor_invalid,   // later pages only: 400 invalidParameter.cursor.invalid
+  revoke_tokens,    // every token is revoked; this call gets InvalidAuthentication
+  delay,            // the normal answer, after `delay`
 };
 
 struct Fault {
   FaultKind kind = FaultKind::error_answer;
-  int status = 0;                 // error_answer, html_page
-  std::string code;               // error_answer
+  int status = 0;   // error_answer, html_page
+  std::string code; // error_answer
   std::chrono::milliseconds delay{0};
   bool chunked = false; // oversized_body: chunked, without a Content-Length
   std::vector<std::pair<std::string, std::string>> headers; // e.g. Retry-After
@@ -74,11 +74,11 @@ std::string to_string(FaultKind kind);
 enum class Endpoint { query, token };
 
 struct FakeMessage {
-  std::string open_conversation_id;      // "" when the message has none
-  std::string robot_code;                // "": FakeDingTalkOptions::robot_code
-  std::vector<std::string> recipients;   // who may read it (informational)
-  std::string send_status = "SUCCESS";   // SUCCESS, PROCESSING, RECALLED
-  SteadyTime ready_at{};                 // before: 400 processQueryKey.expireTime
+  std::string open_conversation_id;          // "" when the message has none
+  std::string robot_code;                    // "": FakeDingTalkOptions::robot_code
+  std::vector<std::string> recipients;       // who may read it (informational)
+  std::string send_status = "SUCCESS";       // SUCCESS, PROCESSING, RECALLED
+  SteadyTime ready_at{};                     // before: 400 processQueryKey.expireTime
   SteadyTime expires_at = SteadyTime::max(); // from then on: the same error
 };
 
@@ -99,11 +99,11 @@ struct FakeDingTalkOptions {
 // One query call as the server saw it.
 struct QueryRecord {
   SteadyTime at;
-  nlohmann::json body;        // null when the body was not JSON
-  std::string access_token;   // the header's value
-  bool chunked = false;       // the request body came with Transfer-Encoding: chunked
-  int status = 0;             // the answer's status (0: none, the connection was cut)
-  std::string code;           // the error code, or the fault's name, or ""
+  nlohmann::json body;      // null when the body was not JSON
+  std::string access_token; // the header's value
+  bool chunked = false;     // the request body came with Transfer-Encoding: chunked
+  int status = 0;           // the answer's status (0: none, the connection was cut)
+  std::string code;         // the error code, or the fault's name, or ""
 };
 
 class FakeDingTalk {
@@ -169,7 +169,7 @@ public:
 private:
   struct Message {
     FakeMessage spec;
-    std::vector<std::string> reads;                         // visible, in order
+    std::vector<std::string> reads;                          // visible, in order
     std::vector<std::pair<SteadyTime, std::string>> pending; // scheduled reads
   };
   struct Token {
@@ -199,13 +199,14 @@ private:
   bool apply_fault(const Fault& fault, const httplib::Request& req, httplib::Response& res,
                    const std::string& request_id_text);
   std::optional<Fault> take_fault(Endpoint endpoint, bool has_next_token); // REQUIRES: m_mutex held
-  Answer answer_query(const httplib::Request& req, const nlohmann::json& body,
-                      bool loop_fault, bool cursor_fault); // REQUIRES: m_mutex held
-  Message& message(const std::string& key);                 // REQUIRES: m_mutex held
-  void promote_due_reads(Message& m, SteadyTime now);       // REQUIRES: m_mutex held
-  std::string issue_token(SteadyTime now);                  // REQUIRES: m_mutex held
+  Answer answer_query(const httplib::Request& req, const nlohmann::json& body, bool loop_fault,
+                      bool cursor_fault);                                  // REQUIRES: m_mutex held
+  Message& message(const std::string& key);                                // REQUIRES: m_mutex held
+  void promote_due_reads(Message& m, SteadyTime now);                      // REQUIRES: m_mutex held
+  std::string issue_token(SteadyTime now);                                 // REQUIRES: m_mutex held
   std::string make_next_token(const std::string& key, std::size_t offset); // REQUIRES: m_mutex held
-  std::optional<std::size_t> parse_next_token(const std::string& key, const std::string& token) const;
+  std::optional<std::size_t> parse_next_token(const std::string& key,
+                                              const std::string& token) const;
   std::string request_id(); // REQUIRES: m_mutex held
   SteadyTime now() const;   // REQUIRES: m_mutex held
   void send_error(httplib::Response& res, int status, const std::string& code,

@@ -21,13 +21,13 @@
 //       send_status: SUCCESS                 # optional
 #include "fakes/fake_dingtalk.hpp"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <map>
@@ -36,6 +36,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <yaml-cpp/yaml.h>
 
 namespace {
 
@@ -51,7 +52,9 @@ constexpr auto k_stats_interval = std::chrono::seconds(10);
 
 std::atomic<bool> g_stop{false};
 
-extern "C" void on_signal(int) { g_stop = true; }
+extern "C" void on_signal(int) {
+  g_stop = true;
+}
 
 struct Options {
   FakeDingTalkOptions fake;
@@ -288,7 +291,8 @@ int main(int argc, char** argv) {
     std::exponential_distribution<double> delay(
         m.read_delay_mean.count() > 0 ? 1.0 / static_cast<double>(m.read_delay_mean.count()) : 1.0);
     for (std::size_t i = 0; i < readers; ++i) {
-      auto ms = m.read_delay_mean.count() > 0 ? Millis(static_cast<long long>(delay(rng))) : Millis(0);
+      auto ms =
+          m.read_delay_mean.count() > 0 ? Millis(static_cast<long long>(delay(rng))) : Millis(0);
       if (m.read_delay_max) {
         ms = std::min(ms, *m.read_delay_max);
       }

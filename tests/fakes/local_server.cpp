@@ -38,7 +38,9 @@ int socket_port(int fd, bool peer) {
 
 LocalHttpServer::LocalHttpServer(Setup setup) : m_setup(std::move(setup)) {}
 
-LocalHttpServer::~LocalHttpServer() { stop(); }
+LocalHttpServer::~LocalHttpServer() {
+  stop();
+}
 
 void LocalHttpServer::start(int port) {
   if (m_server) {

@@ -6,10 +6,9 @@
 // worker threads.
 #pragma once
 
-#include <httplib.h>
-
 #include <chrono>
 #include <functional>
+#include <httplib.h>
 #include <memory>
 #include <thread>
 

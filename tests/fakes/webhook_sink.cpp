@@ -67,9 +67,13 @@ WebhookSink::WebhookSink(std::string secret, int port)
   m_port = m_server.port();
 }
 
-WebhookSink::~WebhookSink() { stop(); }
+WebhookSink::~WebhookSink() {
+  stop();
+}
 
-std::string WebhookSink::url() const { return "http://127.0.0.1:" + std::to_string(m_port) + "/"; }
+std::string WebhookSink::url() const {
+  return "http://127.0.0.1:" + std::to_string(m_port) + "/";
+}
 
 void WebhookSink::stop() {
   m_stopping = true;

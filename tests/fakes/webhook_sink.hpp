@@ -10,14 +10,13 @@
 
 #include "fakes/local_server.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,16 +26,16 @@ namespace rrd::testing {
 struct Delivery {
   std::string path;
   std::string webhook_id;
-  std::string timestamp;          // the header's text (Unix seconds)
-  std::string signature;          // the header's text
-  bool signature_ok = false;      // a v1 signature matches and the timestamp is fresh
+  std::string timestamp;     // the header's text (Unix seconds)
+  std::string signature;     // the header's text
+  bool signature_ok = false; // a v1 signature matches and the timestamp is fresh
   bool timestamp_ok = false;
   std::string body;
-  nlohmann::json json;            // null when the body is not JSON
+  nlohmann::json json;                        // null when the body is not JSON
   std::map<std::string, std::string> headers; // lower-case names
   std::chrono::steady_clock::time_point arrived;
   std::chrono::system_clock::time_point arrived_wall;
-  int answered = 0;               // the status the sink answered with
+  int answered = 0; // the status the sink answered with
 };
 
 struct SinkAnswer {
@@ -81,9 +80,8 @@ public:
 
   // Standard Webhooks, checked independently of the daemon's code.
   // `signatures` is the header: space-separated "v1,<base64>" entries.
-  static bool verify(const std::string& secret, const std::string& id,
-                     const std::string& timestamp, const std::string& body,
-                     const std::string& signatures);
+  static bool verify(const std::string& secret, const std::string& id, const std::string& timestamp,
+                     const std::string& body, const std::string& signatures);
   // "v1,<base64>"; throws std::invalid_argument on a malformed secret.
   static std::string sign(const std::string& secret, const std::string& id,
                           const std::string& timestamp, const std::string& body);

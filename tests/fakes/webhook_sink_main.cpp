@@ -27,7 +27,9 @@ constexpr auto k_tick = std::chrono::milliseconds(100);
 
 std::atomic<bool> g_stop{false};
 
-extern "C" void on_signal(int) { g_stop = true; }
+extern "C" void on_signal(int) {
+  g_stop = true;
+}
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "webhook-sink: " << problem << "\n"
@@ -62,8 +64,7 @@ std::string join(const json& list) {
   return out;
 }
 
-template <typename T>
-T field(const json& j, const char* name, T fallback) {
+template <typename T> T field(const json& j, const char* name, T fallback) {
   if (j.is_object() && j.contains(name)) {
     try {
       return j[name].get<T>();
@@ -100,7 +101,9 @@ std::string describe(const Delivery& d) {
     line << ", " << field<int>(data, "read_count", 0) << " read";
   }
   line << " seq " << field<long long>(data, "sequence", -1) << " "
-       << (d.signature_ok ? "signature ok" : d.timestamp_ok ? "BAD SIGNATURE" : "BAD SIGNATURE (timestamp)");
+       << (d.signature_ok   ? "signature ok"
+           : d.timestamp_ok ? "BAD SIGNATURE"
+                            : "BAD SIGNATURE (timestamp)");
   return line.str();
 }
 
