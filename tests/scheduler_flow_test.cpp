@@ -60,8 +60,9 @@ struct Harness {
               },
               observer, 42) {}
 
-  // Runs one loop iteration: pump, callbacks, flush.
+  // Runs one loop iteration a little later: pump, callbacks, flush.
   void turn() {
+    clock.advance(Millis{100});
     sched.pump();
     engine.run_once(Millis{0});
     sched.flush();

@@ -94,11 +94,11 @@ public:
   // Adds the message to the fake and to the configuration (call
   // write_config() or start() afterwards).
   void watch(const std::string& key, std::vector<std::string> expected = {},
-             std::string extra_yaml = "") {
+             std::string item_yaml = "") {
     FakeMessage m;
     m.recipients = expected;
     dingtalk.add_message(key, m);
-    messages.push_back({key, std::move(expected), std::move(extra_yaml)});
+    messages.push_back({key, std::move(expected), std::move(item_yaml)});
   }
 
   void start(std::vector<std::string> extra_args = {}) {

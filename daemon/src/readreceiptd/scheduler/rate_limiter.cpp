@@ -16,11 +16,10 @@ std::size_t RateLimiter::capacity() const {
 }
 
 Millis RateLimiter::spacing() const {
-  if (m_rate >= 1.0) {
-    return Millis{0};
-  }
-  return Millis{static_cast<Millis::rep>(
-      std::ceil(static_cast<double>(k_window.count()) / m_rate))};
+  const double gap = static_cast<double>(k_window.count()) / m_rate;
+  // Below 1/s the gap is the limit itself: round up. Above, it only smooths
+  // bursts: round down, so that it never costs throughput.
+  return Millis{static_cast<Millis::rep>(m_rate < 1.0 ? std::ceil(gap) : std::floor(gap))};
 }
 
 Millis RateLimiter::backwards_shift(TimePoint now) const {
@@ -46,7 +45,7 @@ void RateLimiter::observe(TimePoint now) {
     m_last_adjust -= shift;
   }
   m_last_seen = now;
-  while (!m_grants.empty() && m_grants.front() <= now - k_window) {
+  while (!m_grants.empty() && m_grants.front() <= now - k_counted_window) {
     m_grants.pop_front();
   }
 }
@@ -69,10 +68,11 @@ TimePoint RateLimiter::next_allowed(TimePoint now) const {
     t = std::max(t, *m_last_grant - shift + gap);
   }
   // A call at t is allowed when fewer than capacity() grants lie in
-  // (t - k_window, t]: the oldest of the last capacity() grants must be out.
+  // (t - k_counted_window, t]: the oldest of the last capacity() grants must
+  // be out.
   const std::size_t cap = capacity();
   if (m_grants.size() >= cap) {
-    t = std::max(t, m_grants[m_grants.size() - cap] - shift + k_window);
+    t = std::max(t, m_grants[m_grants.size() - cap] - shift + k_counted_window);
   }
   return t;
 }

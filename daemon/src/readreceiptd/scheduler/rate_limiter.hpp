@@ -1,7 +1,11 @@
 // RateLimiter: the client-side limit shared by ALL DingTalk calls (token and
 // query, every page; SPEC section 4). It never grants more than
 // max(1, floor(rate)) calls in any 1 s window (a sliding-window log of the
-// grants), and for rates below 1/s it also keeps 1/rate between grants.
+// grants), and it keeps 1/rate between grants so that calls are spread over
+// the window instead of leaving in bursts. DingTalk counts calls as they
+// arrive, after a network delay that varies from call to call; each grant is
+// therefore counted for k_arrival_margin longer than the 1 s window, so that
+// the arrivals stay within the limit too.
 //
 // Throttling answers slow all calls down and the rate recovers gradually
 // (AIMD): on_throttled() halves the effective rate and pauses every call for
@@ -29,6 +33,12 @@ class RateLimiter {
 public:
   // The window in which at most capacity() calls are granted.
   static constexpr Millis k_window{1'000};
+  // How much longer than k_window a grant is counted (see above): calls
+  // whose network delays differ by less than this still arrive within the
+  // limit. The price: at full demand, k_window / (k_window + margin) of the
+  // configured rate.
+  static constexpr Millis k_arrival_margin{100};
+  static constexpr Millis k_counted_window = k_window + k_arrival_margin;
   // How long every call waits after a throttling answer.
   static constexpr Millis k_throttle_pause{1'000};
   // Throttling answers that arrive within this long of the last decrease
@@ -71,7 +81,7 @@ public:
   bool paused(TimePoint now) const;
 
 private:
-  // The minimum time between two grants: 1/rate when rate < 1, else zero.
+  // The minimum time between two grants: 1/rate (whole milliseconds).
   Millis spacing() const;
   // How far `now` lies before the latest time seen (zero if it does not).
   Millis backwards_shift(TimePoint now) const;
