@@ -330,7 +330,7 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
       result.read_user_ids = next.read_user_ids;
       m_observer.poll_succeeded(now);
     } else {
-      spdlog::warn("poll of {} failed: {}", key, next.why);
+      note_failure(key, next.why, now);
     }
     break;
   }
@@ -351,7 +351,7 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
       m_continuations.push_back(key);
       return;
     }
-    spdlog::warn("poll of {} failed: {}", key, next.why);
+    note_failure(key, next.why, now);
     break;
   }
   case dingtalk::Action::not_ready_or_expired:
@@ -381,7 +381,7 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
     break;
   case dingtalk::Action::transient:
   case dingtalk::Action::bad_response:
-    spdlog::debug("poll of {} failed: {}", key, describe(r));
+    note_failure(key, decision.code.empty() ? describe(r) : describe(r) + " " + decision.code, now);
     break;
   }
   finish(key, result);
@@ -393,6 +393,18 @@ void Scheduler::note_throttled(TimePoint now) {
     m_last_throttle_log = now;
     spdlog::warn("DingTalk is throttling: slowing all calls down to {:.1f}/s",
                  m_limiter.effective_rate());
+  }
+}
+
+void Scheduler::note_failure(const std::string& key, const std::string& what, TimePoint now) {
+  ++m_failures_since_log;
+  spdlog::debug("poll of {} failed: {}", key, what);
+  if (!m_last_failure_log || now - *m_last_failure_log >= k_failure_log_interval) {
+    m_last_failure_log = now;
+    spdlog::warn("DingTalk calls are failing ({} since the last report), latest: {}; "
+                 "retrying with backoff",
+                 m_failures_since_log, what);
+    m_failures_since_log = 0;
   }
 }
 

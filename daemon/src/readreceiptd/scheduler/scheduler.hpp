@@ -37,8 +37,10 @@ inline constexpr std::size_t k_max_polls_in_flight = 256;
 // After the store refuses a commit, the affected messages are polled again
 // after this long (their reads are detected again: nothing is lost).
 inline constexpr Millis k_store_failure_retry{5'000};
-// A throttling answer is logged at most this often.
+// Throttling answers and failed calls are logged (at warn) at most this
+// often each, with a count of what happened in between.
 inline constexpr Millis k_throttle_log_interval{10'000};
+inline constexpr Millis k_failure_log_interval{10'000};
 
 enum class Api { query, token };
 const char* to_string(Api api);
@@ -128,6 +130,7 @@ private:
   void queue_step(Entry& entry, tracker::Step step);
   std::vector<std::string> routes_for(const MessageRecord& m, EventType type) const;
   void note_throttled(TimePoint now);
+  void note_failure(const std::string& key, const std::string& what, TimePoint now);
   double random01();
 
   config::Config m_cfg;
@@ -150,6 +153,8 @@ private:
   bool m_waiting_for_slot = false;
   bool m_cancelled = false;
   std::optional<TimePoint> m_last_throttle_log;
+  std::optional<TimePoint> m_last_failure_log;
+  std::size_t m_failures_since_log = 0;
 };
 
 } // namespace rrd::scheduler
