@@ -1,0 +1,21 @@
+# Deployment checks (SPEC section 9): the install layout, the systemd unit
+# (systemd-analyze verify and security), the Dockerfile against the set-up
+# script and the binary's libraries, and the Prometheus alerting rules
+# (promtool). Tests that need a missing tool exit 77 (skipped) and say why.
+set(RRD_DEPLOY_DIR ${CMAKE_CURRENT_SOURCE_DIR}/tests/deploy)
+set(RRD_DEPLOY_WORK ${CMAKE_CURRENT_BINARY_DIR}/deploy-test)
+
+add_test(NAME "deploy: cmake --install puts the files where the systemd unit expects them"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_install.sh ${CMAKE_CURRENT_SOURCE_DIR}
+          ${CMAKE_CURRENT_BINARY_DIR} ${RRD_DEPLOY_WORK}/install)
+add_test(NAME "deploy: systemd-analyze verify accepts the installed unit"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_unit.sh verify ${CMAKE_CURRENT_BINARY_DIR}
+          ${RRD_DEPLOY_WORK}/verify)
+add_test(NAME "deploy: systemd-analyze security rates the unit 2.0 or lower"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_unit.sh security ${CMAKE_CURRENT_BINARY_DIR}
+          ${RRD_DEPLOY_WORK}/security)
+set_tests_properties(
+  "deploy: cmake --install puts the files where the systemd unit expects them"
+  "deploy: systemd-analyze verify accepts the installed unit"
+  "deploy: systemd-analyze security rates the unit 2.0 or lower"
+  PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
