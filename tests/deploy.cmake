@@ -14,7 +14,11 @@ add_test(NAME "deploy: systemd-analyze verify accepts the installed unit"
 add_test(NAME "deploy: systemd-analyze security rates the unit 2.0 or lower"
   COMMAND sh ${RRD_DEPLOY_DIR}/check_unit.sh security ${CMAKE_CURRENT_BINARY_DIR}
           ${RRD_DEPLOY_WORK}/security)
+add_test(NAME "deploy: the Dockerfile builds with setup.sh and installs the binary's runtime libraries"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_dockerfile.sh ${CMAKE_CURRENT_SOURCE_DIR}
+          $<TARGET_FILE:readreceiptd>)
 set_tests_properties(
+  "deploy: the Dockerfile builds with setup.sh and installs the binary's runtime libraries"
   "deploy: cmake --install puts the files where the systemd unit expects them"
   "deploy: systemd-analyze verify accepts the installed unit"
   "deploy: systemd-analyze security rates the unit 2.0 or lower"
