@@ -23,3 +23,27 @@ set_tests_properties(
   "deploy: systemd-analyze verify accepts the installed unit"
   "deploy: systemd-analyze security rates the unit 2.0 or lower"
   PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+
+# promtool checks the alerting rules' PromQL; unit_tests (deploy_test.cpp)
+# checks their structure and metric names whether or not it is installed.
+# promtool comes with Debian's prometheus package, which is not among the
+# test tools: installing it starts a Prometheus server on the machine.
+find_program(RRD_PROMTOOL_EXECUTABLE promtool)
+set(RRD_PROMTOOL_TEST "deploy: promtool accepts config/prometheus-alerts.yaml")
+if(RRD_PROMTOOL_EXECUTABLE)
+  add_test(NAME "${RRD_PROMTOOL_TEST}"
+    COMMAND ${RRD_PROMTOOL_EXECUTABLE} check rules
+            ${CMAKE_CURRENT_SOURCE_DIR}/config/prometheus-alerts.yaml)
+else()
+  add_test(NAME "${RRD_PROMTOOL_TEST}"
+    COMMAND sh -c "echo 'SKIP: promtool not found (Debian package prometheus)'; exit 77")
+endif()
+set_tests_properties("${RRD_PROMTOOL_TEST}" PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
+
+# The real daemon inside the unit's seccomp filters, without capabilities,
+# as an unprivileged user, against the fake DingTalk and a webhook sink.
+set(RRD_SANDBOX_TEST "deploy: the daemon polls, delivers, reloads and stops inside the unit's sandbox")
+add_test(NAME "${RRD_SANDBOX_TEST}"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_sandboxed_run.sh ${CMAKE_CURRENT_SOURCE_DIR}
+          $<TARGET_FILE:readreceiptd> $<TARGET_FILE:fake-dingtalk> $<TARGET_FILE:webhook-sink>)
+set_tests_properties("${RRD_SANDBOX_TEST}" PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
