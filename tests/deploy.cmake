@@ -1,0 +1,49 @@
+# Deployment checks (SPEC section 9): the install layout, the systemd unit
+# (systemd-analyze verify and security), the Dockerfile against the set-up
+# script and the binary's libraries, and the Prometheus alerting rules
+# (promtool). Tests that need a missing tool exit 77 (skipped) and say why.
+set(RRD_DEPLOY_DIR ${CMAKE_CURRENT_SOURCE_DIR}/tests/deploy)
+set(RRD_DEPLOY_WORK ${CMAKE_CURRENT_BINARY_DIR}/deploy-test)
+
+add_test(NAME "deploy: cmake --install puts the files where the systemd unit expects them"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_install.sh ${CMAKE_CURRENT_SOURCE_DIR}
+          ${CMAKE_CURRENT_BINARY_DIR} ${RRD_DEPLOY_WORK}/install)
+add_test(NAME "deploy: systemd-analyze verify accepts the installed unit"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_unit.sh verify ${CMAKE_CURRENT_BINARY_DIR}
+          ${RRD_DEPLOY_WORK}/verify)
+add_test(NAME "deploy: systemd-analyze security rates the unit 2.0 or lower"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_unit.sh security ${CMAKE_CURRENT_BINARY_DIR}
+          ${RRD_DEPLOY_WORK}/security)
+add_test(NAME "deploy: the Dockerfile builds with setup.sh and installs the binary's runtime libraries"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_dockerfile.sh ${CMAKE_CURRENT_SOURCE_DIR}
+          $<TARGET_FILE:readreceiptd>)
+set_tests_properties(
+  "deploy: the Dockerfile builds with setup.sh and installs the binary's runtime libraries"
+  "deploy: cmake --install puts the files where the systemd unit expects them"
+  "deploy: systemd-analyze verify accepts the installed unit"
+  "deploy: systemd-analyze security rates the unit 2.0 or lower"
+  PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+
+# promtool checks the alerting rules' PromQL; unit_tests (deploy_test.cpp)
+# checks their structure and metric names whether or not it is installed.
+# promtool comes with Debian's prometheus package, which is not among the
+# test tools: installing it starts a Prometheus server on the machine.
+find_program(RRD_PROMTOOL_EXECUTABLE promtool)
+set(RRD_PROMTOOL_TEST "deploy: promtool accepts config/prometheus-alerts.yaml")
+if(RRD_PROMTOOL_EXECUTABLE)
+  add_test(NAME "${RRD_PROMTOOL_TEST}"
+    COMMAND ${RRD_PROMTOOL_EXECUTABLE} check rules
+            ${CMAKE_CURRENT_SOURCE_DIR}/config/prometheus-alerts.yaml)
+else()
+  add_test(NAME "${RRD_PROMTOOL_TEST}"
+    COMMAND sh -c "echo 'SKIP: promtool not found (Debian package prometheus)'; exit 77")
+endif()
+set_tests_properties("${RRD_PROMTOOL_TEST}" PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
+
+# The real daemon inside the unit's seccomp filters, without capabilities,
+# as an unprivileged user, against the fake DingTalk and a webhook sink.
+set(RRD_SANDBOX_TEST "deploy: the daemon polls, delivers, reloads and stops inside the unit's sandbox")
+add_test(NAME "${RRD_SANDBOX_TEST}"
+  COMMAND sh ${RRD_DEPLOY_DIR}/check_sandboxed_run.sh ${CMAKE_CURRENT_SOURCE_DIR}
+          $<TARGET_FILE:readreceiptd> $<TARGET_FILE:fake-dingtalk> $<TARGET_FILE:webhook-sink>)
+set_tests_properties("${RRD_SANDBOX_TEST}" PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
