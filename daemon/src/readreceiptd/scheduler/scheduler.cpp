@@ -210,8 +210,13 @@ void Scheduler::on_token_answer(http::Response r) {
   if (decision.action == dingtalk::Action::throttled) {
     note_throttled(now);
   } else {
-    spdlog::error("DingTalk refused the access token request: {} {}",
-                  decision.code.empty() ? describe(r) : decision.code, decision.message);
+    m_tokens.on_refresh_failed(now);
+    spdlog::error("cannot get a DingTalk access token: {}; retrying in {} s",
+                  decision.code.empty() ? describe(r) : decision.code + " " + decision.message,
+                  std::chrono::duration_cast<std::chrono::seconds>(
+                      m_tokens.next_refresh_allowed() - now)
+                      .count());
+    return;
   }
   m_tokens.on_refresh_failed(now);
 }
