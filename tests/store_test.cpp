@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -463,6 +464,22 @@ TEST_CASE("replay_dead requeues every dead delivery of an event with attempts re
   }
   CHECK(s->replay_dead("evt_1", at(60'000)) == 0); // nothing dead left
   CHECK(s->replay_dead("evt_unknown", at(60'000)) == 0);
+}
+
+TEST_CASE("count_dead_by_webhook counts dead deliveries per webhook, and replay lowers it") {
+  auto s = Store::open(":memory:");
+  CHECK(s->count_dead_by_webhook().empty());
+  s->commit(commit_with("k", {"evt_1", "evt_2", "evt_3"}, {"ops", "audit"}));
+  s->mark_dead("evt_1", "ops", 10, at(1'000), "HTTP 500");
+  s->mark_dead("evt_2", "ops", 10, at(2'000), "timeout");
+  s->mark_dead("evt_2", "audit", 10, at(2'000), "timeout");
+  s->mark_delivered("evt_3", "ops");
+  const std::map<std::string, std::int64_t> expected{{"audit", 1}, {"ops", 2}};
+  CHECK(s->count_dead_by_webhook() == expected);
+
+  s->replay_dead("evt_2", at(3'000));
+  const std::map<std::string, std::int64_t> after{{"ops", 1}};
+  CHECK(s->count_dead_by_webhook() == after);
 }
 
 TEST_CASE("dead letters are listed in the order they died") {

@@ -217,6 +217,7 @@ config::Webhook make_webhook(const std::string& name) {
 }
 
 struct Counted {
+  int attempts = 0;
   int delivered = 0;
   int dead = 0;
   int disabled = 0;
@@ -239,6 +240,7 @@ struct Harness {
   // A new Dispatcher on the same store, as after a restart.
   void restart() {
     Observer o;
+    o.on_attempt = [this](const std::string&, Millis) { ++counted.attempts; };
     o.on_delivered = [this](const std::string&, Millis) { ++counted.delivered; };
     o.on_failed = [this](const std::string&, FailureReason r) { ++counted.failed[r]; };
     o.on_dead = [this](const std::string&) { ++counted.dead; };
@@ -341,6 +343,7 @@ TEST_CASE("an attempt is a signed POST with the Standard Webhooks headers") {
   CHECK_FALSE(h.stored(id).has_value());
   CHECK(h.store->load_dead_letters().empty());
   CHECK(h.counted.delivered == 1);
+  CHECK(h.counted.attempts == 1);
   CHECK_FALSE(h.dispatcher->next_due().has_value());
   CHECK(h.pump().empty());
 }
@@ -487,6 +490,7 @@ TEST_CASE("retries follow the schedule and the tenth failure makes a dead letter
   CHECK(dead[0].delivery.last_error == "timeout");
   CHECK(h.counted.dead == 1);
   CHECK(h.counted.failed[FailureReason::timeout] == 10);
+  CHECK(h.counted.attempts == 10);
   // The next event goes at once.
   auto calls = h.pump();
   REQUIRE(calls.size() == 1);

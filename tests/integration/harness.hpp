@@ -45,7 +45,8 @@ public:
   // The `dingtalk.auth` block; default: the internal app the fake knows.
   std::string auth_yaml = "{ app_key: dingfakeappkey, app_secret_file: app_secret }";
   std::string schedule_yaml = "[ { every: 200ms } ]";
-  std::string extra_yaml; // appended to the file as is
+  std::string extra_yaml;     // appended to the file as is
+  std::string metrics_listen; // metrics.listen; "" disables (e.g. "127.0.0.1:" + free_port())
   double requests_per_second = 50;
   int page_size = 200;
   std::vector<TestMessage> messages;
@@ -66,7 +67,7 @@ public:
     y += "  page_size: " + std::to_string(page_size) + "\n";
     y += "poll:\n  schedule: " + schedule_yaml + "\n  not_ready_grace: 2s\n  max_age: 1h\n";
     y += "state:\n  path: " + state_path() + "\n";
-    y += "metrics:\n  listen: \"\"\n";
+    y += "metrics:\n  listen: \"" + metrics_listen + "\"\n";
     y += "api:\n  listen: \"\"\n";
     y += "webhooks:\n  - name: ops\n    url: " + sink.url() + "\n    secret: " + k_test_secret +
          "\n    timeout: 2s\n";

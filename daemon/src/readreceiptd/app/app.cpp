@@ -6,6 +6,7 @@
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/http/http_engine.hpp"
+#include "readreceiptd/metrics/metrics.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
 #include "readreceiptd/store/store.hpp"
 #include "readreceiptd/webhook/dispatcher.hpp"
@@ -42,8 +43,6 @@ std::vector<std::string> secrets_of(const config::Config& cfg) {
   return s;
 }
 
-class NullObserver final : public scheduler::Observer {};
-
 // One run of the daemon: the start-up steps in order, the loop, teardown.
 class Daemon {
 public:
@@ -58,6 +57,12 @@ public:
       spdlog::error("cannot open the state database: {}", e.what());
       return k_exit_failure;
     }
+    try {
+      m_metrics = std::make_unique<metrics::Metrics>(m_cfg);
+    } catch (const metrics::MetricsError& e) {
+      spdlog::error("{}", e.what());
+      return k_exit_failure;
+    }
     auto engine = http::make_curl_engine();
     signals.set_wakeup([&engine] { engine->wakeup(); });
     RealClock clock;
@@ -66,18 +71,19 @@ public:
     webhook::Dispatcher dispatcher(*store, *engine, clock, [&dispatcher_rng] {
       return std::uniform_real_distribution<double>(0.0, 1.0)(dispatcher_rng);
     });
+    dispatcher.set_observer(m_metrics->webhook_observer());
     dispatcher.configure(m_cfg.webhooks);
     dispatcher.load(store->load_pending_deliveries());
-    NullObserver observer;
     scheduler::Scheduler sched(
         m_cfg, *store, *engine, clock,
-        [&dispatcher](std::vector<Delivery> d) { dispatcher.enqueue(d); }, observer, seeder());
+        [&dispatcher](std::vector<Delivery> d) { dispatcher.enqueue(d); }, *m_metrics, seeder());
     try {
       sched.start();
     } catch (const store::StoreError& e) {
       spdlog::error("cannot load the state database: {}", e.what());
       return k_exit_failure;
     }
+    m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
     spdlog::info("readreceiptd {} started: {} messages tracked, {} webhooks, state in {}",
                  k_version, sched.tracked(), m_cfg.webhooks.size(), m_cfg.state.path);
 
@@ -100,6 +106,7 @@ public:
       } catch (const std::exception& e) {
         spdlog::error("{}", e.what());
       }
+      m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
     }
 
     spdlog::info("stopping");
@@ -126,14 +133,17 @@ private:
       dispatcher.configure(cfg.webhooks);
       sched.reconfigure(cfg);
       m_cfg = std::move(cfg);
+      m_metrics->reload_succeeded(m_cfg);
       spdlog::info("configuration reloaded: {} messages tracked", sched.tracked());
     } catch (const config::ConfigError& e) {
       spdlog::error("configuration rejected, keeping the previous one: {}", e.what());
+      m_metrics->reload_failed();
     }
   }
 
   Options m_options;
   config::Config m_cfg;
+  std::unique_ptr<metrics::Metrics> m_metrics; // created in run(), after the store
 };
 
 } // namespace

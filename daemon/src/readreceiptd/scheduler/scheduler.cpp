@@ -310,7 +310,10 @@ void Scheduler::send_page(const std::string& key) {
 void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response r) {
   auto it = m_active.find(key);
   if (it == m_active.end() || it->second.id != id) {
-    return; // removed or cancelled while the request was in flight
+    // Removed or cancelled while the request was in flight: the answer is
+    // ignored, but the call was made (and counts against DingTalk's quota).
+    m_observer.request_finished(Api::query, r.duration, dingtalk::classify(r).reason);
+    return;
   }
   ActivePoll& poll = it->second;
   const TimePoint now = m_clock.now();

@@ -263,6 +263,9 @@ FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.state = 'dead'
 ORDER BY d.died_at, e.process_query_key, d.webhook, e.sequence)sql";
 
+constexpr const char* k_count_dead = R"sql(
+SELECT webhook, COUNT(*) FROM deliveries WHERE state = 'dead' GROUP BY webhook)sql";
+
 enum DeliveryColumn : int {
   d_event_id,
   d_webhook,
@@ -634,6 +637,15 @@ std::vector<DeadLetter> Store::load_dead_letters() {
   std::vector<DeadLetter> out;
   while (q.step()) {
     out.push_back(DeadLetter{read_delivery(q), time_or_null(q.optional_integer(d_died_at))});
+  }
+  return out;
+}
+
+std::map<std::string, std::int64_t> Store::count_dead_by_webhook() {
+  Statement q(m_impl->conn, k_count_dead, "cannot count dead letters");
+  std::map<std::string, std::int64_t> out;
+  while (q.step()) {
+    out[q.text(0)] = q.integer(1);
   }
   return out;
 }

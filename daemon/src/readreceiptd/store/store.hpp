@@ -16,6 +16,7 @@
 #include "readreceiptd/common/model.hpp"
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -79,6 +80,9 @@ public:
   void mark_dead(const std::string& event_id, const std::string& webhook, int attempts,
                  TimePoint died_at, const std::string& last_error);
   std::vector<DeadLetter> load_dead_letters();
+  // The number of dead deliveries per webhook name (webhooks without any are
+  // absent). One indexed query; for the dead-letter gauge.
+  std::map<std::string, std::int64_t> count_dead_by_webhook();
   // Moves every dead delivery of `event_id` back to pending, due at `when`
   // with its attempts reset and last_error cleared. Returns the number of
   // deliveries requeued (0 for an unknown event).

@@ -394,6 +394,9 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
   q.head_in_flight = false;
   Delivery& d = q.items.front();
   const TimePoint now = m_clock.now();
+  if (m_observer.on_attempt) {
+    m_observer.on_attempt(key.webhook, response.duration);
+  }
 
   if (is_success(response)) {
     try {

@@ -66,6 +66,9 @@ inline constexpr FailureReason k_all_failure_reasons[] = {
 
 // Hooks for metrics; any of them may be empty. Called on the loop thread.
 struct Observer {
+  // Every attempt that completed, whatever its outcome, with its duration;
+  // called before on_delivered / on_failed.
+  std::function<void(const std::string& webhook, Millis duration)> on_attempt;
   // A 2xx answer; `duration` is the attempt's.
   std::function<void(const std::string& webhook, Millis duration)> on_delivered;
   // An attempt that did not succeed (a 410 included).

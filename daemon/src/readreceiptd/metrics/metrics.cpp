@@ -1,0 +1,287 @@
+#include "readreceiptd/metrics/metrics.hpp"
+
+#include "readreceiptd/common/version.hpp"
+#include "readreceiptd/metrics/process_collector.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <spdlog/spdlog.h>
+
+namespace rrd::metrics {
+
+namespace {
+
+template <typename T, std::size_t N> std::size_t index_of(const T (&values)[N], T value) {
+  for (std::size_t i = 0; i < N; ++i) {
+    if (values[i] == value) {
+      return i;
+    }
+  }
+  return N;
+}
+
+constexpr scheduler::Api k_all_apis[] = {scheduler::Api::query, scheduler::Api::token};
+
+double seconds(Millis d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+} // namespace
+
+Metrics::Metrics(const config::Config& cfg)
+    : m_registry(std::make_shared<prometheus::Registry>()),
+      m_process(std::make_shared<ProcessCollector>()), m_listen(cfg.metrics.listen),
+      m_stopped_family(prometheus::BuildCounter()
+                           .Name("readreceiptd_messages_stopped_total")
+                           .Help("Messages that stopped being tracked, by reason.")
+                           .Register(*m_registry)),
+      m_requests_family(prometheus::BuildCounter()
+                            .Name("readreceiptd_dingtalk_requests_total")
+                            .Help("DingTalk API calls that completed (failed ones included), "
+                                  "by API: query (every page) or token.")
+                            .Register(*m_registry)),
+      m_requests_failed_family(prometheus::BuildCounter()
+                                   .Name("readreceiptd_dingtalk_requests_failed_total")
+                                   .Help("DingTalk API calls that failed, by API and reason.")
+                                   .Register(*m_registry)),
+      m_request_duration_family(prometheus::BuildHistogram()
+                                    .Name("readreceiptd_dingtalk_request_duration_seconds")
+                                    .Help("Duration of DingTalk API calls, by API.")
+                                    .Register(*m_registry)),
+      m_deliveries_family(prometheus::BuildCounter()
+                              .Name("readreceiptd_webhook_deliveries_total")
+                              .Help("Webhook delivery attempts that completed (failed ones "
+                                    "included), by webhook.")
+                              .Register(*m_registry)),
+      m_deliveries_failed_family(prometheus::BuildCounter()
+                                     .Name("readreceiptd_webhook_deliveries_failed_total")
+                                     .Help("Webhook delivery attempts that did not get a 2xx "
+                                           "answer, by webhook and reason.")
+                                     .Register(*m_registry)),
+      m_delivery_duration_family(prometheus::BuildHistogram()
+                                     .Name("readreceiptd_webhook_delivery_duration_seconds")
+                                     .Help("Duration of webhook delivery attempts, by webhook.")
+                                     .Register(*m_registry)),
+      m_pending_family(prometheus::BuildGauge()
+                           .Name("readreceiptd_webhook_pending_events")
+                           .Help("Events waiting to be delivered (in flight included), by "
+                                 "webhook.")
+                           .Register(*m_registry)),
+      m_dead_letters_family(prometheus::BuildGauge()
+                                .Name("readreceiptd_webhook_dead_letters")
+                                .Help("Events given up on after the last retry, by webhook.")
+                                .Register(*m_registry)) {
+  prometheus::BuildGauge()
+      .Name("readreceiptd_build_info")
+      .Help("Always 1; the version of readreceiptd as a label.")
+      .Register(*m_registry)
+      .Add({{"version", k_version}})
+      .Set(1);
+  m_tracked = &prometheus::BuildGauge()
+                   .Name("readreceiptd_messages_tracked")
+                   .Help("Messages being tracked (not stopped).")
+                   .Register(*m_registry)
+                   .Add({});
+  m_reads = &prometheus::BuildCounter()
+                 .Name("readreceiptd_reads_detected_total")
+                 .Help("Newly read (message, user) pairs detected.")
+                 .Register(*m_registry)
+                 .Add({});
+  m_poll_delay = &prometheus::BuildHistogram()
+                      .Name("readreceiptd_poll_delay_seconds")
+                      .Help("How late polls start versus their schedule.")
+                      .Register(*m_registry)
+                      .Add({}, k_poll_delay_buckets);
+  m_last_success = &prometheus::BuildGauge()
+                        .Name("readreceiptd_last_successful_poll_timestamp_seconds")
+                        .Help("Unix time of the last poll that DingTalk answered in full; 0 "
+                              "before the first.")
+                        .Register(*m_registry)
+                        .Add({});
+  m_reloads = &prometheus::BuildCounter()
+                   .Name("readreceiptd_config_reloads_total")
+                   .Help("Configuration reloads (SIGHUP), rejected ones included.")
+                   .Register(*m_registry)
+                   .Add({});
+  m_reloads_failed = &prometheus::BuildCounter()
+                          .Name("readreceiptd_config_reloads_failed_total")
+                          .Help("Configuration reloads rejected as invalid.")
+                          .Register(*m_registry)
+                          .Add({});
+
+  for (std::size_t i = 0; i < k_stop_reasons; ++i) {
+    m_stopped[i] = &m_stopped_family.Add({{"reason", to_string(k_all_stop_reasons[i])}});
+  }
+  for (std::size_t a = 0; a < k_apis; ++a) {
+    const std::string api = scheduler::to_string(k_all_apis[a]);
+    m_requests[a] = &m_requests_family.Add({{"api", api}});
+    m_request_duration[a] =
+        &m_request_duration_family.Add({{"api", api}}, k_request_duration_buckets);
+    for (std::size_t r = 0; r < k_dingtalk_reasons; ++r) {
+      m_requests_failed[a][r] = &m_requests_failed_family.Add(
+          {{"api", api}, {"reason", dingtalk::to_string(dingtalk::k_all_failure_reasons[r])}});
+    }
+  }
+  for (const auto& hook : cfg.webhooks) {
+    webhook_series(hook.name);
+  }
+
+  if (!m_listen.empty()) {
+    m_exposer = std::make_unique<Exposer>(
+        m_listen, std::vector<std::weak_ptr<prometheus::Collectable>>{m_registry, m_process});
+    spdlog::info("metrics on {} (GET /metrics, port {})", m_listen, m_exposer->port());
+  }
+}
+
+Metrics::~Metrics() = default;
+
+std::optional<int> Metrics::port() const {
+  return m_exposer ? std::optional<int>(m_exposer->port()) : std::nullopt;
+}
+
+Metrics::WebhookSeries& Metrics::webhook_series(const std::string& name) {
+  auto it = m_webhooks.find(name);
+  if (it != m_webhooks.end()) {
+    return it->second;
+  }
+  WebhookSeries s;
+  s.deliveries = &m_deliveries_family.Add({{"webhook", name}});
+  for (std::size_t r = 0; r < k_webhook_reasons; ++r) {
+    s.failed[r] = &m_deliveries_failed_family.Add(
+        {{"webhook", name}, {"reason", webhook::to_string(webhook::k_all_failure_reasons[r])}});
+  }
+  s.duration = &m_delivery_duration_family.Add({{"webhook", name}}, k_request_duration_buckets);
+  s.pending = &m_pending_family.Add({{"webhook", name}});
+  s.dead_letters = &m_dead_letters_family.Add({{"webhook", name}});
+  return m_webhooks.emplace(name, s).first->second;
+}
+
+// ------------------------------------------------------------- scheduler
+
+void Metrics::request_finished(scheduler::Api api, Millis duration,
+                               dingtalk::FailureReason reason) {
+  const std::size_t a = index_of(k_all_apis, api);
+  if (a >= k_apis) {
+    return;
+  }
+  m_requests[a]->Increment();
+  m_request_duration[a]->Observe(seconds(duration));
+  if (reason != dingtalk::FailureReason::none) {
+    const std::size_t r = index_of(dingtalk::k_all_failure_reasons, reason);
+    if (r < k_dingtalk_reasons) {
+      m_requests_failed[a][r]->Increment();
+    }
+  }
+}
+
+void Metrics::poll_started(Millis delay) {
+  m_poll_delay->Observe(seconds(std::max(delay, Millis{0})));
+}
+
+void Metrics::poll_succeeded(TimePoint at) {
+  m_last_success->Set(seconds(at.time_since_epoch()));
+}
+
+void Metrics::reads_detected(std::size_t count) {
+  m_reads->Increment(static_cast<double>(count));
+}
+
+void Metrics::message_stopped(StopReason reason) {
+  const std::size_t r = index_of(k_all_stop_reasons, reason);
+  if (r < k_stop_reasons) {
+    m_stopped[r]->Increment();
+  }
+}
+
+void Metrics::tracked_changed(std::size_t tracked) {
+  set_tracked(tracked);
+}
+
+// ------------------------------------------------------------- webhooks
+
+webhook::Observer Metrics::webhook_observer() {
+  webhook::Observer o;
+  o.on_attempt = [this](const std::string& hook, Millis d) { on_attempt(hook, d); };
+  o.on_delivered = [this](const std::string& hook, Millis d) { on_delivered(hook, d); };
+  o.on_failed = [this](const std::string& hook, webhook::FailureReason r) { on_failed(hook, r); };
+  o.on_dead = [this](const std::string& hook) { on_dead(hook); };
+  return o;
+}
+
+void Metrics::on_attempt(const std::string& webhook, Millis duration) {
+  webhook_series(webhook).duration->Observe(seconds(duration));
+}
+
+void Metrics::on_delivered(const std::string& webhook, Millis /*duration*/) {
+  webhook_series(webhook).deliveries->Increment();
+}
+
+void Metrics::on_failed(const std::string& webhook, webhook::FailureReason reason) {
+  auto& s = webhook_series(webhook);
+  s.deliveries->Increment();
+  const std::size_t r = index_of(webhook::k_all_failure_reasons, reason);
+  if (r < k_webhook_reasons) {
+    s.failed[r]->Increment();
+  }
+}
+
+void Metrics::on_dead(const std::string& webhook) {
+  webhook_series(webhook).dead_letters->Increment();
+}
+
+// ------------------------------------------------------------- reloads
+
+void Metrics::reload_succeeded(const config::Config& cfg) {
+  m_reloads->Increment();
+  for (const auto& hook : cfg.webhooks) {
+    webhook_series(hook.name);
+  }
+  m_next_dead_letter_sync.reset();
+  if (cfg.metrics.listen != m_listen) {
+    spdlog::warn("metrics.listen changed; the new address takes effect at the next start");
+  }
+}
+
+void Metrics::reload_failed() {
+  m_reloads->Increment();
+  m_reloads_failed->Increment();
+}
+
+// ------------------------------------------------------------- state
+
+void Metrics::after_turn(TimePoint now, const scheduler::Scheduler& sched,
+                         const webhook::Dispatcher& dispatcher, store::Store& store) {
+  set_tracked(sched.tracked());
+  set_pending(dispatcher);
+  if (m_next_dead_letter_sync && now < *m_next_dead_letter_sync) {
+    return;
+  }
+  m_next_dead_letter_sync = now + k_dead_letter_sync_interval;
+  try {
+    set_dead_letters(store.count_dead_by_webhook());
+  } catch (const store::StoreError& e) {
+    spdlog::warn("cannot count the dead letters for the metrics: {}", e.what());
+  }
+}
+
+void Metrics::set_tracked(std::size_t tracked) {
+  m_tracked->Set(static_cast<double>(tracked));
+}
+
+void Metrics::set_pending(const webhook::Dispatcher& dispatcher) {
+  for (auto& [name, series] : m_webhooks) {
+    series.pending->Set(static_cast<double>(dispatcher.pending(name)));
+  }
+}
+
+void Metrics::set_dead_letters(const std::map<std::string, std::int64_t>& by_webhook) {
+  for (const auto& [name, count] : by_webhook) {
+    webhook_series(name); // a webhook no longer configured still has its dead letters
+  }
+  for (auto& [name, series] : m_webhooks) {
+    const auto it = by_webhook.find(name);
+    series.dead_letters->Set(it == by_webhook.end() ? 0.0 : static_cast<double>(it->second));
+  }
+}
+
+} // namespace rrd::metrics

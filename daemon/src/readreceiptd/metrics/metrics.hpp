@@ -1,0 +1,158 @@
+// Metrics: the daemon's Prometheus metrics (SPEC section 7). Owns the
+// registry with every readreceiptd_* metric, the process collector, and,
+// when `metrics.listen` is set, the exposer that serves GET /metrics there.
+//
+// The loop feeds it: it is the scheduler's Observer, it makes the
+// dispatcher's Observer, and after each loop turn it copies the state gauges
+// (messages tracked, pending events per webhook) and now and then the dead
+// letters per webhook from the store. Every known label value (api, failure
+// and stop reasons, every configured webhook) is exported from start-up, at
+// 0. No label holds a message key, a user id or a secret.
+//
+// Thread-safety: the methods below are for the loop thread only (they keep
+// cached series handles in plain maps). The exposer's threads only read the
+// registry and the process collector, which are thread-safe; prometheus-cpp
+// metrics are atomic, so the loop updates while a scrape reads.
+#pragma once
+
+#include "readreceiptd/common/clock.hpp"
+#include "readreceiptd/common/model.hpp"
+#include "readreceiptd/config/config.hpp"
+#include "readreceiptd/dingtalk/errors.hpp"
+#include "readreceiptd/metrics/exposer.hpp"
+#include "readreceiptd/scheduler/scheduler.hpp"
+#include "readreceiptd/store/store.hpp"
+#include "readreceiptd/webhook/dispatcher.hpp"
+
+#include <array>
+#include <cstddef>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <optional>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <string>
+#include <vector>
+
+namespace rrd::metrics {
+
+class ProcessCollector;
+
+// Buckets, in seconds: DingTalk calls and webhook deliveries (5 ms..10 s, the
+// default request timeouts) ...
+inline const std::vector<double> k_request_duration_buckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                            0.5,   1,    2.5,   5,    10};
+// ... and how late polls start (rate limiting can delay them by minutes).
+inline const std::vector<double> k_poll_delay_buckets{0.01, 0.05, 0.1, 0.25, 0.5, 1,   2.5,
+                                                      5,    10,   30,  60,   300, 900, 3600};
+// How often the dead letters per webhook are counted again in the store
+// (an API replay lowers them; new ones are counted as they die).
+inline constexpr Millis k_dead_letter_sync_interval{15'000};
+
+class Metrics final : public scheduler::Observer {
+public:
+  // Registers every metric, with series for `cfg.webhooks`, and listens on
+  // `cfg.metrics.listen` unless it is empty. Throws MetricsError when it
+  // cannot listen (address in use, not local, malformed).
+  explicit Metrics(const config::Config& cfg);
+  ~Metrics() override;
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // The registry of readreceiptd_* metrics (the process metrics are a
+  // separate collectable, see process_collector()).
+  const std::shared_ptr<prometheus::Registry>& registry() const { return m_registry; }
+  const std::shared_ptr<ProcessCollector>& process_collector() const { return m_process; }
+  // The port the exposer listens on; nullopt when metrics.listen is empty.
+  std::optional<int> port() const;
+
+  // --- scheduler::Observer
+  void request_finished(scheduler::Api api, Millis duration,
+                        dingtalk::FailureReason reason) override;
+  void poll_started(Millis delay) override;
+  void poll_succeeded(TimePoint at) override;
+  void reads_detected(std::size_t count) override;
+  void message_stopped(StopReason reason) override;
+  void tracked_changed(std::size_t tracked) override;
+
+  // Hooks for the webhook dispatcher. REQUIRES: this Metrics outlives the
+  // dispatcher that holds them.
+  webhook::Observer webhook_observer();
+
+  // --- configuration reloads
+  // A reload that took effect: counted, and webhooks new in `cfg` get their
+  // series. A changed metrics.listen takes effect at the next start (logged).
+  void reload_succeeded(const config::Config& cfg);
+  // A reload whose configuration was rejected: counted.
+  void reload_failed();
+
+  // --- state gauges
+  // After each loop turn: messages tracked and every webhook's pending
+  // deliveries (a lookup per webhook), and, at start-up, after a reload and
+  // then every k_dead_letter_sync_interval, the dead letters per webhook
+  // from the store (a store error is logged and tried again next time).
+  void after_turn(TimePoint now, const scheduler::Scheduler& sched,
+                  const webhook::Dispatcher& dispatcher, store::Store& store);
+  void set_tracked(std::size_t tracked);
+  void set_pending(const webhook::Dispatcher& dispatcher);
+  // Sets every webhook's dead-letter gauge from `by_webhook` (absent: 0).
+  void set_dead_letters(const std::map<std::string, std::int64_t>& by_webhook);
+
+private:
+  static constexpr std::size_t k_apis = 2;
+  static constexpr std::size_t k_dingtalk_reasons = std::size(dingtalk::k_all_failure_reasons);
+  static constexpr std::size_t k_webhook_reasons = std::size(webhook::k_all_failure_reasons);
+  static constexpr std::size_t k_stop_reasons = std::size(k_all_stop_reasons);
+
+  // The cached series of one webhook.
+  struct WebhookSeries {
+    prometheus::Counter* deliveries = nullptr;
+    std::array<prometheus::Counter*, k_webhook_reasons> failed{};
+    prometheus::Histogram* duration = nullptr;
+    prometheus::Gauge* pending = nullptr;
+    prometheus::Gauge* dead_letters = nullptr;
+  };
+
+  WebhookSeries& webhook_series(const std::string& name);
+  void on_delivered(const std::string& webhook, Millis duration);
+  void on_failed(const std::string& webhook, webhook::FailureReason reason);
+  void on_attempt(const std::string& webhook, Millis duration);
+  void on_dead(const std::string& webhook);
+
+  std::shared_ptr<prometheus::Registry> m_registry;
+  std::shared_ptr<ProcessCollector> m_process;
+  std::string m_listen;
+
+  prometheus::Family<prometheus::Counter>& m_stopped_family;
+  prometheus::Family<prometheus::Counter>& m_requests_family;
+  prometheus::Family<prometheus::Counter>& m_requests_failed_family;
+  prometheus::Family<prometheus::Histogram>& m_request_duration_family;
+  prometheus::Family<prometheus::Counter>& m_deliveries_family;
+  prometheus::Family<prometheus::Counter>& m_deliveries_failed_family;
+  prometheus::Family<prometheus::Histogram>& m_delivery_duration_family;
+  prometheus::Family<prometheus::Gauge>& m_pending_family;
+  prometheus::Family<prometheus::Gauge>& m_dead_letters_family;
+
+  prometheus::Gauge* m_tracked = nullptr;
+  prometheus::Counter* m_reads = nullptr;
+  prometheus::Histogram* m_poll_delay = nullptr;
+  prometheus::Gauge* m_last_success = nullptr;
+  prometheus::Counter* m_reloads = nullptr;
+  prometheus::Counter* m_reloads_failed = nullptr;
+  std::array<prometheus::Counter*, k_stop_reasons> m_stopped{};
+  std::array<prometheus::Counter*, k_apis> m_requests{};
+  std::array<std::array<prometheus::Counter*, k_dingtalk_reasons>, k_apis> m_requests_failed{};
+  std::array<prometheus::Histogram*, k_apis> m_request_duration{};
+  std::map<std::string, WebhookSeries> m_webhooks;
+
+  std::optional<TimePoint> m_next_dead_letter_sync; // nullopt: at the next turn
+
+  // Last: stopped first, before the collectables it serves go away.
+  std::unique_ptr<Exposer> m_exposer;
+};
+
+} // namespace rrd::metrics
