@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <sys/socket.h>
 
@@ -143,14 +144,28 @@ void Server::start() {
   m_port = port;
   m_server = std::move(server);
   m_thread = std::thread([s = m_server.get()] { s->listen_after_bind(); });
+  // httplib's stop() does nothing before the accept loop runs, which would
+  // leave stop() waiting forever: wait until it does.
+  const auto deadline = std::chrono::steady_clock::now() + k_start_timeout;
+  while (!m_server->is_running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(Millis{1});
+  }
   spdlog::info("HTTP API listening on {} (port {})", m_listen, m_port);
+}
+
+void Server::request_stop() {
+  // Once only: httplib's stop() must not run twice on a running server.
+  if (m_server && !m_stop_requested) {
+    m_stop_requested = true;
+    m_server->stop();
+  }
 }
 
 void Server::stop() {
   if (!m_server) {
     return;
   }
-  m_server->stop();
+  request_stop();
   if (m_thread.joinable()) {
     m_thread.join();
   }

@@ -34,9 +34,11 @@ inline constexpr Millis k_heartbeat_stale_after{10'000};
 inline constexpr std::size_t k_worker_threads = 4;
 // Timeouts of a connection: reading a request, writing an answer, and how
 // long an idle keep-alive connection is kept (also how long stop() may wait).
-inline constexpr Millis k_read_timeout{5'000};
-inline constexpr Millis k_write_timeout{5'000};
+inline constexpr Millis k_read_timeout{2'000};
+inline constexpr Millis k_write_timeout{2'000};
 inline constexpr Millis k_keep_alive_timeout{2'000};
+// How long start() waits for the accept loop to run.
+inline constexpr Millis k_start_timeout{2'000};
 
 // start() failed: the address cannot be bound.
 class ListenError : public std::runtime_error {
@@ -56,9 +58,12 @@ public:
   // Binds and starts serving. Throws ListenError naming the address and the
   // reason ("address already in use").
   void start();
-  // Stops accepting, finishes the requests being served, joins the threads.
-  // Close the CommandQueue first, so that no request still waits for the
-  // loop.
+  // Stops accepting new connections without waiting; the requests being
+  // served finish on their own (stop() waits for them).
+  void request_stop();
+  // request_stop(), then waits for the requests being served and joins the
+  // threads. Close the CommandQueue first, so that no request still waits
+  // for the loop.
   void stop();
   // The bound port (useful with port 0). REQUIRES: started.
   int port() const { return m_port; }
@@ -77,6 +82,7 @@ private:
   std::unique_ptr<httplib::Server> m_server;
   std::thread m_thread;
   int m_port = 0;
+  bool m_stop_requested = false;
 };
 
 } // namespace rrd::api

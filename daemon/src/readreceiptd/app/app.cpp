@@ -222,7 +222,7 @@ public:
     loop_status.set_readiness(api::Readiness::stopping);
     commands.close(); // requests waiting for the loop get 503 at once
     if (api_server) {
-      api_server->stop();
+      api_server->request_stop(); // its requests finish while deliveries drain
     }
     sched.cancel_all();
     const TimePoint deadline = clock.now() + k_drain_timeout;
@@ -230,6 +230,9 @@ public:
       engine->run_once(Millis{100});
     }
     sched.flush();
+    if (api_server) {
+      api_server->stop();
+    }
     signals.set_wakeup({});
     engine.reset(); // cancels what is still in flight; those events stay pending
     spdlog::info("stopped");
