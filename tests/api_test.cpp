@@ -317,8 +317,9 @@ TEST_CASE("api: the command queue runs commands on the loop and answers their ca
   b.records["a"] = record("a");
   std::optional<Result<Reply, CallFailure>> answer;
   std::thread caller([&] {
-    answer.emplace(queue.call([](Backend& be) { return Reply{200, be.messages()[0].spec.process_query_key, {}}; },
-                              Millis{30'000}));
+    answer.emplace(queue.call(
+        [](Backend& be) { return Reply{200, be.messages()[0].spec.process_query_key, {}}; },
+        Millis{30'000}));
   });
   // The "loop": runs what is queued until the caller has its answer.
   while (queue.queued() == 0) {

@@ -417,7 +417,8 @@ TEST_CASE("lifecycle: --healthcheck works with an IPv6 listen address") {
   sockaddr_in6 addr{};
   addr.sin6_family = AF_INET6;
   addr.sin6_addr = in6addr_loopback;
-  const bool has_ipv6 = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  const bool has_ipv6 =
+      fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   if (fd >= 0) {
     ::close(fd);
   }
@@ -446,23 +447,29 @@ TEST_CASE("reload: messages and webhooks change under a running daemon; a bad fi
   h.start();
   REQUIRE_MESSAGE(wait_until([&] { return h.events_of("keep").size() == 1; }), h.log());
 
-  // New file: "drop" removed, "added" new, the webhook moved to another sink.
+  // New file: "keep" expects fewer readers, "drop" is gone, "added" is new,
+  // and the webhook moved to another receiver.
   WebhookSink moved(k_test_secret);
   h.webhook_url = moved.url();
-  h.messages.erase(std::remove_if(h.messages.begin(), h.messages.end(),
-                                  [](const TestMessage& m) { return m.key == "drop"; }),
-                   h.messages.end());
-  h.watch("added", {"x"});
+  h.messages.clear();
+  h.messages.push_back({"keep", {"a", "b"}, ""});
+  h.watch("added", {"x", "y"});
   h.dingtalk.read("added", "x");
   h.write_config();
   h.daemon->signal(SIGHUP);
 
   REQUIRE_MESSAGE(wait_until([&] { return stopped_at(moved, "drop", "removed"); }), h.log());
-  REQUIRE_MESSAGE(wait_until([&] { return stopped_at(moved, "added", "fully_read"); }), h.log());
-  h.dingtalk.read("keep", "b");
-  REQUIRE_MESSAGE(wait_until([&] { return events_at(moved, "keep").size() == 1; }), h.log());
-  CHECK(events_at(moved, "keep")[0]["data"]["newly_read_user_ids"] == json({"b"}));
+  REQUIRE_MESSAGE(wait_until([&] { return events_at(moved, "added").size() == 1; }), h.log());
+  CHECK(events_at(moved, "added")[0]["data"]["newly_read_user_ids"] == json({"x"}));
+  CHECK(h.api("GET", "/v1/messages/keep").json()["expected_readers"] == json({"a", "b"}));
   CHECK(h.api("GET", "/v1/messages/drop").json()["stop_reason"] == "removed");
+  h.dingtalk.read("keep", "b");
+  REQUIRE_MESSAGE(wait_until([&] { return stopped_at(moved, "keep", "fully_read"); }), h.log());
+  std::vector<std::int64_t> sequences;
+  for (const auto& e : events_at(moved, "keep")) {
+    sequences.push_back(e["data"]["sequence"]);
+  }
+  CHECK(sequences == std::vector<std::int64_t>{2, 3}); // sequence 1 reached the old receiver
   const std::size_t old_sink_count = h.sink.delivery_count();
 
   // An invalid file: logged, and the daemon goes on with the old one.
@@ -470,17 +477,11 @@ TEST_CASE("reload: messages and webhooks change under a running daemon; a bad fi
   h.daemon->signal(SIGHUP);
   REQUIRE(wait_until(
       [&] { return h.log().find("configuration rejected") != std::string::npos; }));
-  h.dingtalk.read("keep", "c");
-  REQUIRE_MESSAGE(wait_until([&] { return stopped_at(moved, "keep", "fully_read"); }), h.log());
-  CHECK(events_at(moved, "keep")[1]["data"]["newly_read_user_ids"] == json({"c"}));
+  h.dingtalk.read("added", "y");
+  REQUIRE_MESSAGE(wait_until([&] { return stopped_at(moved, "added", "fully_read"); }), h.log());
+  CHECK(events_at(moved, "added")[1]["data"]["newly_read_user_ids"] == json({"y"}));
   CHECK(h.sink.delivery_count() == old_sink_count);
   CHECK(h.api("GET", "/healthz").status == 200);
-  // "keep" went on where it was: sequence 1 reached the old sink.
-  std::vector<std::int64_t> sequences;
-  for (const auto& e : events_at(moved, "keep")) {
-    sequences.push_back(e["data"]["sequence"]);
-  }
-  CHECK(sequences == std::vector<std::int64_t>{2, 3, 4});
   h.stop();
 }
 
@@ -507,7 +508,8 @@ TEST_CASE("lifecycle: no secret reaches the logs (text and JSON, trace level) or
     const int tokens = h.dingtalk.token_calls();
     REQUIRE_MESSAGE(wait_until([&] { return h.dingtalk.token_calls() > tokens; }), h.log());
     h.daemon->signal(SIGHUP);
-    REQUIRE(wait_until([&] { return h.log().find("configuration reloaded") != std::string::npos; }));
+    REQUIRE(wait_until(
+        [&] { return h.log().find("configuration reloaded") != std::string::npos; }));
     h.stop();
   };
   h.start();

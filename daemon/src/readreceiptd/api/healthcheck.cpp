@@ -72,7 +72,8 @@ Result<std::string, std::string> check_health(const config::Api& api) {
   char error[CURL_ERROR_SIZE] = {};
   curl_easy_setopt(curl.get(), CURLOPT_URL, url->c_str());
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(k_healthcheck_timeout.count()));
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS,
+                   static_cast<long>(k_healthcheck_timeout.count()));
   curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(k_healthcheck_timeout.count()));
   curl_easy_setopt(curl.get(), CURLOPT_NOPROXY, "*");

@@ -49,7 +49,9 @@ std::vector<std::string> secrets_of(const config::Config& cfg) {
 
 class NullObserver final : public scheduler::Observer {};
 
-std::chrono::steady_clock::time_point steady_now() { return std::chrono::steady_clock::now(); }
+std::chrono::steady_clock::time_point steady_now() {
+  return std::chrono::steady_clock::now();
+}
 
 // The HTTP API's view of the loop's state. Runs on the loop thread only
 // (the CommandQueue calls it from run_pending()).
@@ -160,8 +162,8 @@ public:
     api::CommandQueue commands([&engine] { engine->wakeup(); });
     std::unique_ptr<api::Server> api_server;
     if (!m_cfg.api.listen.empty()) {
-      api_server = std::make_unique<api::Server>(m_cfg.api.listen, m_cfg.api.token, commands,
-                                                 loop_status);
+      api_server =
+          std::make_unique<api::Server>(m_cfg.api.listen, m_cfg.api.token, commands, loop_status);
       try {
         api_server->start();
       } catch (const api::ListenError& e) {
@@ -251,7 +253,8 @@ private:
     return ready ? text : "waiting for the first DingTalk access token; " + text;
   }
 
-  void reload(scheduler::Scheduler& sched, webhook::Dispatcher& dispatcher, api::Server* api_server) {
+  void reload(scheduler::Scheduler& sched, webhook::Dispatcher& dispatcher,
+              api::Server* api_server) {
     spdlog::info("reloading the configuration from {}", m_options.config_path);
     config::Config cfg;
     try {

@@ -38,8 +38,8 @@ void SystemdNotifier::ready() {
 void SystemdNotifier::reloading() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  const std::uint64_t usec =
-      static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
+  const std::uint64_t usec = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000 +
+                             static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
   send("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
 }
 
