@@ -170,7 +170,7 @@ TEST_CASE("api: a dead letter renders with its last error") {
                   {"last_error", "HTTP 500"}, {"died_at", "2025-11-25T10:00:00.000Z"}});
 }
 
-TEST_CASE("api: listing filters by state; a bad state or parameter is a 400") {
+TEST_CASE("api: listing filters by state - a bad state or parameter is a 400") {
   FakeBackend b;
   b.records["a"] = record("a");
   b.records["b"] = record("b", true);
@@ -256,7 +256,7 @@ TEST_CASE("api: dead letters are listed and replayed (202), unknown ones 404") {
   CHECK(b.replayed == std::vector<std::string>{"evt_known", "evt_other"});
 }
 
-TEST_CASE("api: wrong methods get 405 with Allow; unknown paths 404") {
+TEST_CASE("api: wrong methods get 405 with Allow - unknown paths 404") {
   FakeBackend b;
   auto check_405 = [&](const std::string& method, const std::string& target,
                        const std::string& allow) {
@@ -279,7 +279,7 @@ TEST_CASE("api: wrong methods get 405 with Allow; unknown paths 404") {
   CHECK(call(b, "GET", "/v2/messages").status == 404);
 }
 
-TEST_CASE("api: with a token, every call but /healthz needs it; 401 never echoes it") {
+TEST_CASE("api: with a token, every call but /healthz needs it - 401 never echoes it") {
   FakeBackend b;
   const std::string token = "api-t0ken";
   auto missing = call(b, "GET", "/v1/messages", "", token);
@@ -296,7 +296,7 @@ TEST_CASE("api: with a token, every call but /healthz needs it; 401 never echoes
   CHECK(call(b, "GET", "/readyz", "", token, "Bearer api-t0ken").status == 200);
 }
 
-TEST_CASE("api: /healthz follows the loop; /readyz also waits for the first token") {
+TEST_CASE("api: /healthz follows the loop - /readyz also waits for the first token") {
   FakeBackend b;
   CHECK(call(b, "GET", "/healthz", "", "", "", {true, Readiness::waiting_for_token}).status == 200);
   CHECK(call(b, "GET", "/healthz", "", "", "", {false, Readiness::ready}).status == 503);
@@ -333,7 +333,7 @@ TEST_CASE("api: the command queue runs commands on the loop and answers their ca
   CHECK(wakeups == 1);
 }
 
-TEST_CASE("api: a command that throws answers 500; a closed queue answers at once") {
+TEST_CASE("api: a command that throws answers 500 - a closed queue answers at once") {
   CommandQueue queue({});
   FakeBackend b;
   std::optional<Result<Reply, CallFailure>> answer;

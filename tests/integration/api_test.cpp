@@ -247,7 +247,7 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
   h.stop();
 }
 
-TEST_CASE("api: with a token every call but /healthz needs it; bodies are capped") {
+TEST_CASE("api: with a token every call but /healthz needs it - bodies are capped") {
   DaemonHarness h;
   h.api_listen = api_listen();
   h.api_token = "api-token-Zq8vX1";
@@ -438,7 +438,7 @@ TEST_CASE("lifecycle: --healthcheck works with an IPv6 listen address") {
   h.stop();
 }
 
-TEST_CASE("reload: messages and webhooks change under a running daemon; a bad file is refused") {
+TEST_CASE("reload: messages and webhooks change under a running daemon - a bad file is refused") {
   DaemonHarness h;
   h.api_listen = api_listen();
   h.watch("keep", {"a", "b", "c"});
