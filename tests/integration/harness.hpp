@@ -10,8 +10,10 @@
 #include "fakes/webhook_sink.hpp"
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -24,6 +26,21 @@ namespace rrd::testing {
 
 inline constexpr const char* k_test_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 inline constexpr std::chrono::seconds k_wait{30};
+
+// An answer of the daemon's HTTP API.
+struct ApiAnswer {
+  int status = 0; // 0: no answer (connection failed)
+  std::string body;
+  std::multimap<std::string, std::string> headers; // lower-case names
+  nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, false); }
+  std::string header(std::string name) const {
+    for (auto& c : name) {
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
 
 struct TestMessage {
   std::string key;
@@ -45,7 +62,14 @@ public:
   // The `dingtalk.auth` block; default: the internal app the fake knows.
   std::string auth_yaml = "{ app_key: dingfakeappkey, app_secret_file: app_secret }";
   std::string schedule_yaml = "[ { every: 200ms } ]";
-  std::string extra_yaml;     // appended to the file as is
+  std::string extra_yaml; // appended to the file as is
+  // api.listen ("" disables the API), e.g. "127.0.0.1:" + free_port().
+  std::string api_listen;
+  // When set, written to a file that api.token_file names.
+  std::string api_token;
+  std::string webhook_url; // "" : the sink's
+  std::string log_level = "debug";
+  std::map<std::string, std::string> env; // extra environment of the daemon
   std::string metrics_listen; // metrics.listen; "" disables (e.g. "127.0.0.1:" + free_port())
   double requests_per_second = 50;
   int page_size = 200;
@@ -68,9 +92,13 @@ public:
     y += "poll:\n  schedule: " + schedule_yaml + "\n  not_ready_grace: 2s\n  max_age: 1h\n";
     y += "state:\n  path: " + state_path() + "\n";
     y += "metrics:\n  listen: \"" + metrics_listen + "\"\n";
-    y += "api:\n  listen: \"\"\n";
-    y += "webhooks:\n  - name: ops\n    url: " + sink.url() + "\n    secret: " + k_test_secret +
-         "\n    timeout: 2s\n";
+    y += "api:\n  listen: \"" + api_listen + "\"\n";
+    if (!api_token.empty()) {
+      write_file(dir.file("api_token"), api_token + "\n");
+      y += "  token_file: api_token\n";
+    }
+    y += "webhooks:\n  - name: ops\n    url: " + (webhook_url.empty() ? sink.url() : webhook_url) +
+         "\n    secret: " + k_test_secret + "\n    timeout: 2s\n";
     y += "messages:\n";
     if (messages.empty()) {
       y.resize(y.size() - std::string("messages:\n").size());
@@ -105,9 +133,56 @@ public:
   void start(std::vector<std::string> extra_args = {}) {
     write_config();
     std::vector<std::string> argv{RRD_DAEMON_PATH, "--config", config_path(), "--log-level",
-                                  "debug"};
+                                  log_level};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-    daemon = std::make_unique<ChildProcess>(argv, log_path());
+    daemon = std::make_unique<ChildProcess>(argv, log_path(), env);
+  }
+
+  // Calls the daemon's HTTP API (api_listen must be set). `token` "" sends
+  // no Authorization header.
+  ApiAnswer api(const std::string& method, const std::string& target, const std::string& body = "",
+                const std::string& token = "") const {
+    REQUIRE_FALSE(api_listen.empty());
+    httplib::Client client("http://" + api_listen);
+    client.set_connection_timeout(5);
+    client.set_read_timeout(10);
+    client.set_url_encode(false); // the target is sent exactly as given
+    httplib::Headers headers;
+    if (!token.empty()) {
+      headers.emplace("Authorization", "Bearer " + token);
+    }
+    auto send = [&]() -> httplib::Result {
+      if (method == "POST") {
+        return client.Post(target, headers, body, "application/json");
+      }
+      if (method == "PUT") {
+        return client.Put(target, headers, body, "application/json");
+      }
+      if (method == "DELETE") {
+        return client.Delete(target, headers);
+      }
+      REQUIRE(method == "GET");
+      return client.Get(target, headers);
+    };
+    const httplib::Result r = send();
+    ApiAnswer a;
+    if (r) {
+      a.status = r->status;
+      a.body = r->body;
+      for (const auto& [name, value] : r->headers) {
+        std::string lower = name;
+        for (auto& c : lower) {
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        a.headers.emplace(lower, value);
+      }
+    }
+    return a;
+  }
+
+  // Waits until GET /healthz answers 200.
+  bool wait_for_api() const {
+    return wait_until([&] { return api("GET", "/healthz").status == 200; });
   }
 
   // SIGTERM; the daemon must exit 0 within the SPEC's 10 s.
@@ -188,7 +263,7 @@ inline void check_sequences(const WebhookSink& sink) {
     seqs[key].insert(seq);
   }
   for (const auto& entry : seqs) {
-    const std::string& key = entry.first; // (clang 14 cannot capture a structured binding)
+    const std::string& key = entry.first; // not a structured binding: INFO captures it
     const std::set<std::int64_t>& s = entry.second;
     INFO("message " << key);
     CHECK(*s.begin() == 1);

@@ -1,7 +1,11 @@
 #include "readreceiptd/app/app.hpp"
 
+#include "readreceiptd/api/command_queue.hpp"
+#include "readreceiptd/api/healthcheck.hpp"
+#include "readreceiptd/api/server.hpp"
 #include "readreceiptd/app/cli.hpp"
 #include "readreceiptd/app/logging.hpp"
+#include "readreceiptd/app/notify.hpp"
 #include "readreceiptd/app/signals.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/config/config.hpp"
@@ -14,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <random>
 
@@ -42,6 +47,77 @@ std::vector<std::string> secrets_of(const config::Config& cfg) {
   s.erase(std::remove(s.begin(), s.end(), std::string()), s.end());
   return s;
 }
+
+std::chrono::steady_clock::time_point steady_now() {
+  return std::chrono::steady_clock::now();
+}
+
+// The HTTP API's view of the loop's state. Runs on the loop thread only
+// (the CommandQueue calls it from run_pending()).
+class LoopBackend final : public api::Backend {
+public:
+  LoopBackend(scheduler::Scheduler& sched, store::Store& store, webhook::Dispatcher& dispatcher,
+              const Clock& clock)
+      : m_sched(sched), m_store(store), m_dispatcher(dispatcher), m_clock(clock) {}
+
+  const config::Config& config() const override { return m_sched.config(); }
+
+  std::vector<MessageRecord> messages() const override {
+    std::vector<MessageRecord> out;
+    for (const auto* m : m_sched.list()) {
+      out.push_back(*m);
+    }
+    return out;
+  }
+
+  std::optional<MessageRecord> message(const std::string& key) const override {
+    const auto* m = m_sched.find(key);
+    return m ? std::optional<MessageRecord>(*m) : std::nullopt;
+  }
+
+  api::AddOutcome add_message(const MessageSpec& spec) override {
+    const auto outcome = m_sched.add(spec);
+    m_sched.flush(); // persisted before the API answers
+    switch (outcome) {
+    case scheduler::Scheduler::AddOutcome::created:
+      return api::AddOutcome::created;
+    case scheduler::Scheduler::AddOutcome::unchanged:
+      return api::AddOutcome::unchanged;
+    case scheduler::Scheduler::AddOutcome::conflict:
+      return api::AddOutcome::conflict;
+    case scheduler::Scheduler::AddOutcome::already_stopped:
+      return api::AddOutcome::already_stopped;
+    }
+    return api::AddOutcome::conflict;
+  }
+
+  bool remove_message(const std::string& key) override {
+    const bool known = m_sched.remove(key);
+    if (known) {
+      spdlog::info("message removed through the API: {}", key);
+    }
+    m_sched.flush();
+    return known;
+  }
+
+  std::vector<store::DeadLetter> dead_letters() override { return m_store.load_dead_letters(); }
+
+  int replay_dead_letter(const std::string& event_id) override {
+    const int n = m_store.replay_dead(event_id, m_clock.now());
+    if (n > 0) {
+      // Deliveries already queued are skipped; only the replayed ones are new.
+      m_dispatcher.load(m_store.load_pending_deliveries());
+      spdlog::info("dead letter {} replayed through the API ({} deliveries)", event_id, n);
+    }
+    return n;
+  }
+
+private:
+  scheduler::Scheduler& m_sched;
+  store::Store& m_store;
+  webhook::Dispatcher& m_dispatcher;
+  const Clock& m_clock;
+};
 
 // One run of the daemon: the start-up steps in order, the loop, teardown.
 class Daemon {
@@ -84,17 +160,51 @@ public:
       return k_exit_failure;
     }
     m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
+
+    // Listeners: the HTTP API. Its threads only talk to the loop through
+    // `commands` and read `loop_status`.
+    api::LoopStatus loop_status;
+    loop_status.beat(steady_now());
+    api::CommandQueue commands([&engine] { engine->wakeup(); });
+    std::unique_ptr<api::Server> api_server;
+    if (!m_cfg.api.listen.empty()) {
+      api_server =
+          std::make_unique<api::Server>(m_cfg.api.listen, m_cfg.api.token, commands, loop_status);
+      try {
+        api_server->start();
+      } catch (const api::ListenError& e) {
+        spdlog::error("{}", e.what());
+        signals.set_wakeup({});
+        return k_exit_failure;
+      }
+    }
+    LoopBackend backend(sched, *store, dispatcher, clock);
+    SystemdNotifier notifier;
+    loop_status.set_readiness(api::Readiness::waiting_for_token);
     spdlog::info("readreceiptd {} started: {} messages tracked, {} webhooks, state in {}",
                  k_version, sched.tracked(), m_cfg.webhooks.size(), m_cfg.state.path);
 
     while (!signals.stop_requested()) {
+      loop_status.beat(steady_now());
+      notifier.watchdog(steady_now());
       if (signals.take_reload()) {
-        reload(sched, dispatcher);
+        const bool was_ready = notifier.ready_sent();
+        if (was_ready) {
+          notifier.reloading();
+        }
+        reload(sched, dispatcher, api_server.get());
+        if (was_ready) {
+          notifier.ready();
+        }
       }
+      commands.run_pending(backend);
       sched.pump();
       dispatcher.pump();
       const TimePoint now = clock.now();
       Millis wait = k_max_loop_wait;
+      if (auto watchdog = notifier.watchdog_interval()) {
+        wait = std::min(wait, *watchdog);
+      }
       for (auto next : {sched.next_wakeup(), dispatcher.next_due()}) {
         if (next) {
           wait = std::min(wait, std::max(Millis{0}, *next - now));
@@ -107,38 +217,83 @@ public:
         spdlog::error("{}", e.what());
       }
       m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
+      if (!notifier.ready_sent() && sched.has_token()) {
+        // Store, listeners and a first token are in place.
+        notifier.ready();
+        loop_status.set_readiness(api::Readiness::ready);
+        spdlog::info("ready: {} messages tracked", sched.tracked());
+      }
+      notifier.status(status_text(sched, dispatcher, notifier.ready_sent()), steady_now());
     }
 
     spdlog::info("stopping");
+    notifier.stopping();
+    loop_status.set_readiness(api::Readiness::stopping);
+    commands.close(); // requests waiting for the loop get 503 at once
+    if (api_server) {
+      api_server->request_stop(); // its requests finish while deliveries drain
+    }
     sched.cancel_all();
     const TimePoint deadline = clock.now() + k_drain_timeout;
     while (!dispatcher.idle() && clock.now() < deadline) {
       engine->run_once(Millis{100});
     }
     sched.flush();
+    if (api_server) {
+      api_server->stop();
+    }
+    signals.set_wakeup({});
     engine.reset(); // cancels what is still in flight; those events stay pending
     spdlog::info("stopped");
     return k_exit_ok;
   }
 
 private:
-  void reload(scheduler::Scheduler& sched, webhook::Dispatcher& dispatcher) {
+  std::string status_text(const scheduler::Scheduler& sched, const webhook::Dispatcher& dispatcher,
+                          bool ready) const {
+    std::size_t pending = 0;
+    for (const auto& hook : m_cfg.webhooks) {
+      pending += dispatcher.pending(hook.name);
+    }
+    std::string text = "tracking " + std::to_string(sched.tracked()) + " messages, " +
+                       std::to_string(pending) + " pending deliveries";
+    return ready ? text : "waiting for the first DingTalk access token; " + text;
+  }
+
+  void reload(scheduler::Scheduler& sched, webhook::Dispatcher& dispatcher,
+              api::Server* api_server) {
     spdlog::info("reloading the configuration from {}", m_options.config_path);
+    config::Config cfg;
     try {
-      auto cfg = config::load_file(m_options.config_path);
-      logging::set_secrets(secrets_of(cfg));
-      if (cfg.state.path != m_cfg.state.path) {
-        spdlog::warn("state.path changed; the new path takes effect at the next start");
-      }
-      dispatcher.configure(cfg.webhooks);
-      sched.reconfigure(cfg);
-      m_cfg = std::move(cfg);
-      m_metrics->reload_succeeded(m_cfg);
-      spdlog::info("configuration reloaded: {} messages tracked", sched.tracked());
+      cfg = config::load_file(m_options.config_path);
     } catch (const config::ConfigError& e) {
       spdlog::error("configuration rejected, keeping the previous one: {}", e.what());
       m_metrics->reload_failed();
+      return;
     }
+    logging::set_secrets(secrets_of(cfg));
+    if (cfg.state.path != m_cfg.state.path) {
+      spdlog::warn("state.path changed; the new path takes effect at the next start");
+    }
+    if (cfg.api.listen != m_cfg.api.listen) {
+      spdlog::warn("api.listen changed; the new address takes effect at the next start");
+    }
+    if (cfg.metrics.listen != m_cfg.metrics.listen) {
+      spdlog::warn("metrics.listen changed; the new address takes effect at the next start");
+    }
+    if (api_server != nullptr) {
+      api_server->set_token(cfg.api.token);
+    }
+    try {
+      dispatcher.configure(cfg.webhooks);
+      sched.reconfigure(cfg);
+    } catch (const std::exception& e) {
+      spdlog::error("applying the new configuration failed: {}", e.what());
+    }
+    m_cfg = std::move(cfg);
+    m_metrics->reload_succeeded(m_cfg);
+    spdlog::info("configuration reloaded: {} messages tracked, {} webhooks", sched.tracked(),
+                 m_cfg.webhooks.size());
   }
 
   Options m_options;
@@ -177,7 +332,8 @@ int main(int argc, char** argv) {
     } else {
       spdlog::error("invalid configuration: {}", e.what());
     }
-    return k_exit_usage;
+    // A probe reports "unhealthy" as 1 (Docker reserves 2).
+    return options.command == Command::healthcheck ? k_exit_failure : k_exit_usage;
   }
   logging::set_secrets(secrets_of(cfg));
 
@@ -187,8 +343,13 @@ int main(int argc, char** argv) {
     return k_exit_ok;
   }
   if (options.command == Command::healthcheck) {
-    std::fprintf(stderr, "readreceiptd: --healthcheck needs the HTTP API\n");
-    return k_exit_failure;
+    const auto health = api::check_health(cfg.api);
+    if (!health) {
+      std::fprintf(stderr, "readreceiptd: unhealthy: %s\n", health.error().c_str());
+      return k_exit_failure;
+    }
+    std::printf("%s\n", health->c_str());
+    return k_exit_ok;
   }
   try {
     return Daemon(options, std::move(cfg)).run();

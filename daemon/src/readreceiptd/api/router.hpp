@@ -1,0 +1,107 @@
+// The HTTP API's logic (SPEC section 8), without sockets or threads: routing
+// of a request to an immediate reply or to a command for the loop, bearer
+// token checks, URL decoding and the JSON renderings of messages and dead
+// letters. The HTTP server (server.hpp) feeds it; the loop runs the commands
+// (command_queue.hpp) against a Backend.
+//
+// Thread-safety: route() and the helpers are pure and may be called from any
+// thread. A Command may only be run on the loop thread: it calls the Backend,
+// which is the loop's state.
+#pragma once
+
+#include "readreceiptd/common/model.hpp"
+#include "readreceiptd/config/config.hpp"
+#include "readreceiptd/store/store.hpp"
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace rrd::api {
+
+// An answer. Every body is JSON (Content-Type: application/json), or empty
+// for 204.
+struct Reply {
+  int status = 200;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers; // extra ones: Allow, ...
+};
+
+enum class AddOutcome { created, unchanged, conflict, already_stopped };
+
+// What the API asks of the loop's state. Implemented by the app over the
+// scheduler, the store and the dispatcher. Loop thread only.
+class Backend {
+public:
+  virtual ~Backend() = default;
+  // The configuration in force (dingtalk.robot_code and webhook names are
+  // the defaults of a new message).
+  virtual const config::Config& config() const = 0;
+  // Every message, tracking and stopped, ordered by key.
+  virtual std::vector<MessageRecord> messages() const = 0;
+  virtual std::optional<MessageRecord> message(const std::string& key) const = 0;
+  // Adds a message (source api), persisted before this returns (as far as
+  // the store allows).
+  virtual AddOutcome add_message(const MessageSpec& spec) = 0;
+  // Stops tracking with reason `removed`. False for an unknown key.
+  virtual bool remove_message(const std::string& key) = 0;
+  virtual std::vector<store::DeadLetter> dead_letters() = 0;
+  // Moves the event's dead deliveries back to pending and queues them.
+  // Returns how many; 0 for an unknown event.
+  virtual int replay_dead_letter(const std::string& event_id) = 0;
+};
+
+using Command = std::function<Reply(Backend&)>;
+
+// Why the daemon is not ready (GET /readyz), as the loop publishes it.
+enum class Readiness { starting, waiting_for_token, ready, stopping };
+// The text of `reason` in a 503 from /readyz.
+const char* describe(Readiness r);
+
+// What the server knows without asking the loop.
+struct Health {
+  bool loop_alive = false; // the loop turned recently
+  Readiness readiness = Readiness::starting;
+};
+
+struct Request {
+  std::string method;        // "GET", "POST", ...
+  std::string target;        // the raw request target: path and query, still encoded
+  std::string authorization; // the Authorization header, "" when absent
+  std::string body;
+};
+
+// A request either answered at once (health, errors) or a command to run on
+// the loop. Exactly one of the two is set.
+struct Routed {
+  std::optional<Reply> reply;
+  Command command;
+};
+
+// Routes one request. `token` is api.token ("" when none is configured: no
+// authentication).
+Routed route(const Request& request, const std::string& token, const Health& health);
+
+// --- helpers, exposed for tests
+
+// Percent-decodes `text`. A '+' stays a '+' (paths are not form data).
+// nullopt for a malformed escape ("%4", "%zz") or a decoded NUL.
+std::optional<std::string> url_decode(std::string_view text);
+
+// True when `authorization` is "Bearer <token>" (scheme case-insensitive).
+// The token comparison takes the same time whatever the bytes.
+// REQUIRES: !token.empty()
+bool bearer_matches(std::string_view authorization, const std::string& token);
+
+// {"error": text}
+std::string error_body(std::string_view text);
+Reply error_reply(int status, std::string_view text);
+
+// A message as the API shows it (one element of GET /v1/messages).
+std::string message_json(const MessageRecord& m);
+std::string dead_letter_json(const store::DeadLetter& d);
+
+} // namespace rrd::api

@@ -1,0 +1,175 @@
+#include "readreceiptd/api/server.hpp"
+
+#include "readreceiptd/config/config.hpp"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <sys/socket.h>
+
+namespace rrd::api {
+
+namespace {
+
+constexpr const char* k_json = "application/json";
+
+time_t whole_seconds(Millis m) { return static_cast<time_t>(m.count() / 1000); }
+time_t micros_part(Millis m) { return static_cast<time_t>((m.count() % 1000) * 1000); }
+
+// The text of an error that httplib answers by itself (the request never
+// reached a handler).
+std::string status_text(int status) {
+  switch (status) {
+  case 400:
+    return "malformed request";
+  case 404:
+    return "no such resource";
+  case 413:
+    return "request body too large (at most " + std::to_string(k_max_body_bytes) + " bytes)";
+  case 414:
+    return "request target too long";
+  case 500:
+    return "internal error";
+  default:
+    return "HTTP " + std::to_string(status);
+  }
+}
+
+// SO_REUSEADDR only. httplib's default adds SO_REUSEPORT, which would let a
+// second daemon bind the same port silently instead of failing.
+void socket_options(socket_t sock) {
+  int yes = 1;
+  setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+}
+
+} // namespace
+
+Server::Server(std::string listen, std::string token, CommandQueue& queue,
+               const LoopStatus& status)
+    : m_listen(std::move(listen)), m_queue(queue), m_status(status), m_token(std::move(token)) {}
+
+Server::~Server() { stop(); }
+
+void Server::set_token(std::string token) {
+  std::lock_guard lock(m_token_mutex);
+  m_token = std::move(token);
+}
+
+std::string Server::token() const {
+  std::lock_guard lock(m_token_mutex);
+  return m_token;
+}
+
+void Server::start() {
+  const auto address = config::parse_listen_address(m_listen);
+  if (!address) {
+    throw ListenError("api.listen: \"" + m_listen + "\" is not a listen address");
+  }
+  auto server = std::make_unique<httplib::Server>();
+  server->new_task_queue = [] { return new httplib::ThreadPool(k_worker_threads); };
+  server->set_socket_options(socket_options);
+  server->set_payload_max_length(k_max_body_bytes);
+  server->set_read_timeout(whole_seconds(k_read_timeout), micros_part(k_read_timeout));
+  server->set_write_timeout(whole_seconds(k_write_timeout), micros_part(k_write_timeout));
+  server->set_keep_alive_timeout(whole_seconds(k_keep_alive_timeout));
+
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) {
+    Request request;
+    // A HEAD is answered as a GET, without the body (httplib drops it).
+    request.method = req.method == "HEAD" ? "GET" : req.method;
+    request.target = req.target;
+    request.authorization = req.get_header_value("Authorization");
+    request.body = req.body;
+    const Health health{m_status.alive(std::chrono::steady_clock::now(), k_heartbeat_stale_after),
+                        m_status.readiness()};
+    Routed routed = route(request, token(), health);
+    Reply reply;
+    if (routed.reply) {
+      reply = std::move(*routed.reply);
+    } else {
+      auto answer = m_queue.call(std::move(routed.command), k_command_timeout);
+      if (answer) {
+        reply = std::move(*answer);
+      } else if (answer.error() == CallFailure::timeout) {
+        spdlog::warn("API: {} {} got no answer from the loop within {} ms", req.method, req.path,
+                     k_command_timeout.count());
+        reply = error_reply(503, "the daemon did not answer in time; try again");
+      } else {
+        reply = error_reply(503, "the daemon is shutting down");
+      }
+    }
+    res.status = reply.status;
+    for (const auto& [name, value] : reply.headers) {
+      res.set_header(name.c_str(), value);
+    }
+    if (reply.status != 204) {
+      res.set_content(reply.body, k_json);
+    }
+    spdlog::debug("API: {} {} -> {}", req.method, req.path, reply.status);
+  };
+  const std::string any = ".*";
+  server->Get(any, handler);
+  server->Post(any, handler);
+  server->Put(any, handler);
+  server->Patch(any, handler);
+  server->Delete(any, handler);
+  server->Options(any, handler);
+  // Errors httplib answers itself (413, 400, ...) get a JSON body too.
+  server->set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) {
+      res.set_content(error_body(status_text(res.status)), k_json);
+    }
+  });
+  server->set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        res.status = 500;
+        res.set_content(error_body(status_text(500)), k_json);
+      });
+
+  errno = 0;
+  int port = 0;
+  if (address->port == 0) {
+    port = server->bind_to_any_port(address->host);
+  } else {
+    port = server->bind_to_port(address->host, address->port) ? address->port : -1;
+  }
+  if (port < 0) {
+    const int e = errno;
+    throw ListenError("cannot listen on api.listen " + m_listen + ": " +
+                      (e != 0 ? std::strerror(e) : "cannot bind the address"));
+  }
+  m_port = port;
+  m_server = std::move(server);
+  m_thread = std::thread([s = m_server.get()] { s->listen_after_bind(); });
+  // httplib's stop() does nothing before the accept loop runs, which would
+  // leave stop() waiting forever: wait until it does.
+  const auto deadline = std::chrono::steady_clock::now() + k_start_timeout;
+  while (!m_server->is_running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(Millis{1});
+  }
+  spdlog::info("HTTP API listening on {} (port {})", m_listen, m_port);
+}
+
+void Server::request_stop() {
+  // Once only: httplib's stop() must not run twice on a running server.
+  if (m_server && !m_stop_requested) {
+    m_stop_requested = true;
+    m_server->stop();
+  }
+}
+
+void Server::stop() {
+  if (!m_server) {
+    return;
+  }
+  request_stop();
+  if (m_thread.joinable()) {
+    m_thread.join();
+  }
+  m_server.reset();
+}
+
+} // namespace rrd::api
