@@ -7,7 +7,7 @@
 using namespace rrd;
 using namespace rrd::app;
 
-TEST_CASE("cli: run needs --config; options parse in both spellings") {
+TEST_CASE("cli: run needs --config, options parse in both spellings") {
   CHECK_FALSE(parse_args({}).ok());
   auto o = parse_args({"--config", "/x.yaml", "--log-level=debug", "--log-format", "json"});
   REQUIRE(o.ok());

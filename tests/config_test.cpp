@@ -302,7 +302,7 @@ messages:
   CHECK(c.messages[2] == m2);
 }
 
-TEST_CASE("sections left out take the defaults; only dingtalk is required") {
+TEST_CASE("sections left out take the defaults, only dingtalk is required") {
   const Config c = load_string(k_min, k_file);
   const Config defaults;
   CHECK(c.dingtalk.endpoint == "https://api.dingtalk.com");
@@ -545,7 +545,7 @@ TEST_CASE("state.path is required, relative to the configuration file") {
   CHECK(load_string(k_min + "state:\n  path: ':memory:'\n", k_file).state.path == ":memory:");
 }
 
-TEST_CASE("listen addresses are checked; an empty one disables the listener") {
+TEST_CASE("listen addresses are checked, an empty one disables the listener") {
   CHECK(load_string(k_min + "metrics:\n  listen: ''\n", k_file).metrics.listen.empty());
   CHECK(load_string(k_min + "api:\n  listen: ''\n", k_file).api.listen.empty());
   CHECK(load_string(k_min + "metrics:\n  listen: 0.0.0.0:9999\n", k_file).metrics.listen ==
@@ -822,7 +822,7 @@ webhooks:
   }
 }
 
-TEST_CASE("*_file paths may be absolute; only trailing newlines are trimmed") {
+TEST_CASE("*_file paths may be absolute, only trailing newlines are trimmed") {
   TempDir dir;
   const fs::path secret = dir.write("tok", "  a b \n\n\n");
   const ScopedEnv env("CREDENTIALS_DIRECTORY", std::nullopt);

@@ -128,7 +128,7 @@ TEST_CASE("query request: documented URL, headers and body with only the set fie
   CHECK(body["maxResults"].is_number_integer());
 }
 
-TEST_CASE("query request: nextToken only on later pages; empty optional fields are omitted") {
+TEST_CASE("query request: nextToken only on later pages, empty optional fields are omitted") {
   auto cfg = internal_cfg();
   cfg.endpoint = "https://api.dingtalk.com/";
   cfg.request_timeout = Millis{1'000};
@@ -212,7 +212,7 @@ TEST_CASE("query page: the documented example parses") {
   CHECK(p->next_token == "Kna29znx1ghavbumkQKwDzgfxZLapw55G7x0Q=");
 }
 
-TEST_CASE("query page: absent or null optional fields take their defaults; extras are ignored") {
+TEST_CASE("query page: absent or null optional fields take their defaults, extras are ignored") {
   auto p = parse_query_page(R"({"sendStatus":"PROCESSING"})");
   REQUIRE(p.ok());
   CHECK(p->read_user_ids.empty());
@@ -527,7 +527,7 @@ TEST_CASE("taxonomy: bot, template and permission codes pause the message") {
   }
 }
 
-TEST_CASE("taxonomy: InvalidAuthentication asks for a new token; a missing header is our bug") {
+TEST_CASE("taxonomy: InvalidAuthentication asks for a new token, a missing header is our bug") {
   for (int status : {400, 401}) {
     const auto d = classify(answer(status, error_body("InvalidAuthentication", "token expired")));
     CHECK(d.action == Action::refresh_token);
@@ -538,7 +538,7 @@ TEST_CASE("taxonomy: InvalidAuthentication asks for a new token; a missing heade
   CHECK(d.reason == FailureReason::auth);
 }
 
-TEST_CASE("taxonomy: cursor.invalid restarts pagination; parameter codes are client bugs") {
+TEST_CASE("taxonomy: cursor.invalid restarts pagination, parameter codes are client bugs") {
   auto d = classify(answer(400, error_body("invalidParameter.cursor.invalid")));
   CHECK(d.action == Action::restart_pagination);
   CHECK(d.reason == FailureReason::client);
@@ -566,7 +566,7 @@ TEST_CASE("taxonomy: 4xx without a DingTalk error body and odd statuses are bad 
   }
 }
 
-TEST_CASE("taxonomy: DingTalk messages are capped; decisions never carry the token") {
+TEST_CASE("taxonomy: DingTalk messages are capped, decisions never carry the token") {
   const auto d = classify(answer(400, error_body("bot.stopped", std::string(5'000, 'x'))));
   CHECK(d.message.size() <= k_max_message_chars + 3);
   // A token answer that fails to parse must not echo the token in the text.
@@ -686,7 +686,7 @@ TEST_CASE("page walk: a nextToken seen twice in one poll is a page loop") {
   CHECK(m.kind == Next::Kind::fetch);
 }
 
-TEST_CASE("page walk: more than max_pages pages fails; exactly max_pages is fine") {
+TEST_CASE("page walk: more than max_pages pages fails, exactly max_pages is fine") {
   PageWalk small(3);
   small.start();
   CHECK(small.on_page(page({"a"}, "1")).kind == Next::Kind::fetch);

@@ -494,7 +494,7 @@ TEST_CASE("fake dingtalk: an endless body streams until the client gives up") {
   CHECK(again.post(k_query_path, query_body(), "t").status == 200);
 }
 
-TEST_CASE("fake dingtalk: no answer holds the request; reset cuts the connection without one") {
+TEST_CASE("fake dingtalk: no answer holds the request, reset cuts the connection without one") {
   FakeDingTalk fake;
   add_read_message(fake, 1);
   fake.add_token("t");

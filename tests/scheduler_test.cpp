@@ -167,7 +167,7 @@ TEST_CASE("rate limiter: a throttling answer halves the rate and pauses every ca
   CHECK(granted == 10); // the halved capacity
 }
 
-TEST_CASE("rate limiter: throttles from one episode halve once; later ones halve again") {
+TEST_CASE("rate limiter: throttles from one episode halve once, later ones halve again") {
   RateLimiter limiter(20);
   limiter.on_throttled(k_t0);
   limiter.on_throttled(k_t0 + Millis{10}); // calls that were already in flight

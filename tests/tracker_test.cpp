@@ -150,7 +150,7 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
   CHECK(s2.record.last_sequence == 3);
 }
 
-TEST_CASE("expected_reader_count is null in the body when unknown; labels default to {}") {
+TEST_CASE("expected_reader_count is null in the body when unknown, labels default to {}") {
   const config::Poll poll;
   MessageSpec spec = open_spec();
   spec.labels.clear();
@@ -326,7 +326,7 @@ TEST_CASE("failures past max_age stop the message instead of retrying for ever")
   }
 }
 
-TEST_CASE("expireTime within not_ready_grace is 'not ready yet'; after it, expired") {
+TEST_CASE("expireTime within not_ready_grace is 'not ready yet', after it, expired") {
   const config::Poll poll; // grace 2 m
   const auto expire = failure(PollResult::Kind::expire_time, "processQueryKey.expireTime");
   auto rec = tracked(open_spec());
@@ -454,7 +454,7 @@ TEST_CASE("a transient failure near max_age retries no later than the deadline")
   CHECK(step.record.next_poll == k_t0 + poll.max_age);
 }
 
-TEST_CASE("stop(removed) emits one tracking_stopped event; stopping twice emits nothing") {
+TEST_CASE("stop(removed) emits one tracking_stopped event, stopping twice emits nothing") {
   const config::Poll poll;
   auto s1 = tracker::apply(tracked(open_spec()), answer({"a"}), ctx_at(poll, k_t0 + k_s));
   const TimePoint now = k_t0 + k_min;

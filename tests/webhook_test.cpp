@@ -387,7 +387,7 @@ TEST_CASE("a webhook's own headers cannot replace the signature headers, but may
   CHECK(header(r, "authorization") == "Bearer abc");
 }
 
-TEST_CASE("a later event of a message waits while an earlier one is retried; other messages "
+TEST_CASE("a later event of a message waits while an earlier one is retried, other messages "
           "do not wait") {
   Harness h;
   const auto a1 = h.emit("A");
@@ -455,7 +455,7 @@ TEST_CASE("one event to two webhooks is queued separately for each") {
   CHECK_FALSE(h.stored(a1, "audit").has_value());
 }
 
-TEST_CASE("retries follow the schedule and the tenth failure makes a dead letter; the next event "
+TEST_CASE("retries follow the schedule and the tenth failure makes a dead letter, the next event "
           "proceeds") {
   Harness h;
   h.random = 0.0; // the shortest jitter: 80 % of each step
@@ -680,7 +680,7 @@ TEST_CASE("a webhook with an unusable secret holds its events") {
   CHECK(h.dispatcher->pending("ops") == 1);
 }
 
-TEST_CASE("in flight at most 32 per webhook; a completion lets the next one go") {
+TEST_CASE("in flight at most 32 per webhook, a completion lets the next one go") {
   Harness h;
   for (int i = 0; i < 40; ++i) {
     h.emit("M" + std::to_string(i));
