@@ -212,14 +212,16 @@ FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
         }
         return key;
       }()),
-      m_server([this](httplib::Server& server) {
-        server.Post("/v1.0/oauth2/accessToken",
-                    [this](const auto& req, auto& res) { handle_access_token(req, res); });
-        server.Post("/v1.0/oauth2/corpAccessToken",
-                    [this](const auto& req, auto& res) { handle_corp_access_token(req, res); });
-        server.Post("/v1.0/robot/privateChatMessages/query",
-                    [this](const auto& req, auto& res) { handle_query(req, res); });
-      }) {
+      m_server(
+          [this](httplib::Server& server) {
+            server.Post("/v1.0/oauth2/accessToken",
+                        [this](const auto& req, auto& res) { handle_access_token(req, res); });
+            server.Post("/v1.0/oauth2/corpAccessToken",
+                        [this](const auto& req, auto& res) { handle_corp_access_token(req, res); });
+            server.Post("/v1.0/robot/privateChatMessages/query",
+                        [this](const auto& req, auto& res) { handle_query(req, res); });
+          },
+          m_options.tls) {
   m_server.start(m_options.port);
 }
 
@@ -233,7 +235,7 @@ void FakeDingTalk::stop() {
 }
 
 std::string FakeDingTalk::endpoint() const {
-  return "http://127.0.0.1:" + std::to_string(port());
+  return m_server.scheme() + "://127.0.0.1:" + std::to_string(port());
 }
 
 // --- scenario ---
