@@ -98,6 +98,11 @@ void WebhookSink::script(SinkAnswer answer, int count) {
   }
 }
 
+void WebhookSink::clear_script() {
+  std::lock_guard lock(m_mutex);
+  m_script.clear();
+}
+
 void WebhookSink::set_delay(std::chrono::milliseconds delay) {
   std::lock_guard lock(m_mutex);
   m_delay = delay;

@@ -69,6 +69,8 @@ public:
 
   // The next `count` well-signed deliveries get `answer`; then 200 again.
   void script(SinkAnswer answer, int count = 1);
+  // Drops what is left of the script: 200 from now on.
+  void clear_script();
   // Every answer waits this long first.
   void set_delay(std::chrono::milliseconds delay);
   // Called (outside the lock, on a server thread) after each delivery is
