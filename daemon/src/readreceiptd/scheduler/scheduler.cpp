@@ -380,8 +380,17 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
     spdlog::warn("DingTalk refused the credentials while polling {}: {}", key, decision.code);
     break;
   case dingtalk::Action::transient:
-  case dingtalk::Action::bad_response:
     spdlog::debug("poll of {} failed: {}", key, describe(r));
+    break;
+  case dingtalk::Action::bad_response:
+    // SPEC 5: counted and logged, never emitted from. At warn with what was
+    // wrong with it, but not once per answer when DingTalk keeps at it.
+    if (!m_last_bad_answer_log || now - *m_last_bad_answer_log >= k_bad_answer_log_interval) {
+      m_last_bad_answer_log = now;
+      spdlog::warn("poll of {} failed: DingTalk's answer is unusable: {}", key, decision.message);
+    } else {
+      spdlog::debug("poll of {} failed: DingTalk's answer is unusable: {}", key, decision.message);
+    }
     break;
   }
   finish(key, result);

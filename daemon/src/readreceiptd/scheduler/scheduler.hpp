@@ -39,6 +39,9 @@ inline constexpr std::size_t k_max_polls_in_flight = 256;
 inline constexpr Millis k_store_failure_retry{5'000};
 // A throttling answer is logged at most this often.
 inline constexpr Millis k_throttle_log_interval{10'000};
+// An unusable answer (not the documented JSON, or too large) is logged at
+// warn at most this often; the others at debug.
+inline constexpr Millis k_bad_answer_log_interval{10'000};
 
 enum class Api { query, token };
 const char* to_string(Api api);
@@ -150,6 +153,7 @@ private:
   bool m_waiting_for_slot = false;
   bool m_cancelled = false;
   std::optional<TimePoint> m_last_throttle_log;
+  std::optional<TimePoint> m_last_bad_answer_log;
 };
 
 } // namespace rrd::scheduler
