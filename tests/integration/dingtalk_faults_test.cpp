@@ -112,6 +112,32 @@ int faulty_calls() {
   return k_default_faulty_calls;
 }
 
+// One of each kind of fault.
+std::vector<Fault> every_fault() {
+  Fault chunked = Fault::of(FaultKind::oversized_body);
+  chunked.chunked = true;
+  return {Fault::error(500, "system.error"),
+          Fault::error(503, "ServiceUnavailable"),
+          Fault::error(400, "system.error"),
+          Fault::throttled(),
+          Fault::quota_exceeded(),
+          Fault::error(429, "Throttling"),
+          Fault::html(403),
+          Fault::html(200),
+          Fault::of(FaultKind::malformed_json),
+          Fault::of(FaultKind::truncated_json),
+          Fault::of(FaultKind::wrong_shape),
+          Fault::of(FaultKind::oversized_body),
+          chunked,
+          Fault::of(FaultKind::endless_body),
+          Fault::of(FaultKind::no_answer),
+          Fault::of(FaultKind::connection_reset),
+          Fault::of(FaultKind::next_token_loop),
+          Fault::of(FaultKind::cursor_invalid),
+          Fault::of(FaultKind::revoke_tokens),
+          Fault::slow(1500ms)};
+}
+
 struct Run {
   std::vector<std::pair<SteadyTime, long>> rss; // (when, KiB)
   std::vector<QueryRecord> queries;
@@ -136,16 +162,15 @@ Run run_scenario(bool faulty, DaemonHarness& h, const Scenario& s) {
   Run run;
   const auto truth = truth_reads(s);
   bool recalled = false;
-  bool throttled = false;
+  bool injected = false;
   const auto done = [&] {
-    if (faulty && !throttled && h.dingtalk.query_calls() >= faulty_calls() / 2) {
-      // Every throttling answer once for sure, in the middle of the run.
-      h.dingtalk.inject(Fault::throttled(), 1);
-      h.dingtalk.inject(Fault::quota_exceeded(), 1);
-      h.dingtalk.inject(Fault::error(429, "Throttling"), 1);
-      h.dingtalk.inject(Fault::html(403), 1);
-      h.dingtalk.inject(Fault::html(200), 1);
-      throttled = true;
+    if (faulty && !injected && h.dingtalk.query_calls() >= faulty_calls() / 2) {
+      // Every kind once for sure, in the middle of the run, whatever the
+      // dice said so far.
+      for (const auto& fault : every_fault()) {
+        h.dingtalk.inject(fault, 1);
+      }
+      injected = true;
     }
     if (const auto kib = resident_kib(h.daemon->pid())) {
       run.rss.emplace_back(SteadyClock::now(), *kib);
