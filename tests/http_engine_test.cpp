@@ -1,6 +1,7 @@
 // Tests of the libcurl engine against in-process servers on 127.0.0.1:
 // cpp-httplib for well-behaved HTTP, raw sockets for servers that misbehave.
 // Plus the pure helpers (Retry-After, failure names, header look-up).
+#include "fakes/test_certificate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 
 #include <algorithm>
@@ -9,18 +10,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <doctest/doctest.h>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <httplib.h>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <netinet/in.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <optional>
 #include <poll.h>
 #include <set>
@@ -239,59 +234,7 @@ private:
   std::thread m_thread;
 };
 
-// A self-signed certificate and its key, for a TLS server on 127.0.0.1.
-struct TestCertificate {
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key{nullptr, &EVP_PKEY_free};
-  std::unique_ptr<X509, decltype(&X509_free)> cert{nullptr, &X509_free};
-  std::filesystem::path pem_path;
-
-  TestCertificate(const TestCertificate&) = delete;
-  TestCertificate& operator=(const TestCertificate&) = delete;
-  ~TestCertificate() {
-    std::error_code ec;
-    std::filesystem::remove(pem_path, ec);
-  }
-
-  // `subject_alt_name` in OpenSSL's syntax, e.g. "IP:127.0.0.1".
-  explicit TestCertificate(const std::string& subject_alt_name) {
-    key.reset(EVP_EC_gen("prime256v1"));
-    REQUIRE(key);
-    cert.reset(X509_new());
-    REQUIRE(cert);
-    X509* x = cert.get();
-    REQUIRE(X509_set_version(x, 2) == 1);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
-    REQUIRE(X509_set_pubkey(x, key.get()) == 1);
-    X509_NAME* name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>("rrd test"), -1, -1, 0);
-    REQUIRE(X509_set_issuer_name(x, name) == 1);
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
-    for (const auto& [nid, value] :
-         {std::pair{NID_subject_alt_name, subject_alt_name},
-          std::pair{NID_basic_constraints, std::string("critical,CA:TRUE")}}) {
-      X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-      REQUIRE(ext != nullptr);
-      X509_add_ext(x, ext, -1);
-      X509_EXTENSION_free(ext);
-    }
-    REQUIRE(X509_sign(x, key.get(), EVP_sha256()) > 0);
-
-    std::string tmpl = (std::filesystem::temp_directory_path() / "rrd-http-test-XXXXXX").string();
-    Fd fd(::mkstemp(tmpl.data()));
-    REQUIRE(fd.get() >= 0);
-    pem_path = tmpl;
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
-    REQUIRE(PEM_write_bio_X509(bio.get(), x) == 1);
-    char* data = nullptr;
-    const long len = BIO_get_mem_data(bio.get(), &data);
-    std::ofstream(pem_path, std::ios::binary).write(data, len);
-  }
-};
+using rrd::testing::TestCertificate;
 
 } // namespace
 

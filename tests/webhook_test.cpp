@@ -778,6 +778,10 @@ TEST_CASE("failure texts are short and carry no URL") {
             http::Failure::network,
             "Failed to connect to hooks.example.com port 443 after 1 ms: Connection refused")) ==
         "connection refused");
+  CHECK(describe_failure(failure(http::Failure::network,
+                                 "Couldn't connect to server: Failed to connect to 127.0.0.1 "
+                                 "port 9 after 0 ms: Couldn't connect to server")) ==
+        "could not connect");
   CHECK(describe_failure(
             failure(http::Failure::network, "Could not resolve host: hooks.example.com")) ==
         "could not resolve host");

@@ -15,6 +15,11 @@ using json = nlohmann::json;
 constexpr auto k_poll_interval = std::chrono::milliseconds(10);
 constexpr auto k_endless_chunk_interval = std::chrono::milliseconds(20);
 constexpr char k_token_header[] = "x-acs-dingtalk-access-token";
+// DingTalk's own Content-Type. Also what keeps httplib from compressing the
+// misbehaving answers when the client accepts gzip or brotli: it compresses a
+// bare "application/json" only, and brotli on a 5 MiB body takes seconds of
+// CPU, during which the answer is not misbehaving the way the test meant.
+constexpr char k_json_type[] = "application/json;charset=utf-8";
 
 const std::map<std::string, std::string>& error_messages() {
   static const std::map<std::string, std::string> messages = {
@@ -212,14 +217,16 @@ FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
         }
         return key;
       }()),
-      m_server([this](httplib::Server& server) {
-        server.Post("/v1.0/oauth2/accessToken",
-                    [this](const auto& req, auto& res) { handle_access_token(req, res); });
-        server.Post("/v1.0/oauth2/corpAccessToken",
-                    [this](const auto& req, auto& res) { handle_corp_access_token(req, res); });
-        server.Post("/v1.0/robot/privateChatMessages/query",
-                    [this](const auto& req, auto& res) { handle_query(req, res); });
-      }) {
+      m_server(
+          [this](httplib::Server& server) {
+            server.Post("/v1.0/oauth2/accessToken",
+                        [this](const auto& req, auto& res) { handle_access_token(req, res); });
+            server.Post("/v1.0/oauth2/corpAccessToken",
+                        [this](const auto& req, auto& res) { handle_corp_access_token(req, res); });
+            server.Post("/v1.0/robot/privateChatMessages/query",
+                        [this](const auto& req, auto& res) { handle_query(req, res); });
+          },
+          m_options.tls) {
   m_server.start(m_options.port);
 }
 
@@ -233,7 +240,7 @@ void FakeDingTalk::stop() {
 }
 
 std::string FakeDingTalk::endpoint() const {
-  return "http://127.0.0.1:" + std::to_string(port());
+  return m_server.scheme() + "://127.0.0.1:" + std::to_string(port());
 }
 
 // --- scenario ---
@@ -411,39 +418,38 @@ bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
     return false;
   case FaultKind::malformed_json:
     res.status = 200;
-    res.set_content(R"({"sendStatus": SUCCESS, "readUserIds": [user-a,], })", "application/json");
+    res.set_content(R"({"sendStatus": SUCCESS, "readUserIds": [user-a,], })", k_json_type);
     return false;
   case FaultKind::truncated_json:
     res.status = 200;
-    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":["user-a","us)", "application/json");
+    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":["user-a","us)", k_json_type);
     return false;
   case FaultKind::wrong_shape:
     res.status = 200;
     res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":"user-a","hasMore":"no"})",
-                    "application/json");
+                    k_json_type);
     return false;
   case FaultKind::oversized_body:
     res.status = 200;
     if (!fault.chunked) {
-      res.set_content(oversized_body(), "application/json");
+      res.set_content(oversized_body(), k_json_type);
       return false;
     }
-    res.set_chunked_content_provider(
-        "application/json", [](std::size_t offset, httplib::DataSink& sink) {
-          const std::string& body = oversized_body();
-          if (offset >= body.size()) {
-            sink.done();
-            return true;
-          }
-          constexpr std::size_t k_chunk = 64 * 1024;
-          return sink.write(body.data() + offset, std::min(k_chunk, body.size() - offset));
-        });
+    res.set_chunked_content_provider(k_json_type, [](std::size_t offset, httplib::DataSink& sink) {
+      const std::string& body = oversized_body();
+      if (offset >= body.size()) {
+        sink.done();
+        return true;
+      }
+      constexpr std::size_t k_chunk = 64 * 1024;
+      return sink.write(body.data() + offset, std::min(k_chunk, body.size() - offset));
+    });
     return false;
   case FaultKind::endless_body: {
     res.status = 200;
     const auto deadline = SteadyClock::now() + k_max_hold;
     res.set_chunked_content_provider(
-        "application/json", [this, deadline](std::size_t offset, httplib::DataSink& sink) {
+        k_json_type, [this, deadline](std::size_t offset, httplib::DataSink& sink) {
           if (m_stopping || SteadyClock::now() >= deadline) {
             return false; // the connection is dropped without the last chunk
           }

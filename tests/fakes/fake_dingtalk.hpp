@@ -94,6 +94,7 @@ struct FakeDingTalkOptions {
   std::chrono::seconds token_lifetime{7200}; // expireIn
   int page_size = 200;                       // the server's own page cap
   std::uint64_t seed = 1;                    // for fault rates and ids
+  std::optional<TlsFiles> tls;               // set: serve HTTPS with this certificate
 };
 
 // One query call as the server saw it.
@@ -114,7 +115,7 @@ public:
   FakeDingTalk& operator=(const FakeDingTalk&) = delete;
 
   int port() const { return m_server.port(); }
-  std::string endpoint() const; // "http://127.0.0.1:PORT"
+  std::string endpoint() const; // "http://127.0.0.1:PORT" (https with options.tls)
   // Stops the server; hung requests are released. Also done by the destructor.
   void stop();
 

@@ -36,7 +36,8 @@ int socket_port(int fd, bool peer) {
 
 } // namespace
 
-LocalHttpServer::LocalHttpServer(Setup setup) : m_setup(std::move(setup)) {}
+LocalHttpServer::LocalHttpServer(Setup setup, std::optional<TlsFiles> tls)
+    : m_setup(std::move(setup)), m_tls(std::move(tls)) {}
 
 LocalHttpServer::~LocalHttpServer() {
   stop();
@@ -47,7 +48,16 @@ void LocalHttpServer::start(int port) {
     throw std::logic_error("LocalHttpServer::start: already running");
   }
   ignore_sigpipe();
-  auto server = std::make_unique<httplib::Server>();
+  std::unique_ptr<httplib::Server> server;
+  if (m_tls) {
+    server =
+        std::make_unique<httplib::SSLServer>(m_tls->cert_file.c_str(), m_tls->key_file.c_str());
+  } else {
+    server = std::make_unique<httplib::Server>();
+  }
+  if (!server->is_valid()) {
+    throw std::runtime_error("cannot set up the TLS server with " + m_tls->cert_file);
+  }
   server->new_task_queue = [] { return new httplib::ThreadPool(k_worker_threads); };
   server->set_keep_alive_timeout(k_keep_alive_timeout_s);
   server->set_keep_alive_max_count(k_keep_alive_max_requests);

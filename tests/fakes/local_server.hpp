@@ -1,5 +1,6 @@
 // LocalHttpServer: a cpp-httplib server on 127.0.0.1 served by its own thread,
-// the base of the fake DingTalk and the webhook sink. Plus the raw-socket
+// the base of the fake DingTalk and the webhook sink; plain HTTP, or HTTPS
+// with a certificate and key from PEM files. Plus the raw-socket
 // helpers the fakes use to misbehave: find the connection a request came on,
 // notice that the client went away, reset the connection without an answer.
 // start()/stop() are for one controlling thread; handlers run on the server's
@@ -10,9 +11,17 @@
 #include <functional>
 #include <httplib.h>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 
 namespace rrd::testing {
+
+// A certificate chain and its private key, PEM files (see TestCertificate).
+struct TlsFiles {
+  std::string cert_file;
+  std::string key_file;
+};
 
 class LocalHttpServer {
 public:
@@ -25,7 +34,8 @@ public:
   static constexpr time_t k_keep_alive_timeout_s = 1;
   static constexpr std::size_t k_keep_alive_max_requests = 1000;
 
-  explicit LocalHttpServer(Setup setup);
+  // With `tls`, serves HTTPS (httplib::SSLServer) instead of HTTP.
+  explicit LocalHttpServer(Setup setup, std::optional<TlsFiles> tls = std::nullopt);
   ~LocalHttpServer();
   LocalHttpServer(const LocalHttpServer&) = delete;
   LocalHttpServer& operator=(const LocalHttpServer&) = delete;
@@ -39,9 +49,12 @@ public:
   void stop();
   bool running() const { return m_server != nullptr; }
   int port() const { return m_port; }
+  bool tls() const { return m_tls.has_value(); }
+  std::string scheme() const { return m_tls ? "https" : "http"; }
 
 private:
   Setup m_setup;
+  std::optional<TlsFiles> m_tls;
   std::unique_ptr<httplib::Server> m_server;
   std::thread m_thread;
   int m_port = 0;

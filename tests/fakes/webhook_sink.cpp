@@ -56,10 +56,13 @@ bool timestamp_fresh(const std::string& text) {
 
 } // namespace
 
-WebhookSink::WebhookSink(std::string secret, int port)
-    : m_secret(std::move(secret)), m_server([this](httplib::Server& server) {
-        server.Post(".*", [this](const auto& req, auto& res) { handle(req, res); });
-      }) {
+WebhookSink::WebhookSink(std::string secret, int port, std::optional<TlsFiles> tls)
+    : m_secret(std::move(secret)),
+      m_server(
+          [this](httplib::Server& server) {
+            server.Post(".*", [this](const auto& req, auto& res) { handle(req, res); });
+          },
+          std::move(tls)) {
   if (!secret_key(m_secret)) {
     throw std::invalid_argument("WebhookSink: the secret must be whsec_ + base64");
   }
@@ -72,7 +75,7 @@ WebhookSink::~WebhookSink() {
 }
 
 std::string WebhookSink::url() const {
-  return "http://127.0.0.1:" + std::to_string(m_port) + "/";
+  return m_server.scheme() + "://127.0.0.1:" + std::to_string(m_port) + "/";
 }
 
 void WebhookSink::stop() {
@@ -93,6 +96,11 @@ void WebhookSink::script(SinkAnswer answer, int count) {
   for (int i = 0; i < count; ++i) {
     m_script.push_back(answer);
   }
+}
+
+void WebhookSink::clear_script() {
+  std::lock_guard lock(m_mutex);
+  m_script.clear();
 }
 
 void WebhookSink::set_delay(std::chrono::milliseconds delay) {

@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,13 +51,15 @@ public:
   static constexpr std::chrono::seconds k_timestamp_tolerance{300};
 
   // Starts listening on 127.0.0.1:port (0: ephemeral). `secret` is "whsec_..."
-  explicit WebhookSink(std::string secret, int port = 0);
+  // With `tls`, it serves HTTPS with that certificate.
+  explicit WebhookSink(std::string secret, int port = 0,
+                       std::optional<TlsFiles> tls = std::nullopt);
   ~WebhookSink();
   WebhookSink(const WebhookSink&) = delete;
   WebhookSink& operator=(const WebhookSink&) = delete;
 
   int port() const { return m_port; }
-  std::string url() const; // "http://127.0.0.1:PORT/"
+  std::string url() const; // "http://127.0.0.1:PORT/" (https with tls)
 
   // Down and up again: stop() closes the listener (deliveries fail to
   // connect); start() listens on the same port again.
@@ -66,6 +69,8 @@ public:
 
   // The next `count` well-signed deliveries get `answer`; then 200 again.
   void script(SinkAnswer answer, int count = 1);
+  // Drops what is left of the script: 200 from now on.
+  void clear_script();
   // Every answer waits this long first.
   void set_delay(std::chrono::milliseconds delay);
   // Called (outside the lock, on a server thread) after each delivery is

@@ -9,16 +9,19 @@
 #include "fakes/process.hpp"
 #include "fakes/webhook_sink.hpp"
 
-#include <doctest/doctest.h>
 #include <httplib.h>
-#include <nlohmann/json.hpp>
 
 #include <cctype>
 #include <chrono>
+#include <csignal>
+#include <doctest/doctest.h>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <sqlite3.h>
 #include <string>
 #include <vector>
 
@@ -50,8 +53,10 @@ struct TestMessage {
 
 class DaemonHarness {
 public:
-  explicit DaemonHarness(FakeDingTalkOptions options = {})
-      : dingtalk(options), sink(k_test_secret) {}
+  // `sink_tls`: the sink serves HTTPS with that certificate.
+  explicit DaemonHarness(FakeDingTalkOptions options = {},
+                         std::optional<TlsFiles> sink_tls = std::nullopt)
+      : dingtalk(options), sink(k_test_secret, 0, std::move(sink_tls)) {}
 
   ~DaemonHarness() {
     if (daemon && daemon->running()) {
@@ -73,6 +78,11 @@ public:
   std::string metrics_listen; // metrics.listen; "" disables (e.g. "127.0.0.1:" + free_port())
   double requests_per_second = 50;
   int page_size = 200;
+  std::string request_timeout = "2s";
+  std::string dingtalk_extra_yaml; // more keys of `dingtalk:`, e.g. "  ca_file: /x.pem\n"
+  std::string webhook_timeout = "2s";
+  std::string webhook_extra_yaml; // more keys of the `ops` webhook, e.g. "    ca_file: /x.pem\n"
+  std::vector<std::string> more_webhooks_yaml; // whole items, see webhook_item()
   std::vector<TestMessage> messages;
 
   std::string config_path() const { return dir.file("readreceiptd.yaml"); }
@@ -87,8 +97,9 @@ public:
     y += "  auth: " + auth_yaml + "\n";
     y += "  robot_code: dingfakerobot\n";
     y += "  requests_per_second: " + std::to_string(requests_per_second) + "\n";
-    y += "  request_timeout: 2s\n";
+    y += "  request_timeout: " + request_timeout + "\n";
     y += "  page_size: " + std::to_string(page_size) + "\n";
+    y += dingtalk_extra_yaml;
     y += "poll:\n  schedule: " + schedule_yaml + "\n  not_ready_grace: 2s\n  max_age: 1h\n";
     y += "state:\n  path: " + state_path() + "\n";
     y += "metrics:\n  listen: \"" + metrics_listen + "\"\n";
@@ -97,8 +108,12 @@ public:
       write_file(dir.file("api_token"), api_token + "\n");
       y += "  token_file: api_token\n";
     }
-    y += "webhooks:\n  - name: ops\n    url: " + (webhook_url.empty() ? sink.url() : webhook_url) +
-         "\n    secret: " + k_test_secret + "\n    timeout: 2s\n";
+    y += "webhooks:\n" +
+         webhook_item("ops", webhook_url.empty() ? sink.url() : webhook_url, webhook_timeout) +
+         webhook_extra_yaml;
+    for (const auto& w : more_webhooks_yaml) {
+      y += w;
+    }
     y += "messages:\n";
     if (messages.empty()) {
       y.resize(y.size() - std::string("messages:\n").size());
@@ -118,6 +133,13 @@ public:
     }
     y += extra_yaml;
     write_file(config_path(), y);
+  }
+
+  // One item of `webhooks:` with the test secret.
+  static std::string webhook_item(const std::string& name, const std::string& url,
+                                  const std::string& timeout = "2s") {
+    return "  - name: " + name + "\n    url: " + url + "\n    secret: " + k_test_secret +
+           "\n    timeout: " + timeout + "\n";
   }
 
   // Adds the message to the fake and to the configuration (call
@@ -193,6 +215,29 @@ public:
     CHECK(code == 0);
   }
 
+  // SIGKILL: a crash at an arbitrary moment.
+  void kill() {
+    REQUIRE(daemon);
+    daemon->kill_hard();
+  }
+
+  // Writes the configuration again and sends SIGHUP.
+  void reload() {
+    REQUIRE(daemon);
+    write_config();
+    daemon->signal(SIGHUP);
+  }
+
+  // How often `text` occurs in the daemon's log (all runs).
+  std::size_t log_count(const std::string& text) const {
+    const std::string l = log();
+    std::size_t n = 0;
+    for (auto pos = l.find(text); pos != std::string::npos; pos = l.find(text, pos + 1)) {
+      ++n;
+    }
+    return n;
+  }
+
   // Events received with a good signature, answered 2xx, in arrival order.
   std::vector<nlohmann::json> events() const {
     std::vector<nlohmann::json> out;
@@ -246,6 +291,38 @@ public:
   std::unique_ptr<ChildProcess> daemon;
 };
 
+// The resident set size of process `pid` in KiB (VmRSS), or nullopt when it
+// cannot be read (the process is gone).
+inline std::optional<long> resident_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return std::stol(line.substr(6));
+    }
+  }
+  return std::nullopt;
+}
+
+// The first column of the first row of `sql`, an integer, from the SQLite
+// database at `path` opened read-only (it may be in use by the daemon: WAL
+// lets a reader in). nullopt when the query fails.
+inline std::optional<std::int64_t> query_int(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::optional<std::int64_t> out;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+      out = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return out;
+}
+
 // Per message, the sequences delivered (first delivery of each webhook-id)
 // must be 1..n with no gap, and repeats must carry the same webhook-id.
 inline void check_sequences(const WebhookSink& sink) {
@@ -269,6 +346,55 @@ inline void check_sequences(const WebhookSink& sink) {
     CHECK(*s.begin() == 1);
     CHECK(*s.rbegin() == static_cast<std::int64_t>(s.size()));
   }
+}
+
+// What a consumer can rely on, checked over everything the sink accepted
+// (first delivery of each event id, in order of arrival), per message:
+// - the first deliveries arrive in sequence order;
+// - each user id is newly read in exactly one event, and each event's
+//   read_user_ids (and read_count) is the union of the newly read ids so far;
+// - at most one message.tracking_stopped, and it has the last sequence.
+// Returns the stop event of each message that has one.
+inline std::map<std::string, nlohmann::json> check_history(const WebhookSink& sink) {
+  std::set<std::string> seen_ids;
+  std::map<std::string, std::vector<nlohmann::json>> firsts; // by message, arrival order
+  for (const auto& d : sink.accepted()) {
+    if (seen_ids.insert(d.webhook_id).second) {
+      firsts[d.json["data"]["process_query_key"].get<std::string>()].push_back(d.json);
+    }
+  }
+  std::map<std::string, nlohmann::json> stops;
+  for (const auto& [key, events] : firsts) {
+    INFO("message " << key);
+    std::int64_t last_seq = 0;
+    std::vector<std::string> readers; // the union, in order
+    std::set<std::string> reader_set;
+    for (const auto& e : events) {
+      const auto& data = e["data"];
+      const std::int64_t seq = data["sequence"];
+      INFO("sequence " << seq << ": " << e.dump());
+      CHECK(seq == last_seq + 1); // in order, no gap
+      last_seq = seq;
+      CHECK_MESSAGE(stops.count(key) == 0, "an event after the stop event");
+      if (e["type"] == "message.read") {
+        for (const auto& u : data["newly_read_user_ids"]) {
+          CHECK_MESSAGE(reader_set.insert(u.get<std::string>()).second,
+                        "a user newly read twice: " << u);
+          readers.push_back(u);
+        }
+      } else {
+        CHECK(e["type"] == "message.tracking_stopped");
+        stops[key] = e;
+      }
+      std::set<std::string> listed;
+      for (const auto& u : data["read_user_ids"]) {
+        listed.insert(u.get<std::string>());
+      }
+      CHECK(listed == reader_set);
+      CHECK(data["read_count"] == reader_set.size());
+    }
+  }
+  return stops;
 }
 
 } // namespace rrd::testing

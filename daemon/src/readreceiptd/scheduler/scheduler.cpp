@@ -64,7 +64,8 @@ void Scheduler::reconfigure(config::Config cfg) {
                                 m_cfg.dingtalk.third_party.auth_corp_id ||
                             cfg.dingtalk.third_party.suite_ticket !=
                                 m_cfg.dingtalk.third_party.suite_ticket ||
-                            cfg.dingtalk.endpoint != m_cfg.dingtalk.endpoint;
+                            cfg.dingtalk.endpoint != m_cfg.dingtalk.endpoint ||
+                            cfg.dingtalk.ca_file != m_cfg.dingtalk.ca_file;
   m_cfg = std::move(cfg);
   if (auth_changed) {
     m_tokens = dingtalk::TokenCache(m_cfg.dingtalk);
@@ -388,8 +389,11 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
     spdlog::warn("DingTalk refused the credentials while polling {}: {}", key, decision.code);
     break;
   case dingtalk::Action::transient:
-  case dingtalk::Action::bad_response:
     note_failure(key, decision.code.empty() ? describe(r) : describe(r) + " " + decision.code, now);
+    break;
+  case dingtalk::Action::bad_response:
+    // SPEC 5: counted and logged, never emitted from.
+    note_failure(key, "DingTalk's answer is unusable: " + decision.message, now);
     break;
   }
   finish(key, result);

@@ -114,6 +114,12 @@ std::string describe_failure(const http::Response& r) {
   if (e.find("refused") != std::string::npos) {
     return "connection refused";
   }
+  // libcurl 7.86 and later no longer say why a connection failed ("Failed to
+  // connect to HOST port N after 0 ms: Couldn't connect to server").
+  if (e.find("couldn't connect") != std::string::npos ||
+      e.find("failed to connect") != std::string::npos) {
+    return "could not connect";
+  }
   if (e.find("resolve") != std::string::npos) {
     return "could not resolve host";
   }
