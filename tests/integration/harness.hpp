@@ -9,12 +9,11 @@
 #include "fakes/process.hpp"
 #include "fakes/webhook_sink.hpp"
 
-#include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
-
 #include <chrono>
+#include <doctest/doctest.h>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>

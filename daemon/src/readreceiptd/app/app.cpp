@@ -10,11 +10,10 @@
 #include "readreceiptd/store/store.hpp"
 #include "readreceiptd/webhook/dispatcher.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <spdlog/spdlog.h>
 
 namespace rrd::app {
 
@@ -31,10 +30,9 @@ constexpr int k_exit_failure = 1;
 constexpr int k_exit_usage = 2;
 
 std::vector<std::string> secrets_of(const config::Config& cfg) {
-  std::vector<std::string> s{cfg.dingtalk.internal_app.app_secret,
-                             cfg.dingtalk.third_party.suite_secret,
-                             cfg.dingtalk.third_party.suite_ticket,
-                             cfg.dingtalk.fixed_token.access_token, cfg.api.token};
+  std::vector<std::string> s{
+      cfg.dingtalk.internal_app.app_secret, cfg.dingtalk.third_party.suite_secret,
+      cfg.dingtalk.third_party.suite_ticket, cfg.dingtalk.fixed_token.access_token, cfg.api.token};
   for (const auto& hook : cfg.webhooks) {
     s.push_back(hook.secret);
   }
@@ -47,7 +45,8 @@ class NullObserver final : public scheduler::Observer {};
 // One run of the daemon: the start-up steps in order, the loop, teardown.
 class Daemon {
 public:
-  Daemon(Options options, config::Config cfg) : m_options(std::move(options)), m_cfg(std::move(cfg)) {}
+  Daemon(Options options, config::Config cfg)
+      : m_options(std::move(options)), m_cfg(std::move(cfg)) {}
 
   int run() {
     SignalWatcher signals; // first: every later thread inherits the blocked mask

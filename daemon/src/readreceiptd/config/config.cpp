@@ -4,13 +4,8 @@
 // file and the HTTP API share every rule and every error message.
 #include "readreceiptd/config/config.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
-#include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -21,9 +16,12 @@
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string_view>
 #include <system_error>
+#include <yaml-cpp/yaml.h>
 
 namespace rrd::config {
 
@@ -67,9 +65,9 @@ struct Value {
   std::string text;     // scalars
   bool integer = false; // Kind::number: an integer literal
   Mark mark;
-  std::vector<Key> keys;     // Kind::map: keys[i] names items[i]
-  std::vector<Value> items;  // Kind::sequence and Kind::map
-  bool key_error = false;    // Kind::map: a key was not a scalar
+  std::vector<Key> keys;    // Kind::map: keys[i] names items[i]
+  std::vector<Value> items; // Kind::sequence and Kind::map
+  bool key_error = false;   // Kind::map: a key was not a scalar
   Mark key_error_mark;
 };
 
@@ -154,8 +152,7 @@ struct TreeBuilder {
 
 Value from_json(const nlohmann::json& j, int depth) {
   if (depth > k_max_depth) {
-    throw ConfigError("nested too deeply (more than " + std::to_string(k_max_depth) +
-                      " levels)");
+    throw ConfigError("nested too deeply (more than " + std::to_string(k_max_depth) + " levels)");
   }
   Value v;
   switch (j.type()) {
@@ -204,7 +201,7 @@ Value from_json(const nlohmann::json& j, int depth) {
 // Context, paths and errors
 
 struct Ctx {
-  std::string file;     // "" when validating an API request: no location prefix
+  std::string file; // "" when validating an API request: no location prefix
   bool expand_env = false;
   bool read_files = false;
   fs::path base_dir; // where relative *_file paths are anchored
@@ -366,12 +363,11 @@ std::string expand_env(const Ctx& ctx, const Value& v, const std::string& path,
       fail(ctx, v.mark, path, "unterminated \"${\" (write ${NAME} for an environment variable)");
     }
     const std::string name = text.substr(start + 2, end - start - 2);
-    const bool valid =
-        !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
-        std::all_of(name.begin(), name.end(), [](char c) {
-          return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '_';
-        });
+    const bool valid = !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                (c >= '0' && c <= '9') || c == '_';
+                       });
     if (!valid) {
       fail(ctx, v.mark, path,
            "invalid environment variable name " + quote_text(name) + " in ${...}");
@@ -590,7 +586,7 @@ std::vector<std::string> get_unique_strings(const Ctx& ctx, const Value& v,
 
 // A map of strings to strings, in file order.
 std::vector<std::pair<std::string, std::string>> get_string_map(const Ctx& ctx, const Value& v,
-                                                               const std::string& path) {
+                                                                const std::string& path) {
   std::vector<std::pair<std::string, std::string>> out;
   if (v.kind != Value::Kind::map) {
     fail_type(ctx, v, path, "a map");
@@ -651,8 +647,7 @@ using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
 // Reads a whole file of at most `limit` bytes into `out`. On failure returns
 // why ("No such file or directory"), which never quotes the contents.
-std::optional<std::string> read_whole_file(const fs::path& p, std::size_t limit,
-                                           std::string& out) {
+std::optional<std::string> read_whole_file(const fs::path& p, std::size_t limit, std::string& out) {
   errno = 0;
   FilePtr f(std::fopen(p.c_str(), "rb"));
   if (!f) {
@@ -685,8 +680,7 @@ std::optional<std::string> get_secret(const Ctx& ctx, const MapReader& map, cons
   const Value* inline_value = map.find(key);
   const Value* file_value = map.find(file_key);
   if (inline_value != nullptr && file_value != nullptr) {
-    fail(ctx, file_value->mark, map.path(file_key),
-         std::string("cannot be combined with ") + key);
+    fail(ctx, file_value->mark, map.path(file_key), std::string("cannot be combined with ") + key);
   }
   if (inline_value != nullptr) {
     std::string s = get_string(ctx, *inline_value, map.path(key));
@@ -835,8 +829,8 @@ std::string get_listen(const Ctx& ctx, const MapReader& map, const std::string& 
 DingTalk parse_dingtalk(const Ctx& ctx, const Value& v, const std::string& path) {
   DingTalk d;
   const MapReader map(ctx, v, path,
-                      {"endpoint", "auth", "robot_code", "requests_per_second",
-                       "request_timeout", "page_size", "ca_file"});
+                      {"endpoint", "auth", "robot_code", "requests_per_second", "request_timeout",
+                       "page_size", "ca_file"});
   if (const Value* e = map.find("endpoint")) {
     std::string s = get_string(ctx, *e, map.path("endpoint"));
     while (!s.empty() && s.back() == '/') {
@@ -873,7 +867,8 @@ DingTalk parse_dingtalk(const Ctx& ctx, const Value& v, const std::string& path)
   };
   if (internal) {
     d.auth_kind = DingTalk::AuthKind::internal_app;
-    d.internal_app.app_key = get_nonempty_string(ctx, auth.require("app_key"), auth.path("app_key"));
+    d.internal_app.app_key =
+        get_nonempty_string(ctx, auth.require("app_key"), auth.path("app_key"));
     d.internal_app.app_secret = required_secret("app_secret");
   } else if (third_party) {
     d.auth_kind = DingTalk::AuthKind::third_party;
@@ -982,7 +977,8 @@ Api parse_api(const Ctx& ctx, const Value& v, const std::string& path) {
   const MapReader map(ctx, v, path, {"listen", "token", "token_file"});
   a.listen = get_listen(ctx, map, a.listen);
   a.token = get_secret(ctx, map, "token").value_or("");
-  if (!a.listen.empty() && a.token.empty() && !is_loopback_host(parse_listen_address(a.listen)->host)) {
+  if (!a.listen.empty() && a.token.empty() &&
+      !is_loopback_host(parse_listen_address(a.listen)->host)) {
     const Value* l = map.find("listen");
     fail(ctx, l != nullptr ? l->mark : map.mark(), map.path("token_file"),
          "required when api.listen is not a loopback address");
@@ -992,9 +988,9 @@ Api parse_api(const Ctx& ctx, const Value& v, const std::string& path) {
 
 Webhook parse_webhook(const Ctx& ctx, const Value& v, const std::string& path) {
   Webhook w;
-  const MapReader map(ctx, v, path,
-                      {"name", "url", "secret", "secret_file", "headers", "timeout", "ca_file",
-                       "events"});
+  const MapReader map(
+      ctx, v, path,
+      {"name", "url", "secret", "secret_file", "headers", "timeout", "ca_file", "events"});
   if (v.kind == Value::Kind::null) {
     fail(ctx, v.mark, path, "must be a map with name, url and secret");
   }
@@ -1027,9 +1023,9 @@ Webhook parse_webhook(const Ctx& ctx, const Value& v, const std::string& path) {
   w.secret = std::move(*secret);
   if (const Value* h = map.find("headers")) {
     w.headers = get_string_map(ctx, *h, map.path("headers"));
-    static const std::set<std::string> reserved = {"webhook-id", "webhook-timestamp",
+    static const std::set<std::string> reserved = {"webhook-id",        "webhook-timestamp",
                                                    "webhook-signature", "content-type",
-                                                   "content-length", "host"};
+                                                   "content-length",    "host"};
     for (std::size_t i = 0; i < w.headers.size(); ++i) {
       const auto& [hname, hvalue] = w.headers[i];
       const Value& item = h->items[i];
@@ -1127,8 +1123,7 @@ MessageSpec parse_message(const Ctx& ctx, const Value& v, const std::string& pat
   if (const Value* w = map.find("webhooks")) {
     auto names = get_unique_strings(ctx, *w, map.path("webhooks"));
     for (std::size_t i = 0; i < names.size(); ++i) {
-      if (std::find(webhook_names.begin(), webhook_names.end(), names[i]) ==
-          webhook_names.end()) {
+      if (std::find(webhook_names.begin(), webhook_names.end(), names[i]) == webhook_names.end()) {
         fail(ctx, w->items[i].mark, index(map.path("webhooks"), i),
              "unknown webhook " + quote_text(names[i]) + did_you_mean(names[i], webhook_names));
       }
@@ -1338,8 +1333,7 @@ Config load_string(const std::string& yaml, const std::string& path) {
     }
     builder.fail(m, "the file must hold one YAML document, not " + std::to_string(docs.size()));
   }
-  const Value root =
-      docs.empty() ? Value{} : builder.from_yaml(docs.front(), Mark{1, 1}, 0);
+  const Value root = docs.empty() ? Value{} : builder.from_yaml(docs.front(), Mark{1, 1}, 0);
   Ctx ctx;
   ctx.file = path;
   ctx.expand_env = true;
