@@ -472,6 +472,10 @@ TEST_CASE("repeated keys, non-string keys and YAML syntax errors name line and c
   CHECK(error_of("dingtalk:\n\tauth: x\n").rfind("/cfg/c.yaml:2:", 0) == 0);
   CHECK(error_of(k_min + "---\n" + k_min) ==
         "/cfg/c.yaml:6:1: the file must hold one YAML document, not 2");
+  // A stray token after a node: yaml-cpp's LoadAll() would never return.
+  CHECK(error_of("{},") == "/cfg/c.yaml:1:3: invalid YAML: unexpected token");
+  CHECK(error_of(",") == "/cfg/c.yaml:1:1: invalid YAML: unexpected token");
+  CHECK(error_of("[a], b\n") == "/cfg/c.yaml:1:4: invalid YAML: unexpected token");
   CHECK(error_of("- dingtalk\n") ==
         "/cfg/c.yaml:1:1: the configuration must be a map of sections, not a list");
   CHECK(error_of("just text\n") ==

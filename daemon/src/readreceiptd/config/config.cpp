@@ -19,8 +19,10 @@
 #include <netinet/in.h>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <system_error>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace rrd::config {
@@ -76,6 +78,75 @@ Mark mark_of(const YAML::Mark& m) {
     return {};
   }
   return Mark{m.line + 1, m.column + 1};
+}
+
+// The documents of a YAML stream, found without building any nodes: for each,
+// where its first node is (a null mark when it has none).
+//
+// yaml-cpp 0.7's LoadAll() never returns, and allocates without bound, when a
+// stray token follows a node ("{}," or a lone ","): its parser hands out an
+// empty document at that token again and again without consuming it. The
+// scan stops as soon as a document starts where the previous one did.
+struct DocumentScan {
+  std::vector<YAML::Mark> first_nodes;
+  bool stuck = false;
+  YAML::Mark stuck_at;
+};
+
+class DocumentScanner final : public YAML::EventHandler {
+public:
+  DocumentScan scan;
+  bool stuck_now = false;
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (m_has_start && mark.pos == m_last_start.pos) {
+      stuck_now = true;
+      scan.stuck = true;
+      scan.stuck_at = mark;
+    }
+    m_has_start = true;
+    m_last_start = mark;
+    m_in_document = true;
+    scan.first_nodes.push_back(YAML::Mark::null_mark());
+  }
+  void OnDocumentEnd() override { m_in_document = false; }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    node(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnMapEnd() override {}
+
+private:
+  void node(const YAML::Mark& mark) {
+    if (m_in_document && !scan.first_nodes.empty() && scan.first_nodes.back().is_null()) {
+      scan.first_nodes.back() = mark;
+    }
+  }
+
+  bool m_has_start = false;
+  bool m_in_document = false;
+  YAML::Mark m_last_start;
+};
+
+// Throws YAML::Exception on a syntax error.
+DocumentScan scan_documents(const std::string& yaml) {
+  std::istringstream in(yaml);
+  YAML::Parser parser(in);
+  DocumentScanner scanner;
+  while (!scanner.stuck_now && parser.HandleNextDocument(scanner)) {
+  }
+  return std::move(scanner.scan);
 }
 
 struct TreeBuilder {
@@ -1318,22 +1389,27 @@ std::optional<std::string> webhook_signing_key(const std::string& secret) {
 
 Config load_string(const std::string& yaml, const std::string& path) {
   TreeBuilder builder{path};
-  std::vector<YAML::Node> docs;
+  std::optional<YAML::Node> doc;
   try {
-    docs = YAML::LoadAll(yaml);
+    const DocumentScan scan = scan_documents(yaml);
+    if (scan.stuck) {
+      builder.fail(mark_of(scan.stuck_at), "invalid YAML: unexpected token");
+    }
+    if (scan.first_nodes.size() > 1) {
+      Mark m;
+      for (std::size_t i = 1; i < scan.first_nodes.size() && !m.known(); ++i) {
+        m = mark_of(scan.first_nodes[i]);
+      }
+      builder.fail(m, "the file must hold one YAML document, not " +
+                          std::to_string(scan.first_nodes.size()));
+    }
+    if (scan.first_nodes.size() == 1) {
+      doc = YAML::Load(yaml);
+    }
   } catch (const YAML::Exception& e) {
     builder.fail(mark_of(e.mark), "invalid YAML: " + e.msg);
   }
-  if (docs.size() > 1) {
-    Mark m;
-    for (std::size_t i = 1; i < docs.size(); ++i) {
-      if ((m = mark_of(docs[i].Mark())).known()) {
-        break;
-      }
-    }
-    builder.fail(m, "the file must hold one YAML document, not " + std::to_string(docs.size()));
-  }
-  const Value root = docs.empty() ? Value{} : builder.from_yaml(docs.front(), Mark{1, 1}, 0);
+  const Value root = doc ? builder.from_yaml(*doc, Mark{1, 1}, 0) : Value{};
   Ctx ctx;
   ctx.file = path;
   ctx.expand_env = true;
