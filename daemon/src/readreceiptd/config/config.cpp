@@ -1432,6 +1432,9 @@ MessageSpec parse_message_json(const std::string& json, const Config& defaults) 
     j = nlohmann::json::parse(json);
   } catch (const nlohmann::json::parse_error& e) {
     throw ConfigError("invalid JSON at byte " + std::to_string(e.byte));
+  } catch (const nlohmann::json::exception&) {
+    // out_of_range.406: a number beyond a double's range ("1e400").
+    throw ConfigError("invalid JSON: a number is out of range");
   }
   if (!j.is_object()) {
     throw ConfigError("the message must be a JSON object");
