@@ -42,6 +42,18 @@ std::vector<std::string> secrets_of(const config::Config& cfg) {
 
 class NullObserver final : public scheduler::Observer {};
 
+// Clears a SignalWatcher's wake-up function when it goes out of scope.
+class WakeupClearer {
+public:
+  explicit WakeupClearer(SignalWatcher& signals) : m_signals(signals) {}
+  WakeupClearer(const WakeupClearer&) = delete;
+  WakeupClearer& operator=(const WakeupClearer&) = delete;
+  ~WakeupClearer() { m_signals.set_wakeup({}); }
+
+private:
+  SignalWatcher& m_signals;
+};
+
 // One run of the daemon: the start-up steps in order, the loop, teardown.
 class Daemon {
 public:
@@ -59,6 +71,11 @@ public:
     }
     auto engine = http::make_curl_engine();
     signals.set_wakeup([&engine] { engine->wakeup(); });
+    // The watcher's thread may be inside the wake-up (a stop request sets the
+    // flag, then wakes the loop) when the loop ends; clearing it waits for
+    // that call, so the engine is destroyed only after it. Also on the early
+    // returns below.
+    const WakeupClearer clear_wakeup{signals};
     RealClock clock;
     std::mt19937_64 seeder(std::random_device{}());
     std::mt19937_64 dispatcher_rng(seeder());
@@ -108,6 +125,7 @@ public:
       engine->run_once(Millis{100});
     }
     sched.flush();
+    signals.set_wakeup({});
     engine.reset(); // cancels what is still in flight; those events stay pending
     spdlog::info("stopped");
     return k_exit_ok;
