@@ -87,7 +87,8 @@ public:
     NullObserver observer;
     scheduler::Scheduler sched(
         m_cfg, *store, *engine, clock,
-        [&dispatcher](std::vector<Delivery> d) { dispatcher.enqueue(d); }, observer, seeder());
+        [&dispatcher](const std::vector<Delivery>& d) { dispatcher.enqueue(d); }, observer,
+        seeder());
     try {
       sched.start();
     } catch (const store::StoreError& e) {

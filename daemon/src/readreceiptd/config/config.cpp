@@ -697,12 +697,12 @@ std::string trim_newlines(std::string s) {
 // Where a *_file path points: absolute as written; relative in
 // $CREDENTIALS_DIRECTORY if it exists there, else next to the config file.
 fs::path resolve_file(const Ctx& ctx, const std::string& name) {
-  const fs::path p(name);
+  fs::path p(name);
   if (p.is_absolute()) {
     return p;
   }
   if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir != nullptr && *dir != '\0') {
-    const fs::path candidate = fs::path(dir) / p;
+    fs::path candidate = fs::path(dir) / p;
     std::error_code ec;
     if (fs::exists(candidate, ec)) {
       return candidate;
