@@ -960,8 +960,8 @@ TEST_CASE("parse_message_json applies the messages: rules to one JSON object") {
         "expected_reader_count: cannot be combined with expected_readers");
   CHECK(json_error_of(R"(["k"])", defaults) == "the message must be a JSON object");
   CHECK(json_error_of(R"({"process_query_key": )", defaults) == "invalid JSON at byte 23");
-  CHECK(json_error_of(R"({"process_query_key": "k", "expected_reader_count": 1e400})",
-                      defaults) == "invalid JSON: a number is out of range");
+  CHECK(json_error_of(R"({"process_query_key": "k", "expected_reader_count": 1e400})", defaults) ==
+        "invalid JSON: a number is out of range");
 
   defaults.dingtalk.robot_code.clear();
   CHECK(json_error_of(R"({"process_query_key": "k"})", defaults) ==
