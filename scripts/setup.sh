@@ -10,11 +10,11 @@ packages="build-essential cmake ninja-build pkg-config git ca-certificates curl 
   prometheus-cpp-dev doctest-dev libsqlite3-dev libsystemd-dev \
   libcpp-httplib-dev libssl-dev sqlite3"
 if [ "${RRD_WITH_TEST_TOOLS:-0}" = 1 ]; then
-  # Test tools: clang (sanitizers, fuzzers), systemd-analyze and
-  # python3-seccomp (the unit's checks and its sandbox), Node.js for the
-  # official SDK's compatibility test. A Node.js that is already there (from
-  # any source) is used as it is.
-  packages="$packages clang libclang-rt-14-dev systemd python3-seccomp"
+  # Test tools: clang (sanitizers, fuzzers), clang-format and clang-tidy,
+  # systemd-analyze and python3-seccomp (the unit's checks and its sandbox),
+  # Node.js for the official SDK's compatibility test. A Node.js that is
+  # already there (from any source) is used as it is.
+  packages="$packages clang libclang-rt-14-dev clang-format-14 clang-tidy-14 systemd python3-seccomp"
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     packages="$packages nodejs npm"
   fi

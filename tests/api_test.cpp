@@ -3,9 +3,8 @@
 #include "readreceiptd/api/router.hpp"
 
 #include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
-
 #include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 using namespace rrd;
@@ -102,7 +101,9 @@ Reply call(Backend& backend, const std::string& method, const std::string& targe
   return routed.command(backend);
 }
 
-json body_of(const Reply& r) { return json::parse(r.body); }
+json body_of(const Reply& r) {
+  return json::parse(r.body);
+}
 
 } // namespace
 
@@ -164,10 +165,14 @@ TEST_CASE("api: a dead letter renders with its last error") {
   d.delivery.last_error = "HTTP 500";
   d.died_at = from_unix_ms(1'764'064'800'000);
   const json j = json::parse(dead_letter_json(d));
-  CHECK(j == json{{"event_id", "evt_1"},      {"webhook", "ops"},
-                  {"process_query_key", "k"}, {"type", "message.tracking_stopped"},
-                  {"sequence", 3},            {"attempts", 10},
-                  {"last_error", "HTTP 500"}, {"died_at", "2025-11-25T10:00:00.000Z"}});
+  CHECK(j == json{{"event_id", "evt_1"},
+                  {"webhook", "ops"},
+                  {"process_query_key", "k"},
+                  {"type", "message.tracking_stopped"},
+                  {"sequence", 3},
+                  {"attempts", 10},
+                  {"last_error", "HTTP 500"},
+                  {"died_at", "2025-11-25T10:00:00.000Z"}});
 }
 
 TEST_CASE("api: listing filters by state - a bad state or parameter is a 400") {
@@ -223,8 +228,8 @@ TEST_CASE("api: POST adds (201), repeats (200), conflicts (409) and validates (4
   CHECK(stopped.status == 409);
   CHECK(body_of(stopped)["error"].get<std::string>().find("at most once") != std::string::npos);
 
-  auto invalid = call(b, "POST", "/v1/messages",
-                      R"({"process_query_key": "x", "expected_readers": [1]})");
+  auto invalid =
+      call(b, "POST", "/v1/messages", R"({"process_query_key": "x", "expected_readers": [1]})");
   CHECK(invalid.status == 400);
   CHECK(body_of(invalid)["error"].get<std::string>().rfind("expected_readers[0]", 0) == 0);
   CHECK(call(b, "POST", "/v1/messages", "not json").status == 400);
@@ -318,7 +323,9 @@ TEST_CASE("api: the command queue runs commands on the loop and answers their ca
   std::optional<Result<Reply, CallFailure>> answer;
   std::thread caller([&] {
     answer.emplace(queue.call(
-        [](Backend& be) { return Reply{200, be.messages()[0].spec.process_query_key, {}}; },
+        [](Backend& be) {
+          return Reply{200, be.messages()[0].spec.process_query_key, {}};
+        },
         Millis{30'000}));
   });
   // The "loop": runs what is queued until the caller has its answer.
@@ -338,8 +345,8 @@ TEST_CASE("api: a command that throws answers 500 - a closed queue answers at on
   FakeBackend b;
   std::optional<Result<Reply, CallFailure>> answer;
   std::thread caller([&] {
-    answer.emplace(queue.call([](Backend&) -> Reply { throw std::runtime_error("boom"); },
-                              Millis{30'000}));
+    answer.emplace(
+        queue.call([](Backend&) -> Reply { throw std::runtime_error("boom"); }, Millis{30'000}));
   });
   while (queue.queued() == 0) {
     std::this_thread::yield();
@@ -360,10 +367,12 @@ TEST_CASE("api: a caller that gives up is answered timeout and its command is sk
   CommandQueue queue({});
   FakeBackend b;
   bool ran = false;
-  auto r = queue.call([&](Backend&) {
-    ran = true;
-    return Reply{};
-  }, Millis{0});
+  auto r = queue.call(
+      [&](Backend&) {
+        ran = true;
+        return Reply{};
+      },
+      Millis{0});
   REQUIRE_FALSE(r.ok());
   CHECK(r.error() == CallFailure::timeout);
   queue.run_pending(b);

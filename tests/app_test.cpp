@@ -44,8 +44,7 @@ TEST_CASE("cli: bad input names what is wrong") {
 
 TEST_CASE("logging: redaction replaces every occurrence of every secret") {
   const std::vector<std::string> secrets{"s3cr3t-longer", "s3cr3t", ""};
-  CHECK(logging::redact("a s3cr3t-longer b s3cr3t c", secrets) ==
-        "a <redacted> b <redacted> c");
+  CHECK(logging::redact("a s3cr3t-longer b s3cr3t c", secrets) == "a <redacted> b <redacted> c");
   CHECK(logging::redact("nothing here", secrets) == "nothing here");
   CHECK(logging::redact("s3cr3ts3cr3t", {"s3cr3t"}) == "<redacted><redacted>");
 }
@@ -58,6 +57,7 @@ TEST_CASE("logging: json lines are one valid object with time, level and message
   CHECK(j["time"] == "2025-11-25T10:00:00.123Z");
   CHECK(j["level"] == "warn");
   CHECK(j["message"] == "quote \" and\nnewline");
-  const auto text = logging::format_line(LogFormat::text, from_unix_ms(0), spdlog::level::info, "hi");
+  const auto text =
+      logging::format_line(LogFormat::text, from_unix_ms(0), spdlog::level::info, "hi");
   CHECK(text == "1970-01-01T00:00:00.000Z info  hi");
 }

@@ -3,7 +3,6 @@
 #include "readreceiptd/common/result.hpp"
 
 #include <doctest/doctest.h>
-
 #include <set>
 
 using namespace rrd;

@@ -1,8 +1,7 @@
 #include "readreceiptd/config/config.hpp"
 
-#include <doctest/doctest.h>
-
 #include <cstdlib>
+#include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -107,7 +106,9 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-fs::path source_dir() { return fs::path(__FILE__).parent_path().parent_path(); }
+fs::path source_dir() {
+  return fs::path(__FILE__).parent_path().parent_path();
+}
 
 } // namespace
 
@@ -124,9 +125,9 @@ TEST_CASE("parse_duration takes an integer and one unit") {
 }
 
 TEST_CASE("parse_duration rejects negatives, missing units, other units and overflow") {
-  for (const char* bad : {"", "10", "-5s", "+5s", " 5s", "5s ", "5 s", "5S", "1.5s", "10x", "s",
-                          "ms", "1h30m", "5sec", "0x10s", "9223372036854775808ms",
-                          "106751991168d", "99999999999999999999999s"}) {
+  for (const char* bad :
+       {"", "10", "-5s", "+5s", " 5s", "5s ", "5 s", "5S", "1.5s", "10x", "s", "ms", "1h30m",
+        "5sec", "0x10s", "9223372036854775808ms", "106751991168d", "99999999999999999999999s"}) {
     CAPTURE(bad);
     CHECK_FALSE(parse_duration(bad).has_value());
   }
@@ -138,10 +139,10 @@ TEST_CASE("listen addresses are IPv4, [IPv6] or localhost with a port") {
   CHECK(parse_listen_address("[::1]:65535") == ListenAddress{"::1", 65535});
   CHECK(parse_listen_address("[::]:80") == ListenAddress{"::", 80});
   CHECK(parse_listen_address("localhost:8080") == ListenAddress{"localhost", 8080});
-  for (const char* bad : {"", "127.0.0.1", "127.0.0.1:", ":9464", "127.0.0.1:65536",
-                          "127.0.0.1:-1", "127.0.0.1:http", "::1:80", "[::1]80", "[::1]:",
-                          "[127.0.0.1]:80", "example.com:80", "256.0.0.1:80", "127.1:80",
-                          "127.0.0.1:123456", " 127.0.0.1:80"}) {
+  for (const char* bad :
+       {"", "127.0.0.1", "127.0.0.1:", ":9464", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:http",
+        "::1:80", "[::1]80", "[::1]:", "[127.0.0.1]:80", "example.com:80", "256.0.0.1:80",
+        "127.1:80", "127.0.0.1:123456", " 127.0.0.1:80"}) {
     CAPTURE(bad);
     CHECK_FALSE(parse_listen_address(bad).has_value());
   }
@@ -172,10 +173,11 @@ TEST_CASE("webhook secrets decode to 1..64 bytes of base64 after whsec_") {
   CHECK(webhook_signing_key("whsec_YWI=") == std::string("ab"));
   CHECK(webhook_signing_key("whsec_" + std::string(86, 'A') + "==") == std::string(64, '\0'));
   CHECK(webhook_signing_key("whsec_" + std::string(86, 'A')) == std::string(64, '\0'));
-  for (const std::string& bad : std::vector<std::string>{
-           "", "whsec_", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_Y", "whsec_YQ=",
-        "whsec_Y===", "whsec_YQ==YQ==", "whsec_a-b_", "whsec_YQ ==", "WHSEC_YQ==",
-        "whsec_" + std::string(88, 'A'), "whsec_" + std::string(87, 'A') + "="}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", "whsec_", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_Y",
+                                "whsec_YQ=", "whsec_Y===", "whsec_YQ==YQ==", "whsec_a-b_",
+                                "whsec_YQ ==", "WHSEC_YQ==", "whsec_" + std::string(88, 'A'),
+                                "whsec_" + std::string(87, 'A') + "="}) {
     CAPTURE(bad);
     CHECK_FALSE(webhook_signing_key(bad).has_value());
   }
@@ -379,8 +381,7 @@ TEST_CASE("dingtalk.auth must hold exactly one complete form") {
         "/cfg/c.yaml:3:19: dingtalk.auth.access_token: must not be empty");
   CHECK(error_of("dingtalk:\n  auth: token\n") ==
         "/cfg/c.yaml:2:9: dingtalk.auth: must be a map, not a string");
-  CHECK(error_of("dingtalk: [1]\n") ==
-        "/cfg/c.yaml:1:11: dingtalk: must be a map, not a list");
+  CHECK(error_of("dingtalk: [1]\n") == "/cfg/c.yaml:1:11: dingtalk: must be a map, not a list");
 }
 
 TEST_CASE("dingtalk fields are checked") {
@@ -471,6 +472,10 @@ TEST_CASE("repeated keys, non-string keys and YAML syntax errors name line and c
   CHECK(error_of("dingtalk:\n\tauth: x\n").rfind("/cfg/c.yaml:2:", 0) == 0);
   CHECK(error_of(k_min + "---\n" + k_min) ==
         "/cfg/c.yaml:6:1: the file must hold one YAML document, not 2");
+  // A stray token after a node: yaml-cpp's LoadAll() would never return.
+  CHECK(error_of("{},") == "/cfg/c.yaml:1:3: invalid YAML: unexpected token");
+  CHECK(error_of(",") == "/cfg/c.yaml:1:1: invalid YAML: unexpected token");
+  CHECK(error_of("[a], b\n") == "/cfg/c.yaml:1:4: invalid YAML: unexpected token");
   CHECK(error_of("- dingtalk\n") ==
         "/cfg/c.yaml:1:1: the configuration must be a map of sections, not a list");
   CHECK(error_of("just text\n") ==
@@ -517,17 +522,14 @@ TEST_CASE("poll.schedule steps are checked") {
         "/cfg/c.yaml:7:16: poll.schedule[0].until: must be greater than 0");
   CHECK(poll("    - { until: 1m }\n    - { every: 1h }\n") ==
         "/cfg/c.yaml:7:7: poll.schedule[0].every: required");
-  CHECK(poll("    - 15s\n") ==
-        "/cfg/c.yaml:7:7: poll.schedule[0]: must be a map, not a string");
-  CHECK(poll("    -\n") ==
-        "/cfg/c.yaml:7:5: poll.schedule[0]: must be a map with until and every");
+  CHECK(poll("    - 15s\n") == "/cfg/c.yaml:7:7: poll.schedule[0]: must be a map, not a string");
+  CHECK(poll("    -\n") == "/cfg/c.yaml:7:5: poll.schedule[0]: must be a map with until and every");
   CHECK(load_string(k_min + "poll:\n  schedule:\n    - every: 2m\n", k_file).poll.schedule ==
         std::vector<ScheduleStep>{{std::nullopt, Millis{120'000}}});
 }
 
 TEST_CASE("poll grace may be zero, max_age must be positive") {
-  CHECK(load_string(k_min + "poll:\n  not_ready_grace: 0s\n", k_file).poll.not_ready_grace ==
-        0ms);
+  CHECK(load_string(k_min + "poll:\n  not_ready_grace: 0s\n", k_file).poll.not_ready_grace == 0ms);
   CHECK(error_of(k_min + "poll:\n  not_ready_grace: -1s\n") ==
         "/cfg/c.yaml:6:20: poll.not_ready_grace: invalid duration \"-1s\" (use e.g. 500ms, 15s, "
         "10m, 2h, 7d)");
@@ -555,8 +557,8 @@ TEST_CASE("listen addresses are checked, an empty one disables the listener") {
         "with an IPv4 address, [IPv6] or localhost, port 0..65535; \"\" disables)");
   CHECK(contains(error_of(k_min + "api:\n  listen: example.com:80\n"),
                  "/cfg/c.yaml:6:11: api.listen: invalid address \"example.com:80\""));
-  CHECK(error_of(k_min + "metrics:\n  listen: 9464\n").rfind(
-            "/cfg/c.yaml:6:11: metrics.listen: invalid address \"9464\"", 0) == 0);
+  CHECK(error_of(k_min + "metrics:\n  listen: 9464\n")
+            .rfind("/cfg/c.yaml:6:11: metrics.listen: invalid address \"9464\"", 0) == 0);
 }
 
 TEST_CASE("the API needs a token unless it listens on a loopback address") {
@@ -628,7 +630,8 @@ TEST_CASE("webhook secrets must be whsec_ base64 and are never printed") {
   };
   const std::string problem = "/cfg/c.yaml:8:13: webhooks[0].secret: must be \"whsec_\" followed "
                               "by base64 of 1 to 64 bytes";
-  for (const std::string& bad : std::vector<std::string>{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not*base64*at*all",
+  for (const std::string& bad :
+       std::vector<std::string>{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not*base64*at*all",
                                 "whsec_" + std::string(100, 'Q'), "whsec_"}) {
     CAPTURE(bad);
     const std::string e = with_secret(bad);
@@ -717,13 +720,14 @@ TEST_CASE("${NAME} is replaced by the environment variable in any string value")
   const ScopedEnv port("RRD_TEST_PORT", "9999");
   const ScopedEnv page("RRD_TEST_PAGE", "5");
   const ScopedEnv empty("RRD_TEST_EMPTY", "");
-  const Config c = load_string("dingtalk:\n"
-                               "  auth: { access_token: '${RRD_TEST_TOKEN}' }\n"
-                               "  robot_code: r-${RRD_TEST_TOKEN}-${RRD_TEST_PORT}${RRD_TEST_EMPTY}\n"
-                               "  page_size: ${RRD_TEST_PAGE}0\n"
-                               "metrics:\n"
-                               "  listen: 127.0.0.1:${RRD_TEST_PORT}\n",
-                               k_file);
+  const Config c =
+      load_string("dingtalk:\n"
+                  "  auth: { access_token: '${RRD_TEST_TOKEN}' }\n"
+                  "  robot_code: r-${RRD_TEST_TOKEN}-${RRD_TEST_PORT}${RRD_TEST_EMPTY}\n"
+                  "  page_size: ${RRD_TEST_PAGE}0\n"
+                  "metrics:\n"
+                  "  listen: 127.0.0.1:${RRD_TEST_PORT}\n",
+                  k_file);
   CHECK(c.dingtalk.fixed_token.access_token == "from-env");
   CHECK(c.dingtalk.robot_code == "r-from-env-9999");
   CHECK(c.dingtalk.page_size == 50);
@@ -755,7 +759,8 @@ TEST_CASE("${NAME} is replaced by the environment variable in any string value")
 
 TEST_CASE("secrets from the environment never appear in errors") {
   const ScopedEnv secret("RRD_TEST_SECRET", "hunter2-do-not-print");
-  const std::string base = "dingtalk:\n  auth:\n    app_key: k\n    app_secret: ${RRD_TEST_SECRET}\n";
+  const std::string base =
+      "dingtalk:\n  auth:\n    app_key: k\n    app_secret: ${RRD_TEST_SECRET}\n";
   for (const std::string& tail :
        {std::string("  page_size: 0\n"), std::string("  endpoint: nope\n"),
         std::string("    app_secret_file: x\n"), std::string("    access_token: t\n"),
@@ -771,8 +776,9 @@ TEST_CASE("secrets from the environment never appear in errors") {
   CHECK(contains(e, "webhooks[0].secret: must be"));
   CHECK_FALSE(contains(e, "hunter2"));
   const ScopedEnv header("RRD_TEST_HEADER", "Bearer hunter2\r\nX: y");
-  const std::string h = error_of(k_min + "webhooks:\n  - { name: a, url: 'http://h', secret: " +
-                                 k_secret + ", headers: { Authorization: '${RRD_TEST_HEADER}' } }\n");
+  const std::string h =
+      error_of(k_min + "webhooks:\n  - { name: a, url: 'http://h', secret: " + k_secret +
+               ", headers: { Authorization: '${RRD_TEST_HEADER}' } }\n");
   CHECK(contains(h, "webhooks[0].headers.Authorization: header value must not contain"));
   CHECK_FALSE(contains(h, "hunter2"));
 }
@@ -907,9 +913,8 @@ TEST_CASE("the annotated example configuration loads") {
 }
 
 TEST_CASE("parse_message_json applies the messages: rules to one JSON object") {
-  Config defaults = load_string(k_min + "webhooks:\n  - { name: ops, url: 'http://h', secret: " +
-                                    k_secret + " }\n",
-                                k_file);
+  Config defaults = load_string(
+      k_min + "webhooks:\n  - { name: ops, url: 'http://h', secret: " + k_secret + " }\n", k_file);
   const MessageSpec m = parse_message_json(R"({
       "process_query_key": "Kna+/=", "open_conversation_id": "cid",
       "expected_readers": ["u1", "u2"], "sent_at": "2026-11-25T10:00:00Z",
@@ -951,9 +956,12 @@ TEST_CASE("parse_message_json applies the messages: rules to one JSON object") {
         "sent_at: invalid time \"soon\" (use RFC 3339, e.g. 2026-11-25T10:00:00Z)");
   CHECK(json_error_of(R"({"process_query_key": "k", "expected_readers": ["a"],
                           "expected_reader_count": 1})",
-                      defaults) == "expected_reader_count: cannot be combined with expected_readers");
+                      defaults) ==
+        "expected_reader_count: cannot be combined with expected_readers");
   CHECK(json_error_of(R"(["k"])", defaults) == "the message must be a JSON object");
   CHECK(json_error_of(R"({"process_query_key": )", defaults) == "invalid JSON at byte 23");
+  CHECK(json_error_of(R"({"process_query_key": "k", "expected_reader_count": 1e400})", defaults) ==
+        "invalid JSON: a number is out of range");
 
   defaults.dingtalk.robot_code.clear();
   CHECK(json_error_of(R"({"process_query_key": "k"})", defaults) ==

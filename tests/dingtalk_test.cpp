@@ -6,7 +6,6 @@
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 
@@ -84,9 +83,8 @@ std::string error_body(const std::string& code, const std::string& message = "so
   return json{{"code", code}, {"message", message}, {"requestid", "7F2A"}}.dump();
 }
 
-const char* k_html_page =
-    "<!DOCTYPE html>\n<html><head><title>Access Denied</title></head>"
-    "<body>Your IP has been blocked</body></html>";
+const char* k_html_page = "<!DOCTYPE html>\n<html><head><title>Access Denied</title></head>"
+                          "<body>Your IP has been blocked</body></html>";
 
 // Every code SPEC section 5 lists as a stop with reason `invalid`.
 const std::vector<std::string> k_invalid_codes = {
@@ -113,7 +111,8 @@ TEST_CASE("query request: documented URL, headers and body with only the set fie
   CHECK(header(r, "x-acs-dingtalk-access-token") == std::optional<std::string>(k_token));
   CHECK(header(r, "Content-Type") == std::optional<std::string>("application/json"));
   CHECK(header(r, "Accept") == std::optional<std::string>("application/json"));
-  CHECK(header(r, "User-Agent") == std::optional<std::string>(std::string("readreceiptd/") + k_version));
+  CHECK(header(r, "User-Agent") ==
+        std::optional<std::string>(std::string("readreceiptd/") + k_version));
   CHECK(r.total_timeout == Millis{7'000});
   CHECK(r.connect_timeout <= r.total_timeout);
   CHECK(r.ca_file == "/etc/ca.pem");
@@ -229,7 +228,8 @@ TEST_CASE("query page: absent or null optional fields take their defaults, extra
   CHECK(p->send_status == "RECALLED");
   CHECK(p->read_user_ids.empty());
 
-  p = parse_query_page(R"({"sendStatus":"SOMETHING_NEW","readUserIds":[],"hasMore":false,"nextToken":""})");
+  p = parse_query_page(
+      R"({"sendStatus":"SOMETHING_NEW","readUserIds":[],"hasMore":false,"nextToken":""})");
   REQUIRE(p.ok());
   CHECK(p->send_status == "SOMETHING_NEW");
 }
@@ -297,7 +297,8 @@ TEST_CASE("query page: hostile bodies are errors, never exceptions") {
   }
 }
 
-TEST_CASE("token answer: parses, clamps the lifetime, rejects bad shapes without quoting the token") {
+TEST_CASE(
+    "token answer: parses, clamps the lifetime, rejects bad shapes without quoting the token") {
   auto t = parse_token_answer(R"({"accessToken":"abc","expireIn":7200})");
   REQUIRE(t.ok());
   CHECK(t->access_token == "abc");
@@ -449,7 +450,8 @@ TEST_CASE("taxonomy: HTML instead of JSON is throttling, whatever the status") {
 TEST_CASE("taxonomy: 403 QPS and API count codes and 429 are throttling") {
   for (const char* code :
        {"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "Forbidden.AccessDenied.QpsLimitForApi",
-        "Forbidden.AccessDenied.QpsLimitForSuiteKeyAndApi", "Forbidden.AccessDenied.ApiCountLimitForOrg"}) {
+        "Forbidden.AccessDenied.QpsLimitForSuiteKeyAndApi",
+        "Forbidden.AccessDenied.ApiCountLimitForOrg"}) {
     CAPTURE(code);
     const auto d = classify(answer(403, error_body(code)));
     CHECK(d.action == Action::throttled);
@@ -478,8 +480,8 @@ TEST_CASE("taxonomy: 403 with another code is a missing permission, not throttli
 TEST_CASE("taxonomy: 5xx and system.error are transient server failures") {
   for (int status : {500, 502, 503, 504}) {
     CAPTURE(status);
-    for (const std::string& body : {error_body("system.error", "Unknown system error"),
-                                    std::string(), std::string("oops")}) {
+    for (const std::string& body :
+         {error_body("system.error", "Unknown system error"), std::string(), std::string("oops")}) {
       const auto d = classify(answer(status, body, "text/plain"));
       CHECK(d.action == Action::transient);
       CHECK(d.reason == FailureReason::server);
@@ -570,8 +572,8 @@ TEST_CASE("taxonomy: DingTalk messages are capped, decisions never carry the tok
   const auto d = classify(answer(400, error_body("bot.stopped", std::string(5'000, 'x'))));
   CHECK(d.message.size() <= k_max_message_chars + 3);
   // A token answer that fails to parse must not echo the token in the text.
-  const auto t = classify_token(
-      answer(200, json{{"accessToken", k_token}, {"expireIn", "soon"}}.dump()));
+  const auto t =
+      classify_token(answer(200, json{{"accessToken", k_token}, {"expireIn", "soon"}}.dump()));
   CHECK(t.action == Action::bad_response);
   CHECK(t.message.find(k_token) == std::string::npos);
   CHECK(t.code.find(k_token) == std::string::npos);
@@ -590,10 +592,10 @@ TEST_CASE("taxonomy: token calls") {
     CHECK(d.action == Action::bad_response);
     CHECK(d.reason == FailureReason::bad_response);
   }
-  for (const char* code : {"invalidClientIdOrSecret", "invalidSuiteKey", "invalidSuiteTicket",
-                           "invalidAuthInfo", "InvalidAuthentication", "unauthorized",
-                           "AuthenticationFailed.MissingParameter",
-                           "Forbidden.AccessDenied.AccessTokenPermissionDenied"}) {
+  for (const char* code :
+       {"invalidClientIdOrSecret", "invalidSuiteKey", "invalidSuiteTicket", "invalidAuthInfo",
+        "InvalidAuthentication", "unauthorized", "AuthenticationFailed.MissingParameter",
+        "Forbidden.AccessDenied.AccessTokenPermissionDenied"}) {
     CAPTURE(code);
     d = classify_token(answer(400, error_body(code)));
     CHECK(d.action == Action::auth_failed);
@@ -850,7 +852,8 @@ TEST_CASE("token cache: a failed refresh keeps a token that is still usable") {
   CHECK(cache.needs_refresh(late + seconds(1)));
 }
 
-TEST_CASE("token cache: invalidate drops only the current token, so parallel failures refresh once") {
+TEST_CASE(
+    "token cache: invalidate drops only the current token, so parallel failures refresh once") {
   TokenCache cache(internal_cfg());
   cache.on_refreshed("t1", 7200, t0);
   CHECK_FALSE(cache.invalidate("older"));

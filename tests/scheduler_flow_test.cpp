@@ -4,11 +4,10 @@
 #include "fakes/fake_engine.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
 
-#include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <doctest/doctest.h>
 #include <map>
+#include <nlohmann/json.hpp>
 
 using namespace rrd;
 using rrd::testing::FakeEngine;
@@ -54,11 +53,12 @@ std::string body_key(const http::Request& r) {
 struct Harness {
   explicit Harness(config::Config cfg, std::unique_ptr<store::Store> existing = nullptr)
       : store(existing ? std::move(existing) : store::Store::open(":memory:")), engine(&clock),
-        sched(std::move(cfg), *store, engine, clock,
-              [this](std::vector<Delivery> d) {
-                deliveries.insert(deliveries.end(), d.begin(), d.end());
-              },
-              observer, 42) {}
+        sched(
+            std::move(cfg), *store, engine, clock,
+            [this](std::vector<Delivery> d) {
+              deliveries.insert(deliveries.end(), d.begin(), d.end());
+            },
+            observer, 42) {}
 
   // Runs one loop iteration a little later: pump, callbacks, flush.
   void turn() {
@@ -117,8 +117,8 @@ TEST_CASE("scheduler: token calls count against the rate limit too") {
     h.turn();
     while (!h.engine.pending().empty()) {
       const bool token = h.engine.pending().front().request.url.find("oauth2") != std::string::npos;
-      h.engine.answer(FakeEngine::reply(
-          200, token ? R"({"accessToken":"abc","expireIn":7200})" : page({})));
+      h.engine.answer(
+          FakeEngine::reply(200, token ? R"({"accessToken":"abc","expireIn":7200})" : page({})));
     }
     h.engine.run_once(Millis{0});
     h.sched.flush();
@@ -186,9 +186,9 @@ TEST_CASE("scheduler: InvalidAuthentication refreshes the token once and repeats
   auto q1 = h.engine.answer(
       FakeEngine::reply(400, R"({"code":"InvalidAuthentication","message":"x","requestid":"r"})"),
       "/query");
-  CHECK(q1.headers.end() != std::find(q1.headers.begin(), q1.headers.end(),
-                                      std::make_pair(std::string("x-acs-dingtalk-access-token"),
-                                                     std::string("t1"))));
+  CHECK(q1.headers.end() !=
+        std::find(q1.headers.begin(), q1.headers.end(),
+                  std::make_pair(std::string("x-acs-dingtalk-access-token"), std::string("t1"))));
   h.engine.run_once(Millis{0});
   h.turn();
   h.engine.answer(FakeEngine::reply(200, R"({"accessToken":"t2","expireIn":7200})"),
@@ -196,9 +196,9 @@ TEST_CASE("scheduler: InvalidAuthentication refreshes the token once and repeats
   h.engine.run_once(Millis{0});
   h.turn();
   auto q2 = h.engine.answer(FakeEngine::reply(200, page({"u1"})), "/query");
-  CHECK(q2.headers.end() != std::find(q2.headers.begin(), q2.headers.end(),
-                                      std::make_pair(std::string("x-acs-dingtalk-access-token"),
-                                                     std::string("t2"))));
+  CHECK(q2.headers.end() !=
+        std::find(q2.headers.begin(), q2.headers.end(),
+                  std::make_pair(std::string("x-acs-dingtalk-access-token"), std::string("t2"))));
   h.engine.run_once(Millis{0});
   h.sched.flush();
   CHECK(h.deliveries.size() == 1);

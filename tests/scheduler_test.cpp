@@ -2,10 +2,9 @@
 #include "readreceiptd/scheduler/rate_limiter.hpp"
 #include "readreceiptd/scheduler/schedule.hpp"
 
-#include <doctest/doctest.h>
-
 #include <algorithm>
 #include <cmath>
+#include <doctest/doctest.h>
 #include <limits>
 #include <map>
 #include <random>
@@ -88,7 +87,7 @@ TEST_CASE("interval_for_age with open-ended and empty schedules") {
 // ------------------------------------------------------------ rate limiter
 
 TEST_CASE("rate limiter: never more than the cap in ANY 1 s window, near the cap under load") {
-  const std::vector<double> rates{0.2, 0.3, 0.5, 0.99, 1.0, 1.5, 2.0, 3.7,
+  const std::vector<double> rates{0.2, 0.3,  0.5,  0.99, 1.0,  1.5,   2.0,  3.7,
                                   5.0, 10.0, 19.9, 20.0, 33.3, 100.0, 250.0};
   std::mt19937_64 rng(2024);
   for (const double rps : rates) {
@@ -379,7 +378,8 @@ TEST_CASE("due queue agrees with a simple model under random operations") {
   std::map<std::string, TimePoint> model;
   for (int i = 0; i < 20'000; ++i) {
     // Long keys, like real processQueryKeys, and many rehashes.
-    const std::string key = "Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=" + std::to_string(rng() % 3'000);
+    const std::string key =
+        "Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=" + std::to_string(rng() % 3'000);
     const TimePoint t = k_t0 + Millis{static_cast<Millis::rep>(rng() % 1'000)};
     switch (rng() % 4) {
     case 0:

@@ -1,15 +1,13 @@
+#include "fakes/process.hpp"
 #include "readreceiptd/store/store.hpp"
 
-#include "fakes/process.hpp"
-
-#include <doctest/doctest.h>
-#include <sqlite3.h>
-
 #include <algorithm>
+#include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <sqlite3.h>
 #include <string>
 
 using namespace rrd;
@@ -22,7 +20,9 @@ namespace {
 
 constexpr std::int64_t k_t0 = 1'764'064'800'000; // 2025-11-25T10:00:00Z
 
-TimePoint at(std::int64_t offset_ms) { return from_unix_ms(k_t0 + offset_ms); }
+TimePoint at(std::int64_t offset_ms) {
+  return from_unix_ms(k_t0 + offset_ms);
+}
 
 MessageRecord full_record(const std::string& key) {
   MessageRecord r;
@@ -154,7 +154,9 @@ TEST_CASE("an in-memory store opens and works") {
   CHECK(s->load_dead_letters().empty());
 }
 
-TEST_CASE("an empty path is refused") { CHECK(open_error("").find("empty") != std::string::npos); }
+TEST_CASE("an empty path is refused") {
+  CHECK(open_error("").find("empty") != std::string::npos);
+}
 
 TEST_CASE("reopening applies no migration twice and keeps the data") {
   TempDir dir;
@@ -500,8 +502,8 @@ TEST_CASE("prune deletes old events whose deliveries are all done, and nothing e
   // evt_old_dead: old, one delivery dead -> kept (can still be replayed)
   // evt_new_done: delivered but newer than the cut-off -> kept
   // evt_old_unrouted: old, routed nowhere -> pruned
-  s->commit(commit_with("k", {"evt_old_done", "evt_old_pending", "evt_old_dead"},
-                        {"ops", "audit"}, 1, 0));
+  s->commit(commit_with("k", {"evt_old_done", "evt_old_pending", "evt_old_dead"}, {"ops", "audit"},
+                        1, 0));
   Commit unrouted = commit_with("k", {"evt_old_unrouted"}, {}, 4, 0);
   s->commit(unrouted);
   s->commit(commit_with("k", {"evt_new_done"}, {"ops"}, 5, 10'000));

@@ -2,10 +2,9 @@
 // daemon's modules log through spdlog; tests keep it quiet unless
 // RRD_TEST_LOG is set (e.g. RRD_TEST_LOG=debug).
 #define DOCTEST_CONFIG_IMPLEMENT
+#include <cstdlib>
 #include <doctest/doctest.h>
 #include <spdlog/spdlog.h>
-
-#include <cstdlib>
 
 int main(int argc, char** argv) {
   const char* level = std::getenv("RRD_TEST_LOG");

@@ -1,11 +1,9 @@
 #include "readreceiptd/scheduler/schedule.hpp"
 #include "readreceiptd/tracker/tracker.hpp"
 
-#include <doctest/doctest.h>
-
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -116,13 +114,12 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
   CHECK(e1.type == EventType::message_read);
   CHECK(e1.sequence == 1);
   CHECK(e1.created_at == t1);
-  CHECK(e1.body ==
-        R"({"type":"message.read","timestamp":"2026-11-25T10:03:12.123Z","data":{)"
-        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
-        R"("open_conversation_id":"cid6KeBBLo7EeiodoA==","robot_code":"dingrobotcode",)"
-        R"("newly_read_user_ids":["user1"],"read_user_ids":["user1"],"read_count":1,)"
-        R"("expected_reader_count":2,"send_status":"SUCCESS","sequence":1,)"
-        R"("labels":{"campaign":"outage-42"}}})");
+  CHECK(e1.body == R"({"type":"message.read","timestamp":"2026-11-25T10:03:12.123Z","data":{)"
+                   R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
+                   R"("open_conversation_id":"cid6KeBBLo7EeiodoA==","robot_code":"dingrobotcode",)"
+                   R"("newly_read_user_ids":["user1"],"read_user_ids":["user1"],"read_count":1,)"
+                   R"("expected_reader_count":2,"send_status":"SUCCESS","sequence":1,)"
+                   R"("labels":{"campaign":"outage-42"}}})");
   CHECK_FALSE(s1.record.stopped);
 
   const TimePoint t2 = at("2026-11-25T10:03:27.125Z");
@@ -192,8 +189,8 @@ TEST_CASE("duplicate and empty ids in one answer count once, in answer order") {
   const config::Poll poll;
   auto rec = tracked(open_spec());
   rec.read_user_ids = {"x"};
-  auto step = tracker::apply(rec, answer({"b", "a", "x", "b", "", "a", "c"}),
-                             ctx_at(poll, k_t0 + k_s));
+  auto step =
+      tracker::apply(rec, answer({"b", "a", "x", "b", "", "a", "c"}), ctx_at(poll, k_t0 + k_s));
   REQUIRE(step.events.size() == 1);
   CHECK(step.record.read_user_ids == std::vector<std::string>{"x", "b", "a", "c"});
   const auto data = nlohmann::json::parse(step.events[0].body)["data"];
@@ -229,8 +226,8 @@ TEST_CASE("fully_read by expected_reader_count") {
 TEST_CASE("recalled with pending reads: the read event, then the stopped event") {
   const config::Poll poll;
   auto s1 = tracker::apply(tracked(open_spec()), answer({"a"}), ctx_at(poll, k_t0 + k_s));
-  auto s2 = tracker::apply(s1.record, answer({"a", "b"}, "RECALLED"),
-                           ctx_at(poll, k_t0 + 20 * k_s));
+  auto s2 =
+      tracker::apply(s1.record, answer({"a", "b"}, "RECALLED"), ctx_at(poll, k_t0 + 20 * k_s));
   REQUIRE(s2.events.size() == 2);
   CHECK(s2.events[0].type == EventType::message_read);
   CHECK(s2.events[1].type == EventType::tracking_stopped);
@@ -248,7 +245,8 @@ TEST_CASE("recalled with pending reads: the read event, then the stopped event")
 
 TEST_CASE("recalled without new reads emits only the stopped event") {
   const config::Poll poll;
-  auto step = tracker::apply(tracked(open_spec()), answer({}, "RECALLED"), ctx_at(poll, k_t0 + k_s));
+  auto step =
+      tracker::apply(tracked(open_spec()), answer({}, "RECALLED"), ctx_at(poll, k_t0 + k_s));
   REQUIRE(step.events.size() == 1);
   CHECK(step.events[0].type == EventType::tracking_stopped);
   CHECK(step.events[0].sequence == 1);
@@ -317,8 +315,8 @@ TEST_CASE("failures past max_age stop the message instead of retrying for ever")
   const config::Poll poll;
   const TimePoint now = k_t0 + poll.max_age;
   for (auto kind : {PollResult::Kind::transient, PollResult::Kind::paused}) {
-    auto step = tracker::apply(tracked(open_spec()), failure(kind, "bot.stopped"),
-                               ctx_at(poll, now));
+    auto step =
+        tracker::apply(tracked(open_spec()), failure(kind, "bot.stopped"), ctx_at(poll, now));
     CHECK(step.record.stopped);
     CHECK(step.record.stop_reason == StopReason::max_age);
     CHECK(step.record.stop_detail.empty());
@@ -359,8 +357,8 @@ TEST_CASE("expireTime within not_ready_grace is 'not ready yet', after it, expir
     CHECK(data["detail"] == "processQueryKey.expireTime");
   }
   SUBCASE("an expire_time result without a code still names it") {
-    auto step = tracker::apply(rec, failure(PollResult::Kind::expire_time),
-                               ctx_at(poll, k_t0 + k_h));
+    auto step =
+        tracker::apply(rec, failure(PollResult::Kind::expire_time), ctx_at(poll, k_t0 + k_h));
     CHECK(step.record.stop_detail == "processQueryKey.expireTime");
   }
 }
@@ -368,8 +366,9 @@ TEST_CASE("expireTime within not_ready_grace is 'not ready yet', after it, expir
 TEST_CASE("invalid stops with the DingTalk code as detail") {
   const config::Poll poll;
   auto s1 = tracker::apply(tracked(open_spec()), answer({"a"}), ctx_at(poll, k_t0 + k_s));
-  auto s2 = tracker::apply(s1.record, failure(PollResult::Kind::invalid, "invalid.openConversationId"),
-                           ctx_at(poll, k_t0 + 20 * k_s));
+  auto s2 =
+      tracker::apply(s1.record, failure(PollResult::Kind::invalid, "invalid.openConversationId"),
+                     ctx_at(poll, k_t0 + 20 * k_s));
   CHECK(s2.record.stopped);
   CHECK(s2.record.stop_reason == StopReason::invalid);
   CHECK(s2.record.stop_detail == "invalid.openConversationId");
@@ -388,8 +387,8 @@ TEST_CASE("paused keeps tracking at the slowest schedule step, within max_age") 
   auto rec = tracked(open_spec());
   rec.send_status = "SUCCESS";
   const TimePoint now = k_t0 + k_min;
-  auto step = tracker::apply(rec, failure(PollResult::Kind::paused, "bot.stopped"),
-                             ctx_at(poll, now));
+  auto step =
+      tracker::apply(rec, failure(PollResult::Kind::paused, "bot.stopped"), ctx_at(poll, now));
   CHECK_FALSE(step.record.stopped);
   CHECK(step.events.empty());
   CHECK(step.record.next_poll == now + k_h);
@@ -397,8 +396,8 @@ TEST_CASE("paused keeps tracking at the slowest schedule step, within max_age") 
   CHECK(step.record.send_status == "SUCCESS"); // only answers change it
 
   const TimePoint late = k_t0 + poll.max_age - 10 * k_min;
-  auto clamped = tracker::apply(rec, failure(PollResult::Kind::paused, "unauthorized"),
-                                ctx_at(poll, late));
+  auto clamped =
+      tracker::apply(rec, failure(PollResult::Kind::paused, "unauthorized"), ctx_at(poll, late));
   CHECK(clamped.record.next_poll == k_t0 + poll.max_age);
 }
 
@@ -407,8 +406,8 @@ TEST_CASE("transient failures back off exponentially, capped at the normal inter
   const auto transient = failure(PollResult::Kind::transient);
   const TimePoint young = k_t0 + k_min; // interval 15 s
   auto delay_for = [&](TimePoint now, int failures, double jitter) {
-    auto step = tracker::apply(tracked(open_spec()), transient,
-                               ctx_at(poll, now, failures, jitter));
+    auto step =
+        tracker::apply(tracked(open_spec()), transient, ctx_at(poll, now, failures, jitter));
     CHECK_FALSE(step.record.stopped);
     CHECK(step.events.empty());
     CHECK(step.record.last_poll == now);
@@ -429,8 +428,8 @@ TEST_CASE("transient failures back off exponentially, capped at the normal inter
   CHECK(delay_for(young, 2, 0.0) == Millis{3'200});
   CHECK(delay_for(young, 2, 0.999999) <= Millis{4'800});
   CHECK(delay_for(young, 2, 0.999999) >= Millis{4'799});
-  CHECK(delay_for(young, 4, 0.0) == Millis{12'800});   // 16 s * 0.8, under the cap
-  CHECK(delay_for(young, 4, 0.999999) == 15 * k_s);    // 16 s * 1.2 = 19.2 s, capped
+  CHECK(delay_for(young, 4, 0.0) == Millis{12'800}); // 16 s * 0.8, under the cap
+  CHECK(delay_for(young, 4, 0.999999) == 15 * k_s);  // 16 s * 1.2 = 19.2 s, capped
   std::mt19937_64 rng(7);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   for (int i = 0; i < 200; ++i) {
@@ -550,7 +549,6 @@ TEST_CASE("interval_for_age picks the first step whose until lies beyond the age
   CHECK(scheduler::slowest_interval(sch) == k_h);
 
   // The tracker schedules the next poll by the age at the poll.
-  auto step = tracker::apply(tracked(open_spec()), answer({}),
-                             ctx_at(poll, k_t0 + 10 * k_min));
+  auto step = tracker::apply(tracked(open_spec()), answer({}), ctx_at(poll, k_t0 + 10 * k_min));
   CHECK(step.record.next_poll == k_t0 + 11 * k_min);
 }

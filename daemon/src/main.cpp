@@ -2,4 +2,6 @@
 // module does everything.
 #include "readreceiptd/app/app.hpp"
 
-int main(int argc, char** argv) { return rrd::app::main(argc, argv); }
+int main(int argc, char** argv) {
+  return rrd::app::main(argc, argv);
+}

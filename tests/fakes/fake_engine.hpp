@@ -53,9 +53,9 @@ public:
   http::Request answer(http::Response response, const std::string& path_suffix = "") {
     for (auto it = m_pending.begin(); it != m_pending.end(); ++it) {
       const auto& url = it->request.url;
-      if (path_suffix.empty() || (url.size() >= path_suffix.size() &&
-                                  url.compare(url.size() - path_suffix.size(),
-                                              path_suffix.size(), path_suffix) == 0)) {
+      if (path_suffix.empty() ||
+          (url.size() >= path_suffix.size() &&
+           url.compare(url.size() - path_suffix.size(), path_suffix.size(), path_suffix) == 0)) {
         auto request = it->request;
         m_ready.emplace_back(std::move(it->done), std::move(response));
         m_pending.erase(it);

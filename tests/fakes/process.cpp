@@ -134,7 +134,9 @@ void ChildProcess::kill_hard() {
   m_reaped = true;
 }
 
-std::string ChildProcess::log() const { return read_file(m_log_path); }
+std::string ChildProcess::log() const {
+  return read_file(m_log_path);
+}
 
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;

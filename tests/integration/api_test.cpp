@@ -2,7 +2,6 @@
 // failures) and configuration reload, driven against the real binary with
 // the fake DingTalk and webhook sinks, as an operator would.
 #include "integration/harness.hpp"
-
 #include "readreceiptd/common/model.hpp"
 #include "readreceiptd/store/store.hpp"
 
@@ -36,7 +35,9 @@ std::string encode(const std::string& s) {
   return out;
 }
 
-std::string api_listen() { return "127.0.0.1:" + std::to_string(free_port()); }
+std::string api_listen() {
+  return "127.0.0.1:" + std::to_string(free_port());
+}
 
 // `readreceiptd ARGS...`, run to its end; returns the exit code.
 int run_daemon_command(const TempDir& dir, std::vector<std::string> args, std::string* output) {
@@ -174,8 +175,8 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
                         R"({"process_query_key": "api+Key/2==", "expected_readers": ["u9"]})");
   CHECK(conflict.status == 409);
   CHECK(conflict.json().contains("error"));
-  auto invalid = h.api("POST", "/v1/messages",
-                       R"({"process_query_key": "x", "expected_readers": [42]})");
+  auto invalid =
+      h.api("POST", "/v1/messages", R"({"process_query_key": "x", "expected_readers": [42]})");
   CHECK(invalid.status == 400);
   CHECK_MESSAGE(invalid.json()["error"].get<std::string>().rfind("expected_readers[0]", 0) == 0,
                 invalid.body);
@@ -346,9 +347,8 @@ TEST_CASE("api: dead letters are listed with their last error and replayed to th
   REQUIRE_MESSAGE(wait_until([&] { return h.sink.accepted().size() == 1; }), h.log());
   CHECK(h.sink.accepted()[0].webhook_id == event_id);
   CHECK(h.sink.accepted()[0].json["data"]["process_query_key"] == "dead+key=");
-  REQUIRE(wait_until([&] {
-    return h.api("GET", "/v1/dead-letters").json()["dead_letters"].empty();
-  }));
+  REQUIRE(
+      wait_until([&] { return h.api("GET", "/v1/dead-letters").json()["dead_letters"].empty(); }));
   CHECK(h.api("POST", "/v1/dead-letters/" + event_id + "/replay").status == 404);
   h.stop();
 }
@@ -431,10 +431,11 @@ TEST_CASE("lifecycle: --healthcheck works with an IPv6 listen address") {
   h.api_listen = "[::1]:" + std::to_string(free_port());
   h.start();
   std::string out;
-  REQUIRE_MESSAGE(wait_until([&] {
-    return run_daemon_command(h.dir, {"--healthcheck", "--config", h.config_path()}, &out) == 0;
-  }),
-                  h.log() << out);
+  REQUIRE_MESSAGE(
+      wait_until([&] {
+        return run_daemon_command(h.dir, {"--healthcheck", "--config", h.config_path()}, &out) == 0;
+      }),
+      h.log() << out);
   CHECK(out.find("[::1]") != std::string::npos);
   h.stop();
 }
@@ -476,8 +477,7 @@ TEST_CASE("reload: messages and webhooks change under a running daemon - a bad f
   // An invalid file: logged, and the daemon goes on with the old one.
   write_file(h.config_path(), "dingtalk: [\n");
   h.daemon->signal(SIGHUP);
-  REQUIRE(wait_until(
-      [&] { return h.log().find("configuration rejected") != std::string::npos; }));
+  REQUIRE(wait_until([&] { return h.log().find("configuration rejected") != std::string::npos; }));
   h.dingtalk.read("added", "y");
   REQUIRE_MESSAGE(wait_until([&] { return stopped_at(moved, "added", "fully_read"); }), h.log());
   CHECK(events_at(moved, "added")[1]["data"]["newly_read_user_ids"] == json({"y"}));
@@ -509,8 +509,8 @@ TEST_CASE("lifecycle: no secret reaches the logs (text and JSON, trace level) or
     const int tokens = h.dingtalk.token_calls();
     REQUIRE_MESSAGE(wait_until([&] { return h.dingtalk.token_calls() > tokens; }), h.log());
     h.daemon->signal(SIGHUP);
-    REQUIRE(wait_until(
-        [&] { return h.log().find("configuration reloaded") != std::string::npos; }));
+    REQUIRE(
+        wait_until([&] { return h.log().find("configuration reloaded") != std::string::npos; }));
     h.stop();
   };
   h.start();
@@ -570,9 +570,8 @@ TEST_CASE("lifecycle: sd_notify: READY after the first token, STATUS, WATCHDOG, 
   const int reloading = notify.find("RELOADING=1", before_reload);
   CHECK(notify.messages()[static_cast<std::size_t>(reloading)].find("\nMONOTONIC_USEC=") !=
         std::string::npos);
-  REQUIRE(wait_until([&] {
-    return notify.find("READY=1", static_cast<std::size_t>(reloading) + 1) >= 0;
-  }));
+  REQUIRE(wait_until(
+      [&] { return notify.find("READY=1", static_cast<std::size_t>(reloading) + 1) >= 0; }));
 
   h.stop();
   CHECK(notify.find("STOPPING=1") >= 0);

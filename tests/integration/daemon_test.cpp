@@ -38,9 +38,8 @@ TEST_CASE("daemon: reads arrive as signed events, and a fully read message stops
 
   // A stopped message is not polled again.
   const int calls = h.dingtalk.query_calls("Kna29pdJznx1+ghav/bumkQ=");
-  CHECK_FALSE(wait_until(
-      [&] { return h.dingtalk.query_calls("Kna29pdJznx1+ghav/bumkQ=") > calls; },
-      std::chrono::milliseconds(1000)));
+  CHECK_FALSE(wait_until([&] { return h.dingtalk.query_calls("Kna29pdJznx1+ghav/bumkQ=") > calls; },
+                         std::chrono::milliseconds(1000)));
   h.stop();
 }
 
@@ -140,9 +139,7 @@ TEST_CASE("daemon: a consumer that is down gets every event, in order, once it i
   h.start();
   h.dingtalk.read("down-key", "a");
   // Wait until the daemon has polled after the read, then add more reads.
-  REQUIRE(wait_until([&] {
-    return h.dingtalk.reads_served().count({"down-key", "a"}) == 1;
-  }));
+  REQUIRE(wait_until([&] { return h.dingtalk.reads_served().count({"down-key", "a"}) == 1; }));
   h.dingtalk.read("down-key", "b");
   h.dingtalk.read("down-key", "c");
   REQUIRE(wait_until([&] { return h.dingtalk.reads_served().size() == 3; }));

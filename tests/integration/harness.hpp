@@ -9,13 +9,12 @@
 #include "fakes/process.hpp"
 #include "fakes/webhook_sink.hpp"
 
-#include <httplib.h>
-
 #include <cctype>
 #include <chrono>
 #include <csignal>
 #include <doctest/doctest.h>
 #include <fstream>
+#include <httplib.h>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>

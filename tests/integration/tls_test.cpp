@@ -31,8 +31,7 @@ TEST_CASE("tls: self-signed DingTalk and webhook endpoints are refused unless a 
   // through (the server's handler never runs).
   h.start();
   REQUIRE_MESSAGE(
-      wait_until([&] { return h.log_count("cannot get a DingTalk access token") >= 1; }),
-      h.log());
+      wait_until([&] { return h.log_count("cannot get a DingTalk access token") >= 1; }), h.log());
   CHECK(h.dingtalk.token_calls() == 0);
   CHECK(h.dingtalk.query_calls() == 0);
   CHECK(h.daemon->running());

@@ -1,14 +1,15 @@
 #include "readreceiptd/api/command_queue.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <exception>
+#include <spdlog/spdlog.h>
 
 namespace rrd::api {
 
 CommandQueue::CommandQueue(std::function<void()> wakeup) : m_wakeup(std::move(wakeup)) {}
 
-CommandQueue::~CommandQueue() { close(); }
+CommandQueue::~CommandQueue() {
+  close();
+}
 
 Result<Reply, CallFailure> CommandQueue::call(Command command, Millis timeout) {
   auto abandoned = std::make_shared<std::atomic<bool>>(false);

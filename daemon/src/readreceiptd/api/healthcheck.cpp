@@ -1,7 +1,6 @@
 #include "readreceiptd/api/healthcheck.hpp"
 
 #include <curl/curl.h>
-
 #include <memory>
 
 namespace rrd::api {

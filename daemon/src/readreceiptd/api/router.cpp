@@ -1,11 +1,10 @@
 #include "readreceiptd/api/router.hpp"
 
+#include <array>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
-
-#include <array>
-#include <cctype>
 
 namespace rrd::api {
 
@@ -65,7 +64,9 @@ json dead_letter_to_json(const store::DeadLetter& d) {
               {"died_at", time_or_null(d.died_at)}};
 }
 
-Reply json_reply(int status, const json& j) { return Reply{status, dump(j), {}}; }
+Reply json_reply(int status, const json& j) {
+  return Reply{status, dump(j), {}};
+}
 
 Reply method_not_allowed(std::string_view allow) {
   Reply r = error_reply(405, "method not allowed; use " + std::string(allow));
@@ -73,10 +74,16 @@ Reply method_not_allowed(std::string_view allow) {
   return r;
 }
 
-Reply not_found() { return error_reply(404, "no such resource"); }
+Reply not_found() {
+  return error_reply(404, "no such resource");
+}
 
-Routed immediate(Reply r) { return Routed{std::move(r), {}}; }
-Routed later(Command c) { return Routed{std::nullopt, std::move(c)}; }
+Routed immediate(Reply r) {
+  return Routed{std::move(r), {}};
+}
+Routed later(Command c) {
+  return Routed{std::nullopt, std::move(c)};
+}
 
 // Splits "a=b&c=d" into decoded pairs ('+' is a space in a query).
 std::optional<std::vector<std::pair<std::string, std::string>>> parse_query(std::string_view q) {
@@ -284,13 +291,21 @@ bool bearer_matches(std::string_view authorization, const std::string& token) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-std::string error_body(std::string_view text) { return dump(json{{"error", std::string(text)}}); }
+std::string error_body(std::string_view text) {
+  return dump(json{{"error", std::string(text)}});
+}
 
-Reply error_reply(int status, std::string_view text) { return Reply{status, error_body(text), {}}; }
+Reply error_reply(int status, std::string_view text) {
+  return Reply{status, error_body(text), {}};
+}
 
-std::string message_json(const MessageRecord& m) { return dump(message_to_json(m)); }
+std::string message_json(const MessageRecord& m) {
+  return dump(message_to_json(m));
+}
 
-std::string dead_letter_json(const store::DeadLetter& d) { return dump(dead_letter_to_json(d)); }
+std::string dead_letter_json(const store::DeadLetter& d) {
+  return dump(dead_letter_to_json(d));
+}
 
 Routed route(const Request& request, const std::string& token, const Health& health) {
   const std::string_view target = request.target;
@@ -322,8 +337,8 @@ Routed route(const Request& request, const std::string& token, const Health& hea
       return immediate(method_not_allowed("GET"));
     }
     if (!health.loop_alive) {
-      return immediate(json_reply(
-          503, json{{"ready", false}, {"reason", "the scheduler loop is not turning"}}));
+      return immediate(
+          json_reply(503, json{{"ready", false}, {"reason", "the scheduler loop is not turning"}}));
     }
     if (health.readiness != Readiness::ready) {
       return immediate(
@@ -356,9 +371,9 @@ Routed route(const Request& request, const std::string& token, const Health& hea
 
   if (starts_with(path, k_dead_letters_prefix) && ends_with(path, k_replay_suffix) &&
       path.size() > k_dead_letters_prefix.size() + k_replay_suffix.size()) {
-    const auto id = url_decode(path.substr(k_dead_letters_prefix.size(),
-                                           path.size() - k_dead_letters_prefix.size() -
-                                               k_replay_suffix.size()));
+    const auto id = url_decode(
+        path.substr(k_dead_letters_prefix.size(),
+                    path.size() - k_dead_letters_prefix.size() - k_replay_suffix.size()));
     if (!id) {
       return immediate(error_reply(400, "malformed percent-encoding in the path"));
     }

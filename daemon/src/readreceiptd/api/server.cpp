@@ -2,12 +2,11 @@
 
 #include "readreceiptd/config/config.hpp"
 
-#include <httplib.h>
-#include <spdlog/spdlog.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 namespace rrd::api {
@@ -16,8 +15,12 @@ namespace {
 
 constexpr const char* k_json = "application/json";
 
-time_t whole_seconds(Millis m) { return static_cast<time_t>(m.count() / 1000); }
-time_t micros_part(Millis m) { return static_cast<time_t>((m.count() % 1000) * 1000); }
+time_t whole_seconds(Millis m) {
+  return static_cast<time_t>(m.count() / 1000);
+}
+time_t micros_part(Millis m) {
+  return static_cast<time_t>((m.count() % 1000) * 1000);
+}
 
 // The text of an error that httplib answers by itself (the request never
 // reached a handler).
@@ -47,11 +50,12 @@ void socket_options(socket_t sock) {
 
 } // namespace
 
-Server::Server(std::string listen, std::string token, CommandQueue& queue,
-               const LoopStatus& status)
+Server::Server(std::string listen, std::string token, CommandQueue& queue, const LoopStatus& status)
     : m_listen(std::move(listen)), m_queue(queue), m_status(status), m_token(std::move(token)) {}
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
 void Server::set_token(std::string token) {
   std::lock_guard lock(m_token_mutex);

@@ -15,12 +15,11 @@
 #include "readreceiptd/store/store.hpp"
 #include "readreceiptd/webhook/dispatcher.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <spdlog/spdlog.h>
 
 namespace rrd::app {
 
@@ -37,10 +36,9 @@ constexpr int k_exit_failure = 1;
 constexpr int k_exit_usage = 2;
 
 std::vector<std::string> secrets_of(const config::Config& cfg) {
-  std::vector<std::string> s{cfg.dingtalk.internal_app.app_secret,
-                             cfg.dingtalk.third_party.suite_secret,
-                             cfg.dingtalk.third_party.suite_ticket,
-                             cfg.dingtalk.fixed_token.access_token, cfg.api.token};
+  std::vector<std::string> s{
+      cfg.dingtalk.internal_app.app_secret, cfg.dingtalk.third_party.suite_secret,
+      cfg.dingtalk.third_party.suite_ticket, cfg.dingtalk.fixed_token.access_token, cfg.api.token};
   for (const auto& hook : cfg.webhooks) {
     s.push_back(hook.secret);
   }
@@ -119,10 +117,23 @@ private:
   const Clock& m_clock;
 };
 
+// Clears a SignalWatcher's wake-up function when it goes out of scope.
+class WakeupClearer {
+public:
+  explicit WakeupClearer(SignalWatcher& signals) : m_signals(signals) {}
+  WakeupClearer(const WakeupClearer&) = delete;
+  WakeupClearer& operator=(const WakeupClearer&) = delete;
+  ~WakeupClearer() { m_signals.set_wakeup({}); }
+
+private:
+  SignalWatcher& m_signals;
+};
+
 // One run of the daemon: the start-up steps in order, the loop, teardown.
 class Daemon {
 public:
-  Daemon(Options options, config::Config cfg) : m_options(std::move(options)), m_cfg(std::move(cfg)) {}
+  Daemon(Options options, config::Config cfg)
+      : m_options(std::move(options)), m_cfg(std::move(cfg)) {}
 
   int run() {
     SignalWatcher signals; // first: every later thread inherits the blocked mask
@@ -141,6 +152,11 @@ public:
     }
     auto engine = http::make_curl_engine();
     signals.set_wakeup([&engine] { engine->wakeup(); });
+    // The watcher's thread may be inside the wake-up (a stop request sets the
+    // flag, then wakes the loop) when the loop ends; clearing it waits for
+    // that call, so the engine is destroyed only after it. Also on the early
+    // returns below.
+    const WakeupClearer clear_wakeup{signals};
     RealClock clock;
     std::mt19937_64 seeder(std::random_device{}());
     std::mt19937_64 dispatcher_rng(seeder());
@@ -152,7 +168,8 @@ public:
     dispatcher.load(store->load_pending_deliveries());
     scheduler::Scheduler sched(
         m_cfg, *store, *engine, clock,
-        [&dispatcher](std::vector<Delivery> d) { dispatcher.enqueue(d); }, *m_metrics, seeder());
+        [&dispatcher](const std::vector<Delivery>& d) { dispatcher.enqueue(d); }, *m_metrics,
+        seeder());
     try {
       sched.start();
     } catch (const store::StoreError& e) {
@@ -239,13 +256,13 @@ public:
       engine->run_once(Millis{100});
     }
     sched.flush();
-    if (api_server) {
-      api_server->stop();
-    }
-    signals.set_wakeup({});
-    engine.reset(); // cancels what is still in flight; those events stay pending
-    spdlog::info("stopped");
-    return k_exit_ok;
+        [&dispatcher](const std::vector<Delivery>& d) {
+      dispatcher.enqueue(d); }, *m_metrics,
+        seeder());
+        signals.set_wakeup({});
+        engine.reset(); // cancels what is still in flight; those events stay pending
+        spdlog::info("stopped");
+        return k_exit_ok;
   }
 
 private:

@@ -1,13 +1,12 @@
 #include "readreceiptd/app/logging.hpp"
 
-#include <nlohmann/json.hpp>
-#include <spdlog/sinks/base_sink.h>
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 
 namespace rrd::logging {
 
@@ -47,8 +46,8 @@ protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     const auto time = std::chrono::time_point_cast<Millis>(msg.time);
     const std::string_view text(msg.payload.data(), msg.payload.size());
-    std::string line =
-        format_line(m_format, TimePoint{time.time_since_epoch()}, msg.level, redact(text, m_secrets));
+    std::string line = format_line(m_format, TimePoint{time.time_since_epoch()}, msg.level,
+                                   redact(text, m_secrets));
     line.push_back('\n');
     std::fwrite(line.data(), 1, line.size(), stderr);
   }

@@ -12,7 +12,6 @@
 #include "readreceiptd/common/clock.hpp"
 
 #include <spdlog/common.h>
-
 #include <string>
 #include <string_view>
 #include <vector>

@@ -1,11 +1,10 @@
 #include "readreceiptd/app/notify.hpp"
 
-#include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <ctime>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
 namespace rrd::app {
 
@@ -43,7 +42,9 @@ void SystemdNotifier::reloading() {
   send("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
 }
 
-void SystemdNotifier::stopping() { send("STOPPING=1"); }
+void SystemdNotifier::stopping() {
+  send("STOPPING=1");
+}
 
 void SystemdNotifier::status(const std::string& text, SteadyTime now) {
   if (text == m_status_sent) {

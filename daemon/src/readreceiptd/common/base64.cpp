@@ -76,7 +76,8 @@ std::optional<std::string> base64_decode(std::string_view text) {
   std::uint32_t acc = 0;
   int bits = 0;
   for (char c : text) {
-    const int v = k_decode[static_cast<unsigned char>(c)];
+    // The table holds small integers (-1: not in the alphabet), not characters.
+    const int v = k_decode[static_cast<unsigned char>(c)]; // NOLINT(bugprone-signed-char-misuse)
     if (v < 0) {
       return std::nullopt;
     }

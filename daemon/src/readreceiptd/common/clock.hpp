@@ -37,8 +37,12 @@ private:
   TimePoint m_now;
 };
 
-inline std::int64_t to_unix_ms(TimePoint t) { return t.time_since_epoch().count(); }
-inline TimePoint from_unix_ms(std::int64_t ms) { return TimePoint{Millis{ms}}; }
+inline std::int64_t to_unix_ms(TimePoint t) {
+  return t.time_since_epoch().count();
+}
+inline TimePoint from_unix_ms(std::int64_t ms) {
+  return TimePoint{Millis{ms}};
+}
 
 // "2026-11-25T10:03:12.123Z" (UTC, always milliseconds).
 std::string format_rfc3339(TimePoint t);

@@ -34,7 +34,9 @@ std::optional<StopReason> stop_reason_from_string(std::string_view s) {
   return std::nullopt;
 }
 
-const char* to_string(MessageSource s) { return s == MessageSource::config ? "config" : "api"; }
+const char* to_string(MessageSource s) {
+  return s == MessageSource::config ? "config" : "api";
+}
 
 std::optional<MessageSource> message_source_from_string(std::string_view s) {
   if (s == "config") {

@@ -18,9 +18,9 @@ namespace rrd {
 enum class StopReason { fully_read, recalled, expired, max_age, invalid, removed };
 const char* to_string(StopReason r);
 std::optional<StopReason> stop_reason_from_string(std::string_view s);
-inline constexpr StopReason k_all_stop_reasons[] = {
-    StopReason::fully_read, StopReason::recalled, StopReason::expired,
-    StopReason::max_age,    StopReason::invalid,  StopReason::removed};
+inline constexpr StopReason k_all_stop_reasons[] = {StopReason::fully_read, StopReason::recalled,
+                                                    StopReason::expired,    StopReason::max_age,
+                                                    StopReason::invalid,    StopReason::removed};
 
 // Where a message came from: the YAML file (declarative, removed when it
 // leaves the file) or the HTTP API (kept until deleted through the API).
@@ -49,8 +49,8 @@ std::optional<std::int64_t> expected_count(const MessageSpec& spec);
 struct MessageRecord {
   MessageSpec spec;
   MessageSource source = MessageSource::config;
-  TimePoint sent_at;  // spec.sent_at, else when first seen
-  TimePoint added_at; // when the daemon first saw it
+  TimePoint sent_at;                      // spec.sent_at, else when first seen
+  TimePoint added_at;                     // when the daemon first saw it
   std::vector<std::string> read_user_ids; // in the order they were first seen
   std::int64_t last_sequence = 0;         // sequence of the last event emitted
   std::string send_status;                // last sendStatus seen, "" before any

@@ -11,9 +11,7 @@ namespace rrd {
 
 // Wraps an error so that Result<T, E> can be built from it even when T and E
 // are the same type.
-template <typename E> struct Err {
-  E error;
-};
+template <typename E> struct Err { E error; };
 template <typename E> Err<std::decay_t<E>> err(E&& e) {
   return Err<std::decay_t<E>>{std::forward<E>(e)};
 }

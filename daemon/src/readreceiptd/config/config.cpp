@@ -4,13 +4,8 @@
 // file and the HTTP API share every rule and every error message.
 #include "readreceiptd/config/config.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
-#include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -21,9 +16,14 @@
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <system_error>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
 
 namespace rrd::config {
 
@@ -67,9 +67,9 @@ struct Value {
   std::string text;     // scalars
   bool integer = false; // Kind::number: an integer literal
   Mark mark;
-  std::vector<Key> keys;     // Kind::map: keys[i] names items[i]
-  std::vector<Value> items;  // Kind::sequence and Kind::map
-  bool key_error = false;    // Kind::map: a key was not a scalar
+  std::vector<Key> keys;    // Kind::map: keys[i] names items[i]
+  std::vector<Value> items; // Kind::sequence and Kind::map
+  bool key_error = false;   // Kind::map: a key was not a scalar
   Mark key_error_mark;
 };
 
@@ -78,6 +78,75 @@ Mark mark_of(const YAML::Mark& m) {
     return {};
   }
   return Mark{m.line + 1, m.column + 1};
+}
+
+// The documents of a YAML stream, found without building any nodes: for each,
+// where its first node is (a null mark when it has none).
+//
+// yaml-cpp 0.7's LoadAll() never returns, and allocates without bound, when a
+// stray token follows a node ("{}," or a lone ","): its parser hands out an
+// empty document at that token again and again without consuming it. The
+// scan stops as soon as a document starts where the previous one did.
+struct DocumentScan {
+  std::vector<YAML::Mark> first_nodes;
+  bool stuck = false;
+  YAML::Mark stuck_at;
+};
+
+class DocumentScanner final : public YAML::EventHandler {
+public:
+  DocumentScan scan;
+  bool stuck_now = false;
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (m_has_start && mark.pos == m_last_start.pos) {
+      stuck_now = true;
+      scan.stuck = true;
+      scan.stuck_at = mark;
+    }
+    m_has_start = true;
+    m_last_start = mark;
+    m_in_document = true;
+    scan.first_nodes.push_back(YAML::Mark::null_mark());
+  }
+  void OnDocumentEnd() override { m_in_document = false; }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    node(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnMapEnd() override {}
+
+private:
+  void node(const YAML::Mark& mark) {
+    if (m_in_document && !scan.first_nodes.empty() && scan.first_nodes.back().is_null()) {
+      scan.first_nodes.back() = mark;
+    }
+  }
+
+  bool m_has_start = false;
+  bool m_in_document = false;
+  YAML::Mark m_last_start;
+};
+
+// Throws YAML::Exception on a syntax error.
+DocumentScan scan_documents(const std::string& yaml) {
+  std::istringstream in(yaml);
+  YAML::Parser parser(in);
+  DocumentScanner scanner;
+  while (!scanner.stuck_now && parser.HandleNextDocument(scanner)) {
+  }
+  return std::move(scanner.scan);
 }
 
 struct TreeBuilder {
@@ -154,8 +223,7 @@ struct TreeBuilder {
 
 Value from_json(const nlohmann::json& j, int depth) {
   if (depth > k_max_depth) {
-    throw ConfigError("nested too deeply (more than " + std::to_string(k_max_depth) +
-                      " levels)");
+    throw ConfigError("nested too deeply (more than " + std::to_string(k_max_depth) + " levels)");
   }
   Value v;
   switch (j.type()) {
@@ -204,7 +272,7 @@ Value from_json(const nlohmann::json& j, int depth) {
 // Context, paths and errors
 
 struct Ctx {
-  std::string file;     // "" when validating an API request: no location prefix
+  std::string file; // "" when validating an API request: no location prefix
   bool expand_env = false;
   bool read_files = false;
   fs::path base_dir; // where relative *_file paths are anchored
@@ -366,12 +434,11 @@ std::string expand_env(const Ctx& ctx, const Value& v, const std::string& path,
       fail(ctx, v.mark, path, "unterminated \"${\" (write ${NAME} for an environment variable)");
     }
     const std::string name = text.substr(start + 2, end - start - 2);
-    const bool valid =
-        !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
-        std::all_of(name.begin(), name.end(), [](char c) {
-          return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '_';
-        });
+    const bool valid = !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                (c >= '0' && c <= '9') || c == '_';
+                       });
     if (!valid) {
       fail(ctx, v.mark, path,
            "invalid environment variable name " + quote_text(name) + " in ${...}");
@@ -590,7 +657,7 @@ std::vector<std::string> get_unique_strings(const Ctx& ctx, const Value& v,
 
 // A map of strings to strings, in file order.
 std::vector<std::pair<std::string, std::string>> get_string_map(const Ctx& ctx, const Value& v,
-                                                               const std::string& path) {
+                                                                const std::string& path) {
   std::vector<std::pair<std::string, std::string>> out;
   if (v.kind != Value::Kind::map) {
     fail_type(ctx, v, path, "a map");
@@ -630,12 +697,12 @@ std::string trim_newlines(std::string s) {
 // Where a *_file path points: absolute as written; relative in
 // $CREDENTIALS_DIRECTORY if it exists there, else next to the config file.
 fs::path resolve_file(const Ctx& ctx, const std::string& name) {
-  const fs::path p(name);
+  fs::path p(name);
   if (p.is_absolute()) {
     return p;
   }
   if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir != nullptr && *dir != '\0') {
-    const fs::path candidate = fs::path(dir) / p;
+    fs::path candidate = fs::path(dir) / p;
     std::error_code ec;
     if (fs::exists(candidate, ec)) {
       return candidate;
@@ -651,8 +718,7 @@ using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
 // Reads a whole file of at most `limit` bytes into `out`. On failure returns
 // why ("No such file or directory"), which never quotes the contents.
-std::optional<std::string> read_whole_file(const fs::path& p, std::size_t limit,
-                                           std::string& out) {
+std::optional<std::string> read_whole_file(const fs::path& p, std::size_t limit, std::string& out) {
   errno = 0;
   FilePtr f(std::fopen(p.c_str(), "rb"));
   if (!f) {
@@ -685,8 +751,7 @@ std::optional<std::string> get_secret(const Ctx& ctx, const MapReader& map, cons
   const Value* inline_value = map.find(key);
   const Value* file_value = map.find(file_key);
   if (inline_value != nullptr && file_value != nullptr) {
-    fail(ctx, file_value->mark, map.path(file_key),
-         std::string("cannot be combined with ") + key);
+    fail(ctx, file_value->mark, map.path(file_key), std::string("cannot be combined with ") + key);
   }
   if (inline_value != nullptr) {
     std::string s = get_string(ctx, *inline_value, map.path(key));
@@ -835,8 +900,8 @@ std::string get_listen(const Ctx& ctx, const MapReader& map, const std::string& 
 DingTalk parse_dingtalk(const Ctx& ctx, const Value& v, const std::string& path) {
   DingTalk d;
   const MapReader map(ctx, v, path,
-                      {"endpoint", "auth", "robot_code", "requests_per_second",
-                       "request_timeout", "page_size", "ca_file"});
+                      {"endpoint", "auth", "robot_code", "requests_per_second", "request_timeout",
+                       "page_size", "ca_file"});
   if (const Value* e = map.find("endpoint")) {
     std::string s = get_string(ctx, *e, map.path("endpoint"));
     while (!s.empty() && s.back() == '/') {
@@ -873,7 +938,8 @@ DingTalk parse_dingtalk(const Ctx& ctx, const Value& v, const std::string& path)
   };
   if (internal) {
     d.auth_kind = DingTalk::AuthKind::internal_app;
-    d.internal_app.app_key = get_nonempty_string(ctx, auth.require("app_key"), auth.path("app_key"));
+    d.internal_app.app_key =
+        get_nonempty_string(ctx, auth.require("app_key"), auth.path("app_key"));
     d.internal_app.app_secret = required_secret("app_secret");
   } else if (third_party) {
     d.auth_kind = DingTalk::AuthKind::third_party;
@@ -982,7 +1048,8 @@ Api parse_api(const Ctx& ctx, const Value& v, const std::string& path) {
   const MapReader map(ctx, v, path, {"listen", "token", "token_file"});
   a.listen = get_listen(ctx, map, a.listen);
   a.token = get_secret(ctx, map, "token").value_or("");
-  if (!a.listen.empty() && a.token.empty() && !is_loopback_host(parse_listen_address(a.listen)->host)) {
+  if (!a.listen.empty() && a.token.empty() &&
+      !is_loopback_host(parse_listen_address(a.listen)->host)) {
     const Value* l = map.find("listen");
     fail(ctx, l != nullptr ? l->mark : map.mark(), map.path("token_file"),
          "required when api.listen is not a loopback address");
@@ -992,9 +1059,9 @@ Api parse_api(const Ctx& ctx, const Value& v, const std::string& path) {
 
 Webhook parse_webhook(const Ctx& ctx, const Value& v, const std::string& path) {
   Webhook w;
-  const MapReader map(ctx, v, path,
-                      {"name", "url", "secret", "secret_file", "headers", "timeout", "ca_file",
-                       "events"});
+  const MapReader map(
+      ctx, v, path,
+      {"name", "url", "secret", "secret_file", "headers", "timeout", "ca_file", "events"});
   if (v.kind == Value::Kind::null) {
     fail(ctx, v.mark, path, "must be a map with name, url and secret");
   }
@@ -1027,9 +1094,9 @@ Webhook parse_webhook(const Ctx& ctx, const Value& v, const std::string& path) {
   w.secret = std::move(*secret);
   if (const Value* h = map.find("headers")) {
     w.headers = get_string_map(ctx, *h, map.path("headers"));
-    static const std::set<std::string> reserved = {"webhook-id", "webhook-timestamp",
+    static const std::set<std::string> reserved = {"webhook-id",        "webhook-timestamp",
                                                    "webhook-signature", "content-type",
-                                                   "content-length", "host"};
+                                                   "content-length",    "host"};
     for (std::size_t i = 0; i < w.headers.size(); ++i) {
       const auto& [hname, hvalue] = w.headers[i];
       const Value& item = h->items[i];
@@ -1127,8 +1194,7 @@ MessageSpec parse_message(const Ctx& ctx, const Value& v, const std::string& pat
   if (const Value* w = map.find("webhooks")) {
     auto names = get_unique_strings(ctx, *w, map.path("webhooks"));
     for (std::size_t i = 0; i < names.size(); ++i) {
-      if (std::find(webhook_names.begin(), webhook_names.end(), names[i]) ==
-          webhook_names.end()) {
+      if (std::find(webhook_names.begin(), webhook_names.end(), names[i]) == webhook_names.end()) {
         fail(ctx, w->items[i].mark, index(map.path("webhooks"), i),
              "unknown webhook " + quote_text(names[i]) + did_you_mean(names[i], webhook_names));
       }
@@ -1323,23 +1389,27 @@ std::optional<std::string> webhook_signing_key(const std::string& secret) {
 
 Config load_string(const std::string& yaml, const std::string& path) {
   TreeBuilder builder{path};
-  std::vector<YAML::Node> docs;
+  std::optional<YAML::Node> doc;
   try {
-    docs = YAML::LoadAll(yaml);
+    const DocumentScan scan = scan_documents(yaml);
+    if (scan.stuck) {
+      builder.fail(mark_of(scan.stuck_at), "invalid YAML: unexpected token");
+    }
+    if (scan.first_nodes.size() > 1) {
+      Mark m;
+      for (std::size_t i = 1; i < scan.first_nodes.size() && !m.known(); ++i) {
+        m = mark_of(scan.first_nodes[i]);
+      }
+      builder.fail(m, "the file must hold one YAML document, not " +
+                          std::to_string(scan.first_nodes.size()));
+    }
+    if (scan.first_nodes.size() == 1) {
+      doc = YAML::Load(yaml);
+    }
   } catch (const YAML::Exception& e) {
     builder.fail(mark_of(e.mark), "invalid YAML: " + e.msg);
   }
-  if (docs.size() > 1) {
-    Mark m;
-    for (std::size_t i = 1; i < docs.size(); ++i) {
-      if ((m = mark_of(docs[i].Mark())).known()) {
-        break;
-      }
-    }
-    builder.fail(m, "the file must hold one YAML document, not " + std::to_string(docs.size()));
-  }
-  const Value root =
-      docs.empty() ? Value{} : builder.from_yaml(docs.front(), Mark{1, 1}, 0);
+  const Value root = doc ? builder.from_yaml(*doc, Mark{1, 1}, 0) : Value{};
   Ctx ctx;
   ctx.file = path;
   ctx.expand_env = true;
@@ -1362,6 +1432,9 @@ MessageSpec parse_message_json(const std::string& json, const Config& defaults) 
     j = nlohmann::json::parse(json);
   } catch (const nlohmann::json::parse_error& e) {
     throw ConfigError("invalid JSON at byte " + std::to_string(e.byte));
+  } catch (const nlohmann::json::exception&) {
+    // out_of_range.406: a number beyond a double's range ("1e400").
+    throw ConfigError("invalid JSON: a number is out of range");
   }
   if (!j.is_object()) {
     throw ConfigError("the message must be a JSON object");

@@ -41,8 +41,7 @@ struct FixedTokenAuth {
 
 struct DingTalk {
   std::string endpoint = "https://api.dingtalk.com"; // no trailing '/'
-  enum class AuthKind { internal_app, third_party, fixed_token } auth_kind =
-      AuthKind::internal_app;
+  enum class AuthKind { internal_app, third_party, fixed_token } auth_kind = AuthKind::internal_app;
   InternalAppAuth internal_app;
   ThirdPartyAuth third_party;
   FixedTokenAuth fixed_token;

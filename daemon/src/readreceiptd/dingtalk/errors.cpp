@@ -78,8 +78,8 @@ bool looks_like_html(const http::Response& r) {
   if (lead == '<') {
     return true;
   }
-  const bool html_type = lower(header_value(r, "content-type")).find("text/html") !=
-                         std::string::npos;
+  const bool html_type =
+      lower(header_value(r, "content-type")).find("text/html") != std::string::npos;
   return html_type && lead != '{' && lead != '[';
 }
 
@@ -154,8 +154,8 @@ Decision classify_answer(const http::Response& r, Api api, Page* page, Token* to
       auto parsed = parse_query_page(r.body);
       if (!parsed) {
         return make(Action::bad_response, FailureReason::bad_response, "",
-                    status_text(r.status) + " answer is not the documented JSON: " +
-                        parsed.error());
+                    status_text(r.status) +
+                        " answer is not the documented JSON: " + parsed.error());
       }
       if (page != nullptr) {
         *page = std::move(parsed).value();
@@ -164,8 +164,8 @@ Decision classify_answer(const http::Response& r, Api api, Page* page, Token* to
       auto parsed = parse_token_answer(r.body);
       if (!parsed) {
         return make(Action::bad_response, FailureReason::bad_response, "",
-                    status_text(r.status) + " token answer is not the documented JSON: " +
-                        parsed.error());
+                    status_text(r.status) +
+                        " token answer is not the documented JSON: " + parsed.error());
       }
       if (token != nullptr) {
         *token = std::move(parsed).value();
@@ -200,31 +200,50 @@ Decision classify_answer(const http::Response& r, Api api, Page* page, Token* to
 
 const char* to_string(Action a) {
   switch (a) {
-  case Action::ok: return "ok";
-  case Action::not_ready_or_expired: return "not_ready_or_expired";
-  case Action::stop_invalid: return "stop_invalid";
-  case Action::pause: return "pause";
-  case Action::refresh_token: return "refresh_token";
-  case Action::restart_pagination: return "restart_pagination";
-  case Action::client_bug: return "client_bug";
-  case Action::throttled: return "throttled";
-  case Action::transient: return "transient";
-  case Action::bad_response: return "bad_response";
-  case Action::auth_failed: return "auth_failed";
+  case Action::ok:
+    return "ok";
+  case Action::not_ready_or_expired:
+    return "not_ready_or_expired";
+  case Action::stop_invalid:
+    return "stop_invalid";
+  case Action::pause:
+    return "pause";
+  case Action::refresh_token:
+    return "refresh_token";
+  case Action::restart_pagination:
+    return "restart_pagination";
+  case Action::client_bug:
+    return "client_bug";
+  case Action::throttled:
+    return "throttled";
+  case Action::transient:
+    return "transient";
+  case Action::bad_response:
+    return "bad_response";
+  case Action::auth_failed:
+    return "auth_failed";
   }
   return "unknown";
 }
 
 const char* to_string(FailureReason r) {
   switch (r) {
-  case FailureReason::none: return "none";
-  case FailureReason::throttled: return "throttled";
-  case FailureReason::auth: return "auth";
-  case FailureReason::server: return "server";
-  case FailureReason::network: return "network";
-  case FailureReason::timeout: return "timeout";
-  case FailureReason::bad_response: return "bad_response";
-  case FailureReason::client: return "client";
+  case FailureReason::none:
+    return "none";
+  case FailureReason::throttled:
+    return "throttled";
+  case FailureReason::auth:
+    return "auth";
+  case FailureReason::server:
+    return "server";
+  case FailureReason::network:
+    return "network";
+  case FailureReason::timeout:
+    return "timeout";
+  case FailureReason::bad_response:
+    return "bad_response";
+  case FailureReason::client:
+    return "client";
   }
   return "unknown";
 }

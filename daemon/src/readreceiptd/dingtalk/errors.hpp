@@ -92,8 +92,8 @@ const char* to_string(Action a);
 enum class FailureReason { none, throttled, auth, server, network, timeout, bad_response, client };
 const char* to_string(FailureReason r);
 inline constexpr FailureReason k_all_failure_reasons[] = {
-    FailureReason::throttled, FailureReason::auth,         FailureReason::server,
-    FailureReason::network,   FailureReason::timeout,      FailureReason::bad_response,
+    FailureReason::throttled, FailureReason::auth,    FailureReason::server,
+    FailureReason::network,   FailureReason::timeout, FailureReason::bad_response,
     FailureReason::client};
 
 struct Decision {

@@ -2,11 +2,10 @@
 
 #include "readreceiptd/common/version.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <nlohmann/json.hpp>
 
 namespace rrd::dingtalk {
 namespace {
@@ -68,8 +67,7 @@ const char* type_name(const json& j) {
 }
 
 // An optional string field: absent or null gives "".
-bool read_optional_string(const json& obj, const char* name, std::string& out,
-                          std::string& why) {
+bool read_optional_string(const json& obj, const char* name, std::string& out, std::string& why) {
   const auto it = obj.find(name);
   if (it == obj.end() || it->is_null()) {
     out.clear();
@@ -135,8 +133,8 @@ std::optional<http::Request> build_token_request(const config::DingTalk& cfg) {
   switch (cfg.auth_kind) {
   case Kind::internal_app: {
     http::Request r = base_request(cfg, k_internal_token_path);
-    r.body = dump(json{{"appKey", cfg.internal_app.app_key},
-                       {"appSecret", cfg.internal_app.app_secret}});
+    r.body = dump(
+        json{{"appKey", cfg.internal_app.app_key}, {"appSecret", cfg.internal_app.app_secret}});
     return r;
   }
   case Kind::third_party: {

@@ -35,8 +35,8 @@ inline constexpr std::string_view k_redacted = "<redacted>";
 
 // One page of a privateChatMessages/query answer.
 struct Page {
-  std::string send_status;                 // "" when the answer omits it
-  std::vector<std::string> read_user_ids;  // in the answer's order
+  std::string send_status;                // "" when the answer omits it
+  std::vector<std::string> read_user_ids; // in the answer's order
   bool has_more = false;
   std::string next_token; // non-empty whenever has_more
 

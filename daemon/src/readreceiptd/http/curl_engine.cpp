@@ -239,7 +239,9 @@ std::string configure(Transfer& t) {
     std::transform(lower.begin(), lower.end(), lower.begin(), to_lower_ascii);
     has_expect = has_expect || lower == "expect";
     // "Name;" is how libcurl is told to send a header with an empty value.
-    const std::string line = value.empty() ? name + ";" : name + ": " + value;
+    std::string line = name;
+    line += value.empty() ? ";" : ": ";
+    line += value;
     if (!detail::slist_append(t.request_headers, line.c_str())) {
       return "out of memory";
     }

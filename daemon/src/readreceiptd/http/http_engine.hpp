@@ -53,7 +53,7 @@ struct Response {
   int status = 0; // HTTP status; 0 unless failure == none
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers; // names lower-cased
-  std::string error;                                         // what went wrong, for logs
+  std::string error;                                        // what went wrong, for logs
   Millis duration{0};
 
   // The value of header `name` (lower case), if present.

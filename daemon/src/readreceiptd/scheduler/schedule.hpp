@@ -36,7 +36,6 @@ Millis slowest_interval(const std::vector<config::ScheduleStep>& schedule);
 // (0 for the first failure, so the first retry waits about `base`).
 // `jitter` is a uniform random number in [0, 1) supplied by the caller; values
 // outside are clamped. The result is never negative and never exceeds `cap`.
-Millis backoff_delay(int failures_before, Millis cap, double jitter,
-                     Millis base = k_backoff_base);
+Millis backoff_delay(int failures_before, Millis cap, double jitter, Millis base = k_backoff_base);
 
 } // namespace rrd::scheduler

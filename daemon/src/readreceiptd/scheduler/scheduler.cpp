@@ -2,14 +2,15 @@
 
 #include "readreceiptd/dingtalk/protocol.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
+#include <spdlog/spdlog.h>
 #include <unordered_set>
 
 namespace rrd::scheduler {
 
-const char* to_string(Api api) { return api == Api::query ? "query" : "token"; }
+const char* to_string(Api api) {
+  return api == Api::query ? "query" : "token";
+}
 
 Scheduler::Scheduler(config::Config cfg, store::Store& store, http::Engine& engine,
                      const Clock& clock, DeliverySink deliveries, Observer& observer,
@@ -53,19 +54,16 @@ void Scheduler::reconfigure(config::Config cfg) {
   if (cfg.dingtalk.requests_per_second != m_cfg.dingtalk.requests_per_second) {
     m_limiter = RateLimiter(cfg.dingtalk.requests_per_second);
   }
-  const bool auth_changed = cfg.dingtalk.auth_kind != m_cfg.dingtalk.auth_kind ||
-                            cfg.dingtalk.internal_app.app_key != m_cfg.dingtalk.internal_app.app_key ||
-                            cfg.dingtalk.internal_app.app_secret !=
-                                m_cfg.dingtalk.internal_app.app_secret ||
-                            cfg.dingtalk.third_party.suite_key != m_cfg.dingtalk.third_party.suite_key ||
-                            cfg.dingtalk.third_party.suite_secret !=
-                                m_cfg.dingtalk.third_party.suite_secret ||
-                            cfg.dingtalk.third_party.auth_corp_id !=
-                                m_cfg.dingtalk.third_party.auth_corp_id ||
-                            cfg.dingtalk.third_party.suite_ticket !=
-                                m_cfg.dingtalk.third_party.suite_ticket ||
-                            cfg.dingtalk.endpoint != m_cfg.dingtalk.endpoint ||
-                            cfg.dingtalk.ca_file != m_cfg.dingtalk.ca_file;
+  const bool auth_changed =
+      cfg.dingtalk.auth_kind != m_cfg.dingtalk.auth_kind ||
+      cfg.dingtalk.internal_app.app_key != m_cfg.dingtalk.internal_app.app_key ||
+      cfg.dingtalk.internal_app.app_secret != m_cfg.dingtalk.internal_app.app_secret ||
+      cfg.dingtalk.third_party.suite_key != m_cfg.dingtalk.third_party.suite_key ||
+      cfg.dingtalk.third_party.suite_secret != m_cfg.dingtalk.third_party.suite_secret ||
+      cfg.dingtalk.third_party.auth_corp_id != m_cfg.dingtalk.third_party.auth_corp_id ||
+      cfg.dingtalk.third_party.suite_ticket != m_cfg.dingtalk.third_party.suite_ticket ||
+      cfg.dingtalk.endpoint != m_cfg.dingtalk.endpoint ||
+      cfg.dingtalk.ca_file != m_cfg.dingtalk.ca_file;
   m_cfg = std::move(cfg);
   if (auth_changed) {
     m_tokens = dingtalk::TokenCache(m_cfg.dingtalk);
@@ -170,7 +168,9 @@ std::vector<const MessageRecord*> Scheduler::list() const {
 
 // ---------------------------------------------------------------- tokens
 
-bool Scheduler::has_token() const { return current_token(m_clock.now()).has_value(); }
+bool Scheduler::has_token() const {
+  return current_token(m_clock.now()).has_value();
+}
 
 std::optional<std::string> Scheduler::current_token(TimePoint now) const {
   if (m_cfg.dingtalk.auth_kind == config::DingTalk::AuthKind::fixed_token) {
@@ -212,11 +212,11 @@ void Scheduler::on_token_answer(http::Response r) {
     note_throttled(now);
   } else {
     m_tokens.on_refresh_failed(now);
-    spdlog::error("cannot get a DingTalk access token: {}; retrying in {} s",
-                  decision.code.empty() ? describe(r) : decision.code + " " + decision.message,
-                  std::chrono::duration_cast<std::chrono::seconds>(
-                      m_tokens.next_refresh_allowed() - now)
-                      .count());
+    spdlog::error(
+        "cannot get a DingTalk access token: {}; retrying in {} s",
+        decision.code.empty() ? describe(r) : decision.code + " " + decision.message,
+        std::chrono::duration_cast<std::chrono::seconds>(m_tokens.next_refresh_allowed() - now)
+            .count());
     return;
   }
   m_tokens.on_refresh_failed(now);
@@ -303,9 +303,8 @@ void Scheduler::send_page(const std::string& key) {
   auto request = dingtalk::build_query_request(m_cfg.dingtalk, spec, poll.token,
                                                poll.next_token ? &*poll.next_token : nullptr);
   const std::uint64_t id = poll.id;
-  m_engine.submit(std::move(request), [this, key, id](http::Response r) {
-    on_page(key, id, std::move(r));
-  });
+  m_engine.submit(std::move(request),
+                  [this, key, id](http::Response r) { on_page(key, id, std::move(r)); });
 }
 
 void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response r) {
@@ -485,9 +484,8 @@ void Scheduler::queue_step(Entry& entry, tracker::Step step) {
 std::vector<std::string> Scheduler::routes_for(const MessageRecord& m, EventType type) const {
   std::vector<std::string> out;
   for (const auto& hook : m_cfg.webhooks) {
-    if (m.spec.webhooks &&
-        std::find(m.spec.webhooks->begin(), m.spec.webhooks->end(), hook.name) ==
-            m.spec.webhooks->end()) {
+    if (m.spec.webhooks && std::find(m.spec.webhooks->begin(), m.spec.webhooks->end(), hook.name) ==
+                               m.spec.webhooks->end()) {
       continue;
     }
     if (std::find(hook.events.begin(), hook.events.end(), type) == hook.events.end()) {

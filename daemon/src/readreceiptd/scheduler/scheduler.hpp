@@ -104,7 +104,7 @@ public:
 private:
   struct Entry {
     MessageRecord record;
-    int failures = 0;         // consecutive failed polls
+    int failures = 0;           // consecutive failed polls
     bool warned_paused = false; // "bot stopped"-like warning logged
   };
   struct ActivePoll {

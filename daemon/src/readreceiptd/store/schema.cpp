@@ -71,7 +71,9 @@ constexpr std::array<const char*, 1> k_migrations{k_migration_1};
 
 } // namespace
 
-int latest_schema_version() { return static_cast<int>(k_migrations.size()); }
+int latest_schema_version() {
+  return static_cast<int>(k_migrations.size());
+}
 
 int schema_version(Connection& conn) {
   return static_cast<int>(conn.query_int("PRAGMA user_version", "cannot read schema version"));

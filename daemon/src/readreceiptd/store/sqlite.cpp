@@ -29,7 +29,9 @@ Connection::Connection(std::string path) : m_path(std::move(path)) {
   sqlite3_extended_result_codes(db, 1);
 }
 
-void Connection::fail(std::string_view what) const { fail(what, sqlite3_errcode(m_db.get())); }
+void Connection::fail(std::string_view what) const {
+  fail(what, sqlite3_errcode(m_db.get()));
+}
 
 void Connection::fail(std::string_view what, int rc) const {
   std::string msg = "state database ";
@@ -112,8 +114,8 @@ Statement::~Statement() {
 
 Statement& Statement::bind(int index, std::string_view text) {
   // TRANSIENT: SQLite copies the text, so temporaries may be bound.
-  const int rc = sqlite3_bind_text64(m_stmt, index, text.data(), text.size(), SQLITE_TRANSIENT,
-                                     SQLITE_UTF8);
+  const int rc =
+      sqlite3_bind_text64(m_stmt, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
   if (rc != SQLITE_OK) {
     m_conn.fail(m_what, rc);
   }
@@ -157,7 +159,9 @@ int Statement::run() {
   return sqlite3_changes(m_conn.raw());
 }
 
-bool Statement::is_null(int col) const { return sqlite3_column_type(m_stmt, col) == SQLITE_NULL; }
+bool Statement::is_null(int col) const {
+  return sqlite3_column_type(m_stmt, col) == SQLITE_NULL;
+}
 
 std::string Statement::text(int col) const {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(m_stmt, col));
@@ -165,7 +169,9 @@ std::string Statement::text(int col) const {
   return p == nullptr ? std::string() : std::string(p, static_cast<std::size_t>(n));
 }
 
-std::int64_t Statement::integer(int col) const { return sqlite3_column_int64(m_stmt, col); }
+std::int64_t Statement::integer(int col) const {
+  return sqlite3_column_int64(m_stmt, col);
+}
 
 std::optional<std::int64_t> Statement::optional_integer(int col) const {
   if (is_null(col)) {

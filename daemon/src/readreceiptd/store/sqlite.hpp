@@ -8,11 +8,10 @@
 
 #include "readreceiptd/store/store.hpp"
 
-#include <sqlite3.h>
-
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <sqlite3.h>
 #include <string>
 #include <string_view>
 #include <unordered_map>

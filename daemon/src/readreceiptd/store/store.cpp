@@ -19,18 +19,16 @@
 #include "readreceiptd/store/schema.hpp"
 #include "readreceiptd/store/sqlite.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
-#include <system_error>
-#include <utility>
-
 #include <fcntl.h>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sys/file.h>
+#include <system_error>
 #include <unistd.h>
+#include <utility>
 
 namespace rrd::store {
 
@@ -57,8 +55,8 @@ public:
     const std::string lock_path = db_path + k_lock_suffix;
     m_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (m_fd < 0) {
-      throw StoreError("state database " + db_path + ": cannot open lock file " + lock_path +
-                       ": " + std::strerror(errno));
+      throw StoreError("state database " + db_path + ": cannot open lock file " + lock_path + ": " +
+                       std::strerror(errno));
     }
     if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
       const int e = errno;
@@ -87,7 +85,9 @@ private:
 
 // --- value conversions
 
-std::int64_t ms(TimePoint t) { return to_unix_ms(t); }
+std::int64_t ms(TimePoint t) {
+  return to_unix_ms(t);
+}
 
 std::optional<std::int64_t> ms(const std::optional<TimePoint>& t) {
   if (!t) {
@@ -328,9 +328,8 @@ MessageRecord read_message(const Statement& row) {
   r.source = *source;
   r.spec.open_conversation_id = row.text(c_open_conversation_id);
   r.spec.robot_code = row.text(c_robot_code);
-  r.spec.expected_readers =
-      string_list(parse_json(row.text(c_expected_readers), key, "expected_readers"), key,
-                  "expected_readers");
+  r.spec.expected_readers = string_list(
+      parse_json(row.text(c_expected_readers), key, "expected_readers"), key, "expected_readers");
   r.spec.expected_reader_count = row.optional_integer(c_expected_reader_count);
   r.spec.sent_at = time_or_null(row.optional_integer(c_spec_sent_at));
   if (auto webhooks = row.optional_text(c_webhooks)) {
@@ -394,7 +393,6 @@ struct Store::Impl {
                        const std::string& last_error);
 };
 
-
 namespace {
 
 // Sets `PRAGMA name = value` and checks that SQLite answers `expected`:
@@ -429,8 +427,8 @@ std::unique_ptr<Store> Store::open(const std::string& path) {
       std::error_code ec;
       std::filesystem::create_directories(parent, ec);
       if (ec) {
-        throw StoreError("state database " + path + ": cannot create directory " +
-                         parent.string() + ": " + ec.message());
+        throw StoreError("state database " + path + ": cannot create directory " + parent.string() +
+                         ": " + ec.message());
       }
     }
   }

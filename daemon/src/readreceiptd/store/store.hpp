@@ -95,8 +95,8 @@ public:
   // --- webhooks disabled by a 410 answer, keyed by name; `fingerprint`
   // identifies the configuration that was disabled, so that a changed
   // configuration enables the webhook again.
-  void set_webhook_disabled(const std::string& name, const std::string& fingerprint,
-                            TimePoint at, const std::string& reason);
+  void set_webhook_disabled(const std::string& name, const std::string& fingerprint, TimePoint at,
+                            const std::string& reason);
   void clear_webhook_disabled(const std::string& name);
   // The fingerprint the webhook was disabled under, if it is disabled.
   std::optional<std::string> webhook_disabled_fingerprint(const std::string& name);

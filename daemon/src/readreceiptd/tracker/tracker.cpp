@@ -2,9 +2,8 @@
 
 #include "readreceiptd/scheduler/schedule.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <unordered_set>
 #include <utility>
 
@@ -108,7 +107,9 @@ MessageRecord new_record(const MessageSpec& spec, MessageSource source, TimePoin
   return rec;
 }
 
-Millis age(const MessageRecord& record, TimePoint now) { return now - record.sent_at; }
+Millis age(const MessageRecord& record, TimePoint now) {
+  return now - record.sent_at;
+}
 
 bool fully_read(const MessageRecord& record) {
   const MessageSpec& spec = record.spec;

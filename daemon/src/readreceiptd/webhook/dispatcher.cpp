@@ -206,7 +206,7 @@ void Dispatcher::configure(const std::vector<config::Webhook>& webhooks) {
   rebuild_ready();
 }
 
-void Dispatcher::load(std::vector<Delivery> pending) {
+void Dispatcher::load(const std::vector<Delivery>& pending) {
   enqueue(pending);
 }
 

@@ -105,7 +105,7 @@ public:
 
   // At start-up: the store's pending deliveries. They continue from their
   // `attempts` and `next_attempt`. Same as enqueue().
-  void load(std::vector<Delivery> pending);
+  void load(const std::vector<Delivery>& pending);
 
   // Deliveries the loop has just committed. Deliveries already queued (same
   // event id and webhook) and ones not pending are ignored, so passing the

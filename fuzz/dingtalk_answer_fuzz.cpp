@@ -1,0 +1,203 @@
+// libFuzzer target: DingTalk's answers as the daemon sees them. The input's
+// first two bytes choose the HTTP status (and a header), the rest is the
+// body; it goes through classify() / classify_token(), the parsers behind
+// them, and a PageWalk fed with the parsed pages. Nothing may crash, throw or
+// hang, and the decisions must be consistent with the parsers.
+// Thread-safety: libFuzzer calls it from one thread.
+#include "readreceiptd/dingtalk/errors.hpp"
+#include "readreceiptd/dingtalk/pagination.hpp"
+#include "readreceiptd/dingtalk/protocol.hpp"
+#include "readreceiptd/http/http_engine.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace {
+
+using rrd::dingtalk::Action;
+using rrd::dingtalk::Decision;
+using rrd::dingtalk::FailureReason;
+
+// The statuses an answer is likely to have; the selector byte picks one, or
+// any value 0..999 when it is past the list.
+constexpr int k_statuses[] = {200, 200, 200, 200, 400, 400, 400, 403,
+                              429, 500, 502, 503, 204, 301, 404, 100};
+constexpr std::size_t k_status_count = sizeof k_statuses / sizeof k_statuses[0];
+
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "invariant violated: %s\n", what);
+    std::abort();
+  }
+}
+
+int pick_status(std::uint8_t a, std::uint8_t b) {
+  if (a < k_status_count * 8) {
+    return k_statuses[a % k_status_count];
+  }
+  return (a * 256 + b) % 1000;
+}
+
+rrd::http::Response make_response(const std::uint8_t* data, std::size_t size) {
+  rrd::http::Response r;
+  if (size < 2) {
+    r.status = 200;
+    r.body.assign(reinterpret_cast<const char*>(data), size);
+    return r;
+  }
+  r.status = pick_status(data[0], data[1]);
+  // Low bits of the second byte: the content type, or a transport failure
+  // (which must win over anything in the body).
+  switch (data[1] & 0x07) {
+  case 1:
+    r.headers.emplace_back("content-type", "text/html; charset=utf-8");
+    break;
+  case 2:
+    r.headers.emplace_back("Content-Type", "application/json");
+    break;
+  case 3:
+    r.failure = rrd::http::Failure::timeout;
+    r.status = 0;
+    r.error = "Operation timed out";
+    return r;
+  case 4:
+    r.failure = rrd::http::Failure::network;
+    r.status = 0;
+    r.error = std::string(reinterpret_cast<const char*>(data + 2), size - 2);
+    return r;
+  default:
+    break;
+  }
+  r.body.assign(reinterpret_cast<const char*>(data + 2), size - 2);
+  return r;
+}
+
+bool is_known_action(Action a) {
+  return std::string_view(rrd::dingtalk::to_string(a)) != "unknown";
+}
+
+void check_decision(const Decision& d, const rrd::http::Response& r) {
+  check(is_known_action(d.action), "action has a name");
+  check(std::string_view(rrd::dingtalk::to_string(d.reason)) != "unknown", "reason has a name");
+  // reason is none exactly when the call did not fail.
+  check((d.reason == FailureReason::none) ==
+            (d.action == Action::ok || d.action == Action::not_ready_or_expired),
+        "reason none iff ok or not_ready_or_expired");
+  check(d.failed() == (d.reason != FailureReason::none), "failed() follows reason");
+  if (r.failure != rrd::http::Failure::none) {
+    check(d.action == Action::transient || d.action == Action::bad_response,
+          "a transport failure is transient or a bad response");
+  }
+  if (d.action == Action::ok) {
+    check(r.failure == rrd::http::Failure::none, "ok only with an answer");
+    check(r.status >= 200 && r.status < 300, "ok only for a 2xx");
+  }
+  // Text for logs is capped: DingTalk's message at k_max_message_chars plus
+  // "...", our own wording a little longer.
+  check(d.code.size() <= rrd::dingtalk::k_max_message_chars + 3, "code is capped");
+  check(d.message.size() <= 2 * rrd::dingtalk::k_max_message_chars + 256, "message is capped");
+  for (const std::string* s : {&d.code, &d.message}) {
+    for (const char c : *s) {
+      const auto u = static_cast<unsigned char>(c);
+      check(u >= 0x20 && u != 0x7F, "log text holds no control characters");
+    }
+  }
+}
+
+void walk_pages(const rrd::dingtalk::Page& page) {
+  // One page that ends the walk, and the same page as every page of a walk
+  // that loops: the walk must end (done or fail) within its page limit.
+  rrd::dingtalk::PageWalk walk(8);
+  auto next = walk.start();
+  check(next.kind == rrd::dingtalk::Next::Kind::fetch && next.token_ptr() == nullptr,
+        "a walk starts at the first page");
+  int steps = 0;
+  while (next.kind == rrd::dingtalk::Next::Kind::fetch) {
+    check(++steps <= 8 + 2, "a walk ends within its page limit");
+    if (steps == 2 && !walk.restarted()) {
+      next = walk.on_cursor_invalid();
+      continue;
+    }
+    next = walk.on_page(page);
+  }
+  if (next.kind == rrd::dingtalk::Next::Kind::done) {
+    check(!page.has_more, "done only after a last page");
+    check(next.read_user_ids.size() <= page.read_user_ids.size(), "union of one page's ids");
+  } else {
+    check(page.has_more, "a walk over a repeated last page does not fail");
+  }
+  // After the end, every further answer fails.
+  check(walk.on_page(page).kind == rrd::dingtalk::Next::Kind::fail, "no page after the end");
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const rrd::http::Response r = make_response(data, size);
+  try {
+    rrd::dingtalk::Page page;
+    page.send_status = "sentinel";
+    const Decision d = rrd::dingtalk::classify(r, &page);
+    check_decision(d, r);
+
+    const auto parsed = rrd::dingtalk::parse_query_page(r.body);
+    if (d.action == Action::ok) {
+      check(static_cast<bool>(parsed), "ok implies the page parsed");
+      check(parsed.value() == page, "classify hands out the parsed page");
+    } else {
+      check(page.send_status == "sentinel" && page.read_user_ids.empty(),
+            "no page is handed out unless ok");
+    }
+    if (parsed) {
+      const auto& p = parsed.value();
+      check(!p.has_more || !p.next_token.empty(), "hasMore implies a nextToken");
+      for (const auto& id : p.read_user_ids) {
+        check(!id.empty(), "user ids are not empty");
+      }
+      walk_pages(p);
+    }
+
+    rrd::dingtalk::Token token;
+    const Decision t = rrd::dingtalk::classify_token(r, &token);
+    check_decision(t, r);
+    check(t.action != Action::not_ready_or_expired && t.action != Action::stop_invalid &&
+              t.action != Action::pause && t.action != Action::refresh_token &&
+              t.action != Action::restart_pagination,
+          "token calls have token actions only");
+    const auto tok = rrd::dingtalk::parse_token_answer(r.body);
+    if (t.action == Action::ok) {
+      check(static_cast<bool>(tok), "ok implies the token parsed");
+      check(tok.value() == token, "classify_token hands out the parsed token");
+    } else {
+      check(token.access_token.empty(), "no token is handed out unless ok");
+    }
+    if (tok) {
+      check(!tok.value().access_token.empty(), "a token is not empty");
+      check(tok.value().expire_in_seconds >= 1 &&
+                tok.value().expire_in_seconds <= rrd::dingtalk::k_max_token_lifetime_seconds,
+            "expireIn is clamped");
+    }
+
+    if (const auto e = rrd::dingtalk::parse_error_body(r.body)) {
+      check(!e->code.empty(), "an error body has a code");
+      for (const std::string* s : {&e->code, &e->message, &e->request_id}) {
+        check(s->size() <= rrd::dingtalk::k_max_message_chars + 3, "error fields are capped");
+        for (const char c : *s) {
+          const auto u = static_cast<unsigned char>(c);
+          check(u >= 0x20 && u != 0x7F, "error fields hold no control characters");
+        }
+      }
+    }
+    const std::string capped = rrd::dingtalk::cap_text(r.body, size % 64);
+    check(capped.size() <= size % 64 + 3, "cap_text caps");
+  } catch (...) {
+    check(false, "no exception escapes the DingTalk answer handling");
+  }
+  return 0;
+}
