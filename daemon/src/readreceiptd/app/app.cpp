@@ -256,13 +256,13 @@ public:
       engine->run_once(Millis{100});
     }
     sched.flush();
-        [&dispatcher](const std::vector<Delivery>& d) {
-      dispatcher.enqueue(d); }, *m_metrics,
-        seeder());
-        signals.set_wakeup({});
-        engine.reset(); // cancels what is still in flight; those events stay pending
-        spdlog::info("stopped");
-        return k_exit_ok;
+    if (api_server) {
+      api_server->stop();
+    }
+    signals.set_wakeup({});
+    engine.reset(); // cancels what is still in flight; those events stay pending
+    spdlog::info("stopped");
+    return k_exit_ok;
   }
 
 private:
