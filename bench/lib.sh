@@ -4,11 +4,14 @@
 # Environment:
 #   RRD_BUILD_DIR   the build directory (default: build, as scripts/setup.sh)
 #   BENCH_WORK      where benchmarks keep their files (default: /tmp/rrd-bench)
+#   RRD_DAEMON      the readreceiptd binary to measure (default: the build's),
+#                   e.g. a copy of an earlier build, for before/after figures
 
 bench_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${RRD_BUILD_DIR:-build}
 case $build_dir in /*) ;; *) build_dir=$bench_root/$build_dir ;; esac
 bench_work=${BENCH_WORK:-/tmp/rrd-bench}
+daemon_bin=${RRD_DAEMON:-$build_dir/readreceiptd}
 clk_tck=$(getconf CLK_TCK)
 bench_pids=()
 
@@ -132,7 +135,7 @@ write_daemon_config() {
 # Starts readreceiptd with a configuration; sets daemon_pid.
 start_daemon() {
   local config=$1 log=$2
-  "$build_dir/readreceiptd" --config "$config" --log-level "${DAEMON_LOG_LEVEL:-warn}" >"$log" 2>&1 &
+  "$daemon_bin" --config "$config" --log-level "${DAEMON_LOG_LEVEL:-warn}" >"$log" 2>&1 &
   daemon_pid=$!
   bench_pids+=("$daemon_pid")
 }

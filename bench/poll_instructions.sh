@@ -33,7 +33,7 @@ start_server fixed "$messages" "$work/stats" "$work/server.log"
 write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 100ms } ]" \
   "$messages" "$work/daemon.yaml"
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
-  "$build_dir/readreceiptd" --config "$work/daemon.yaml" --log-level warn >"$work/daemon.log" 2>&1 &
+  "$daemon_bin" --config "$work/daemon.yaml" --log-level warn >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 bench_pids+=("$daemon_pid")
 wait_for 900 bash -c "[ \"\$(awk '/^requests/ {print \$2}' '$work/stats' 2>/dev/null || echo 0)\" -ge $messages ]" ||
