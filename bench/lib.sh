@@ -73,12 +73,12 @@ wait_for() {
 # server_port.
 start_server() {
   local mode=$1 messages=$2 stats=$3 log=$4
-  rm -f "$stats"
+  rm -f "$stats" "$log" # an old log could be read before the new process truncates it
   "$build_dir/bench/bench-dingtalk" --mode "$mode" --messages "$messages" --stats-file "$stats" \
     >"$log" 2>&1 &
   server_pid=$!
   bench_pids+=("$server_pid")
-  wait_for 60 grep -q '^listening on' "$log" || { cat "$log" >&2; exit 1; }
+  wait_for 60 grep -q '^listening on 127\.0\.0\.1:[0-9][0-9]*$' "$log" || { cat "$log" >&2; exit 1; }
   server_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
 }
 
@@ -135,6 +135,7 @@ write_daemon_config() {
 # Starts readreceiptd with a configuration; sets daemon_pid.
 start_daemon() {
   local config=$1 log=$2
+  rm -f "$log"
   "$daemon_bin" --config "$config" --log-level "${DAEMON_LOG_LEVEL:-warn}" >"$log" 2>&1 &
   daemon_pid=$!
   bench_pids+=("$daemon_pid")

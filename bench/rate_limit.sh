@@ -36,12 +36,12 @@ load_note "before"
 printf '%-6s %-8s %10s %12s %14s\n' "R/s" "latency" "calls/s" "of R/1.1" "failed polls"
 for rate in $rates; do
   for latency in $latencies; do
-    rm -f "$work/stats"
+    rm -f "$work/stats" "$work/server.log"
     "$build_dir/bench/bench-dingtalk" --mode fixed --delay-ms "$latency" --stats-file "$work/stats" \
       >"$work/server.log" 2>&1 &
     server_pid=$!
     bench_pids+=("$server_pid")
-    wait_for 30 grep -q '^listening on' "$work/server.log"
+    wait_for 30 grep -q '^listening on 127\.0\.0\.1:[0-9][0-9]*$' "$work/server.log"
     server_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/server.log")
     rm -f "$work/state.db"*
     write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 10s } ]" \

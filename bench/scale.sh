@@ -42,7 +42,12 @@ start_and_time() {
   local t0
   t0=$(now_s)
   DAEMON_LOG_LEVEL=info start_daemon "$config" "$log"
-  wait_for 1800 grep -q 'started:' "$log" || { echo "bench: no start-up" >&2; tail "$log" >&2; exit 1; }
+  wait_for 1800 bash -c "grep -q 'started:' '$log' || ! kill -0 $daemon_pid 2>/dev/null" || true
+  if ! grep -q 'started:' "$log"; then
+    echo "bench: the daemon did not start" >&2
+    tail -5 "$log" >&2
+    exit 1
+  fi
   up_wall=$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN{printf "%.2f", b - a}')
   up_cpu=$(ticks_to_s "$(cpu_ticks "$daemon_pid")")
   up_rss=$(rss_kib "$daemon_pid")
@@ -65,15 +70,28 @@ measure_polls() {
   polls_per_s=$(awk -v r=$((r1 - r0)) -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", r / (b - a)}')
 }
 
+# Bytes per message: (RSS - the RSS of a daemon with no messages) / count.
+per_message() { awk -v k="$1" -v b="$base_rss" -v n="$2" 'BEGIN{printf "%.0f", (k - b) * 1024 / n}'; }
+
 report() {
   local source=$1 count=$2
   printf '%-5s %9s %8s %8s %9s %8s %9s %8s %9s %9s\n' "$source" "$count" "$up_wall" "$up_cpu" \
-    "$((up_rss / 1024))" "$(awk -v k="$up_rss" -v n="$count" 'BEGIN{printf "%.0f", k * 1024 / n}')" \
-    "$((round_rss / 1024))" "$(awk -v k="$round_rss" -v n="$count" 'BEGIN{printf "%.0f", k * 1024 / n}')" \
+    "$((up_rss / 1024))" "$(per_message "$up_rss" "$count")" \
+    "$((round_rss / 1024))" "$(per_message "$round_rss" "$count")" \
     "$round_wall" "$us_per_poll"
 }
 
 load_note "before"
+# The RSS of a daemon that watches nothing.
+start_server fixed 0 "$work/stats" "$work/server.log"
+rm -f "$work/state.db"*
+write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 100ms } ]" 0 \
+  "$work/daemon.yaml"
+start_and_time "$work/daemon.yaml" "$work/daemon.log"
+base_rss=$up_rss
+stop_pid "$daemon_pid"
+stop_pid "$server_pid"
+echo "# a daemon watching nothing: RSS $((base_rss / 1024)) MiB; B/msg below is (RSS - that) / messages"
 printf '%-5s %9s %8s %8s %9s %8s %9s %8s %9s %9s\n' source messages "up s" "up CPU" \
   "RSS MiB" "B/msg" "RSS' MiB" "B/msg'" "round s" "CPU us/poll"
 for count in $counts; do
