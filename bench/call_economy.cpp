@@ -372,8 +372,8 @@ int main(int argc, char** argv) {
   auto fixed = [&](long long seconds) {
     return std::vector<rrd::config::ScheduleStep>{{std::nullopt, Millis{seconds * 1000}}};
   };
-  long long lo = 1;        // spends more (assumed)
-  long long hi = 6 * 3600; // spends fewer
+  long long lo = 15;   // spends more than the schedule (its fastest step)
+  long long hi = 7200; // spends fewer
   std::optional<Outcome> best;
   while (hi - lo > 1) {
     const long long mid = (lo + hi) / 2;
