@@ -33,7 +33,11 @@
 
 namespace rrd::scheduler {
 
-inline constexpr std::size_t k_max_polls_in_flight = 256;
+// Polls in flight at once. No more than the HTTP engine's connections per
+// host (64), so that no poll waits inside the engine for a connection while
+// its request_timeout runs; enough for DingTalk's 20 calls/s with answers
+// that take up to 3.2 s (bench/rate_limit.sh).
+inline constexpr std::size_t k_max_polls_in_flight = 64;
 // After the store refuses a commit, the affected messages are polled again
 // after this long (their reads are detected again: nothing is lost).
 inline constexpr Millis k_store_failure_retry{5'000};
