@@ -30,9 +30,8 @@
 #include <iostream>
 #include <optional>
 #include <string>
-#include <thread>
-
 #include <sys/resource.h>
+#include <thread>
 
 namespace {
 
@@ -186,7 +185,7 @@ int main(int argc, char** argv) {
   served = static_cast<std::uint64_t>(fake->query_calls());
   const int max_concurrent = fake->max_concurrent_requests();
   fake.reset();
-  std::cout << "served " << served << " queries, at most " << max_concurrent
-            << " at once, " << cpu_seconds() << " CPU seconds" << std::endl;
+  std::cout << "served " << served << " queries, at most " << max_concurrent << " at once, "
+            << cpu_seconds() << " CPU seconds" << std::endl;
   return 0;
 }

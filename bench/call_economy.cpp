@@ -23,9 +23,6 @@
 #include "readreceiptd/scheduler/scheduler.hpp"
 #include "readreceiptd/store/store.hpp"
 
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -34,8 +31,10 @@
 #include <deque>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <spdlog/spdlog.h>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -139,8 +138,8 @@ private:
     }
     rrd::http::Response r;
     r.status = 200;
-    r.body = nlohmann::json{{"readUserIds", read}, {"sendStatus", "SUCCESS"}, {"hasMore", false}}
-                 .dump();
+    r.body =
+        nlohmann::json{{"readUserIds", read}, {"sendStatus", "SUCCESS"}, {"hasMore", false}}.dump();
     return r;
   }
 
@@ -236,8 +235,7 @@ Outcome simulate(const Options& o, const Population& population,
         ++out.missed;
         continue;
       }
-      out.delays_s.push_back(
-          std::chrono::duration<double>(it->second - *m.read_at[i]).count());
+      out.delays_s.push_back(std::chrono::duration<double>(it->second - *m.read_at[i]).count());
     }
   }
   std::sort(out.delays_s.begin(), out.delays_s.end());
@@ -291,8 +289,7 @@ std::string describe(const std::vector<rrd::config::ScheduleStep>& schedule) {
 void report(const char* name, const std::vector<rrd::config::ScheduleStep>& schedule,
             const Outcome& r, int messages) {
   std::printf("%-8s %-26s %9lld %9.1f %7.1f%% %11s %11s %11s %6lld\n", name,
-              describe(schedule).c_str(), r.calls,
-              static_cast<double>(r.calls) / messages,
+              describe(schedule).c_str(), r.calls, static_cast<double>(r.calls) / messages,
               100.0 * static_cast<double>(r.delays_s.size()) / static_cast<double>(r.reads),
               human(quantile(r.delays_s, 0.5)).c_str(), human(quantile(r.delays_s, 0.95)).c_str(),
               human(quantile(r.delays_s, 0.99)).c_str(), r.missed);

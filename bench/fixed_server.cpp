@@ -1,21 +1,20 @@
 #include "fixed_server.hpp"
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <array>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
-#include <memory>
-#include <stdexcept>
-#include <string_view>
 #include <chrono>
 #include <climits>
 #include <cstdint>
-
-#include <arpa/inet.h>
+#include <cstring>
 #include <fcntl.h>
+#include <memory>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdexcept>
+#include <string_view>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -292,8 +291,7 @@ void FixedServer::run(int tick_ms, void (*on_tick)(const FixedServer&, void*), v
         continue;
       }
       bool keep = true;
-      if ((events[i].events & (EPOLLERR | EPOLLHUP)) != 0 &&
-          (events[i].events & EPOLLIN) == 0) {
+      if ((events[i].events & (EPOLLERR | EPOLLHUP)) != 0 && (events[i].events & EPOLLIN) == 0) {
         keep = false;
       }
       if (keep && (events[i].events & EPOLLIN) != 0) {

@@ -35,9 +35,8 @@
 #include <random>
 #include <sstream>
 #include <string>
-#include <vector>
-
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -127,8 +126,8 @@ int burst(const Options& o, const std::string& dir) {
   ChildProcess daemon({o.daemon, "--config", dir + "/burst.yaml", "--log-level", "warn"},
                       dir + "/burst.log");
   const std::size_t expected = 2 * static_cast<std::size_t>(o.burst);
-  const bool all = rrd::testing::wait_until(
-      [&] { return sink.accepted().size() >= expected; }, std::chrono::seconds(300));
+  const bool all = rrd::testing::wait_until([&] { return sink.accepted().size() >= expected; },
+                                            std::chrono::seconds(300));
   const double cpu = cpu_seconds_of(daemon.pid());
   daemon.stop();
   const auto got = sink.accepted();
@@ -178,9 +177,9 @@ int steady(const Options& o, const std::string& dir) {
     read_at[k] = start + std::chrono::milliseconds(when(rng));
     fake.schedule_read(k, "reader", read_at[k]);
   }
-  const bool all = rrd::testing::wait_until(
-      [&] { return sink.accepted().size() >= 2 * keys.size(); },
-      std::chrono::seconds(o.steady_seconds + 120));
+  const bool all =
+      rrd::testing::wait_until([&] { return sink.accepted().size() >= 2 * keys.size(); },
+                               std::chrono::seconds(o.steady_seconds + 120));
   daemon.stop();
   if (!all) {
     std::cerr << "steady: not every event arrived\n" << daemon.log();

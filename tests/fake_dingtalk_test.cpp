@@ -565,6 +565,72 @@ TEST_CASE("fake dingtalk: later-page faults - nextToken loop and invalid cursor"
   CHECK(client.post(k_query_path, b, "t").status == 200);
 }
 
+TEST_CASE("fake dingtalk: a fault that shapes the answer waits for a call DingTalk would answer") {
+  // A call with a revoked token, or for a key that is not ready, gets its
+  // error whatever the fault: a nextToken loop, an invalid cursor or a delay
+  // taken by it would never be met as such, and the record would not show it.
+  FakeDingTalkOptions options;
+  options.page_size = 2;
+  FakeDingTalk fake(options);
+  add_read_message(fake, 6);
+  add_read_message(fake, 1, "not-ready");
+  fake.set_ready_at("not-ready", SteadyClock::now() + 1h);
+  TestClient client(fake.port());
+  const std::string old_token = get_token(client);
+  const auto first = client.post(k_query_path, query_body(), old_token);
+  REQUIRE(first.status == 200);
+  json later = query_body();
+  later["nextToken"] = first.parsed["nextToken"];
+
+  fake.revoke_tokens();
+  fake.inject(Fault::of(FaultKind::next_token_loop));
+  fake.inject(Fault::of(FaultKind::cursor_invalid));
+  fake.inject(Fault::slow(200ms));
+  CHECK(client.post(k_query_path, later, old_token).code() == "InvalidAuthentication");
+  CHECK(client.post(k_query_path, query_body(), old_token).code() == "InvalidAuthentication");
+  const std::string token = get_token(client);
+  CHECK(client.post(k_query_path, query_body("not-ready"), token).code() ==
+        "processQueryKey.expireTime");
+
+  const auto looped = client.post(k_query_path, later, token);
+  REQUIRE(looped.status == 200);
+  CHECK(looped.parsed["nextToken"] == later["nextToken"]);
+  CHECK(client.post(k_query_path, later, token).code() == "invalidParameter.cursor.invalid");
+  const auto started = SteadyClock::now();
+  CHECK(client.post(k_query_path, query_body(), token).status == 200);
+  CHECK(SteadyClock::now() - started >= 200ms);
+
+  std::vector<std::string> codes;
+  for (const auto& q : fake.queries()) {
+    codes.push_back(q.code);
+  }
+  CHECK(codes == std::vector<std::string>{"", "InvalidAuthentication", "InvalidAuthentication",
+                                          "processQueryKey.expireTime", "next_token_loop",
+                                          "invalidParameter.cursor.invalid", "delay"});
+}
+
+TEST_CASE("fake dingtalk: a delayed answer is the one due when the call came") {
+  // Tokens revoked while the answer is held back do not turn it into an
+  // InvalidAuthentication: the delay is met as a slow answer, and recorded so.
+  FakeDingTalk fake;
+  add_read_message(fake, 1);
+  TestClient client(fake.port());
+  const std::string token = get_token(client);
+  fake.inject(Fault::slow(300ms));
+  std::thread revoker([&] {
+    wait_until([&] { return fake.query_calls() == 1; }, 5s);
+    fake.revoke_tokens();
+  });
+  const auto slow = client.post(k_query_path, query_body(), token);
+  revoker.join();
+  CHECK(slow.status == 200);
+  const auto queries = fake.queries();
+  REQUIRE(queries.size() == 1);
+  CHECK(queries[0].code == "delay");
+  CHECK(queries[0].status == 200);
+  CHECK(client.post(k_query_path, query_body(), token).code() == "InvalidAuthentication");
+}
+
 TEST_CASE("fake dingtalk: early token revocation, token-endpoint faults and delays") {
   FakeDingTalk fake;
   add_read_message(fake, 1);

@@ -173,6 +173,11 @@ bool Fault::later_pages_only() const {
   return kind == FaultKind::next_token_loop || kind == FaultKind::cursor_invalid;
 }
 
+bool Fault::shapes_answer() const {
+  return kind == FaultKind::next_token_loop || kind == FaultKind::cursor_invalid ||
+         kind == FaultKind::delay;
+}
+
 std::string to_string(FaultKind kind) {
   switch (kind) {
   case FaultKind::error_answer:
@@ -368,9 +373,13 @@ void FakeDingTalk::clear_faults() {
   m_rate_faults.clear();
 }
 
-std::optional<Fault> FakeDingTalk::take_fault(Endpoint endpoint, bool has_next_token) {
+std::optional<Fault> FakeDingTalk::take_fault(Endpoint endpoint, bool has_next_token,
+                                              bool answerable) {
+  const auto applies = [&](const Fault& f) {
+    return (!f.later_pages_only() || has_next_token) && (!f.shapes_answer() || answerable);
+  };
   for (auto it = m_injected.begin(); it != m_injected.end(); ++it) {
-    if (it->endpoint != endpoint || (it->fault.later_pages_only() && !has_next_token)) {
+    if (it->endpoint != endpoint || !applies(it->fault)) {
       continue;
     }
     Fault f = it->fault;
@@ -381,7 +390,7 @@ std::optional<Fault> FakeDingTalk::take_fault(Endpoint endpoint, bool has_next_t
   }
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   for (const auto& r : m_rate_faults) {
-    if (r.endpoint != endpoint || (r.fault.later_pages_only() && !has_next_token)) {
+    if (r.endpoint != endpoint || !applies(r.fault)) {
       continue;
     }
     if (uniform(m_rng) < r.p) {
@@ -538,7 +547,7 @@ void FakeDingTalk::handle_access_token(const httplib::Request& req, httplib::Res
     std::lock_guard lock(m_mutex);
     ++m_token_calls;
     m_request_times.push_back(now());
-    fault = take_fault(Endpoint::token, false);
+    fault = take_fault(Endpoint::token, false, true);
     rid = request_id();
   }
   if (fault && !apply_fault(*fault, req, res, rid)) {
@@ -574,7 +583,7 @@ void FakeDingTalk::handle_corp_access_token(const httplib::Request& req, httplib
     std::lock_guard lock(m_mutex);
     ++m_token_calls;
     m_request_times.push_back(now());
-    fault = take_fault(Endpoint::token, false);
+    fault = take_fault(Endpoint::token, false, true);
     rid = request_id();
   }
   if (fault && !apply_fault(*fault, req, res, rid)) {
@@ -608,6 +617,7 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
   const std::string key = string_field(body, "processQueryKey");
   const bool has_next_token = !string_field(body, "nextToken").empty();
   std::optional<Fault> fault;
+  std::optional<Answer> shaped; // the answer a fault that shapes it gives, computed on arrival
   std::string rid;
   std::size_t record = 0;
   {
@@ -616,7 +626,15 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
     m_query_times.push_back(t);
     m_request_times.push_back(t);
     ++m_query_calls_by_key[key];
-    fault = take_fault(Endpoint::query, has_next_token);
+    // A fault that shapes the answer goes only to a call DingTalk answers,
+    // and that answer is fixed now, under the same lock: tokens revoked or a
+    // message changed meanwhile (during a delay, say) cannot turn it into an
+    // error, so the fault is met as what it is.
+    fault = take_fault(Endpoint::query, has_next_token, !refusal(req, body, t));
+    if (fault && fault->shapes_answer()) {
+      shaped = answer_query(req, body, fault->kind == FaultKind::next_token_loop,
+                            fault->kind == FaultKind::cursor_invalid);
+    }
     rid = request_id();
     QueryRecord r;
     r.at = t;
@@ -638,9 +656,7 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
     return;
   }
   std::lock_guard lock(m_mutex);
-  const bool loop = fault && fault->kind == FaultKind::next_token_loop;
-  const bool cursor = fault && fault->kind == FaultKind::cursor_invalid;
-  Answer answer = answer_query(req, body, loop, cursor);
+  Answer answer = shaped ? std::move(*shaped) : answer_query(req, body, false, false);
   if (answer.status != 200) {
     const std::string code = answer.code;
     const auto it = error_messages().find(code);
@@ -655,12 +671,11 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
   }
 }
 
-FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, const json& body,
-                                                bool loop_fault, bool cursor_fault) {
+std::optional<FakeDingTalk::Answer> FakeDingTalk::refusal(const httplib::Request& req,
+                                                          const json& body, SteadyTime t) const {
   const auto fail = [](int status, std::string code) {
     return Answer{status, nullptr, std::move(code)};
   };
-  const SteadyTime t = now();
   if (!req.has_header(k_token_header)) {
     return fail(400, "AuthenticationFailed.MissingParameter");
   }
@@ -695,7 +710,7 @@ FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, con
   if (it == m_messages.end()) {
     return fail(400, "invalid.processQueryKey");
   }
-  Message& m = it->second;
+  const Message& m = it->second;
   if (m.spec.robot_code != robot) {
     return fail(400, "invalidParameter.robotCode.notExsit");
   }
@@ -703,7 +718,6 @@ FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, con
       body["openConversationId"].get<std::string>() != m.spec.open_conversation_id) {
     return fail(400, "invalid.openConversationId");
   }
-  int page = m_options.page_size;
   if (body.contains("maxResults")) {
     const auto& max_results = body["maxResults"];
     if (!max_results.is_number_integer()) {
@@ -713,19 +727,37 @@ FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, con
     if (n < 1 || n > k_max_page_size) {
       return fail(400, "invalidParameter.pageSize.invalid");
     }
-    page = std::min(page, static_cast<int>(n));
+  }
+  const std::string next_token = string_field(body, "nextToken");
+  if (!next_token.empty() && !parse_next_token(key, next_token)) {
+    return fail(400, "invalidParameter.cursor.invalid");
+  }
+  if (t < m.spec.ready_at || t >= m.spec.expires_at) {
+    return fail(400, "processQueryKey.expireTime");
+  }
+  return std::nullopt;
+}
+
+FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, const json& body,
+                                                bool loop_fault, bool cursor_fault) {
+  const auto fail = [](int status, std::string code) {
+    return Answer{status, nullptr, std::move(code)};
+  };
+  const SteadyTime t = now();
+  if (auto refused = refusal(req, body, t)) {
+    return *refused;
+  }
+  // Valid from here on: refusal() checked every field.
+  const std::string key = string_field(body, "processQueryKey");
+  Message& m = m_messages.at(key);
+  int page = m_options.page_size;
+  if (body.contains("maxResults")) {
+    page = std::min(page, static_cast<int>(body["maxResults"].get<std::int64_t>()));
   }
   const std::string next_token = string_field(body, "nextToken");
   std::size_t offset = 0;
   if (!next_token.empty()) {
-    const auto parsed = parse_next_token(key, next_token);
-    if (!parsed) {
-      return fail(400, "invalidParameter.cursor.invalid");
-    }
-    offset = *parsed;
-  }
-  if (t < m.spec.ready_at || t >= m.spec.expires_at) {
-    return fail(400, "processQueryKey.expireTime");
+    offset = *parse_next_token(key, next_token);
   }
   if (cursor_fault) {
     return fail(400, "invalidParameter.cursor.invalid");

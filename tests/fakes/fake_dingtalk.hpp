@@ -47,7 +47,7 @@ enum class FaultKind {
   next_token_loop,  // later pages only: nextToken repeats the request's token
   cursor_invalid,   // later pages only: 400 invalidParameter.cursor.invalid
   revoke_tokens,    // every token is revoked; this call gets InvalidAuthentication
-  delay,            // the normal answer, after `delay`
+  delay,            // the normal answer (as of the call's arrival), after `delay`
 };
 
 struct Fault {
@@ -67,6 +67,11 @@ struct Fault {
   static Fault slow(std::chrono::milliseconds delay);
   // Faults that only apply to a request carrying a nextToken.
   bool later_pages_only() const;
+  // Faults that change DingTalk's normal answer rather than replace it
+  // (next_token_loop, cursor_invalid, delay): they are only taken by a call
+  // that DingTalk would answer 200, so that they are met as what they are,
+  // not hidden behind an InvalidAuthentication or processQueryKey error.
+  bool shapes_answer() const;
 };
 
 std::string to_string(FaultKind kind);
@@ -199,7 +204,11 @@ private:
   // Returns false when the fault has fully answered (or cut) the request.
   bool apply_fault(const Fault& fault, const httplib::Request& req, httplib::Response& res,
                    const std::string& request_id_text);
-  std::optional<Fault> take_fault(Endpoint endpoint, bool has_next_token); // REQUIRES: m_mutex held
+  std::optional<Fault> take_fault(Endpoint endpoint, bool has_next_token,
+                                  bool answerable); // REQUIRES: m_mutex held
+  // The error answer DingTalk gives the call, or nullopt when it answers 200.
+  std::optional<Answer> refusal(const httplib::Request& req, const nlohmann::json& body,
+                                SteadyTime t) const; // REQUIRES: m_mutex held
   Answer answer_query(const httplib::Request& req, const nlohmann::json& body, bool loop_fault,
                       bool cursor_fault);                                  // REQUIRES: m_mutex held
   Message& message(const std::string& key);                                // REQUIRES: m_mutex held
