@@ -3,25 +3,22 @@
 // process.
 #include "readreceiptd/app/app.hpp"
 
-<<<<<<< HEAD int main(int argc, char** argv) {
-=======
 #include <malloc.h>
 
-  namespace {
+namespace {
 
-  // Blocks at least this large are mmapped, and so given back to the system as
-  // soon as they are freed. glibc raises this threshold on its own after the
-  // first large block is freed (up to 32 MiB); a DingTalk answer of up to
-  // 4 MiB (and the 1, 2, 4 MiB steps of its buffer growing) would then come
-  // from the heap and stay resident after it is gone, a step of about 12 MiB
-  // whenever two such answers overlap. A fixed threshold keeps the resident
-  // size to what the daemon holds.
-  constexpr int k_mmap_threshold_bytes = 256 * 1024;
+// Blocks at least this large are mmapped, and so given back to the system as
+// soon as they are freed. glibc raises this threshold on its own after the
+// first large block is freed (up to 32 MiB); a DingTalk answer of up to
+// 4 MiB (and the 1, 2, 4 MiB steps of its buffer growing) would then come
+// from the heap and stay resident after it is gone, a step of about 12 MiB
+// whenever two such answers overlap. A fixed threshold keeps the resident
+// size to what the daemon holds.
+constexpr int k_mmap_threshold_bytes = 256 * 1024;
 
-  } // namespace
+} // namespace
 
-  int main(int argc, char** argv) {
-    (void)mallopt(M_MMAP_THRESHOLD, k_mmap_threshold_bytes);
->>>>>>> flake
-    return rrd::app::main(argc, argv);
-  }
+int main(int argc, char** argv) {
+  (void)mallopt(M_MMAP_THRESHOLD, k_mmap_threshold_bytes);
+  return rrd::app::main(argc, argv);
+}
