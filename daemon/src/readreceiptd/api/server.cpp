@@ -107,7 +107,7 @@ void Server::start() {
     }
     res.status = reply.status;
     for (const auto& [name, value] : reply.headers) {
-      res.set_header(name.c_str(), value);
+      res.set_header(name, value);
     }
     if (reply.status != 204) {
       res.set_content(reply.body, k_json);
@@ -128,7 +128,7 @@ void Server::start() {
     }
   });
   server->set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr&) {
         res.status = 500;
         res.set_content(error_body(status_text(500)), k_json);
       });
