@@ -172,7 +172,9 @@ TEST_CASE("crash: SIGKILL at random moments loses no read and repeats events onl
     INFO("served " << read.first << " " << read.second);
     CHECK(delivered.count(read) == 1);
   }
-  for (const auto& [key, user] : delivered) {
+  for (const auto& read : delivered) {
+    const std::string& key = read.first; // clang 14 cannot capture a structured binding
+    const std::string& user = read.second;
     INFO("delivered " << key << " " << user);
     CHECK(truth.at(key).will_read.count(user) == 1);
   }
@@ -180,7 +182,9 @@ TEST_CASE("crash: SIGKILL at random moments loses no read and repeats events onl
   // read sets and stop events hold.
   check_sequences(h.sink);
   const auto stops = check_history(h.sink);
-  for (const auto& [key, t] : truth) {
+  for (const auto& entry : truth) {
+    const auto& key = entry.first; // clang 14 cannot capture a structured binding
+    const auto& t = entry.second;
     INFO("message " << key);
     const auto stop = stops.find(key);
     if (t.recalled) {

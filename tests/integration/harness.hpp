@@ -363,7 +363,9 @@ inline std::map<std::string, nlohmann::json> check_history(const WebhookSink& si
     }
   }
   std::map<std::string, nlohmann::json> stops;
-  for (const auto& [key, events] : firsts) {
+  for (const auto& entry : firsts) {
+    const std::string& key = entry.first; // clang 14 cannot capture a structured binding
+    const auto& events = entry.second;
     INFO("message " << key);
     std::int64_t last_seq = 0;
     std::vector<std::string> readers; // the union, in order
