@@ -1,6 +1,7 @@
 // Tests of the libcurl engine against in-process servers on 127.0.0.1:
 // cpp-httplib for well-behaved HTTP, raw sockets for servers that misbehave.
 // Plus the pure helpers (Retry-After, failure names, header look-up).
+#include "fakes/local_server.hpp"
 #include "fakes/test_certificate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 
@@ -212,6 +213,7 @@ public:
     REQUIRE(m_server->is_valid());
     m_port = m_server->bind_to_any_port("127.0.0.1");
     REQUIRE(m_port > 0);
+    REQUIRE(rrd::testing::widen_listen_backlog(m_port));
     m_thread = std::thread([this] { m_server->listen_after_bind(); });
     const auto deadline = SteadyClock::now() + k_patience;
     while (!m_server->is_running() && SteadyClock::now() < deadline) {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <csignal>
 #include <dirent.h>
+#include <functional>
 #include <mutex>
 #include <netinet/in.h>
 #include <poll.h>
@@ -32,6 +33,34 @@ int socket_port(int fd, bool peer) {
     return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
   }
   return -1;
+}
+
+// The first stream socket of this process for which `match(fd)` holds, or -1.
+int find_stream_socket(const std::function<bool(int)>& match) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) {
+    return -1;
+  }
+  int found = -1;
+  while (dirent* entry = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd == ::dirfd(dir)) {
+      continue;
+    }
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+        type != SOCK_STREAM) {
+      continue;
+    }
+    if (match(static_cast<int>(fd))) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  ::closedir(dir);
+  return found;
 }
 
 } // namespace
@@ -71,6 +100,10 @@ void LocalHttpServer::start(int port) {
   if (bound <= 0) {
     throw std::runtime_error("cannot listen on 127.0.0.1:" + std::to_string(port));
   }
+  if (!widen_listen_backlog(bound)) {
+    throw std::runtime_error("cannot widen the listen backlog on 127.0.0.1:" +
+                             std::to_string(bound));
+  }
   m_port = bound;
   httplib::Server* raw = server.get();
   m_thread = std::thread([raw] { raw->listen_after_bind(); });
@@ -97,31 +130,20 @@ int connection_socket(const httplib::Request& req) {
   // httplib does not hand the socket to handlers; find the one connected
   // from req.remote_port to req.local_port. Exactly one socket in the
   // process has that pair of ports on the server side.
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) {
-    return -1;
-  }
-  int found = -1;
-  while (dirent* entry = ::readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(entry->d_name, &end, 10);
-    if (end == entry->d_name || *end != '\0' || fd == ::dirfd(dir)) {
-      continue;
-    }
-    int type = 0;
-    socklen_t len = sizeof type;
-    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
-        type != SOCK_STREAM) {
-      continue;
-    }
-    if (socket_port(static_cast<int>(fd), false) == req.local_port &&
-        socket_port(static_cast<int>(fd), true) == req.remote_port) {
-      found = static_cast<int>(fd);
-      break;
-    }
-  }
-  ::closedir(dir);
-  return found;
+  return find_stream_socket([&](int fd) {
+    return socket_port(fd, false) == req.local_port && socket_port(fd, true) == req.remote_port;
+  });
+}
+
+bool widen_listen_backlog(int port) {
+  const int fd = find_stream_socket([port](int candidate) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    return ::getsockopt(candidate, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+           listening != 0 && socket_port(candidate, false) == port;
+  });
+  // listen(2) again on a listening socket only changes its backlog.
+  return fd >= 0 && ::listen(fd, k_listen_backlog) == 0;
 }
 
 bool peer_closed(int fd) {

@@ -62,6 +62,15 @@ private:
 
 // The server-side socket of the connection `req` arrived on, or -1.
 int connection_socket(const httplib::Request& req);
+// The listen backlog of the test servers: what ordinary servers use
+// (nginx's), where httplib's library build listens with 5. With 5, a client
+// that opens dozens of connections at once (the daemon opens up to 64 to one
+// host) has the overflow's handshakes dropped, and those requests wait for
+// TCP to retry them, seconds later, when the server is slow to accept.
+inline constexpr int k_listen_backlog = 511;
+// Sets the backlog of this process's socket listening on `port` to
+// k_listen_backlog; false when there is no such socket.
+bool widen_listen_backlog(int port);
 // True when the peer of `fd` has closed its side (or the socket failed).
 bool peer_closed(int fd);
 // Aborts the connection on `fd` with a TCP RST and leaves a dead, harmless
