@@ -263,3 +263,54 @@ TEST_CASE("scheduler: removing a message from the configuration stops it with re
   h.sched.reconfigure(cfg);
   CHECK(h.sched.tracked() == 1);
 }
+
+TEST_CASE("scheduler: a poll that changes only the poll times is written within a second, "
+          "not at once") {
+  Harness h(base_config(1, 100));
+  h.sched.start();
+  const auto added = h.store->load_message("key0");
+  REQUIRE(added); // a new message is written at once
+  h.turn();
+  h.engine.answer(FakeEngine::reply(200, page({})));
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  // Nothing was read: the new poll times wait for a commit that must be durable.
+  CHECK(h.store->load_message("key0")->last_poll == added->last_poll);
+  REQUIRE(h.sched.next_wakeup());
+  CHECK(*h.sched.next_wakeup() <= h.clock.now() + scheduler::k_bookkeeping_flush_interval);
+  h.clock.advance(scheduler::k_bookkeeping_flush_interval);
+  h.sched.flush();
+  const auto written = h.store->load_message("key0");
+  CHECK(written->last_poll == h.sched.find("key0")->last_poll);
+  CHECK(written->next_poll == h.sched.find("key0")->next_poll);
+}
+
+TEST_CASE("scheduler: a read is written at once, with the poll times waiting before it") {
+  Harness h(base_config(1, 100));
+  h.sched.start();
+  h.turn();
+  h.engine.answer(FakeEngine::reply(200, page({})));
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  h.clock.advance(Millis{15'000});
+  h.turn();
+  h.engine.answer(FakeEngine::reply(200, page({"u1"})));
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  const auto stored = h.store->load_message("key0");
+  CHECK(stored->read_user_ids == std::vector<std::string>{"u1"});
+  CHECK(stored->last_poll == h.sched.find("key0")->last_poll);
+  CHECK(h.deliveries.size() == 1);
+}
+
+TEST_CASE("scheduler: poll times still waiting are written when the loop stops") {
+  Harness h(base_config(1, 100));
+  h.sched.start();
+  h.turn();
+  h.engine.answer(FakeEngine::reply(200, page({})));
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  h.sched.cancel_all();
+  h.sched.flush();
+  CHECK(h.store->load_message("key0")->last_poll == h.sched.find("key0")->last_poll);
+}

@@ -284,6 +284,9 @@ std::optional<TimePoint> Scheduler::next_wakeup() const {
       consider(*due);
     }
   }
+  if (!m_pending.empty()) {
+    consider(m_pending_since + k_bookkeeping_flush_interval); // flush() writes them then
+  }
   return next;
 }
 
@@ -440,12 +443,20 @@ void Scheduler::finish(const std::string& key, const tracker::PollResult& result
   } else if (result.kind == tracker::PollResult::Kind::answer) {
     entry.warned_paused = false;
   }
-  queue_step(entry, std::move(step));
+  // tracker::apply emits an event for every read and every stop: a step
+  // without one changed only the poll times (and sendStatus).
+  const bool durable = !step.events.empty();
+  queue_step(entry, std::move(step), durable);
 }
 
-void Scheduler::queue_step(Entry& entry, tracker::Step step) {
+void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
   const std::string& key = step.record.spec.process_query_key;
   PendingCommit pending;
+  pending.durable = durable;
+  if (m_pending.empty()) {
+    m_pending_since = m_clock.now();
+  }
+  m_pending_durable += durable ? 1 : 0;
   pending.previous = entry.record;
   std::size_t newly_read = 0;
   for (auto& event : step.events) {
@@ -500,8 +511,13 @@ void Scheduler::flush() {
   if (m_pending.empty()) {
     return;
   }
+  if (m_pending_durable == 0 && !m_cancelled &&
+      m_clock.now() - m_pending_since < k_bookkeeping_flush_interval) {
+    return; // only poll times: they wait for a durable commit, or a second
+  }
   std::vector<PendingCommit> pending;
   pending.swap(m_pending);
+  m_pending_durable = 0;
   std::vector<store::Commit> commits;
   commits.reserve(pending.size());
   for (const auto& p : pending) {

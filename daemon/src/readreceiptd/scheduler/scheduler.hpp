@@ -41,6 +41,13 @@ inline constexpr std::size_t k_max_polls_in_flight = 64;
 // After the store refuses a commit, the affected messages are polled again
 // after this long (their reads are detected again: nothing is lost).
 inline constexpr Millis k_store_failure_retry{5'000};
+// A poll that changed nothing but the message's poll times (no reads, no
+// stop: no event) is written with the next commit that must be durable, or
+// after this long at the latest, instead of in a commit (a sync) of its own
+// every turn of the loop: at high poll rates that sync took most of the
+// loop's time (bench/poll_throughput.sh). Losing such a write in a crash only
+// makes the message be polled again sooner.
+inline constexpr Millis k_bookkeeping_flush_interval{1'000};
 // Throttling answers and failed calls are logged (at warn) at most this
 // often each, with a count of what happened in between.
 inline constexpr Millis k_throttle_log_interval{10'000};
@@ -81,7 +88,9 @@ public:
   // the rate limit.
   void pump();
   // Commits what completed polls produced, in one transaction, then hands
-  // the deliveries on. Call after the engine ran callbacks.
+  // the deliveries on. Call after the engine ran callbacks. Polls that
+  // changed only poll times wait up to k_bookkeeping_flush_interval (none
+  // wait after cancel_all()).
   void flush();
   // When pump() has work next, if ever.
   std::optional<TimePoint> next_wakeup() const;
@@ -121,6 +130,7 @@ private:
   struct PendingCommit {
     MessageRecord previous;
     store::Commit commit;
+    bool durable = true; // false: only poll times changed (may wait)
   };
 
   void reconcile();
@@ -131,7 +141,7 @@ private:
   void send_page(const std::string& key);
   void on_page(const std::string& key, std::uint64_t id, http::Response r);
   void finish(const std::string& key, const tracker::PollResult& result);
-  void queue_step(Entry& entry, tracker::Step step);
+  void queue_step(Entry& entry, tracker::Step step, bool durable = true);
   std::vector<std::string> routes_for(const MessageRecord& m, EventType type) const;
   void note_throttled(TimePoint now);
   void note_failure(const std::string& key, const std::string& what, TimePoint now);
@@ -154,6 +164,8 @@ private:
   std::deque<std::string> m_continuations; // polls whose next page waits for a slot
   std::uint64_t m_next_poll_id = 1;
   std::vector<PendingCommit> m_pending;
+  std::size_t m_pending_durable = 0; // entries of m_pending that must not wait
+  TimePoint m_pending_since{};       // when m_pending last became non-empty
   bool m_waiting_for_slot = false;
   bool m_cancelled = false;
   std::optional<TimePoint> m_last_throttle_log;
