@@ -89,6 +89,9 @@ void LocalHttpServer::start(int port) {
   }
   server->new_task_queue = [] { return new httplib::ThreadPool(k_worker_threads); };
   server->set_keep_alive_timeout(k_keep_alive_timeout_s);
+  // httplib writes an answer's head and body separately: without TCP_NODELAY,
+  // Nagle holds the body until the client's delayed ACK, about 40 ms later.
+  server->set_tcp_nodelay(true);
   server->set_keep_alive_max_count(k_keep_alive_max_requests);
   m_setup(*server);
   int bound = -1;
