@@ -22,8 +22,13 @@ bench_build() {
     echo "bench: no $build_dir; run scripts/setup.sh first" >&2
     exit 1
   fi
-  cmake -S "$bench_root" -B "$build_dir" -DRRD_BENCH=ON >/dev/null
-  cmake --build "$build_dir" -j2 --target "$@" >/dev/null
+  mkdir -p "$bench_work"
+  if ! { cmake -S "$bench_root" -B "$build_dir" -DRRD_BENCH=ON &&
+    cmake --build "$build_dir" -j2 --target "$@"; } >"$bench_work/build.log" 2>&1; then
+    tail -30 "$bench_work/build.log" >&2
+    echo "bench: the build failed (log: $bench_work/build.log)" >&2
+    exit 1
+  fi
 }
 
 # The CPU time (user + system) of a live process, in clock ticks.
@@ -78,7 +83,7 @@ start_server() {
     >"$log" 2>&1 &
   server_pid=$!
   bench_pids+=("$server_pid")
-  wait_for 60 grep -q '^listening on 127\.0\.0\.1:[0-9][0-9]*$' "$log" || { cat "$log" >&2; exit 1; }
+  wait_for 60 grep -qs '^listening on 127\.0\.0\.1:[0-9][0-9]*$' "$log" || { cat "$log" >&2; exit 1; }
   server_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
 }
 

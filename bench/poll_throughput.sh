@@ -105,15 +105,15 @@ measure_sdk() {
   server_per_k=$(awk -v c=$((s1 - s0)) -v r=$((r1 - r0)) -v hz="$clk_tck" 'BEGIN{printf "%.4f", c / hz * 1000 / r}')
 }
 
-# wrk with 1 thread and 8 connections: the daemon's shape (one thread, at
-# most 8 connections to a host).
+# wrk with 1 thread and 64 connections: the daemon's shape (one thread, at
+# most 64 connections to a host and 64 polls in flight).
 measure_wrk() {
   local mode=$1
   start_server "$mode" "$messages" "$work/stats" "$work/server.log"
   local r0 s0 r1 s1
   r0=$(server_requests "$work/stats"); s0=$(cpu_ticks "$server_pid")
   /usr/bin/time -f "%U %S" -o "$work/wrk.time" \
-    wrk -t1 -c8 -d"${seconds}s" -s "$work/post.lua" "http://127.0.0.1:$server_port" >"$work/wrk.out"
+    wrk -t1 -c64 -d"${seconds}s" -s "$work/post.lua" "http://127.0.0.1:$server_port" >"$work/wrk.out"
   r1=$(server_requests "$work/stats"); s1=$(cpu_ticks "$server_pid")
   stop_pid "$server_pid"
   local requests
