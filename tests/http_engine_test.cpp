@@ -414,6 +414,38 @@ TEST_CASE("sequential requests to one host reuse one connection") {
   CHECK(client_ports[1] == client_ports[2]);
 }
 
+TEST_CASE("an idle connection the server closes is replaced, and the engine does not spin on it") {
+  std::mutex mutex;
+  std::vector<int> client_ports;
+  HttpServer server;
+  server.server().set_keep_alive_timeout(1); // closes an idle connection after 1 s
+  server.server().Get("/", [&](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard lock(mutex);
+    client_ports.push_back(req.remote_port);
+    res.set_content("ok", "text/plain");
+  });
+  server.start();
+  const auto engine = http::make_curl_engine();
+  CHECK(fetch(*engine, get(server.url())).status == 200);
+
+  // The server closes the idle connection meanwhile; its socket turns
+  // readable (end of file) while no transfer waits for it. Each run_once
+  // must still wait its max_wait, not return at once again and again.
+  constexpr Millis k_step{100};
+  int turns = 0;
+  const auto until = SteadyClock::now() + 2500ms;
+  while (SteadyClock::now() < until) {
+    engine->run_once(k_step);
+    ++turns;
+  }
+  CHECK(turns <= 2500 / k_step.count() + 5);
+
+  CHECK(fetch(*engine, get(server.url())).status == 200);
+  std::lock_guard lock(mutex);
+  REQUIRE(client_ports.size() == 2);
+  CHECK(client_ports[0] != client_ports[1]);
+}
+
 TEST_CASE("a port with nothing listening is a fast network failure") {
   int port = 0;
   const Fd reserved = bound_socket(port); // bound, never listening: connections are refused

@@ -1,10 +1,17 @@
 // The libcurl multi engine: one CURLM* drives every transfer from the loop
 // thread. Connections live in the multi handle's connection cache and are
 // reused across requests to the same host (HTTP/1.1 keep-alive); easy handles
-// are recycled through a small pool.
+// are recycled through a pool.
 //
-// Thread-safety: as Engine says. Only wakeup() touches the multi handle from
-// other threads, through curl_multi_wakeup(), which libcurl allows.
+// Event-driven (libcurl's multi_socket API): libcurl tells the engine which
+// sockets to watch and when its next timeout is due; run_once() waits in
+// epoll and hands libcurl only the sockets that are ready. (curl_multi_perform
+// instead checks every transfer's socket with a poll(2) of its own on every
+// call: with 64 transfers in flight that was three system calls per request,
+// bench/poll_throughput.sh.)
+//
+// Thread-safety: as Engine says. wakeup() only writes to an eventfd, from
+// any thread.
 //
 // Outcomes:
 // - failure == none: an HTTP answer arrived; status, headers and body are set.
@@ -21,14 +28,21 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -67,8 +81,12 @@ constexpr long k_max_cached_connections = 128;
 // host uses few. (8 capped a DingTalk answering in 1 s at 8 calls/s, and
 // the polls queued behind timed out; bench/rate_limit.sh.)
 constexpr long k_max_connections_per_host = 64;
-// Easy handles kept for reuse once their transfer is done.
-constexpr std::size_t k_easy_handle_pool_size = 16;
+// Easy handles kept for reuse once their transfer is done: as many as can be
+// in flight to the busiest host and more, so that a steady stream of
+// requests never creates and frees handles (libcurl's set-up and a calloc of
+// several KiB each; a pool of 16 under 64 polls in flight cost a sixth of the
+// daemon's CPU per poll, bench/poll_throughput.sh).
+constexpr std::size_t k_easy_handle_pool_size = k_max_connections_per_host + 32;
 // Response header bytes accepted per response (all header lines together);
 // more is treated like a body over the cap.
 constexpr std::size_t k_max_response_header_bytes = 64 * 1024;
@@ -263,16 +281,53 @@ std::string configure(Transfer& t) {
   return rc == CURLE_OK ? std::string() : describe(rc, t);
 }
 
+// An owned file descriptor.
+class OwnedFd {
+public:
+  explicit OwnedFd(int fd = -1) : m_fd(fd) {}
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  ~OwnedFd() {
+    if (m_fd >= 0) {
+      ::close(m_fd);
+    }
+  }
+  int get() const { return m_fd; }
+
+private:
+  int m_fd;
+};
+
+// Events taken from epoll per wait; more stay ready for the next one.
+constexpr int k_max_events = 256;
+
 class CurlEngine final : public Engine {
 public:
-  CurlEngine() {
+  CurlEngine()
+      : m_epoll(::epoll_create1(EPOLL_CLOEXEC)), m_wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    if (m_epoll.get() < 0 || m_wake.get() < 0) {
+      throw std::runtime_error(std::string("cannot create the HTTP engine's event queue: ") +
+                               std::strerror(errno));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = m_wake.get();
+    if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, m_wake.get(), &ev) != 0) {
+      throw std::runtime_error(std::string("cannot watch the HTTP engine's wake-up event: ") +
+                               std::strerror(errno));
+    }
     detail::ensure_curl_global_init();
     m_multi.reset(curl_multi_init());
     if (!m_multi) {
       throw std::runtime_error("curl_multi_init failed");
     }
-    curl_multi_setopt(m_multi.get(), CURLMOPT_MAXCONNECTS, k_max_cached_connections);
-    curl_multi_setopt(m_multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS, k_max_connections_per_host);
+    CURLM* multi = m_multi.get();
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, k_max_cached_connections);
+    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, k_max_connections_per_host);
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &CurlEngine::on_socket);
+    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, static_cast<void*>(this));
+    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &CurlEngine::on_timer);
+    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, static_cast<void*>(this));
   }
 
   CurlEngine(const CurlEngine&) = delete;
@@ -286,7 +341,9 @@ public:
     m_active.clear();
     m_completed.clear();
     m_pool.clear();
-    // m_multi goes last, as a member.
+    // m_multi is destroyed before m_epoll, m_watched and m_timer, which are
+    // declared before it: closing the cached connections still calls
+    // on_socket, on_close_socket and on_timer.
   }
 
   void submit(Request request, Callback done) override {
@@ -301,6 +358,13 @@ public:
       error = "could not create a transfer handle";
     } else {
       error = configure(*t);
+    }
+    if (error.empty()) {
+      CURL* easy = t->easy.get();
+      curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &CurlEngine::on_open_socket);
+      curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, static_cast<void*>(this));
+      curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &CurlEngine::on_close_socket);
+      curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, static_cast<void*>(this));
     }
     if (error.empty()) {
       CURL* key = t->easy.get();
@@ -324,16 +388,21 @@ public:
   }
 
   void run_once(Millis max_wait) override {
-    perform();
+    run_due_timer();
+    collect();
     if (m_completed.empty()) {
-      const auto wait_ms = static_cast<int>(std::clamp<Millis::rep>(max_wait.count(), 0, INT_MAX));
-      curl_multi_poll(m_multi.get(), nullptr, 0, wait_ms, nullptr);
-      perform();
+      wait_and_act(max_wait);
+      run_due_timer();
+      collect();
     }
     deliver();
   }
 
-  void wakeup() override { curl_multi_wakeup(m_multi.get()); }
+  void wakeup() override {
+    const std::uint64_t one = 1;
+    // A full counter (after 2^64 - 2 wake-ups nobody read) still wakes.
+    [[maybe_unused]] const auto n = ::write(m_wake.get(), &one, sizeof one);
+  }
 
   std::size_t in_flight() const override { return m_active.size() + m_completed.size(); }
 
@@ -359,11 +428,134 @@ private:
     }
   }
 
-  // Lets libcurl do the I/O that is ready, then moves finished transfers to
-  // m_completed.
-  void perform() {
-    int running = 0;
-    curl_multi_perform(m_multi.get(), &running);
+  // libcurl asks to watch `s` for `what` (CURL_POLL_IN, _OUT, _INOUT), or to
+  // stop watching it (CURL_POLL_REMOVE). libcurl removes a connection's
+  // socket when a transfer ends and adds it again, with the same interest,
+  // when the next request reuses the connection: so a removal only marks the
+  // socket unwanted and leaves it in the epoll set, saving two epoll_ctl(2)
+  // per request. An unwanted socket that turns ready (the server closed an
+  // idle connection) leaves the set then; on_close_socket() forgets sockets
+  // as libcurl closes them, so a reused descriptor number starts afresh.
+  static int on_socket(CURL* /*easy*/, curl_socket_t s, int what, void* userp, void* /*socketp*/) {
+    auto* self = static_cast<CurlEngine*>(userp);
+    const auto found = self->m_watched.find(s);
+    if (what == CURL_POLL_REMOVE) {
+      if (found != self->m_watched.end()) {
+        found->second.wanted = false;
+      }
+      return 0;
+    }
+    const std::uint32_t events =
+        (what & CURL_POLL_IN ? EPOLLIN : 0U) | (what & CURL_POLL_OUT ? EPOLLOUT : 0U);
+    if (found != self->m_watched.end() && found->second.events == events) {
+      found->second.wanted = true;
+      return 0;
+    }
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = s;
+    const bool known = found != self->m_watched.end();
+    if (::epoll_ctl(self->m_epoll.get(), known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0 &&
+        ::epoll_ctl(self->m_epoll.get(), known ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev) != 0) {
+      self->m_watched.erase(s);
+      return -1; // libcurl fails the transfers on this socket
+    }
+    self->m_watched[s] = Watched{events, true};
+    return 0;
+  }
+
+  // Every socket libcurl uses is opened here (CURLOPT_OPENSOCKETFUNCTION): a
+  // descriptor number seen before is a new socket, not watched yet.
+  static curl_socket_t on_open_socket(void* clientp, curlsocktype /*purpose*/,
+                                      curl_sockaddr* address) {
+    auto* self = static_cast<CurlEngine*>(clientp);
+    const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd < 0) {
+      return CURL_SOCKET_BAD;
+    }
+    self->m_watched.erase(fd); // the kernel dropped the old one from the set when it closed
+    return fd;
+  }
+
+  // Every socket libcurl opened is closed here (CURLOPT_CLOSESOCKETFUNCTION).
+  static int on_close_socket(void* clientp, curl_socket_t s) {
+    auto* self = static_cast<CurlEngine*>(clientp);
+    if (self->m_watched.erase(s) != 0) {
+      ::epoll_ctl(self->m_epoll.get(), EPOLL_CTL_DEL, s, nullptr);
+    }
+    return ::close(s);
+  }
+
+  // libcurl's next timeout: -1 none, 0 at once, else in that many ms.
+  static int on_timer(CURLM* /*multi*/, long timeout_ms, void* userp) {
+    auto* self = static_cast<CurlEngine*>(userp);
+    if (timeout_ms < 0) {
+      self->m_timer.reset();
+    } else {
+      self->m_timer = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
+    }
+    return 0;
+  }
+
+  // Lets libcurl handle its timeouts (and start newly added transfers) once
+  // they are due.
+  void run_due_timer() {
+    if (m_timer && *m_timer <= SteadyClock::now()) {
+      m_timer.reset();
+      int running = 0;
+      curl_multi_socket_action(m_multi.get(), CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+  }
+
+  // Waits in epoll up to `max_wait` (less when libcurl's timer is due
+  // earlier), then hands libcurl the sockets that are ready.
+  void wait_and_act(Millis max_wait) {
+    auto wait = std::chrono::duration_cast<std::chrono::microseconds>(max_wait);
+    if (m_timer) {
+      wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(
+                                *m_timer - SteadyClock::now()));
+    }
+    // Rounded up to whole milliseconds: waking before the timer is due would
+    // only spin.
+    const auto wait_ms = static_cast<int>(std::clamp<std::int64_t>(
+        (std::max<std::int64_t>(0, wait.count()) + 999) / 1000, 0, INT_MAX));
+    std::array<epoll_event, k_max_events> events{};
+    const int n = ::epoll_wait(m_epoll.get(), events.data(), k_max_events, wait_ms);
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[static_cast<std::size_t>(i)].data.fd;
+      const std::uint32_t ev = events[static_cast<std::size_t>(i)].events;
+      if (fd == m_wake.get()) {
+        std::uint64_t count = 0;
+        [[maybe_unused]] const auto r = ::read(fd, &count, sizeof count);
+        continue;
+      }
+      const auto watched = m_watched.find(fd);
+      if (watched == m_watched.end() || !watched->second.wanted) {
+        // Ready, but libcurl does not wait for it (an idle connection the
+        // server closed): stop watching it; libcurl notices on reuse.
+        ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
+        if (watched != m_watched.end()) {
+          m_watched.erase(watched);
+        }
+        continue;
+      }
+      int flags = 0;
+      if ((ev & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) != 0) {
+        flags |= CURL_CSELECT_IN;
+      }
+      if ((ev & EPOLLOUT) != 0) {
+        flags |= CURL_CSELECT_OUT;
+      }
+      if ((ev & EPOLLERR) != 0) {
+        flags |= CURL_CSELECT_ERR;
+      }
+      int running = 0;
+      curl_multi_socket_action(m_multi.get(), fd, flags, &running);
+    }
+  }
+
+  // Moves the transfers libcurl finished to m_completed.
+  void collect() {
     int queued = 0;
     while (CURLMsg* msg = curl_multi_info_read(m_multi.get(), &queued)) {
       if (msg->msg != CURLMSG_DONE) {
@@ -423,6 +615,15 @@ private:
     }
   }
 
+  struct Watched {
+    std::uint32_t events = 0; // what the epoll set watches the socket for
+    bool wanted = false;      // libcurl waits for it (not removed since)
+  };
+
+  OwnedFd m_epoll; // the sockets libcurl asked to watch, and m_wake
+  OwnedFd m_wake;  // eventfd: wakeup() from any thread
+  std::unordered_map<curl_socket_t, Watched> m_watched; // sockets in the epoll set
+  std::optional<SteadyClock::time_point> m_timer;       // libcurl's next timeout
   CurlMulti m_multi;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> m_active; // added to m_multi
   std::deque<Completed> m_completed;                             // callbacks not yet called
