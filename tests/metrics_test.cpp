@@ -297,6 +297,7 @@ struct Loop {
     dispatcher.pump();
     engine.run_once(Millis{0});
     sched.flush();
+    dispatcher.flush();
     metrics.after_turn(clock.now(), sched, dispatcher, *store);
   }
 
@@ -310,6 +311,7 @@ struct Loop {
     }
     engine.run_once(Millis{0});
     sched.flush();
+    dispatcher.flush();
     metrics.after_turn(clock.now(), sched, dispatcher, *store);
   }
 

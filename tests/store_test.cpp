@@ -433,6 +433,16 @@ TEST_CASE("mark_delivered, mark_retry and mark_dead move a delivery through its 
   CHECK(dead[0].died_at == at(99'000));
 }
 
+TEST_CASE("mark_delivered_all marks several deliveries at once and skips unknown ones") {
+  auto s = Store::open(":memory:");
+  s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops", "audit"}));
+  CHECK(s->mark_delivered_all({}) == 0);
+  CHECK(s->mark_delivered_all({{"evt_1", "ops"}, {"evt_2", "audit"}, {"evt_9", "ops"}}) == 2);
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@audit", "evt_2@ops"});
+  CHECK(s->mark_delivered_all({{"evt_1", "ops"}}) == 1); // already delivered: still there
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@audit", "evt_2@ops"});
+}
+
 TEST_CASE("marking a delivery that does not exist is an error") {
   auto s = Store::open(":memory:");
   s->commit(commit_with("k", {"evt_1"}, {"ops"}));

@@ -286,6 +286,9 @@ struct Harness {
   void finish(std::size_t i, http::Response r) {
     engine.complete(i, std::move(r));
     engine.run_once(Millis{0});
+    if (dispatcher) {
+      dispatcher->flush(); // as the daemon's loop does after each turn
+    }
   }
   // pump() and return the indexes of the calls it made.
   std::vector<std::size_t> pump() {
@@ -524,6 +527,44 @@ TEST_CASE("a replayed dead letter is delivered again before later events") {
   calls = h.pump();
   REQUIRE(calls.size() == 1);
   CHECK(h.event_of(calls[0]) == a3);
+}
+
+TEST_CASE("delivered events are written at flush(), and a crash before it delivers them again") {
+  Harness h;
+  const auto a1 = h.emit("A");
+  const auto b1 = h.emit("B");
+  const auto calls = h.pump();
+  REQUIRE(calls.size() == 2);
+  h.engine.complete(calls[0], answer(200));
+  h.engine.complete(calls[1], answer(200));
+  h.engine.run_once(Millis{0});
+  // Delivered, not written yet: the store still has both pending...
+  CHECK(h.stored(a1).has_value());
+  CHECK(h.stored(b1).has_value());
+  CHECK(h.dispatcher->pending("ops") == 0);
+  CHECK_FALSE(h.dispatcher->idle()); // something left to write
+  // ...and handing them back (as after a dead-letter replay) sends nothing.
+  h.dispatcher->enqueue(h.store->load_pending_deliveries());
+  CHECK(h.dispatcher->pending("ops") == 0);
+  CHECK(h.pump().empty());
+
+  // A crash now: a new Dispatcher sends both again, with the same ids.
+  h.restart();
+  auto again = h.pump();
+  REQUIRE(again.size() == 2);
+  std::set<std::string> ids{h.event_of(again[0]), h.event_of(again[1])};
+  CHECK(ids == std::set<std::string>{a1, b1});
+  h.engine.complete(again[0], answer(200));
+  h.engine.complete(again[1], answer(200));
+  h.engine.run_once(Millis{0});
+  h.dispatcher->flush();
+  CHECK(h.dispatcher->idle());
+  CHECK_FALSE(h.stored(a1).has_value());
+  CHECK_FALSE(h.stored(b1).has_value());
+
+  // After the write, a restart sends nothing.
+  h.restart();
+  CHECK(h.pump().empty());
 }
 
 TEST_CASE("the same delivery enqueued twice is sent once") {

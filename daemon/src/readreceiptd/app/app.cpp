@@ -233,6 +233,7 @@ public:
       } catch (const std::exception& e) {
         spdlog::error("{}", e.what());
       }
+      dispatcher.flush();
       m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
       if (!notifier.ready_sent() && sched.has_token()) {
         // Store, listeners and a first token are in place.
@@ -254,6 +255,7 @@ public:
     const TimePoint deadline = clock.now() + k_drain_timeout;
     while (!dispatcher.idle() && clock.now() < deadline) {
       engine->run_once(Millis{100});
+      dispatcher.flush();
     }
     sched.flush();
     if (api_server) {

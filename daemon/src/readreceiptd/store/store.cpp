@@ -608,6 +608,22 @@ void Store::mark_delivered(const std::string& event_id, const std::string& webho
   }
 }
 
+std::size_t
+Store::mark_delivered_all(const std::vector<std::pair<std::string, std::string>>& deliveries) {
+  if (deliveries.empty()) {
+    return 0;
+  }
+  Transaction tx(m_impl->conn, "cannot mark delivered");
+  std::size_t marked = 0;
+  for (const auto& [event_id, webhook] : deliveries) {
+    Statement q(m_impl->conn, k_mark_delivered, "cannot mark delivered");
+    q.bind(1, event_id).bind(2, webhook);
+    marked += q.run() > 0 ? 1 : 0;
+  }
+  tx.commit();
+  return marked;
+}
+
 void Store::Impl::update_delivery(const char* sql, const std::string& event_id,
                                   const std::string& webhook, const char* what, int attempts,
                                   TimePoint when, const std::string& last_error) {

@@ -21,6 +21,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rrd::store {
@@ -74,6 +75,11 @@ public:
   // mark_delivered/mark_retry/mark_dead throw StoreError when there is no
   // such delivery.
   void mark_delivered(const std::string& event_id, const std::string& webhook);
+  // Marks several deliveries, (event id, webhook), delivered in one
+  // transaction (all or nothing). Ones not stored are skipped: returns how
+  // many were marked.
+  std::size_t
+  mark_delivered_all(const std::vector<std::pair<std::string, std::string>>& deliveries);
   // Records a failed attempt and when to try next.
   void mark_retry(const std::string& event_id, const std::string& webhook, int attempts,
                   TimePoint next_attempt, const std::string& last_error);

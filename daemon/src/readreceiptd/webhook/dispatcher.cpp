@@ -25,6 +25,14 @@ const char* to_string(FailureReason r) {
 
 namespace {
 
+// One string per (event id, webhook): ids hold no spaces.
+std::string delivery_key(const std::string& event_id, const std::string& webhook) {
+  std::string key;
+  key.reserve(event_id.size() + 1 + webhook.size());
+  key.append(event_id).append(1, ' ').append(webhook);
+  return key;
+}
+
 std::string lower(std::string_view s) {
   std::string out(s);
   std::transform(out.begin(), out.end(), out.begin(),
@@ -212,8 +220,9 @@ void Dispatcher::load(const std::vector<Delivery>& pending) {
 
 void Dispatcher::enqueue(const std::vector<Delivery>& deliveries) {
   for (const auto& d : deliveries) {
-    if (d.state != DeliveryState::pending) {
-      continue;
+    if (d.state != DeliveryState::pending ||
+        m_delivered_keys.count(delivery_key(d.event_id, d.webhook)) != 0) {
+      continue; // delivered already, written at the next flush()
     }
     QueueKey key{d.process_query_key, d.webhook};
     Queue& q = m_queues[key];
@@ -315,6 +324,25 @@ std::optional<TimePoint> Dispatcher::next_due() const {
   return due;
 }
 
+void Dispatcher::flush() {
+  if (m_delivered.empty()) {
+    return;
+  }
+  try {
+    m_store.mark_delivered_all(m_delivered);
+  } catch (const store::StoreError& e) {
+    const TimePoint now = m_clock.now();
+    if (!m_last_flush_error_log || now - *m_last_flush_error_log >= k_flush_error_log_interval) {
+      m_last_flush_error_log = now;
+      spdlog::error("cannot record {} delivered events, will try again: {}", m_delivered.size(),
+                    e.what());
+    }
+    return;
+  }
+  m_delivered.clear();
+  m_delivered_keys.clear();
+}
+
 std::size_t Dispatcher::pending(const std::string& webhook) const {
   const auto it = m_counts.find(webhook);
   return it == m_counts.end() ? 0 : it->second.pending;
@@ -405,14 +433,8 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
   }
 
   if (is_success(response)) {
-    try {
-      m_store.mark_delivered(d.event_id, d.webhook);
-    } catch (const store::StoreError& e) {
-      spdlog::error("webhook {}: recording event {} as delivered: {}", key.webhook, d.event_id,
-                    e.what());
-      hold_after_store_failure(key, q, now);
-      return;
-    }
+    m_delivered_keys.insert(delivery_key(d.event_id, d.webhook));
+    m_delivered.emplace_back(d.event_id, d.webhook);
     spdlog::debug("webhook {}: delivered event {} in {:.3f}s", key.webhook, d.event_id,
                   seconds(response.duration));
     if (m_observer.on_delivered) {

@@ -43,6 +43,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,8 @@ inline constexpr std::size_t k_max_response_bytes = 64 * 1024;
 // How soon a delivery is tried again after the store failed to record an
 // outcome.
 inline constexpr Millis k_store_failure_retry{5s};
+// A failing flush() is logged at most this often.
+inline constexpr Millis k_flush_error_log_interval{10s};
 
 // The `reason` label of readreceiptd_webhook_deliveries_failed_total.
 enum class FailureReason { timeout, network, status };
@@ -121,8 +124,17 @@ public:
   // deliveries or configuration arrive.
   std::optional<TimePoint> next_due() const;
 
-  // Nothing in flight (for draining at shutdown).
-  bool idle() const { return m_in_flight == 0; }
+  // Writes the deliveries completed since the last call as delivered, in one
+  // transaction. Call after the engine ran callbacks, as Scheduler::flush().
+  // Until then, a delivered event is only known to this Dispatcher: a crash
+  // before the write delivers it again after the restart, with the same
+  // webhook-id (at least once); one transaction per loop turn instead of one
+  // per delivery is what lets a backlog drain quickly. When the write fails
+  // the deliveries are kept and written by a later call.
+  void flush();
+
+  // Nothing in flight and nothing left to write (for draining at shutdown).
+  bool idle() const { return m_in_flight == 0 && m_delivered.empty(); }
   std::size_t in_flight() const { return m_in_flight; }
   // Deliveries to `webhook` not yet delivered or dead, in flight included.
   std::size_t pending(const std::string& webhook) const;
@@ -178,6 +190,12 @@ private:
   // Heads not in flight of active webhooks, per webhook, earliest due first.
   std::map<std::string, std::set<ReadyEntry>> m_ready;
   std::size_t m_in_flight = 0;
+  // Delivered, (event id, webhook), not written to the store yet (flush()),
+  // and the same as "event_id webhook" keys, so that enqueue() does not take
+  // them for pending ones.
+  std::vector<std::pair<std::string, std::string>> m_delivered;
+  std::unordered_set<std::string> m_delivered_keys;
+  std::optional<TimePoint> m_last_flush_error_log;
   std::size_t m_pump_round = 0; // rotates which webhook pump() serves first
   // Callbacks hold a weak_ptr to this, so that they do nothing once the
   // Dispatcher is gone.
