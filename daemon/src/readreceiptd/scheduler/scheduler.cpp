@@ -520,8 +520,8 @@ void Scheduler::flush() {
   m_pending_durable = 0;
   std::vector<store::Commit> commits;
   commits.reserve(pending.size());
-  for (const auto& p : pending) {
-    commits.push_back(p.commit);
+  for (auto& p : pending) {
+    commits.push_back(std::move(p.commit)); // a rollback needs only p.previous
   }
   try {
     m_store.commit_all(commits);
