@@ -25,9 +25,11 @@ case "${1:-}" in
   ;;
 esac
 
-RRD_WITH_TEST_TOOLS=1 RRD_CMAKE_ARGS="-DRRD_WERROR=ON ${RRD_CMAKE_ARGS:-}" scripts/setup.sh
+started=$(date +%s)
+# Each step says when it starts, in seconds since this script did.
+step() { printf '\n==> %s (at %ss)\n' "$*" "$(($(date +%s) - started))"; }
 
-step() { printf '\n==> %s\n' "$*"; }
+RRD_WITH_TEST_TOOLS=1 RRD_CMAKE_ARGS="-DRRD_WERROR=ON ${RRD_CMAKE_ARGS:-}" scripts/setup.sh
 
 configure_clang() { # build dir, then extra CMake arguments
   dir=$1
