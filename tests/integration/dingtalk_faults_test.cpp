@@ -105,15 +105,16 @@ void set_fault_rates(FakeDingTalk& d, double p) {
 // time to settle, or grow. RRD_FAULT_CALLS=<n> makes it a longer soak.
 constexpr int k_default_faulty_calls = 300;
 
-// Built with AddressSanitizer (as this test and the daemon are, in the
-// sanitizer build), the daemon's resident size includes ASan's quarantine of
-// freed memory (256 MiB by default), its shadow memory and its redzones, so
-// the absolute bound there only catches gross growth; the growth check and
-// LeakSanitizer do the rest.
-#if defined(__SANITIZE_ADDRESS__)
+// Built with a sanitizer (as this test and the daemon are, in the sanitizer
+// builds), the daemon's resident size includes the sanitizer's own memory:
+// AddressSanitizer's quarantine of freed memory (256 MiB by default), shadow
+// memory and redzones; ThreadSanitizer's shadow memory, several times what
+// the program uses. There the absolute bound only catches gross growth; the
+// growth check and LeakSanitizer do the rest.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool k_sanitized = true;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 constexpr bool k_sanitized = true;
 #else
 constexpr bool k_sanitized = false;
