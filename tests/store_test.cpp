@@ -225,6 +225,43 @@ TEST_CASE("a message with every field set round-trips exactly") {
   CHECK(loaded->read_user_ids == std::vector<std::string>{"user2", "user1"});
 }
 
+TEST_CASE("a poll-state-only commit writes send_status and the poll times, nothing else") {
+  auto s = Store::open(":memory:");
+  Commit first;
+  first.message = full_record("k");
+  first.message.stopped = false;
+  first.message.stop_reason.reset();
+  first.message.stop_detail.clear();
+  first.message.stopped_at.reset();
+  s->commit(first);
+
+  Commit poll;
+  poll.message = first.message;
+  poll.message.send_status = "READING";
+  poll.message.last_poll = at(70'000);
+  poll.message.next_poll = at(85'000);
+  poll.poll_state_only = true;
+  s->commit(poll);
+  CHECK(s->load_message("k") == poll.message);
+
+  // The writer's promise is what counts: other fields are not written.
+  Commit lying = poll;
+  lying.message.read_user_ids.push_back("user3");
+  lying.message.next_poll = at(99'000);
+  s->commit(lying);
+  const auto loaded = s->load_message("k");
+  REQUIRE(loaded.has_value());
+  CHECK(loaded->next_poll == at(99'000));
+  CHECK(loaded->read_user_ids == std::vector<std::string>{"user2", "user1"});
+
+  // A message not stored yet is written whole.
+  Commit fresh;
+  fresh.message = full_record("new");
+  fresh.poll_state_only = true;
+  s->commit(fresh);
+  CHECK(s->load_message("new") == fresh.message);
+}
+
 TEST_CASE("a message with every optional empty round-trips exactly") {
   auto s = Store::open(":memory:");
   Commit c;

@@ -449,6 +449,27 @@ void Scheduler::finish(const std::string& key, const tracker::PollResult& result
   queue_step(entry, std::move(step), durable);
 }
 
+namespace {
+
+// True when `a` and `b` differ in send_status, last_poll and next_poll at
+// most (store::Commit::poll_state_only). Compares everything else with the
+// record's own operator==, so that a field added later counts as a change.
+bool only_poll_state_differs(const MessageRecord& a, MessageRecord& b) {
+  std::string status = std::move(b.send_status);
+  const auto last_poll = b.last_poll;
+  const auto next_poll = b.next_poll;
+  b.send_status = a.send_status;
+  b.last_poll = a.last_poll;
+  b.next_poll = a.next_poll;
+  const bool same = a == b;
+  b.send_status = std::move(status);
+  b.last_poll = last_poll;
+  b.next_poll = next_poll;
+  return same;
+}
+
+} // namespace
+
 void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
   const std::string& key = step.record.spec.process_query_key;
   PendingCommit pending;
@@ -489,6 +510,9 @@ void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
   }
   pending.commit.message = std::move(step.record);
   pending.commit.events = std::move(step.events);
+  pending.commit.poll_state_only =
+      pending.commit.events.empty() &&
+      only_poll_state_differs(pending.previous, pending.commit.message);
   m_pending.push_back(std::move(pending));
 }
 

@@ -240,6 +240,11 @@ ON CONFLICT (process_query_key) DO UPDATE SET
   last_poll = excluded.last_poll,
   next_poll = excluded.next_poll)sql";
 
+// What a poll that found nothing new changes.
+constexpr const char* k_update_poll_state = R"sql(
+UPDATE messages SET send_status = ?2, last_poll = ?3, next_poll = ?4
+WHERE process_query_key = ?1)sql";
+
 // A plain INSERT: an event id seen twice is an error, never silently dropped.
 constexpr const char* k_insert_event = R"sql(
 INSERT INTO events (id, process_query_key, type, sequence, created_at, body)
@@ -509,6 +514,15 @@ void check_commit(const Commit& c) {
 void Store::Impl::write_commit(const Commit& c) {
   const MessageRecord& m = c.message;
   const std::string& key = m.spec.process_query_key;
+
+  if (c.poll_state_only && c.events.empty()) {
+    Statement q(conn, k_update_poll_state, "cannot write message");
+    q.bind(1, key).bind(2, m.send_status).bind(3, ms(m.last_poll)).bind(4, ms(m.next_poll));
+    if (q.run() > 0) {
+      return;
+    }
+    // Not stored yet: the whole row below.
+  }
 
   nlohmann::json expected_readers = m.spec.expected_readers;
   nlohmann::json labels = m.spec.labels;

@@ -38,6 +38,11 @@ struct Commit {
   std::vector<OutboxEvent> events;
   // For each event (same index), the names of the webhooks it goes to.
   std::vector<std::vector<std::string>> routes;
+  // Set by a writer that knows the stored row differs from `message` in
+  // send_status, last_poll and next_poll at most (a poll that found nothing
+  // new): only those columns are written. Ignored when there are events; a
+  // row that is not stored is written whole.
+  bool poll_state_only = false;
 };
 
 struct DeadLetter {
