@@ -473,7 +473,6 @@ bool only_poll_state_differs(const MessageRecord& a, MessageRecord& b) {
 void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
   const std::string& key = step.record.spec.process_query_key;
   PendingCommit pending;
-  pending.durable = durable;
   if (m_pending.empty()) {
     m_pending_since = m_clock.now();
   }

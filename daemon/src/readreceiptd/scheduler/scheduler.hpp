@@ -130,7 +130,6 @@ private:
   struct PendingCommit {
     MessageRecord previous;
     store::Commit commit;
-    bool durable = true; // false: only poll times changed (may wait)
   };
 
   void reconcile();

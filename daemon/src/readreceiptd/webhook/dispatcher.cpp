@@ -25,14 +25,6 @@ const char* to_string(FailureReason r) {
 
 namespace {
 
-// One string per (event id, webhook): ids hold no spaces.
-std::string delivery_key(const std::string& event_id, const std::string& webhook) {
-  std::string key;
-  key.reserve(event_id.size() + 1 + webhook.size());
-  key.append(event_id).append(1, ' ').append(webhook);
-  return key;
-}
-
 std::string lower(std::string_view s) {
   std::string out(s);
   std::transform(out.begin(), out.end(), out.begin(),
@@ -220,8 +212,7 @@ void Dispatcher::load(const std::vector<Delivery>& pending) {
 
 void Dispatcher::enqueue(const std::vector<Delivery>& deliveries) {
   for (const auto& d : deliveries) {
-    if (d.state != DeliveryState::pending ||
-        m_delivered_keys.count(delivery_key(d.event_id, d.webhook)) != 0) {
+    if (d.state != DeliveryState::pending || m_delivered.count({d.event_id, d.webhook}) != 0) {
       continue; // delivered already, written at the next flush()
     }
     QueueKey key{d.process_query_key, d.webhook};
@@ -329,7 +320,7 @@ void Dispatcher::flush() {
     return;
   }
   try {
-    m_store.mark_delivered_all(m_delivered);
+    m_store.mark_delivered_all({m_delivered.begin(), m_delivered.end()});
   } catch (const store::StoreError& e) {
     const TimePoint now = m_clock.now();
     if (!m_last_flush_error_log || now - *m_last_flush_error_log >= k_flush_error_log_interval) {
@@ -340,7 +331,6 @@ void Dispatcher::flush() {
     return;
   }
   m_delivered.clear();
-  m_delivered_keys.clear();
 }
 
 std::size_t Dispatcher::pending(const std::string& webhook) const {
@@ -433,8 +423,7 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
   }
 
   if (is_success(response)) {
-    m_delivered_keys.insert(delivery_key(d.event_id, d.webhook));
-    m_delivered.emplace_back(d.event_id, d.webhook);
+    m_delivered.emplace(d.event_id, d.webhook);
     spdlog::debug("webhook {}: delivered event {} in {:.3f}s", key.webhook, d.event_id,
                   seconds(response.duration));
     if (m_observer.on_delivered) {

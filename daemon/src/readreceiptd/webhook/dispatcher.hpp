@@ -43,7 +43,6 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -190,11 +189,9 @@ private:
   // Heads not in flight of active webhooks, per webhook, earliest due first.
   std::map<std::string, std::set<ReadyEntry>> m_ready;
   std::size_t m_in_flight = 0;
-  // Delivered, (event id, webhook), not written to the store yet (flush()),
-  // and the same as "event_id webhook" keys, so that enqueue() does not take
-  // them for pending ones.
-  std::vector<std::pair<std::string, std::string>> m_delivered;
-  std::unordered_set<std::string> m_delivered_keys;
+  // Delivered, (event id, webhook), not written to the store yet (flush());
+  // enqueue() does not take them for pending ones.
+  std::set<std::pair<std::string, std::string>> m_delivered;
   std::optional<TimePoint> m_last_flush_error_log;
   std::size_t m_pump_round = 0; // rotates which webhook pump() serves first
   // Callbacks hold a weak_ptr to this, so that they do nothing once the
