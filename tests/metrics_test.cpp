@@ -27,6 +27,7 @@ using metrics::Metrics;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 using rrd::testing::FakeEngine;
+using rrd::testing::TakenPort;
 
 namespace {
 
@@ -541,32 +542,6 @@ TEST_CASE("process collector: a value whose source is missing or garbled is left
 
 // ------------------------------------------------------------- exposer
 
-namespace {
-
-// A listening socket on 127.0.0.1 that holds a port taken.
-struct TakenPort {
-  TakenPort() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd, 1) == 0);
-    socklen_t len = sizeof a;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port = ntohs(a.sin_port);
-  }
-  ~TakenPort() { ::close(fd); }
-  TakenPort(const TakenPort&) = delete;
-  TakenPort& operator=(const TakenPort&) = delete;
-  int fd = -1;
-  int port = 0;
-};
-
-} // namespace
-
 TEST_CASE("metrics: GET /metrics serves the registry and the process metrics, no secrets") {
   auto cfg = base_config({"ops"});
   cfg.metrics.listen = "127.0.0.1:0";
@@ -590,7 +565,7 @@ TEST_CASE("metrics: GET /metrics serves the registry and the process metrics, no
 TEST_CASE("metrics: a metrics address that is taken is a start-up error naming it") {
   TakenPort taken;
   auto cfg = base_config();
-  cfg.metrics.listen = "127.0.0.1:" + std::to_string(taken.port);
+  cfg.metrics.listen = "127.0.0.1:" + std::to_string(taken.port());
   try {
     Metrics m(cfg);
     FAIL("listening on a taken port succeeded");

@@ -167,6 +167,27 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+TakenPort::TakenPort() : m_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (m_fd < 0 || ::bind(m_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(m_fd, 1) != 0 ||
+      ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    const std::string error = std::strerror(errno);
+    if (m_fd >= 0) {
+      ::close(m_fd);
+    }
+    throw std::runtime_error("cannot take a port on 127.0.0.1: " + error);
+  }
+  m_port = ntohs(addr.sin_port);
+}
+
+TakenPort::~TakenPort() {
+  ::close(m_fd);
+}
+
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "rrd-test-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) {

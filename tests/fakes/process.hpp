@@ -48,6 +48,20 @@ bool wait_until(const std::function<bool()>& cond,
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
 
+// A listening socket on 127.0.0.1 that keeps a port taken while it lives.
+class TakenPort {
+public:
+  TakenPort();
+  ~TakenPort();
+  TakenPort(const TakenPort&) = delete;
+  TakenPort& operator=(const TakenPort&) = delete;
+  int port() const { return m_port; }
+
+private:
+  int m_fd = -1;
+  int m_port = 0;
+};
+
 // A fresh temporary directory, removed by the destructor.
 class TempDir {
 public:

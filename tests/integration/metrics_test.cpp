@@ -154,26 +154,6 @@ void check_no_secret(const Scrape& s) {
   CHECK(s.text.find("whsec_") == std::string::npos);
 }
 
-// A listening socket on 127.0.0.1 that keeps a port taken.
-struct TakenPort {
-  TakenPort() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd, 1) == 0);
-    socklen_t len = sizeof a;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port = ntohs(a.sin_port);
-  }
-  ~TakenPort() { ::close(fd); }
-  TakenPort(const TakenPort&) = delete;
-  TakenPort& operator=(const TakenPort&) = delete;
-  int fd = -1;
-  int port = 0;
-};
-
 } // namespace
 
 TEST_CASE("metrics: a scrape after a run shows the reads, deliveries, stops and failures") {
@@ -285,7 +265,7 @@ TEST_CASE("metrics: reloads are counted, and a webhook added by a reload is expo
 TEST_CASE("metrics: a metrics address already in use stops the start with exit code 1") {
   TakenPort taken;
   DaemonHarness h;
-  h.metrics_listen = "127.0.0.1:" + std::to_string(taken.port);
+  h.metrics_listen = "127.0.0.1:" + std::to_string(taken.port());
   h.watch("taken-key");
   h.start();
   REQUIRE(h.daemon->wait(std::chrono::seconds(10)) == 1);
