@@ -1,3 +1,4 @@
+#include "fakes/scoped_env.hpp"
 #include "readreceiptd/config/config.hpp"
 
 #include <cstdlib>
@@ -45,34 +46,7 @@ private:
   fs::path m_path;
 };
 
-// Sets (or, with nullopt, unsets) an environment variable for one scope and
-// restores what was there before.
-class ScopedEnv {
-public:
-  ScopedEnv(const char* name, std::optional<std::string> value) : m_name(name) {
-    if (const char* old = std::getenv(name)) {
-      m_old = old;
-    }
-    if (value) {
-      ::setenv(name, value->c_str(), 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (m_old) {
-      ::setenv(m_name.c_str(), m_old->c_str(), 1);
-    } else {
-      ::unsetenv(m_name.c_str());
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
-private:
-  std::string m_name;
-  std::optional<std::string> m_old;
-};
+using rrd::testing::ScopedEnv;
 
 constexpr const char* k_file = "/cfg/c.yaml";
 constexpr const char* k_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

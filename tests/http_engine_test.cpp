@@ -1,12 +1,18 @@
-// Tests of the libcurl engine against in-process servers on 127.0.0.1:
-// cpp-httplib for well-behaved HTTP, raw sockets for servers that misbehave.
-// Plus the pure helpers (Retry-After, failure names, header look-up).
+// Tests of the engines against in-process servers on 127.0.0.1: cpp-httplib
+// for well-behaved HTTP, raw sockets for servers that misbehave. Every test
+// of the Engine contract runs twice: on the libcurl engine, and on
+// make_engine()'s own HTTP/1.1 client (requests marked hot). Plus what only
+// make_engine() does (a second try on a connection the server closed,
+// proxies), and the pure helpers (Retry-After, failure names, header
+// look-up).
 #include "fakes/local_server.hpp"
+#include "fakes/scoped_env.hpp"
 #include "fakes/test_certificate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -107,8 +113,9 @@ Fd bound_socket(int& port) {
   return fd;
 }
 
-std::string local_url(int port, const std::string& path = "/", const std::string& scheme = "http") {
-  return scheme + "://127.0.0.1:" + std::to_string(port) + path;
+std::string local_url(int port, const std::string& path = "/", const std::string& scheme = "http",
+                      const std::string& host = "127.0.0.1") {
+  return scheme + "://" + host + ":" + std::to_string(port) + path;
 }
 
 void send_all(int fd, const std::string& data) {
@@ -240,6 +247,47 @@ private:
 
 using rrd::testing::TestCertificate;
 
+// make_engine() with every request marked hot: its own client carries them.
+class HotRequests final : public http::Engine {
+public:
+  explicit HotRequests(std::unique_ptr<http::Engine> inner) : m_inner(std::move(inner)) {}
+  void submit(http::Request request, http::Callback done) override {
+    request.hot = true;
+    m_inner->submit(std::move(request), std::move(done));
+  }
+  void run_once(Millis max_wait) override { m_inner->run_once(max_wait); }
+  void wakeup() override { m_inner->wakeup(); }
+  std::size_t in_flight() const override { return m_inner->in_flight(); }
+
+private:
+  std::unique_ptr<http::Engine> m_inner;
+};
+
+struct EngineKind {
+  const char* name;
+  std::unique_ptr<http::Engine> (*make)();
+};
+const std::array<EngineKind, 2> k_engines{{
+    {"libcurl engine", [] { return http::make_curl_engine(); }},
+    {"direct HTTP/1.1 client",
+     []() -> std::unique_ptr<http::Engine> {
+       return std::make_unique<HotRequests>(http::make_engine(http::Proxies::none));
+     }},
+}};
+
+// The engine a contract test runs on: the test runs once per engine, as a
+// subcase. (Tests with subcases of their own loop over k_engines instead:
+// doctest runs sibling subcases one at a time.)
+std::unique_ptr<http::Engine> engine_under_test() {
+  std::unique_ptr<http::Engine> engine;
+  for (const EngineKind& kind : k_engines) {
+    SUBCASE(kind.name) {
+      engine = kind.make();
+    }
+  }
+  return engine;
+}
+
 } // namespace
 
 TEST_CASE("a POST round trip carries method, path, headers and body both ways") {
@@ -265,7 +313,7 @@ TEST_CASE("a POST round trip carries method, path, headers and body both ways") 
     res.set_content("got " + std::to_string(req.body.size()), "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   http::Request request;
   request.url = server.url("/echo");
@@ -304,7 +352,7 @@ TEST_CASE("a GET sends no body and carries the query string") {
     res.set_content("item", "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   const auto response = fetch(*engine, get(server.url("/items?id=7")));
   CHECK(response.failure == http::Failure::none);
@@ -336,7 +384,7 @@ TEST_CASE("error statuses are answers, not failures, and redirects are not follo
     res.set_content("here", "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   const auto missing = fetch(*engine, get(server.url("/missing")));
   CHECK(missing.failure == http::Failure::none);
@@ -369,7 +417,7 @@ TEST_CASE("100 requests in flight at once all complete over at most 64 reused co
     res.set_content(req.get_param_value("i"), "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   std::map<int, http::Response> responses;
   for (int i = 0; i < k_requests; ++i) {
@@ -403,7 +451,7 @@ TEST_CASE("sequential requests to one host reuse one connection") {
     res.set_content("ok", "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   for (int i = 0; i < 3; ++i) {
     CHECK(fetch(*engine, get(server.url())).status == 200);
@@ -425,7 +473,7 @@ TEST_CASE("an idle connection the server closes is replaced, and the engine does
     res.set_content("ok", "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
   CHECK(fetch(*engine, get(server.url())).status == 200);
 
   // The server closes the idle connection meanwhile; its socket turns
@@ -449,7 +497,7 @@ TEST_CASE("an idle connection the server closes is replaced, and the engine does
 TEST_CASE("a port with nothing listening is a fast network failure") {
   int port = 0;
   const Fd reserved = bound_socket(port); // bound, never listening: connections are refused
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   auto request = get(local_url(port));
   request.connect_timeout = 10s;
@@ -473,7 +521,7 @@ TEST_CASE("a server whose accept queue is full gives a connect timeout") {
     ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     fillers.push_back(std::move(fd));
   }
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   auto request = get(server.url());
   request.connect_timeout = k_short_timeout;
@@ -488,7 +536,7 @@ TEST_CASE("a server whose accept queue is full gives a connect timeout") {
 
 TEST_CASE("a server that accepts and never answers gives a total timeout") {
   const RawServer server(16); // handshakes complete in the backlog; nobody reads
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   http::Request request;
   request.url = server.url("/slow");
@@ -514,7 +562,7 @@ TEST_CASE("an endless streamed body is cut off at the cap") {
     });
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   auto request = get(server.url("/endless"));
   request.max_response_bytes = k_cap;
@@ -536,7 +584,7 @@ TEST_CASE("the size cap is inclusive and also applies to announced lengths") {
     res.set_content(std::string(std::stoul(req.get_param_value("n")), 'a'), "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
   const auto fetch_size = [&](std::size_t n) {
     auto request = get(server.url("/size?n=" + std::to_string(n)));
     request.max_response_bytes = k_cap;
@@ -583,16 +631,18 @@ TEST_CASE("a server that breaks the connection is a network failure") {
     };
   }
   const RawServer server(16, behaviour);
-  const auto engine = http::make_curl_engine();
-
-  auto request = get(server.url());
-  request.total_timeout = 20s;
-  const auto response = fetch(*engine, request);
-  CHECK(response.failure == http::Failure::network);
-  CHECK(response.status == 0);
-  CHECK(response.body.empty());
-  CHECK(response.headers.empty());
-  CHECK_FALSE(response.error.empty());
+  for (const EngineKind& kind : k_engines) {
+    INFO(kind.name);
+    const auto engine = kind.make();
+    auto request = get(server.url());
+    request.total_timeout = 20s;
+    const auto response = fetch(*engine, request);
+    CHECK(response.failure == http::Failure::network);
+    CHECK(response.status == 0);
+    CHECK(response.body.empty());
+    CHECK(response.headers.empty());
+    CHECK_FALSE(response.error.empty());
+  }
 }
 
 TEST_CASE("only the final response's headers are kept after a 100 Continue") {
@@ -602,7 +652,7 @@ TEST_CASE("only the final response's headers are kept after a 100 Continue") {
                  "HTTP/1.1 200 OK\r\nX-Final:   spaced out  \r\nX-Folded: one\r\n two\r\n"
                  "Content-Length: 2\r\nConnection: close\r\n\r\nok");
   });
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   const auto response = fetch(*engine, get(server.url()));
   CHECK(response.failure == http::Failure::none);
@@ -615,7 +665,7 @@ TEST_CASE("only the final response's headers are kept after a 100 Continue") {
 }
 
 TEST_CASE("schemes other than http and https are refused") {
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
   for (const std::string url :
        {"file:///etc/hostname", "ftp://127.0.0.1:1/", "gopher://127.0.0.1:1/"}) {
     CAPTURE(url);
@@ -626,7 +676,7 @@ TEST_CASE("schemes other than http and https are refused") {
 }
 
 TEST_CASE("callbacks never run inside submit, even for requests that fail at once") {
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
   int calls = 0;
   http::Response last;
   const auto count = [&](http::Response r) {
@@ -656,7 +706,7 @@ TEST_CASE("a callback may submit another request") {
     res.set_content(req.matches[1].str(), "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   std::vector<std::string> bodies;
   int invalid = 0;
@@ -687,7 +737,7 @@ TEST_CASE("a callback may submit another request") {
 }
 
 TEST_CASE("wakeup from another thread ends a long run_once early") {
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
   const auto started = SteadyClock::now();
   std::thread waker([&] { engine->wakeup(); });
   engine->run_once(10s);
@@ -697,7 +747,7 @@ TEST_CASE("wakeup from another thread ends a long run_once early") {
 }
 
 TEST_CASE("run_once with nothing to do waits about max_wait") {
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
   const auto started = SteadyClock::now();
   engine->run_once(Millis{100});
   CHECK(SteadyClock::now() - started >= 90ms);
@@ -708,7 +758,7 @@ TEST_CASE("destroying the engine cancels transfers without calling their callbac
   auto token = std::make_shared<int>(0);
   bool called = false;
   {
-    const auto engine = http::make_curl_engine();
+    const auto engine = engine_under_test();
     for (int i = 0; i < 5; ++i) {
       engine->submit(get(silent.url()), [&called, token](http::Response) { called = true; });
     }
@@ -728,12 +778,24 @@ TEST_CASE("destroying the engine cancels transfers without calling their callbac
 TEST_CASE("TLS peers are verified against the CA file or the system's CAs") {
   const TestCertificate good("IP:127.0.0.1");
   const TestCertificate wrong_name("DNS:elsewhere.example");
+  const TestCertificate named("DNS:localhost");
   const TestCertificate* served = &good;
   std::string ca_file;
+  std::string host = "127.0.0.1";
   http::Failure expected = http::Failure::none;
 
   SUBCASE("trusted through the CA file") {
     ca_file = good.pem_path.string();
+  }
+  SUBCASE("trusted through the CA file, for a host name (SNI, a name look-up)") {
+    served = &named;
+    ca_file = named.pem_path.string();
+    host = "localhost";
+  }
+  SUBCASE("trusted certificate for another name than the URL's") {
+    served = &named;
+    ca_file = named.pem_path.string();
+    expected = http::Failure::network;
   }
   SUBCASE("self-signed, not among the system's CAs") {
     expected = http::Failure::network;
@@ -749,18 +811,20 @@ TEST_CASE("TLS peers are verified against the CA file or the system's CAs") {
     res.set_content("secure", "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
-
-  auto request = get(server.url("/", "https"));
-  request.ca_file = ca_file;
-  const auto response = fetch(*engine, request);
-  CHECK(response.failure == expected);
-  if (expected == http::Failure::none) {
-    CHECK(response.status == 200);
-    CHECK(response.body == "secure");
-  } else {
-    CHECK(response.status == 0);
-    CHECK_FALSE(response.error.empty());
+  for (const EngineKind& kind : k_engines) {
+    INFO(kind.name);
+    const auto engine = kind.make();
+    auto request = get(local_url(server.port(), "/", "https", host));
+    request.ca_file = ca_file;
+    const auto response = fetch(*engine, request);
+    CHECK(response.failure == expected);
+    if (expected == http::Failure::none) {
+      CHECK(response.status == 200);
+      CHECK(response.body == "secure");
+    } else {
+      CHECK(response.status == 0);
+      CHECK_FALSE(response.error.empty());
+    }
   }
 }
 
@@ -770,10 +834,111 @@ TEST_CASE("https to a plain HTTP server is a network failure") {
     res.set_content("x", "text/plain");
   });
   server.start();
-  const auto engine = http::make_curl_engine();
+  const auto engine = engine_under_test();
 
   const auto response = fetch(*engine, get(server.url("/", "https")));
   CHECK(response.failure == http::Failure::network);
+}
+
+TEST_CASE("a connection the server closed after its answer does not fail the next request") {
+  std::atomic<int> connections{0};
+  // Answers one request per connection, then closes it without a word.
+  const RawServer server(16, [&connections](int fd) {
+    ++connections;
+    read_request_head(fd);
+    send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  });
+  const auto engine = engine_under_test();
+
+  CHECK(fetch(*engine, get(server.url())).status == 200);
+  // The close reaches the client while its loop is not running: the next
+  // request goes out on the dead connection, gets nothing back, and must
+  // go once more on a new one.
+  std::this_thread::sleep_for(200ms);
+  const auto second = fetch(*engine, get(server.url()));
+  CHECK(second.failure == http::Failure::none);
+  CHECK(second.status == 200);
+  CHECK(second.body == "ok");
+  CHECK(connections == 2);
+}
+
+TEST_CASE("make_engine runs other requests on libcurl in the same loop, timeouts included") {
+  HttpServer server;
+  server.server().Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("hello", "text/plain");
+  });
+  server.start();
+  const RawServer silent(16);
+  const auto engine = http::make_engine(http::Proxies::none);
+
+  std::vector<std::optional<http::Response>> out(4);
+  const auto submit = [&](std::size_t i, std::string url, bool hot) {
+    auto request = get(std::move(url));
+    request.hot = hot;
+    request.total_timeout = k_short_timeout;
+    engine->submit(std::move(request), [&out, i](http::Response r) { out[i] = std::move(r); });
+  };
+  const auto started = SteadyClock::now();
+  submit(0, server.url(), true);
+  submit(1, server.url(), false);
+  submit(2, silent.url(), true);
+  submit(3, silent.url(), false);
+  CHECK(engine->in_flight() == 4);
+  REQUIRE(run_until(*engine, [&] {
+    return std::all_of(out.begin(), out.end(), [](const auto& r) { return r.has_value(); });
+  }));
+  CHECK(SteadyClock::now() - started < k_prompt);
+  CHECK(engine->in_flight() == 0);
+  for (std::size_t i : {0U, 1U}) {
+    CHECK(out[i]->status == 200);
+    CHECK(out[i]->body == "hello");
+  }
+  for (std::size_t i : {2U, 3U}) {
+    CHECK(out[i]->failure == http::Failure::timeout);
+  }
+}
+
+TEST_CASE("make_engine leaves hot requests to libcurl when a proxy is configured") {
+  std::mutex mutex;
+  std::string seen;
+  const RawServer proxy(16, [&](int fd) {
+    std::string head = read_request_head(fd);
+    {
+      const std::lock_guard lock(mutex);
+      seen = std::move(head);
+    }
+    send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nproxied");
+  });
+  const rrd::testing::ScopedEnv no_proxy("no_proxy", std::nullopt);
+  const rrd::testing::ScopedEnv no_proxy_upper("NO_PROXY", std::nullopt);
+  const rrd::testing::ScopedEnv all_proxy("all_proxy", std::nullopt);
+  const rrd::testing::ScopedEnv all_proxy_upper("ALL_PROXY", std::nullopt);
+  const rrd::testing::ScopedEnv http_proxy("http_proxy", proxy.url());
+
+  SUBCASE("from the environment") {
+    const auto engine = http::make_engine();
+    auto request = get("http://dingtalk.invalid:8080/v1.0/x?y=1");
+    request.hot = true;
+    const auto response = fetch(*engine, request);
+    CHECK(response.status == 200);
+    CHECK(response.body == "proxied");
+    const std::lock_guard lock(mutex);
+    CHECK(seen.rfind("GET http://dingtalk.invalid:8080/v1.0/x?y=1 HTTP/1.1\r\n", 0) == 0);
+  }
+  SUBCASE("unless told to ignore it") {
+    HttpServer server;
+    server.server().Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("direct", "text/plain");
+    });
+    server.start();
+    const auto engine = http::make_engine(http::Proxies::none);
+    auto request = get(server.url());
+    request.hot = true;
+    const auto response = fetch(*engine, request);
+    CHECK(response.body == "direct");
+    const std::lock_guard lock(mutex);
+    CHECK(seen.empty());
+  }
 }
 
 TEST_CASE("Retry-After accepts delay-seconds") {

@@ -150,7 +150,7 @@ public:
       spdlog::error("{}", e.what());
       return k_exit_failure;
     }
-    auto engine = http::make_curl_engine();
+    auto engine = http::make_engine();
     signals.set_wakeup([&engine] { engine->wakeup(); });
     // The watcher's thread may be inside the wake-up (a stop request sets the
     // flag, then wakes the loop) when the loop ends; clearing it waits for

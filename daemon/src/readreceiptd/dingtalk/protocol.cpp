@@ -52,6 +52,7 @@ http::Request base_request(const config::DingTalk& cfg, std::string_view path) {
   r.connect_timeout = std::min(cfg.request_timeout, http::k_default_connect_timeout);
   r.max_response_bytes = k_max_response_bytes;
   r.ca_file = cfg.ca_file;
+  r.hot = true;
   return r;
 }
 

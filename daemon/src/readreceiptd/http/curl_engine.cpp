@@ -25,6 +25,8 @@
 // callbacks are only destroyed.
 #include "readreceiptd/http/curl_handles.hpp"
 #include "readreceiptd/http/http_engine.hpp"
+#include "readreceiptd/http/nestable_engine.hpp"
+#include "readreceiptd/http/owned_fd.hpp"
 
 #include <algorithm>
 #include <array>
@@ -281,27 +283,12 @@ std::string configure(Transfer& t) {
   return rc == CURLE_OK ? std::string() : describe(rc, t);
 }
 
-// An owned file descriptor.
-class OwnedFd {
-public:
-  explicit OwnedFd(int fd = -1) : m_fd(fd) {}
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  ~OwnedFd() {
-    if (m_fd >= 0) {
-      ::close(m_fd);
-    }
-  }
-  int get() const { return m_fd; }
-
-private:
-  int m_fd;
-};
+using detail::OwnedFd;
 
 // Events taken from epoll per wait; more stay ready for the next one.
 constexpr int k_max_events = 256;
 
-class CurlEngine final : public Engine {
+class CurlEngine final : public NestableEngine {
 public:
   CurlEngine()
       : m_epoll(::epoll_create1(EPOLL_CLOEXEC)), m_wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
@@ -405,6 +392,15 @@ public:
   }
 
   std::size_t in_flight() const override { return m_active.size() + m_completed.size(); }
+
+  int event_fd() const override { return m_epoll.get(); }
+
+  std::optional<SteadyClock::time_point> next_due() const override {
+    if (!m_completed.empty()) {
+      return SteadyClock::time_point::min();
+    }
+    return m_timer;
+  }
 
 private:
   struct Completed {
@@ -631,6 +627,10 @@ private:
 };
 
 } // namespace
+
+std::unique_ptr<NestableEngine> make_nestable_curl_engine() {
+  return std::make_unique<CurlEngine>();
+}
 
 std::unique_ptr<Engine> make_curl_engine() {
   return std::make_unique<CurlEngine>();

@@ -1,8 +1,9 @@
 // HttpEngine: asynchronous HTTP requests for the whole daemon (DingTalk calls
-// and webhook deliveries alike). The real engine drives one libcurl multi
-// handle from the daemon's loop: many requests in flight, connection reuse,
-// connect and total timeouts, TLS verification always on, and a response size
-// cap enforced while the body streams in.
+// and webhook deliveries alike), driven from the daemon's loop: many requests
+// in flight, connection reuse, connect and total timeouts, TLS verification
+// always on, and a response size cap enforced while the body streams in.
+// make_engine() sends DingTalk's frequent calls with a small HTTP/1.1 client
+// of its own and everything else through one libcurl multi handle.
 //
 // Thread-safety: submit(), run_once() and in_flight() must be called from the
 // loop thread only; callbacks run on that thread, inside run_once() (never
@@ -34,6 +35,10 @@ struct Request {
   Millis total_timeout = k_default_total_timeout;
   std::size_t max_response_bytes = k_default_max_response_bytes;
   std::string ca_file; // empty: the system's CAs
+  // A frequent call to one host (DingTalk's): make_engine() sends it with its
+  // own HTTP/1.1 client rather than libcurl, unless a proxy is configured
+  // for its scheme.
+  bool hot = false;
 };
 
 // Why a request produced no HTTP answer. `none` means an answer arrived
@@ -78,6 +83,17 @@ public:
 
 // The libcurl multi engine.
 std::unique_ptr<Engine> make_curl_engine();
+
+// Whether make_engine() honours the proxy variables of the environment
+// (http_proxy, https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY).
+enum class Proxies { from_environment, none };
+
+// The daemon's engine: hot requests go over its own HTTP/1.1 client
+// (direct_engine.cpp: keep-alive connections, TLS with OpenSSL, one system
+// call to send a request and usually one to read its answer), every other
+// request, and hot ones a proxy must carry, over the libcurl engine. Both
+// run in one loop, with the outcomes and guarantees described above.
+std::unique_ptr<Engine> make_engine(Proxies proxies = Proxies::from_environment);
 
 // Parses a Retry-After header value (delay-seconds or an HTTP date).
 std::optional<Millis> parse_retry_after(const std::string& value, TimePoint now);
