@@ -127,6 +127,33 @@ TEST_CASE("query request: documented URL, headers and body with only the set fie
   CHECK(body["maxResults"].is_number_integer());
 }
 
+TEST_CASE("query request: the body is exactly what a JSON library writes, whatever the ids hold") {
+  const auto cfg = internal_cfg();
+  for (const std::string& odd :
+       {std::string("plain"), std::string("quote\" back\\slash"),
+        std::string("tab\tnew\nline\x01\x7f"), std::string("\xe9\x92\x89\xe9\x92\x89"),
+        std::string("bad \xff\xfe utf-8"), std::string("")}) {
+    INFO(odd);
+    auto m = message();
+    m.open_conversation_id = odd;
+    m.robot_code = odd;
+    m.process_query_key = "key " + odd;
+    const std::string next = "next " + odd;
+    for (const std::string* token : {static_cast<const std::string*>(nullptr), &next}) {
+      json expected = {{"processQueryKey", m.process_query_key}, {"maxResults", cfg.page_size}};
+      if (!odd.empty()) {
+        expected["openConversationId"] = odd;
+        expected["robotCode"] = odd;
+      }
+      if (token != nullptr) {
+        expected["nextToken"] = *token;
+      }
+      const auto r = build_query_request(cfg, m, k_token, token);
+      CHECK(r.body == expected.dump(-1, ' ', false, json::error_handler_t::replace));
+    }
+  }
+}
+
 TEST_CASE("query request: nextToken only on later pages, empty optional fields are omitted") {
   auto cfg = internal_cfg();
   cfg.endpoint = "https://api.dingtalk.com/";

@@ -285,6 +285,32 @@ TEST_CASE("scheduler: a poll that changes only the poll times is written within 
   CHECK(written->next_poll == h.sched.find("key0")->next_poll);
 }
 
+TEST_CASE("scheduler: a message polled several times within a second has its latest poll "
+          "times written") {
+  auto cfg = base_config(1, 100);
+  cfg.poll.schedule = {{std::nullopt, Millis{100}}};
+  Harness h(cfg);
+  h.sched.start();
+  const auto added = h.store->load_message("key0");
+  REQUIRE(added);
+  std::optional<TimePoint> polled_at;
+  for (int i = 0; i < 5; ++i) {
+    h.turn();
+    h.engine.answer(FakeEngine::reply(200, page({})));
+    h.engine.run_once(Millis{0});
+    h.sched.flush();
+    CHECK(h.sched.find("key0")->last_poll > polled_at); // polled again
+    polled_at = h.sched.find("key0")->last_poll;
+  }
+  CHECK(h.store->load_message("key0")->last_poll == added->last_poll); // nothing written yet
+  h.clock.advance(scheduler::k_bookkeeping_flush_interval);
+  h.sched.flush();
+  const auto written = h.store->load_message("key0");
+  CHECK(written->last_poll == polled_at);
+  CHECK(written->next_poll == h.sched.find("key0")->next_poll);
+  CHECK(*written == *h.sched.find("key0"));
+}
+
 TEST_CASE("scheduler: a read is written at once, with the poll times waiting before it") {
   Harness h(base_config(1, 100));
   h.sched.start();

@@ -284,7 +284,7 @@ std::optional<TimePoint> Scheduler::next_wakeup() const {
       consider(*due);
     }
   }
-  if (!m_pending.empty()) {
+  if (!nothing_unwritten()) {
     consider(m_pending_since + k_bookkeeping_flush_interval); // flush() writes them then
   }
   return next;
@@ -472,10 +472,23 @@ bool only_poll_state_differs(const MessageRecord& a, MessageRecord& b) {
 
 void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
   const std::string& key = step.record.spec.process_query_key;
-  PendingCommit pending;
-  if (m_pending.empty()) {
+  if (nothing_unwritten()) {
     m_pending_since = m_clock.now();
   }
+  if (!durable && step.events.empty() && only_poll_state_differs(entry.record, step.record)) {
+    // A poll that found nothing new: no commit of its own, and no copy of
+    // the record to roll back to; flush() writes the poll times as they are
+    // then.
+    entry.record = std::move(step.record); // `key` pointed into step.record
+    const std::string& moved_key = entry.record.spec.process_query_key;
+    m_due.upsert(moved_key, entry.record.next_poll);
+    if (!entry.poll_state_dirty) {
+      entry.poll_state_dirty = true;
+      m_dirty.push_back(moved_key);
+    }
+    return;
+  }
+  PendingCommit pending;
   m_pending_durable += durable ? 1 : 0;
   pending.previous = entry.record;
   std::size_t newly_read = 0;
@@ -509,9 +522,6 @@ void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
   }
   pending.commit.message = std::move(step.record);
   pending.commit.events = std::move(step.events);
-  pending.commit.poll_state_only =
-      pending.commit.events.empty() &&
-      only_poll_state_differs(pending.previous, pending.commit.message);
   m_pending.push_back(std::move(pending));
 }
 
@@ -531,7 +541,7 @@ std::vector<std::string> Scheduler::routes_for(const MessageRecord& m, EventType
 }
 
 void Scheduler::flush() {
-  if (m_pending.empty()) {
+  if (nothing_unwritten()) {
     return;
   }
   if (m_pending_durable == 0 && !m_cancelled &&
@@ -540,18 +550,43 @@ void Scheduler::flush() {
   }
   std::vector<PendingCommit> pending;
   pending.swap(m_pending);
+  std::vector<std::string> dirty;
+  dirty.swap(m_dirty);
   m_pending_durable = 0;
   std::vector<store::Commit> commits;
-  commits.reserve(pending.size());
+  commits.reserve(pending.size() + dirty.size());
   for (auto& p : pending) {
     commits.push_back(std::move(p.commit)); // a rollback needs only p.previous
+  }
+  // After the whole rows above: these carry the newest poll times.
+  for (const auto& key : dirty) {
+    auto found = m_messages.find(key);
+    if (found == m_messages.end() || !found->second.poll_state_dirty) {
+      continue;
+    }
+    found->second.poll_state_dirty = false;
+    store::Commit c;
+    c.message = found->second.record;
+    c.poll_state_only = true;
+    commits.push_back(std::move(c));
   }
   try {
     m_store.commit_all(commits);
   } catch (const store::StoreError& e) {
     // Nothing was written: forget the in-memory changes too, and ask again
     // later. The reads are still on DingTalk's side; the next poll finds them.
+    // Poll times are kept, and written by the next flush.
     spdlog::error("cannot write to the state database, will poll again: {}", e.what());
+    for (const auto& key : dirty) {
+      auto found = m_messages.find(key);
+      if (found != m_messages.end() && !found->second.poll_state_dirty) {
+        found->second.poll_state_dirty = true;
+        m_dirty.push_back(key);
+      }
+    }
+    if (!nothing_unwritten()) {
+      m_pending_since = m_clock.now();
+    }
     const TimePoint retry_at = m_clock.now() + k_store_failure_retry;
     for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
       const std::string& key = it->previous.spec.process_query_key;

@@ -117,8 +117,9 @@ public:
 private:
   struct Entry {
     MessageRecord record;
-    int failures = 0;           // consecutive failed polls
-    bool warned_paused = false; // "bot stopped"-like warning logged
+    int failures = 0;              // consecutive failed polls
+    bool warned_paused = false;    // "bot stopped"-like warning logged
+    bool poll_state_dirty = false; // in m_dirty: its poll times wait to be written
   };
   struct ActivePoll {
     std::uint64_t id = 0;
@@ -141,6 +142,7 @@ private:
   void on_page(const std::string& key, std::uint64_t id, http::Response r);
   void finish(const std::string& key, const tracker::PollResult& result);
   void queue_step(Entry& entry, tracker::Step step, bool durable = true);
+  bool nothing_unwritten() const { return m_pending.empty() && m_dirty.empty(); }
   std::vector<std::string> routes_for(const MessageRecord& m, EventType type) const;
   void note_throttled(TimePoint now);
   void note_failure(const std::string& key, const std::string& what, TimePoint now);
@@ -163,8 +165,12 @@ private:
   std::deque<std::string> m_continuations; // polls whose next page waits for a slot
   std::uint64_t m_next_poll_id = 1;
   std::vector<PendingCommit> m_pending;
+  // Messages whose poll times (and sendStatus) changed since the last write,
+  // and nothing else: written once each by the next flush(), from the
+  // record as it is then, however often they were polled meanwhile.
+  std::vector<std::string> m_dirty;
   std::size_t m_pending_durable = 0; // entries of m_pending that must not wait
-  TimePoint m_pending_since{};       // when m_pending last became non-empty
+  TimePoint m_pending_since{};       // when m_pending or m_dirty last became non-empty
   bool m_waiting_for_slot = false;
   bool m_cancelled = false;
   std::optional<TimePoint> m_last_throttle_log;

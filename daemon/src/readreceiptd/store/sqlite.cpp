@@ -18,6 +18,11 @@ std::string message_for(sqlite3* db, int rc) {
 } // namespace
 
 Connection::Connection(std::string path) : m_path(std::move(path)) {
+  // Before SQLite initialises (the first open): no allocation statistics,
+  // which take a global mutex on every malloc and free SQLite makes. Fails
+  // harmlessly when SQLite is already initialised.
+  static const int memstatus_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)memstatus_off;
   sqlite3* db = nullptr;
   const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
   const int rc = sqlite3_open_v2(m_path.c_str(), &db, flags, nullptr);

@@ -45,7 +45,10 @@ public:
   std::optional<std::string> query_text(const char* sql, std::string_view what);
   std::int64_t query_int(const char* sql, std::string_view what);
 
-  // The cached statement for `sql`, prepared on first use.
+  // The cached statement for `sql`, prepared on first use. The cache is
+  // keyed by the pointer, not the text (no hashing of the SQL per use):
+  // `sql` must be a string with static storage, one of the store's
+  // constants.
   sqlite3_stmt* statement(const char* sql);
 
   // A StoreError: "state database <path>: <what>: <sqlite message>".
@@ -56,7 +59,7 @@ private:
   std::string m_path;
   // Declared before the statements so that they are finalized first.
   DbHandle m_db;
-  std::unordered_map<std::string, StmtHandle> m_statements;
+  std::unordered_map<const char*, StmtHandle> m_statements;
 };
 
 // Borrows a cached statement for one use: binds with the typed helpers, steps,
