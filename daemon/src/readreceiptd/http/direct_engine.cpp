@@ -84,8 +84,14 @@ constexpr std::size_t k_read_chunk = 64 * 1024;
 constexpr int k_max_events = 256;
 // Finished request records kept for reuse.
 constexpr std::size_t k_spare_exchanges = 128;
-// The timeouts' floor: a timeout of 0 would fail before anything happened.
+// The timeouts' floor (a timeout of 0 would fail before anything happened)
+// and ceiling (so that a deadline cannot overflow the clock).
 constexpr Millis k_min_timeout{1};
+constexpr Millis k_max_timeout{30LL * 24 * 3600 * 1000};
+
+Millis clamp_timeout(Millis m) {
+  return std::clamp(m, k_min_timeout, k_max_timeout);
+}
 
 std::string errno_text(int err) {
   return std::strerror(err);
@@ -316,7 +322,7 @@ public:
     ex->request = std::move(request);
     ex->done = std::move(done);
     ex->started = SteadyClock::now();
-    ex->deadline = ex->started + std::max(ex->request.total_timeout, k_min_timeout);
+    ex->deadline = ex->started + clamp_timeout(ex->request.total_timeout);
     ex->retried = false;
 
     std::string why;
@@ -603,7 +609,7 @@ private:
     auto owned = std::make_unique<Conn>();
     Conn& c = *owned;
     c.origin = &o;
-    c.connect_timeout = std::max(o.waiting.front()->request.connect_timeout, k_min_timeout);
+    c.connect_timeout = clamp_timeout(o.waiting.front()->request.connect_timeout);
     c.connect_deadline = SteadyClock::now() + c.connect_timeout;
     note_deadline(c.connect_deadline);
     ++o.open;
