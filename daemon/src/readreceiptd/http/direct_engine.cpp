@@ -126,9 +126,10 @@ std::string openssl_error(const char* fallback) {
 }
 
 // A socket BIO whose writes cannot raise SIGPIPE (send(2) with MSG_NOSIGNAL;
-// OpenSSL's own socket BIO uses write(2)). The descriptor is the BIO's data.
+// OpenSSL's own socket BIO uses write(2)). The BIO's data is the
+// connection's OwnedFd, which outlives the SSL that owns the BIO.
 int bio_fd(BIO* bio) {
-  return static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
+  return static_cast<const OwnedFd*>(BIO_get_data(bio))->get();
 }
 
 bool would_block(int err) {
@@ -659,7 +660,7 @@ private:
       why = openssl_error("cannot create a TLS connection");
     }
     if (bio != nullptr) {
-      BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(c.fd.get())));
+      BIO_set_data(bio, &c.fd);
       c.ssl.reset(SSL_new(ctx));
       if (!c.ssl) {
         BIO_free(bio);

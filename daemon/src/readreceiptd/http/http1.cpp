@@ -464,7 +464,8 @@ ResponseParser::State ResponseParser::parse_head(std::size_t end) {
   }
   m_status = status;
   m_keep_alive = !close;
-  if (m_no_body || status == 204 || status == 304) {
+  const bool framed_by_length = !chunked && !other_coding && length.has_value();
+  if (m_no_body || status == 204 || status == 304 || (framed_by_length && *length == 0)) {
     m_phase = Phase::done;
     m_state = State::done;
   } else if (chunked) {
@@ -474,9 +475,6 @@ ResponseParser::State ResponseParser::parse_head(std::size_t end) {
     m_keep_alive = false;
   } else if (*length > m_max_body) {
     return fail(State::too_large, "response larger than " + std::to_string(m_max_body) + " bytes");
-  } else if (*length == 0) {
-    m_phase = Phase::done;
-    m_state = State::done;
   } else {
     m_remaining = *length;
     m_phase = Phase::length;
