@@ -9,6 +9,7 @@
 #include "fakes/scoped_env.hpp"
 #include "fakes/test_certificate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
+#include "readreceiptd/http/owned_fd.hpp"
 
 #include <algorithm>
 #include <arpa/inet.h>
@@ -75,23 +76,7 @@ http::Request get(std::string url) {
   return r;
 }
 
-// An owned file descriptor.
-class Fd {
-public:
-  explicit Fd(int fd = -1) : m_fd(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd(Fd&& other) noexcept : m_fd(std::exchange(other.m_fd, -1)) {}
-  ~Fd() {
-    if (m_fd >= 0) {
-      ::close(m_fd);
-    }
-  }
-  int get() const { return m_fd; }
-
-private:
-  int m_fd;
-};
+using Fd = rrd::http::detail::OwnedFd;
 
 sockaddr_in loopback(int port) {
   sockaddr_in addr{};

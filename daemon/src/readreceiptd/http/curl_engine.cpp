@@ -27,6 +27,7 @@
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/http/nestable_engine.hpp"
 #include "readreceiptd/http/owned_fd.hpp"
+#include "readreceiptd/http/text.hpp"
 
 #include <algorithm>
 #include <array>
@@ -68,6 +69,9 @@ namespace {
 using detail::CurlEasy;
 using detail::CurlMulti;
 using detail::CurlSlist;
+using detail::has_line_break;
+using detail::to_lower_ascii;
+using detail::trim;
 using SteadyClock = std::chrono::steady_clock;
 
 // Idle connections kept open in the multi handle's cache, all hosts together.
@@ -94,25 +98,6 @@ constexpr std::size_t k_easy_handle_pool_size = k_max_connections_per_host + 32;
 constexpr std::size_t k_max_response_header_bytes = 64 * 1024;
 // libcurl treats a timeout of 0 as "none": the smallest timeout we pass.
 constexpr Millis k_min_timeout{1};
-
-char to_lower_ascii(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-std::string_view trim(std::string_view s) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-  while (!s.empty() && is_space(s.front())) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && is_space(s.back())) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-bool has_line_break(std::string_view s) {
-  return s.find_first_of("\r\n") != std::string_view::npos;
-}
 
 struct Transfer {
   Request request;

@@ -1,6 +1,8 @@
 // HTTP/1.1 on the wire (RFC 9112): see http1.hpp.
 #include "readreceiptd/http/http1.hpp"
 
+#include "readreceiptd/http/text.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -8,44 +10,16 @@ namespace rrd::http::http1 {
 
 namespace {
 
+using detail::has_blank;
+using detail::has_line_break;
+using detail::iequals;
+using detail::is_digit;
+using detail::to_lower_ascii;
+using detail::trim;
+
 // A chunk-size line, or a trailer line, longer than this is not HTTP.
 constexpr std::size_t k_max_line_bytes = 4096;
 constexpr std::uint64_t k_max_port = 65535;
-
-char to_lower_ascii(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return to_lower_ascii(x) == to_lower_ascii(y);
-         });
-}
-
-bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
-
-std::string_view trim(std::string_view s) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-  while (!s.empty() && is_space(s.front())) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && is_space(s.back())) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-// (Two single-character finds: each is one memchr(3), while find_first_of()
-// calls memchr once per character of `s`.)
-bool has_line_break(std::string_view s) {
-  return s.find('\n') != std::string_view::npos || s.find('\r') != std::string_view::npos;
-}
-
-bool has_blank(std::string_view s) {
-  return s.find(' ') != std::string_view::npos || s.find('\t') != std::string_view::npos;
-}
 
 // A decimal number of digits only; nullopt for anything else or an
 // overflow.

@@ -2,6 +2,8 @@
 // look-up and Retry-After parsing. Pure functions; thread-safe.
 #include "readreceiptd/http/http_engine.hpp"
 
+#include "readreceiptd/http/text.hpp"
+
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -15,25 +17,8 @@ namespace {
 // of silence is more likely broken than serious.
 constexpr std::chrono::seconds k_max_retry_after{24 * 60 * 60};
 
-char to_lower_ascii(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (to_lower_ascii(a[i]) != to_lower_ascii(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
+using detail::iequals;
+using detail::is_digit;
 
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
