@@ -2,7 +2,8 @@
 // first two bytes choose the HTTP status (and a header), the rest is the
 // body; it goes through classify() / classify_token(), the parsers behind
 // them, and a PageWalk fed with the parsed pages. Nothing may crash, throw or
-// hang, and the decisions must be consistent with the parsers.
+// hang, and the decisions must be consistent with the parsers. The page
+// parser must also agree with a reference built on a document tree.
 // Thread-safety: libFuzzer calls it from one thread.
 #include "readreceiptd/dingtalk/errors.hpp"
 #include "readreceiptd/dingtalk/pagination.hpp"
@@ -14,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -136,6 +138,99 @@ void walk_pages(const rrd::dingtalk::Page& page) {
   check(walk.on_page(page).kind == rrd::dingtalk::Next::Kind::fail, "no page after the end");
 }
 
+using json = nlohmann::json;
+using rrd::err;
+using rrd::Result;
+using rrd::dingtalk::Page;
+
+json reference_parse_json(std::string_view body) {
+  if (body.find('\0') != std::string_view::npos) {
+    return json(json::value_t::discarded);
+  }
+  try {
+    return json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  } catch (...) {
+    return json(json::value_t::discarded);
+  }
+}
+
+const char* reference_type_name(const json& j) {
+  return j.type_name();
+}
+
+bool read_optional_string(const json& obj, const char* name, std::string& out, std::string& why) {
+  const auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) {
+    out.clear();
+    return true;
+  }
+  if (!it->is_string()) {
+    why = std::string(name) + ": expected a string, got " + reference_type_name(*it);
+    return false;
+  }
+  out = it->get_ref<const std::string&>();
+  return true;
+}
+
+// What parse_query_page() decides, computed the straightforward way: the
+// whole body parsed into a document tree, then the fields looked up. The
+// daemon reads the body with a SAX handler instead (no tree); both must
+// agree on every input, results and error texts alike.
+Result<Page, std::string> reference_parse_query_page(std::string_view body) {
+  try {
+    const json j = reference_parse_json(body);
+    if (j.is_discarded()) {
+      return err(std::string("body is not valid JSON"));
+    }
+    if (!j.is_object()) {
+      return err(std::string("body: expected a JSON object, got ") + reference_type_name(j));
+    }
+    if (!j.contains("sendStatus") && !j.contains("readUserIds") && !j.contains("hasMore") &&
+        !j.contains("nextToken")) {
+      return err(std::string("body: none of sendStatus, readUserIds, hasMore, nextToken"));
+    }
+
+    Page page;
+    std::string why;
+    if (!read_optional_string(j, "sendStatus", page.send_status, why) ||
+        !read_optional_string(j, "nextToken", page.next_token, why)) {
+      return err(std::move(why));
+    }
+
+    if (const auto it = j.find("readUserIds"); it != j.end() && !it->is_null()) {
+      if (!it->is_array()) {
+        return err(std::string("readUserIds: expected an array, got ") + reference_type_name(*it));
+      }
+      page.read_user_ids.reserve(it->size());
+      for (std::size_t i = 0; i < it->size(); ++i) {
+        const json& id = (*it)[i];
+        if (!id.is_string()) {
+          return err("readUserIds[" + std::to_string(i) + "]: expected a string, got " +
+                     reference_type_name(id));
+        }
+        const auto& s = id.get_ref<const std::string&>();
+        if (s.empty()) {
+          return err("readUserIds[" + std::to_string(i) + "]: empty string");
+        }
+        page.read_user_ids.push_back(s);
+      }
+    }
+
+    if (const auto it = j.find("hasMore"); it != j.end() && !it->is_null()) {
+      if (!it->is_boolean()) {
+        return err(std::string("hasMore: expected a boolean, got ") + reference_type_name(*it));
+      }
+      page.has_more = it->get<bool>();
+    }
+    if (page.has_more && page.next_token.empty()) {
+      return err(std::string("nextToken: missing or empty while hasMore is true"));
+    }
+    return page;
+  } catch (...) {
+    return err(std::string("body could not be parsed"));
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -147,6 +242,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_decision(d, r);
 
     const auto parsed = rrd::dingtalk::parse_query_page(r.body);
+    const auto reference = reference_parse_query_page(r.body);
+    check(static_cast<bool>(parsed) == static_cast<bool>(reference),
+          "the page parser and the tree-based reference agree on success");
+    check(parsed ? parsed.value() == reference.value() : parsed.error() == reference.error(),
+          "the page parser and the tree-based reference agree on the page or the error");
     if (d.action == Action::ok) {
       check(static_cast<bool>(parsed), "ok implies the page parsed");
       check(parsed.value() == page, "classify hands out the parsed page");

@@ -291,6 +291,23 @@ TEST_CASE("query page: wrong field types are errors that name the field") {
   }
 }
 
+TEST_CASE("query page: a field given twice counts as its last value, as in a parsed object") {
+  const auto p = parse_query_page(
+      R"({"readUserIds":[1,{"a":[2]}],"x":{"readUserIds":5},"readUserIds":["u1","u2"],)"
+      R"("hasMore":"yes","hasMore":null,"sendStatus":7,"sendStatus":"SUCCESS"})");
+  REQUIRE(p.ok());
+  CHECK(p.value().read_user_ids == std::vector<std::string>{"u1", "u2"});
+  CHECK_FALSE(p.value().has_more);
+  CHECK(p.value().send_status == "SUCCESS");
+
+  const auto q = parse_query_page(R"({"readUserIds":["u1"],"readUserIds":["u1",{}]})");
+  REQUIRE_FALSE(q.ok());
+  CHECK(q.error() == "readUserIds[1]: expected a string, got object");
+  const auto r = parse_query_page(R"({"nextToken":"t","sendStatus":"S","sendStatus":[]})");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error() == "sendStatus: expected a string, got array");
+}
+
 TEST_CASE("query page: hostile bodies are errors, never exceptions") {
   const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
   const std::string invalid_utf8 = "{\"sendStatus\":\"SUCC\xff\xfe\"}";

@@ -6,6 +6,8 @@
 #include <array>
 #include <cctype>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <tuple>
 
 namespace rrd::dingtalk {
 namespace {
@@ -81,21 +83,6 @@ bool iequals(std::string_view a, std::string_view b) {
 
 const char* type_name(const json& j) {
   return j.type_name();
-}
-
-// An optional string field: absent or null gives "".
-bool read_optional_string(const json& obj, const char* name, std::string& out, std::string& why) {
-  const auto it = obj.find(name);
-  if (it == obj.end() || it->is_null()) {
-    out.clear();
-    return true;
-  }
-  if (!it->is_string()) {
-    why = std::string(name) + ": expected a string, got " + type_name(*it);
-    return false;
-  }
-  out = it->get_ref<const std::string&>();
-  return true;
 }
 
 } // namespace
@@ -177,52 +164,197 @@ std::optional<http::Request> build_token_request(const config::DingTalk& cfg) {
   return std::nullopt;
 }
 
+namespace {
+
+// The query answer read with nlohmann's SAX interface: no document tree,
+// only the four fields, each as its last occurrence (as a parsed object
+// would keep it). Every check parse_query_page() makes is decided from what
+// this records, in the same order as a check of the tree would make it;
+// fuzz/dingtalk_answer_fuzz.cpp compares the two on every input.
+class PageReader final : public nlohmann::json_sax<json> {
+public:
+  // A string field: sendStatus or nextToken.
+  struct Text {
+    std::string value;         // "" when absent or null
+    const char* bad = nullptr; // the type, when not a string
+  };
+  struct Ids {
+    bool present = false;      // an array
+    const char* bad = nullptr; // the type, when neither array nor null
+    std::vector<std::string> values;
+    std::string error; // the first bad element
+  };
+
+  const char* top = nullptr; // the type of the body's value
+  bool known_key = false;    // one of the four fields appeared
+  Text send_status;
+  Text next_token;
+  Ids ids;
+  std::optional<bool> has_more;
+  const char* has_more_bad = nullptr;
+
+  bool null() override { return value("null", nullptr); }
+  bool boolean(bool v) override { return value("boolean", nullptr, &v); }
+  bool number_integer(number_integer_t /*v*/) override { return value("number", nullptr); }
+  bool number_unsigned(number_unsigned_t /*v*/) override { return value("number", nullptr); }
+  bool number_float(number_float_t /*v*/, const string_t& /*s*/) override {
+    return value("number", nullptr);
+  }
+  bool string(string_t& v) override { return value("string", &v); }
+  bool binary(binary_t& /*v*/) override { return value("binary", nullptr); }
+
+  bool start_object(std::size_t /*n*/) override {
+    value("object", nullptr);
+    ++m_depth;
+    return true;
+  }
+  bool start_array(std::size_t /*n*/) override {
+    const bool starts_ids = m_depth == 1 && m_field == Field::ids;
+    value("array", nullptr);
+    if (starts_ids) {
+      ids.present = true;
+      ids.bad = nullptr;
+      m_in_ids = true;
+    }
+    ++m_depth;
+    return true;
+  }
+  bool end_object() override { return end(); }
+  bool end_array() override { return end(); }
+
+  bool key(string_t& k) override {
+    if (m_depth == 1) {
+      m_field = k == "sendStatus"    ? Field::send_status
+                : k == "nextToken"   ? Field::next_token
+                : k == "readUserIds" ? Field::ids
+                : k == "hasMore"     ? Field::has_more
+                                     : Field::other;
+      known_key = known_key || m_field != Field::other;
+    }
+    return true;
+  }
+
+  bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
+                   const nlohmann::detail::exception& /*e*/) override {
+    return false;
+  }
+
+private:
+  enum class Field { other, send_status, next_token, ids, has_more };
+
+  bool end() {
+    --m_depth;
+    if (m_depth == 1) {
+      m_in_ids = false;
+    }
+    return true;
+  }
+
+  // A value starts (a scalar, or the start of an object or array) at the
+  // current depth.
+  bool value(const char* type, string_t* text, const bool* flag = nullptr) {
+    if (m_depth == 0) {
+      top = type;
+    } else if (m_depth == 1) {
+      member(type, text, flag);
+    } else if (m_depth == 2 && m_in_ids) {
+      element(type, text);
+    }
+    return true;
+  }
+
+  void member(const char* type, string_t* text, const bool* flag) {
+    const bool is_null = text == nullptr && flag == nullptr && std::string_view(type) == "null";
+    switch (m_field) {
+    case Field::other:
+      break;
+    case Field::send_status:
+    case Field::next_token: {
+      Text& t = m_field == Field::send_status ? send_status : next_token;
+      t = Text{};
+      if (text != nullptr) {
+        t.value = std::move(*text);
+      } else if (!is_null) {
+        t.bad = type;
+      }
+      break;
+    }
+    case Field::ids:
+      ids = Ids{};
+      m_in_ids = false;
+      m_index = 0;
+      if (!is_null) {
+        ids.bad = type; // an array clears this in start_array()
+      }
+      break;
+    case Field::has_more:
+      has_more.reset();
+      has_more_bad = nullptr;
+      if (flag != nullptr) {
+        has_more = *flag;
+      } else if (!is_null) {
+        has_more_bad = type;
+      }
+      break;
+    }
+  }
+
+  void element(const char* type, string_t* text) {
+    const std::size_t index = m_index++;
+    if (!ids.error.empty()) {
+      return;
+    }
+    if (text == nullptr) {
+      ids.error = "readUserIds[" + std::to_string(index) + "]: expected a string, got " + type;
+    } else if (text->empty()) {
+      ids.error = "readUserIds[" + std::to_string(index) + "]: empty string";
+    } else {
+      ids.values.push_back(std::move(*text));
+    }
+  }
+
+  std::size_t m_depth = 0;
+  Field m_field = Field::other;
+  bool m_in_ids = false;
+  std::size_t m_index = 0; // of the next element of readUserIds
+};
+
+} // namespace
+
 Result<Page, std::string> parse_query_page(std::string_view body) {
   try {
-    const json j = parse_json(body);
-    if (j.is_discarded()) {
+    PageReader r;
+    if (body.find('\0') != std::string_view::npos ||
+        !json::sax_parse(body.begin(), body.end(), &r, json::input_format_t::json,
+                         /*strict=*/true, /*ignore_comments=*/false)) {
       return err(std::string("body is not valid JSON"));
     }
-    if (!j.is_object()) {
-      return err(std::string("body: expected a JSON object, got ") + type_name(j));
+    if (std::string_view(r.top) != "object") {
+      return err(std::string("body: expected a JSON object, got ") + r.top);
     }
-    if (!j.contains("sendStatus") && !j.contains("readUserIds") && !j.contains("hasMore") &&
-        !j.contains("nextToken")) {
+    if (!r.known_key) {
       return err(std::string("body: none of sendStatus, readUserIds, hasMore, nextToken"));
     }
-
     Page page;
-    std::string why;
-    if (!read_optional_string(j, "sendStatus", page.send_status, why) ||
-        !read_optional_string(j, "nextToken", page.next_token, why)) {
-      return err(std::move(why));
-    }
-
-    if (const auto it = j.find("readUserIds"); it != j.end() && !it->is_null()) {
-      if (!it->is_array()) {
-        return err(std::string("readUserIds: expected an array, got ") + type_name(*it));
+    for (const auto& [name, field, out] :
+         {std::tuple{"sendStatus", &r.send_status, &page.send_status},
+          std::tuple{"nextToken", &r.next_token, &page.next_token}}) {
+      if (field->bad != nullptr) {
+        return err(std::string(name) + ": expected a string, got " + field->bad);
       }
-      page.read_user_ids.reserve(it->size());
-      for (std::size_t i = 0; i < it->size(); ++i) {
-        const json& id = (*it)[i];
-        if (!id.is_string()) {
-          return err("readUserIds[" + std::to_string(i) + "]: expected a string, got " +
-                     type_name(id));
-        }
-        const auto& s = id.get_ref<const std::string&>();
-        if (s.empty()) {
-          return err("readUserIds[" + std::to_string(i) + "]: empty string");
-        }
-        page.read_user_ids.push_back(s);
-      }
+      *out = std::move(field->value);
     }
-
-    if (const auto it = j.find("hasMore"); it != j.end() && !it->is_null()) {
-      if (!it->is_boolean()) {
-        return err(std::string("hasMore: expected a boolean, got ") + type_name(*it));
-      }
-      page.has_more = it->get<bool>();
+    if (r.ids.bad != nullptr) {
+      return err(std::string("readUserIds: expected an array, got ") + r.ids.bad);
     }
+    if (!r.ids.error.empty()) {
+      return err(std::move(r.ids.error));
+    }
+    page.read_user_ids = std::move(r.ids.values);
+    if (r.has_more_bad != nullptr) {
+      return err(std::string("hasMore: expected a boolean, got ") + r.has_more_bad);
+    }
+    page.has_more = r.has_more.value_or(false);
     if (page.has_more && page.next_token.empty()) {
       return err(std::string("nextToken: missing or empty while hasMore is true"));
     }
