@@ -248,6 +248,16 @@ private:
   std::unique_ptr<http::Engine> m_inner;
 };
 
+// Answers GET / with "ok" and records the client port of each request (the
+// same port: the same connection) in `ports`, under `mutex`.
+void serve_ok_recording_ports(HttpServer& server, std::mutex& mutex, std::vector<int>& ports) {
+  server.server().Get("/", [&mutex, &ports](const httplib::Request& req, httplib::Response& res) {
+    const std::lock_guard lock(mutex);
+    ports.push_back(req.remote_port);
+    res.set_content("ok", "text/plain");
+  });
+}
+
 struct EngineKind {
   const char* name;
   std::unique_ptr<http::Engine> (*make)();
@@ -430,11 +440,7 @@ TEST_CASE("sequential requests to one host reuse one connection") {
   std::mutex mutex;
   std::vector<int> client_ports;
   HttpServer server;
-  server.server().Get("/", [&](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mutex);
-    client_ports.push_back(req.remote_port);
-    res.set_content("ok", "text/plain");
-  });
+  serve_ok_recording_ports(server, mutex, client_ports);
   server.start();
   const auto engine = engine_under_test();
 
@@ -452,11 +458,7 @@ TEST_CASE("an idle connection the server closes is replaced, and the engine does
   std::vector<int> client_ports;
   HttpServer server;
   server.server().set_keep_alive_timeout(1); // closes an idle connection after 1 s
-  server.server().Get("/", [&](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mutex);
-    client_ports.push_back(req.remote_port);
-    res.set_content("ok", "text/plain");
-  });
+  serve_ok_recording_ports(server, mutex, client_ports);
   server.start();
   const auto engine = engine_under_test();
   CHECK(fetch(*engine, get(server.url())).status == 200);

@@ -24,6 +24,7 @@
 // ones whose callbacks have not run yet, WITHOUT calling their callbacks: the
 // callbacks are only destroyed.
 #include "readreceiptd/http/curl_handles.hpp"
+#include "readreceiptd/http/engine_parts.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/http/nestable_engine.hpp"
 #include "readreceiptd/http/owned_fd.hpp"
@@ -36,7 +37,6 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <limits>
 #include <optional>
 #include <stdexcept>
@@ -66,10 +66,13 @@ void ensure_curl_global_init() {
 
 namespace {
 
+using detail::CompletionQueue;
 using detail::CurlEasy;
 using detail::CurlMulti;
 using detail::CurlSlist;
+using detail::epoll_timeout_ms;
 using detail::has_line_break;
+using detail::k_max_epoll_events;
 using detail::to_lower_ascii;
 using detail::trim;
 using SteadyClock = std::chrono::steady_clock;
@@ -270,9 +273,6 @@ std::string configure(Transfer& t) {
 
 using detail::OwnedFd;
 
-// Events taken from epoll per wait; more stay ready for the next one.
-constexpr int k_max_events = 256;
-
 class CurlEngine final : public NestableEngine {
 public:
   CurlEngine()
@@ -356,7 +356,7 @@ public:
     response.failure = Failure::network;
     response.error = std::move(error);
     recycle(std::move(t->easy));
-    m_completed.push_back(Completed{std::move(t->done), std::move(response)});
+    m_completed.push(std::move(t->done), std::move(response));
   }
 
   void run_once(Millis max_wait) override {
@@ -367,7 +367,7 @@ public:
       run_due_timer();
       collect();
     }
-    deliver();
+    m_completed.deliver();
   }
 
   void wakeup() override {
@@ -388,11 +388,6 @@ public:
   }
 
 private:
-  struct Completed {
-    Callback done;
-    Response response;
-  };
-
   CurlEasy take_easy() {
     if (m_pool.empty()) {
       return CurlEasy(curl_easy_init());
@@ -491,17 +486,14 @@ private:
   // Waits in epoll up to `max_wait` (less when libcurl's timer is due
   // earlier), then hands libcurl the sockets that are ready.
   void wait_and_act(Millis max_wait) {
-    auto wait = std::chrono::duration_cast<std::chrono::microseconds>(max_wait);
+    const auto now = SteadyClock::now();
+    auto until = now + max_wait;
     if (m_timer) {
-      wait = std::min(wait, std::chrono::duration_cast<std::chrono::microseconds>(
-                                *m_timer - SteadyClock::now()));
+      until = std::min(until, *m_timer);
     }
-    // Rounded up to whole milliseconds: waking before the timer is due would
-    // only spin.
-    const auto wait_ms = static_cast<int>(std::clamp<std::int64_t>(
-        (std::max<std::int64_t>(0, wait.count()) + 999) / 1000, 0, INT_MAX));
-    std::array<epoll_event, k_max_events> events{};
-    const int n = ::epoll_wait(m_epoll.get(), events.data(), k_max_events, wait_ms);
+    std::array<epoll_event, k_max_epoll_events> events{};
+    const int n = ::epoll_wait(m_epoll.get(), events.data(), k_max_epoll_events,
+                               epoll_timeout_ms(now, until));
     for (int i = 0; i < n; ++i) {
       const int fd = events[static_cast<std::size_t>(i)].data.fd;
       const std::uint32_t ev = events[static_cast<std::size_t>(i)].events;
@@ -554,7 +546,7 @@ private:
       curl_multi_remove_handle(m_multi.get(), easy);
       Response response = finish(*t, code);
       recycle(std::move(t->easy));
-      m_completed.push_back(Completed{std::move(t->done), std::move(response)});
+      m_completed.push(std::move(t->done), std::move(response));
     }
   }
 
@@ -582,20 +574,6 @@ private:
     return r;
   }
 
-  // Calls the callbacks of the transfers completed so far. Each entry leaves
-  // the queue before its callback runs, so a callback may submit() (or even
-  // run_once()) freely; requests that fail inside such a submit() wait for
-  // the next run_once().
-  void deliver() {
-    for (std::size_t n = m_completed.size(); n > 0 && !m_completed.empty(); --n) {
-      Completed c = std::move(m_completed.front());
-      m_completed.pop_front();
-      if (c.done) {
-        c.done(std::move(c.response));
-      }
-    }
-  }
-
   struct Watched {
     std::uint32_t events = 0; // what the epoll set watches the socket for
     bool wanted = false;      // libcurl waits for it (not removed since)
@@ -607,7 +585,7 @@ private:
   std::optional<SteadyClock::time_point> m_timer;       // libcurl's next timeout
   CurlMulti m_multi;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> m_active; // added to m_multi
-  std::deque<Completed> m_completed;                             // callbacks not yet called
+  CompletionQueue m_completed;                                   // callbacks not yet called
   std::vector<CurlEasy> m_pool;                                  // reset, ready for reuse
 };
 

@@ -25,6 +25,7 @@
 //
 // Thread-safety: as Engine. wakeup() writes to an eventfd from any thread;
 // the resolver threads only touch ResolverBox.
+#include "readreceiptd/http/engine_parts.hpp"
 #include "readreceiptd/http/http1.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/http/nestable_engine.hpp"
@@ -66,6 +67,9 @@ namespace rrd::http {
 
 namespace {
 
+using detail::CompletionQueue;
+using detail::epoll_timeout_ms;
+using detail::k_max_epoll_events;
 using detail::OwnedFd;
 using SteadyClock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -80,8 +84,6 @@ constexpr SteadyClock::duration k_max_idle = 118s;
 constexpr SteadyClock::duration k_address_ttl = 60s;
 // Bytes read from a socket per recv(2).
 constexpr std::size_t k_read_chunk = 64 * 1024;
-// Events taken from epoll per wait; more stay ready for the next one.
-constexpr int k_max_events = 256;
 // Finished request records kept for reuse.
 constexpr std::size_t k_spare_exchanges = 128;
 // The timeouts' floor (a timeout of 0 would fail before anything happened)
@@ -280,11 +282,6 @@ struct Conn {
   http1::ResponseParser parser;
 };
 
-struct Completed {
-  Callback done;
-  Response response;
-};
-
 class DirectEngine final : public Engine {
 public:
   DirectEngine(std::unique_ptr<NestableEngine> fallback, Proxies proxies)
@@ -357,7 +354,7 @@ public:
       m_fallback->run_once(Millis{0});
     }
     m_closed.clear();
-    deliver();
+    m_completed.deliver();
   }
 
   void wakeup() override {
@@ -365,7 +362,9 @@ public:
     [[maybe_unused]] const auto n = ::write(m_wake.get(), &one, sizeof one);
   }
 
-  std::size_t in_flight() const override { return m_exchanges + m_fallback->in_flight(); }
+  std::size_t in_flight() const override {
+    return m_exchanges + m_completed.size() + m_fallback->in_flight();
+  }
 
 private:
   // ---- the loop ----
@@ -392,13 +391,9 @@ private:
     if (const auto due = m_fallback->next_due()) {
       until = std::min(until, *due);
     }
-    // Rounded up to whole milliseconds: waking before a deadline would only
-    // spin.
-    const auto wait_us = std::chrono::duration_cast<std::chrono::microseconds>(until - now).count();
-    const auto wait_ms = static_cast<int>(
-        std::clamp<std::int64_t>((std::max<std::int64_t>(0, wait_us) + 999) / 1000, 0, INT_MAX));
-    std::array<epoll_event, k_max_events> events{};
-    const int n = ::epoll_wait(m_epoll.get(), events.data(), k_max_events, wait_ms);
+    std::array<epoll_event, k_max_epoll_events> events{};
+    const int n = ::epoll_wait(m_epoll.get(), events.data(), k_max_epoll_events,
+                               epoll_timeout_ms(now, until));
     bool fallback_ready = false;
     for (int i = 0; i < n; ++i) {
       const epoll_event& ev = events[static_cast<std::size_t>(i)];
@@ -415,19 +410,6 @@ private:
     }
     if (fallback_ready || fallback_due(SteadyClock::now())) {
       m_fallback->run_once(Millis{0});
-    }
-  }
-
-  // Calls the callbacks of the requests completed so far; as the libcurl
-  // engine does, each leaves the queue before its callback runs.
-  void deliver() {
-    for (std::size_t n = m_completed.size(); n > 0 && !m_completed.empty(); --n) {
-      Completed c = std::move(m_completed.front());
-      m_completed.pop_front();
-      --m_exchanges;
-      if (c.done) {
-        c.done(std::move(c.response));
-      }
     }
   }
 
@@ -458,7 +440,8 @@ private:
 
   void complete(ExchangePtr ex, Response response) {
     response.duration = std::chrono::duration_cast<Millis>(SteadyClock::now() - ex->started);
-    m_completed.push_back(Completed{std::move(ex->done), std::move(response)});
+    m_completed.push(std::move(ex->done), std::move(response));
+    --m_exchanges;
     recycle(std::move(ex));
   }
 
@@ -1113,9 +1096,9 @@ private:
   std::unordered_map<std::string, std::unique_ptr<Origin>> m_origins;
   std::unordered_map<Conn*, std::unique_ptr<Conn>> m_conns;
   std::vector<std::unique_ptr<Conn>> m_closed; // freed once no event can name them
-  std::deque<Completed> m_completed;           // callbacks not yet called
+  CompletionQueue m_completed;                 // callbacks not yet called
   std::vector<ExchangePtr> m_spare;            // finished, for reuse
-  std::size_t m_exchanges = 0;                 // submitted here, callback not yet called
+  std::size_t m_exchanges = 0; // submitted here, not answered yet (waiting or on a connection)
   SteadyClock::time_point m_next_scan = SteadyClock::time_point::max(); // earliest deadline
   std::string m_key;                                                    // origin_for's scratch
   std::vector<char> m_read_buffer;
