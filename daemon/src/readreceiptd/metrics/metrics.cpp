@@ -26,10 +26,26 @@ double seconds(Millis d) {
   return std::chrono::duration<double>(d).count();
 }
 
+// A registry collected under a lock (Metrics::m_locked_registry).
+class LockedRegistry final : public prometheus::Collectable {
+public:
+  LockedRegistry(std::shared_ptr<prometheus::Registry> registry, std::mutex& mutex)
+      : m_registry(std::move(registry)), m_mutex(mutex) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    const std::lock_guard lock(m_mutex);
+    return m_registry->Collect();
+  }
+
+private:
+  std::shared_ptr<prometheus::Registry> m_registry;
+  std::mutex& m_mutex;
+};
+
 } // namespace
 
 Metrics::Metrics(const config::Config& cfg)
     : m_registry(std::make_shared<prometheus::Registry>()),
+      m_locked_registry(std::make_shared<LockedRegistry>(m_registry, m_reload_mutex)),
       m_process(std::make_shared<ProcessCollector>()), m_listen(cfg.metrics.listen),
       m_stopped_family(prometheus::BuildCounter()
                            .Name("readreceiptd_messages_stopped_total")
@@ -128,7 +144,8 @@ Metrics::Metrics(const config::Config& cfg)
 
   if (!m_listen.empty()) {
     m_exposer = std::make_unique<Exposer>(
-        m_listen, std::vector<std::weak_ptr<prometheus::Collectable>>{m_registry, m_process});
+        m_listen,
+        std::vector<std::weak_ptr<prometheus::Collectable>>{m_locked_registry, m_process});
     spdlog::info("metrics on {} (GET /metrics, port {})", m_listen, m_exposer->port());
   }
 }
@@ -232,9 +249,12 @@ void Metrics::on_dead(const std::string& webhook) {
 // ------------------------------------------------------------- reloads
 
 void Metrics::reload_succeeded(const config::Config& cfg) {
-  m_reloads->Increment();
-  for (const auto& hook : cfg.webhooks) {
-    webhook_series(hook.name);
+  {
+    const std::lock_guard lock(m_reload_mutex);
+    for (const auto& hook : cfg.webhooks) {
+      webhook_series(hook.name);
+    }
+    m_reloads->Increment();
   }
   m_next_dead_letter_sync.reset();
   if (cfg.metrics.listen != m_listen) {
@@ -243,6 +263,7 @@ void Metrics::reload_succeeded(const config::Config& cfg) {
 }
 
 void Metrics::reload_failed() {
+  const std::lock_guard lock(m_reload_mutex);
   m_reloads->Increment();
   m_reloads_failed->Increment();
 }

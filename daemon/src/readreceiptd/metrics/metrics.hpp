@@ -29,6 +29,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -124,6 +125,12 @@ private:
   void on_dead(const std::string& webhook);
 
   std::shared_ptr<prometheus::Registry> m_registry;
+  // What the exposer collects instead of m_registry: the registry under
+  // m_reload_mutex, which reload_succeeded() and reload_failed() hold while
+  // they add a reload's series and count it, so that a scrape sees a reload
+  // whole or not at all.
+  std::mutex m_reload_mutex;
+  std::shared_ptr<prometheus::Collectable> m_locked_registry;
   std::shared_ptr<ProcessCollector> m_process;
   std::string m_listen;
 
