@@ -37,6 +37,7 @@ RUN apt-get update \
       libsystemd0 \
       libcpp-httplib0.11 \
       libssl3 \
+      libwslay1 \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 readreceiptd \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \

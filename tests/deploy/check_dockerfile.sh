@@ -34,6 +34,7 @@ runtime_of() {
     libsystemd-dev) echo libsystemd0 ;;
     libcpp-httplib-dev) echo libcpp-httplib0.11 ;;
     libssl-dev) echo libssl3 ;;
+    libwslay-dev) echo libwslay1 ;;
     *) echo "?" ;;
   esac
 }
