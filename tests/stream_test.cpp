@@ -1,6 +1,7 @@
 // The Stream mode's pure parts: the gateway call, frames and their answers
 // (STREAM.md's examples as test vectors), the WebSocket handshake and
 // framing, and the reconnect and keep-alive policy.
+#include "fakes/ws_frames.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/stream/frames.hpp"
 #include "readreceiptd/stream/handshake.hpp"
@@ -14,6 +15,7 @@
 using namespace rrd;
 using namespace rrd::stream;
 using nlohmann::json;
+using rrd::testing::server_frame;
 
 namespace {
 
@@ -46,42 +48,13 @@ constexpr const char* k_event_frame =
              "eventUnifiedAppId": "bbb381b6-f01x-58daac"},
  "data": "{\"processQueryKey\":\"dsadfsafaewsrdefe\",\"userId\":\"manager\",\"unionId\":\"sdjkqwheda\",\"operatTime\":\"1654641965416\",\"robotCode\":\"dingnxkjdhasdw\",\"openConversationId\":\"cidajsdhqwiocid111\"}"})";
 
-// A server's frame: unmasked, with a 7-bit or 16-bit length.
-std::string server_frame(unsigned char first_byte, std::string_view payload) {
-  std::string f(1, static_cast<char>(first_byte));
-  if (payload.size() < 126) {
-    f += static_cast<char>(payload.size());
-  } else {
-    REQUIRE(payload.size() < 65536);
-    f += static_cast<char>(126);
-    f += static_cast<char>(payload.size() >> 8);
-    f += static_cast<char>(payload.size() & 0xFF);
-  }
-  f += payload;
-  return f;
-}
-
-// Unmasks one client frame at the start of `bytes`; sets the opcode.
+// The one client frame in `bytes`, unmasked; sets its opcode.
 std::string client_payload(std::string_view bytes, int& opcode, std::size_t& used) {
-  REQUIRE(bytes.size() >= 6);
-  opcode = static_cast<unsigned char>(bytes[0]) & 0x0F;
-  const auto b1 = static_cast<unsigned char>(bytes[1]);
-  REQUIRE((b1 & 0x80) != 0); // a client masks every frame
-  std::size_t len = b1 & 0x7F;
-  std::size_t pos = 2;
-  if (len == 126) {
-    len = (static_cast<unsigned char>(bytes[2]) << 8) | static_cast<unsigned char>(bytes[3]);
-    pos = 4;
-  }
-  const std::string_view mask = bytes.substr(pos, 4);
-  pos += 4;
-  REQUIRE(bytes.size() >= pos + len);
-  std::string out(bytes.substr(pos, len));
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    out[i] = static_cast<char>(out[i] ^ mask[i % 4]);
-  }
-  used = pos + len;
-  return out;
+  const auto frames = testing::client_frames(bytes);
+  REQUIRE(frames.size() == 1);
+  opcode = frames[0].opcode;
+  used = bytes.size();
+  return frames[0].payload;
 }
 
 } // namespace
