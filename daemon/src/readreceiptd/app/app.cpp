@@ -35,17 +35,6 @@ constexpr int k_exit_ok = 0;
 constexpr int k_exit_failure = 1;
 constexpr int k_exit_usage = 2;
 
-std::vector<std::string> secrets_of(const config::Config& cfg) {
-  std::vector<std::string> s{
-      cfg.dingtalk.internal_app.app_secret, cfg.dingtalk.third_party.suite_secret,
-      cfg.dingtalk.third_party.suite_ticket, cfg.dingtalk.fixed_token.access_token, cfg.api.token};
-  for (const auto& hook : cfg.webhooks) {
-    s.push_back(hook.secret);
-  }
-  s.erase(std::remove(s.begin(), s.end(), std::string()), s.end());
-  return s;
-}
-
 std::chrono::steady_clock::time_point steady_now() {
   return std::chrono::steady_clock::now();
 }
@@ -290,7 +279,6 @@ private:
       m_metrics->reload_failed();
       return;
     }
-    logging::set_secrets(secrets_of(cfg));
     if (cfg.state.path != m_cfg.state.path) {
       spdlog::warn("state.path changed; the new path takes effect at the next start");
     }
@@ -354,7 +342,6 @@ int main(int argc, char** argv) {
     // A probe reports "unhealthy" as 1 (Docker reserves 2).
     return options.command == Command::healthcheck ? k_exit_failure : k_exit_usage;
   }
-  logging::set_secrets(secrets_of(cfg));
 
   if (options.command == Command::check_config) {
     std::printf("%s: configuration is valid (%zu messages, %zu webhooks)\n",
