@@ -1,12 +1,21 @@
 #include "readreceiptd/app/cli.hpp"
+#include "readreceiptd/common/plural.hpp"
 
 #include <doctest/doctest.h>
 
 using namespace rrd;
 using namespace rrd::app;
 
-TEST_CASE("cli: run needs --config, options parse in both spellings") {
-  CHECK_FALSE(parse_args({}).ok());
+TEST_CASE("cli: --config defaults to the documented path, options parse in both spellings") {
+  for (const auto& args :
+       {std::vector<std::string>{}, std::vector<std::string>{"--check-config"}}) {
+    auto d = parse_args(args);
+    REQUIRE(d.ok());
+    CHECK(d->config_path == k_default_config_path);
+    CHECK_FALSE(d->config_given);
+  }
+  CHECK(std::string(usage()).find("(default /etc/readreceiptd/config.yaml)") != std::string::npos);
+  CHECK(std::string(k_default_config_path) == "/etc/readreceiptd/config.yaml");
   auto o = parse_args({"--config", "/x.yaml", "--log-level=debug", "--log-format", "json"});
   REQUIRE(o.ok());
   CHECK(o->command == Command::run);
@@ -38,4 +47,20 @@ TEST_CASE("cli: bad input names what is wrong") {
   CHECK_FALSE(parse_args({"--version", "--healthcheck"}).ok());
   CHECK_FALSE(parse_args({"--version=3"}).ok());
   CHECK_FALSE(parse_args({"--config", "c", "--log-format", "xml"}).ok());
+}
+
+TEST_CASE("cli: a bad command line is one line pointing to --help") {
+  const auto unknown = parse_args({"--bogus"});
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(usage_error(unknown.error()) ==
+        "readreceiptd: unknown argument \"--bogus\" (see readreceiptd --help)");
+  CHECK(usage_error("--config: needs a value").find('\n') == std::string::npos);
+}
+
+TEST_CASE("plurals: counts in words") {
+  CHECK(count_of(0, "message") == "0 messages");
+  CHECK(count_of(1, "message") == "1 message");
+  CHECK(count_of(2, "webhook") == "2 webhooks");
+  CHECK(count_of(1, "pending delivery", "pending deliveries") == "1 pending delivery");
+  CHECK(count_of(3, "pending delivery", "pending deliveries") == "3 pending deliveries");
 }

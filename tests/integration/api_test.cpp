@@ -557,7 +557,7 @@ TEST_CASE("lifecycle: sd_notify: READY after the first token, STATUS, WATCHDOG, 
   REQUIRE_MESSAGE(wait_until([&] { return notify.find("READY=1") >= 0; }), h.log());
   const std::size_t ready = static_cast<std::size_t>(notify.find("READY=1"));
   REQUIRE(wait_until(
-      [&] { return notify.find("STATUS=tracking 1 messages, 0 pending deliveries") >= 0; }));
+      [&] { return notify.find("STATUS=tracking 1 message, 0 pending deliveries") >= 0; }));
   h.dingtalk.read("notify-key", "a");
   h.dingtalk.read("notify-key", "b");
   REQUIRE_MESSAGE(h.wait_for_stop("notify-key"), h.log());

@@ -7,6 +7,7 @@
 #include "readreceiptd/app/logging.hpp"
 #include "readreceiptd/app/notify.hpp"
 #include "readreceiptd/app/signals.hpp"
+#include "readreceiptd/common/plural.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/http/http_engine.hpp"
@@ -263,8 +264,8 @@ private:
     for (const auto& hook : m_cfg.webhooks) {
       pending += dispatcher.pending(hook.name);
     }
-    std::string text = "tracking " + std::to_string(sched.tracked()) + " messages, " +
-                       std::to_string(pending) + " pending deliveries";
+    std::string text = "tracking " + count_of(sched.tracked(), "message") + ", " +
+                       count_of(pending, "pending delivery", "pending deliveries");
     return ready ? text : "waiting for the first DingTalk access token; " + text;
   }
 
@@ -314,7 +315,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = parse_args(args);
   if (!parsed) {
-    std::fprintf(stderr, "readreceiptd: %s\n\n%s", parsed.error().c_str(), usage());
+    std::fprintf(stderr, "%s\n", usage_error(parsed.error()).c_str());
     return k_exit_usage;
   }
   const Options options = *parsed;
@@ -344,8 +345,9 @@ int main(int argc, char** argv) {
   }
 
   if (options.command == Command::check_config) {
-    std::printf("%s: configuration is valid (%zu messages, %zu webhooks)\n",
-                options.config_path.c_str(), cfg.messages.size(), cfg.webhooks.size());
+    std::printf("%s: configuration is valid (%s, %s)\n", options.config_path.c_str(),
+                count_of(cfg.messages.size(), "message").c_str(),
+                count_of(cfg.webhooks.size(), "webhook").c_str());
     return k_exit_ok;
   }
   if (options.command == Command::healthcheck) {
