@@ -1,5 +1,5 @@
-// The command line of readreceiptd, run as a user runs it: --help, bad
-// flags, defaults.
+// The command lines of readreceiptd and of the fakes (fake-dingtalk,
+// webhook-sink), run as a user runs them: --help, bad flags, defaults.
 #include "integration/harness.hpp"
 
 #include <string>
@@ -21,6 +21,14 @@ Run run(const TempDir& dir, std::vector<std::string> argv) {
   r.code = p.wait(std::chrono::seconds(20));
   r.output = p.log();
   return r;
+}
+
+std::size_t lines(const std::string& text) {
+  std::size_t n = 0;
+  for (const char c : text) {
+    n += c == '\n' ? 1 : 0;
+  }
+  return n;
 }
 
 } // namespace
@@ -69,4 +77,44 @@ TEST_CASE("cli: --check-config counts messages and webhooks in proper plurals") 
   const Run two = run(h.dir, {RRD_DAEMON_PATH, "--config", h.config_path(), "--check-config"});
   CHECK(two.code == 0);
   CHECK(two.output == h.config_path() + ": configuration is valid (2 messages, 2 webhooks)\n");
+}
+
+TEST_CASE("cli: webhook-sink and fake-dingtalk have a --help listing every option") {
+  TempDir dir;
+  const Run sink = run(dir, {RRD_WEBHOOK_SINK_PATH, "--help"});
+  CHECK(sink.code == 0);
+  for (const char* option :
+       {"usage: webhook-sink", "--port N", "--secret", "WEBHOOK_SECRET", "--help"}) {
+    CAPTURE(option);
+    CHECK(sink.output.find(option) != std::string::npos);
+  }
+  CHECK(sink.output.find("needs a value") == std::string::npos);
+
+  const Run fake = run(dir, {RRD_FAKE_DINGTALK_PATH, "--help"});
+  CHECK(fake.code == 0);
+  for (const char* option :
+       {"usage: fake-dingtalk", "--port N", "--app-key", "--app-secret", "--robot-code",
+        "--page-size", "--token-lifetime", "--seed", "--scenario", "--help"}) {
+    CAPTURE(option);
+    CHECK(fake.output.find(option) != std::string::npos);
+  }
+}
+
+TEST_CASE("cli: the fakes answer a bad flag with one line pointing to --help, exit 2") {
+  TempDir dir;
+  const Run sink = run(dir, {RRD_WEBHOOK_SINK_PATH, "--bogus"});
+  CHECK(sink.code == 2);
+  CHECK(sink.output == "webhook-sink: unknown argument \"--bogus\" (see webhook-sink --help)\n");
+  const Run sink_missing = run(dir, {RRD_WEBHOOK_SINK_PATH, "--port"});
+  CHECK(sink_missing.code == 2);
+  CHECK(lines(sink_missing.output) == 1);
+  CHECK(sink_missing.output.find("--port: needs a value") != std::string::npos);
+
+  const Run fake = run(dir, {RRD_FAKE_DINGTALK_PATH, "--bogus", "1"});
+  CHECK(fake.code == 2);
+  CHECK(fake.output == "fake-dingtalk: unknown argument \"--bogus\" (see fake-dingtalk --help)\n");
+  const Run fake_bad = run(dir, {RRD_FAKE_DINGTALK_PATH, "--page-size", "500"});
+  CHECK(fake_bad.code == 2);
+  CHECK(lines(fake_bad.output) == 1);
+  CHECK(fake_bad.output.find("(see fake-dingtalk --help)") != std::string::npos);
 }
