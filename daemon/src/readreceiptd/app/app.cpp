@@ -29,8 +29,8 @@ namespace {
 // The loop never sleeps longer than this, so that it notices a stop or a
 // reload request even if a wake-up were lost.
 constexpr Millis k_max_loop_wait{1'000};
-// How long a graceful stop waits for deliveries in flight (SPEC: stop
-// within 10 s in all).
+// How long a graceful stop waits for deliveries in flight (a stop takes 10 s
+// at most in all).
 constexpr Millis k_drain_timeout{5'000};
 constexpr int k_exit_ok = 0;
 constexpr int k_exit_failure = 1;
@@ -82,7 +82,7 @@ public:
   bool remove_message(const std::string& key) override {
     const bool known = m_sched.remove(key);
     if (known) {
-      spdlog::info("message removed through the API: {}", key);
+      logging::info("message removed through the API", {{"key", key}});
     }
     m_sched.flush();
     return known;
@@ -95,7 +95,8 @@ public:
     if (n > 0) {
       // Deliveries already queued are skipped; only the replayed ones are new.
       m_dispatcher.load(m_store.load_pending_deliveries());
-      spdlog::info("dead letter {} replayed through the API ({} deliveries)", event_id, n);
+      logging::info("dead letter replayed through the API",
+                    {{"event_id", event_id}, {"deliveries", n}});
     }
     return n;
   }
@@ -131,13 +132,13 @@ public:
     try {
       store = store::Store::open(m_cfg.state.path);
     } catch (const store::StoreError& e) {
-      spdlog::error("cannot open the state database: {}", e.what());
+      logging::error("cannot open the state database", {{"reason", e.what()}});
       return k_exit_failure;
     }
     try {
       m_metrics = std::make_unique<metrics::Metrics>(m_cfg);
     } catch (const metrics::MetricsError& e) {
-      spdlog::error("{}", e.what());
+      logging::error(e.what());
       return k_exit_failure;
     }
     auto engine = http::make_engine();
@@ -163,7 +164,7 @@ public:
     try {
       sched.start();
     } catch (const store::StoreError& e) {
-      spdlog::error("cannot load the state database: {}", e.what());
+      logging::error("cannot load the state database", {{"reason", e.what()}});
       return k_exit_failure;
     }
     m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
@@ -180,7 +181,7 @@ public:
       try {
         api_server->start();
       } catch (const api::ListenError& e) {
-        spdlog::error("{}", e.what());
+        logging::error(e.what());
         signals.set_wakeup({});
         return k_exit_failure;
       }
@@ -188,8 +189,9 @@ public:
     LoopBackend backend(sched, *store, dispatcher, clock);
     SystemdNotifier notifier;
     loop_status.set_readiness(api::Readiness::waiting_for_token);
-    spdlog::info("readreceiptd {} started: {} messages tracked, {} webhooks, state in {}",
-                 k_version, sched.tracked(), m_cfg.webhooks.size(), m_cfg.state.path);
+    logging::info("readreceiptd started: " + count_of(sched.tracked(), "message") + " tracked, " +
+                      count_of(m_cfg.webhooks.size(), "webhook"),
+                  {{"version", k_version}, {"state", m_cfg.state.path}});
 
     while (!signals.stop_requested()) {
       loop_status.beat(steady_now());
@@ -221,7 +223,7 @@ public:
       try {
         sched.flush();
       } catch (const std::exception& e) {
-        spdlog::error("{}", e.what());
+        logging::error("cannot commit the polls' results", {{"reason", e.what()}});
       }
       dispatcher.flush();
       m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
@@ -229,12 +231,12 @@ public:
         // Store, listeners and a first token are in place.
         notifier.ready();
         loop_status.set_readiness(api::Readiness::ready);
-        spdlog::info("ready: {} messages tracked", sched.tracked());
+        logging::info("ready: " + count_of(sched.tracked(), "message") + " tracked");
       }
       notifier.status(status_text(sched, dispatcher, notifier.ready_sent()), steady_now());
     }
 
-    spdlog::info("stopping");
+    logging::info("stopping");
     notifier.stopping();
     loop_status.set_readiness(api::Readiness::stopping);
     commands.close(); // requests waiting for the loop get 503 at once
@@ -253,7 +255,7 @@ public:
     }
     signals.set_wakeup({});
     engine.reset(); // cancels what is still in flight; those events stay pending
-    spdlog::info("stopped");
+    logging::info("stopped");
     return k_exit_ok;
   }
 
@@ -271,7 +273,7 @@ private:
 
   void reload(scheduler::Scheduler& sched, webhook::Dispatcher& dispatcher,
               api::Server* api_server) {
-    spdlog::info("reloading the configuration from {}", m_options.config_path);
+    logging::info("reloading the configuration", {{"path", m_options.config_path}});
     config::Config cfg;
     try {
       cfg = config::load_file(m_options.config_path);
@@ -281,13 +283,10 @@ private:
       return;
     }
     if (cfg.state.path != m_cfg.state.path) {
-      spdlog::warn("state.path changed; the new path takes effect at the next start");
+      logging::warn("state.path changed; the new path takes effect at the next start");
     }
     if (cfg.api.listen != m_cfg.api.listen) {
-      spdlog::warn("api.listen changed; the new address takes effect at the next start");
-    }
-    if (cfg.metrics.listen != m_cfg.metrics.listen) {
-      spdlog::warn("metrics.listen changed; the new address takes effect at the next start");
+      logging::warn("api.listen changed; the new address takes effect at the next start");
     }
     if (api_server != nullptr) {
       api_server->set_token(cfg.api.token);
@@ -296,12 +295,12 @@ private:
       dispatcher.configure(cfg.webhooks);
       sched.reconfigure(cfg);
     } catch (const std::exception& e) {
-      spdlog::error("applying the new configuration failed: {}", e.what());
+      logging::error("applying the new configuration failed", {{"reason", e.what()}});
     }
     m_cfg = std::move(cfg);
     m_metrics->reload_succeeded(m_cfg);
-    spdlog::info("configuration reloaded: {} messages tracked, {} webhooks", sched.tracked(),
-                 m_cfg.webhooks.size());
+    logging::info("configuration reloaded: " + count_of(sched.tracked(), "message") + " tracked, " +
+                  count_of(m_cfg.webhooks.size(), "webhook"));
   }
 
   Options m_options;
@@ -362,7 +361,7 @@ int main(int argc, char** argv) {
   try {
     return Daemon(options, std::move(cfg)).run();
   } catch (const std::exception& e) {
-    spdlog::critical("fatal: {}", e.what());
+    logging::critical("fatal error", {{"reason", e.what()}});
     return k_exit_failure;
   }
 }

@@ -1,11 +1,11 @@
 #include "readreceiptd/metrics/metrics.hpp"
 
+#include "readreceiptd/app/logging.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/metrics/process_collector.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <spdlog/spdlog.h>
 
 namespace rrd::metrics {
 
@@ -146,7 +146,8 @@ Metrics::Metrics(const config::Config& cfg)
     m_exposer = std::make_unique<Exposer>(
         m_listen,
         std::vector<std::weak_ptr<prometheus::Collectable>>{m_locked_registry, m_process});
-    spdlog::info("metrics on {} (GET /metrics, port {})", m_listen, m_exposer->port());
+    logging::info("metrics listening (GET /metrics)",
+                  {{"listen", m_listen}, {"port", m_exposer->port()}});
   }
 }
 
@@ -258,7 +259,7 @@ void Metrics::reload_succeeded(const config::Config& cfg) {
   }
   m_next_dead_letter_sync.reset();
   if (cfg.metrics.listen != m_listen) {
-    spdlog::warn("metrics.listen changed; the new address takes effect at the next start");
+    logging::warn("metrics.listen changed; the new address takes effect at the next start");
   }
 }
 
@@ -281,7 +282,7 @@ void Metrics::after_turn(TimePoint now, const scheduler::Scheduler& sched,
   try {
     set_dead_letters(store.count_dead_by_webhook());
   } catch (const store::StoreError& e) {
-    spdlog::warn("cannot count the dead letters for the metrics: {}", e.what());
+    logging::warn("cannot count the dead letters for the metrics", {{"reason", e.what()}});
   }
 }
 
