@@ -135,8 +135,9 @@ public:
       logging::error("cannot open the state database", {{"reason", e.what()}});
       return k_exit_failure;
     }
+    RealClock clock;
     try {
-      m_metrics = std::make_unique<metrics::Metrics>(m_cfg);
+      m_metrics = std::make_unique<metrics::Metrics>(m_cfg, clock.now());
     } catch (const metrics::MetricsError& e) {
       logging::error(e.what());
       return k_exit_failure;
@@ -148,7 +149,6 @@ public:
     // that call, so the engine is destroyed only after it. Also on the early
     // returns below.
     const WakeupClearer clear_wakeup{signals};
-    RealClock clock;
     std::mt19937_64 seeder(std::random_device{}());
     std::mt19937_64 dispatcher_rng(seeder());
     webhook::Dispatcher dispatcher(*store, *engine, clock, [&dispatcher_rng] {
@@ -298,7 +298,7 @@ private:
       logging::error("applying the new configuration failed", {{"reason", e.what()}});
     }
     m_cfg = std::move(cfg);
-    m_metrics->reload_succeeded(m_cfg);
+    m_metrics->reload_succeeded(m_cfg, RealClock().now());
     logging::info("configuration reloaded: " + count_of(sched.tracked(), "message") + " tracked, " +
                   count_of(m_cfg.webhooks.size(), "webhook"));
   }

@@ -45,6 +45,12 @@ void add_field(std::string& out, std::string_view name, std::string_view value) 
   out += '\n';
 }
 
+// When a delivery's event was made, as its id says (the daemon's ids all
+// do; one of another form is left out of oldest_pending()).
+std::optional<TimePoint> made_at(const Delivery& d) {
+  return event_id_time(d.event_id);
+}
+
 // The HTTP status, when an answer came.
 std::optional<int> answer_status(const http::Response& r) {
   return r.failure == http::Failure::none ? std::optional<int>(r.status) : std::nullopt;
@@ -209,7 +215,11 @@ void Dispatcher::enqueue(const std::vector<Delivery>& deliveries) {
       unready(key, q);
     }
     q.items.insert(pos, d);
-    ++m_counts[d.webhook].pending;
+    Counts& counts = m_counts[d.webhook];
+    ++counts.pending;
+    if (const auto made = made_at(d)) {
+      counts.made.insert(*made);
+    }
     if (new_head) {
       make_ready(key, q);
     }
@@ -316,6 +326,14 @@ std::size_t Dispatcher::pending(const std::string& webhook) const {
   return it == m_counts.end() ? 0 : it->second.pending;
 }
 
+std::optional<TimePoint> Dispatcher::oldest_pending(const std::string& webhook) const {
+  const auto it = m_counts.find(webhook);
+  if (it == m_counts.end() || it->second.made.empty()) {
+    return std::nullopt;
+  }
+  return *it->second.made.begin();
+}
+
 bool Dispatcher::disabled(const std::string& webhook) const {
   const auto it = m_targets.find(webhook);
   return it != m_targets.end() && it->second.disabled;
@@ -360,6 +378,12 @@ void Dispatcher::submit(const QueueKey& key) {
 void Dispatcher::pop_head(const QueueKey& key) {
   auto it = m_queues.find(key);
   Queue& q = it->second;
+  if (const auto made = made_at(q.items.front())) {
+    auto& all = m_counts[key.webhook].made;
+    if (const auto at = all.find(*made); at != all.end()) {
+      all.erase(at);
+    }
+  }
   q.items.pop_front();
   q.head_in_flight = false;
   auto& counts = m_counts[key.webhook];
