@@ -77,11 +77,28 @@ struct Happening {
   std::string user; // "" for a recall
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "fake-dingtalk: " << problem << "\n"
-            << "usage: fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]\n"
-            << "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
-            << "                     [--scenario FILE]\n";
+constexpr const char* k_usage =
+    "usage: fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]\n"
+    "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
+    "                     [--scenario FILE]\n"
+    "\n"
+    "A DingTalk simulator: the read-status and token APIs on 127.0.0.1, with\n"
+    "simulated people reading the scenario's messages. The first line on stdout\n"
+    "is \"listening on 127.0.0.1:PORT\".\n"
+    "\n"
+    "  --port N                 port to listen on (default 0: an ephemeral one)\n"
+    "  --app-key K              the internal app's key (default dingfakeappkey)\n"
+    "  --app-secret S           the internal app's secret (default fake-app-secret)\n"
+    "  --robot-code R           the default robotCode (default dingfakerobot)\n"
+    "  --page-size N            the largest page served, 1..200 (default 200)\n"
+    "  --token-lifetime SECONDS expireIn of the tokens issued (default 7200)\n"
+    "  --seed N                 seed of the simulated reading times (default 1)\n"
+    "  --scenario FILE          the messages and their readers (YAML or JSON)\n"
+    "  --help                   print this help and exit\n";
+
+// A bad command line: one line, a pointer to --help, exit 2.
+[[noreturn]] void usage_error(const std::string& problem) {
+  std::cerr << "fake-dingtalk: " << problem << " (see fake-dingtalk --help)\n";
   std::exit(2);
 }
 
@@ -119,7 +136,7 @@ int parse_int(const std::string& flag, const std::string& text) {
     }
   } catch (const std::exception&) {
   }
-  usage(flag + ": not a number: " + text);
+  usage_error(flag + ": not a number: " + text);
 }
 
 Options parse_args(int argc, char** argv) {
@@ -127,10 +144,17 @@ Options parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
-      usage("a DingTalk simulator");
+      std::cout << k_usage;
+      std::exit(0);
+    }
+    const bool known = flag == "--port" || flag == "--app-key" || flag == "--app-secret" ||
+                       flag == "--robot-code" || flag == "--page-size" ||
+                       flag == "--token-lifetime" || flag == "--seed" || flag == "--scenario";
+    if (!known) {
+      usage_error("unknown argument \"" + flag + "\"");
     }
     if (i + 1 >= argc) {
-      usage(flag + " needs a value");
+      usage_error(flag + ": needs a value");
     }
     const std::string value = argv[++i];
     if (flag == "--port") {
@@ -144,7 +168,7 @@ Options parse_args(int argc, char** argv) {
     } else if (flag == "--page-size") {
       o.fake.page_size = parse_int(flag, value);
       if (o.fake.page_size < 1 || o.fake.page_size > FakeDingTalk::k_max_page_size) {
-        usage("--page-size must be 1..200");
+        usage_error("--page-size: must be 1..200");
       }
     } else if (flag == "--token-lifetime") {
       o.fake.token_lifetime = std::chrono::seconds(parse_int(flag, value));
@@ -152,8 +176,6 @@ Options parse_args(int argc, char** argv) {
       o.fake.seed = static_cast<std::uint64_t>(parse_int(flag, value));
     } else if (flag == "--scenario") {
       o.scenario = value;
-    } else {
-      usage("unknown option " + flag);
     }
   }
   return o;
