@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages="build-essential cmake ninja-build pkg-config git ca-certificates curl \
   libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev \
   prometheus-cpp-dev doctest-dev libsqlite3-dev libsystemd-dev \
-  libcpp-httplib-dev libssl-dev sqlite3"
+  libcpp-httplib-dev libssl-dev libwslay-dev sqlite3"
 if [ "${RRD_WITH_TEST_TOOLS:-0}" = 1 ]; then
   # Test tools: clang (sanitizers, fuzzers), clang-format and clang-tidy,
   # systemd-analyze and python3-seccomp (the unit's checks and its sandbox),
