@@ -295,7 +295,7 @@ std::optional<StreamScenario> load_stream(const std::string& path) {
   for (const auto& kv : node) {
     const std::string k = kv.first.as<std::string>();
     const YAML::Node& v = kv.second;
-    const std::string at = where + "." + k;
+    const std::string at = std::string(where).append(".").append(k);
     if (k == "port") {
       o.port = v.as<int>();
     } else if (k == "ack_timeout") {
@@ -316,7 +316,7 @@ std::optional<StreamScenario> load_stream(const std::string& path) {
     } else if (k == "distribution") {
       const auto d = v.as<std::string>();
       if (d != "random" && d != "round_robin") {
-        throw std::runtime_error(at + ": random or round_robin, not " + d);
+        throw std::runtime_error(std::string(at).append(": random or round_robin, not ").append(d));
       }
       o.distribution = d == "random" ? StreamDistribution::random : StreamDistribution::round_robin;
     } else if (k == "redelivery_keeps_message_id") {
@@ -328,7 +328,7 @@ std::optional<StreamScenario> load_stream(const std::string& path) {
       for (const auto& fkv : v) {
         const std::string f = fkv.first.as<std::string>();
         const YAML::Node& fv = fkv.second;
-        const std::string fat = at + "." + f;
+        const std::string fat = std::string(at).append(".").append(f);
         if (f == "drop_after") {
           o.drop_after = duration_field(fv, fat);
         } else if (f == "drop_style") {
@@ -340,7 +340,8 @@ std::optional<StreamScenario> load_stream(const std::string& path) {
           } else if (style == "close_frame") {
             o.drop_style = StreamDrop::close_frame;
           } else {
-            throw std::runtime_error(fat + ": reset, fin or close_frame, not " + style);
+            throw std::runtime_error(
+                std::string(fat).append(": reset, fin or close_frame, not ").append(style));
           }
         } else if (f == "push_loss") {
           o.push_loss = share_field(fv, fat);
