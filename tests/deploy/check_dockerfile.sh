@@ -25,10 +25,6 @@ runtime_of() {
   case $1 in
     build-essential | cmake | ninja-build | pkg-config | git | curl | sqlite3) echo - ;;
     nlohmann-json3-dev | doctest-dev) echo - ;;
-    # Only the fake DingTalk's Stream server links it so far (the image
-    # builds without the tests); the binary check below says when the daemon
-    # does, and then this becomes libwslay1.
-    libwslay-dev) echo - ;;
     ca-certificates) echo ca-certificates ;;
     libcurl4-openssl-dev) echo libcurl4 ;;
     libyaml-cpp-dev) echo libyaml-cpp0.7 ;;
