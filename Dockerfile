@@ -1,4 +1,4 @@
-# readreceiptd container image (SPEC section 9).
+# readreceiptd container image (the README's "With Docker").
 #
 #   docker build -t readreceiptd .
 #   docker run -d --name readreceiptd \

@@ -172,6 +172,30 @@ bool read_optional_string(const json& obj, const char* name, std::string& out, s
   return true;
 }
 
+// A C0 control, DEL, or a C1 control (U+0080..U+009F), decoded from the
+// UTF-8 that the JSON parser has already validated.
+bool reference_has_control(const std::string& s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    std::uint32_t cp = lead;
+    std::size_t length = 1;
+    if (lead >= 0xF0) {
+      length = 4;
+    } else if (lead >= 0xE0) {
+      length = 3;
+    } else if (lead >= 0xC0) {
+      length = 2;
+      cp = (lead & 0x1Fu) << 6 | (static_cast<unsigned char>(s[i + 1]) & 0x3Fu);
+    }
+    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) {
+      return true;
+    }
+    i += length;
+  }
+  return false;
+}
+
 // What parse_query_page() decides, computed the straightforward way: the
 // whole body parsed into a document tree, then the fields looked up. The
 // daemon reads the body with a SAX handler instead (no tree); both must
@@ -211,6 +235,9 @@ Result<Page, std::string> reference_parse_query_page(std::string_view body) {
         const auto& s = id.get_ref<const std::string&>();
         if (s.empty()) {
           return err("readUserIds[" + std::to_string(i) + "]: empty string");
+        }
+        if (reference_has_control(s)) {
+          return err("readUserIds[" + std::to_string(i) + "]: control character in a user id");
         }
         page.read_user_ids.push_back(s);
       }
@@ -259,6 +286,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check(!p.has_more || !p.next_token.empty(), "hasMore implies a nextToken");
       for (const auto& id : p.read_user_ids) {
         check(!id.empty(), "user ids are not empty");
+        for (const char c : id) {
+          const auto u = static_cast<unsigned char>(c);
+          check(u >= 0x20 && u != 0x7F, "user ids hold no control characters");
+        }
       }
       walk_pages(p);
     }

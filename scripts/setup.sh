@@ -12,9 +12,10 @@ packages="build-essential cmake ninja-build pkg-config git ca-certificates curl 
 if [ "${RRD_WITH_TEST_TOOLS:-0}" = 1 ]; then
   # Test tools: clang (sanitizers, fuzzers), clang-format and clang-tidy,
   # systemd-analyze and python3-seccomp (the unit's checks and its sandbox),
-  # Node.js for the official SDK's compatibility test. A Node.js that is
-  # already there (from any source) is used as it is.
-  packages="$packages clang libclang-rt-14-dev clang-format-14 clang-tidy-14 systemd python3-seccomp"
+  # promtool from prometheus (the alerting rules' checks), Node.js for the
+  # official SDK's compatibility test. A Node.js that is already there (from
+  # any source) is used as it is.
+  packages="$packages clang libclang-rt-14-dev clang-format-14 clang-tidy-14 systemd python3-seccomp prometheus"
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     packages="$packages nodejs npm"
   fi
@@ -30,6 +31,14 @@ if [ -n "$missing" ]; then
   apt-get update -q
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $missing
+  # Only promtool is wanted from prometheus: a machine running systemd would
+  # also have started the Prometheus server the package installs.
+  case " $missing " in
+    *" prometheus "*)
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+      fi ;;
+  esac
 fi
 
 build_dir="${RRD_BUILD_DIR:-build}"

@@ -1,14 +1,21 @@
 #include "readreceiptd/app/cli.hpp"
-#include "readreceiptd/app/logging.hpp"
+#include "readreceiptd/common/plural.hpp"
 
 #include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
 
 using namespace rrd;
 using namespace rrd::app;
 
-TEST_CASE("cli: run needs --config, options parse in both spellings") {
-  CHECK_FALSE(parse_args({}).ok());
+TEST_CASE("cli: --config defaults to the documented path, options parse in both spellings") {
+  for (const auto& args :
+       {std::vector<std::string>{}, std::vector<std::string>{"--check-config"}}) {
+    auto d = parse_args(args);
+    REQUIRE(d.ok());
+    CHECK(d->config_path == k_default_config_path);
+    CHECK_FALSE(d->config_given);
+  }
+  CHECK(std::string(usage()).find("(default /etc/readreceiptd/config.yaml)") != std::string::npos);
+  CHECK(std::string(k_default_config_path) == "/etc/readreceiptd/config.yaml");
   auto o = parse_args({"--config", "/x.yaml", "--log-level=debug", "--log-format", "json"});
   REQUIRE(o.ok());
   CHECK(o->command == Command::run);
@@ -42,22 +49,18 @@ TEST_CASE("cli: bad input names what is wrong") {
   CHECK_FALSE(parse_args({"--config", "c", "--log-format", "xml"}).ok());
 }
 
-TEST_CASE("logging: redaction replaces every occurrence of every secret") {
-  const std::vector<std::string> secrets{"s3cr3t-longer", "s3cr3t", ""};
-  CHECK(logging::redact("a s3cr3t-longer b s3cr3t c", secrets) == "a <redacted> b <redacted> c");
-  CHECK(logging::redact("nothing here", secrets) == "nothing here");
-  CHECK(logging::redact("s3cr3ts3cr3t", {"s3cr3t"}) == "<redacted><redacted>");
+TEST_CASE("cli: a bad command line is one line pointing to --help") {
+  const auto unknown = parse_args({"--bogus"});
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(usage_error(unknown.error()) ==
+        "readreceiptd: unknown argument \"--bogus\" (see readreceiptd --help)");
+  CHECK(usage_error("--config: needs a value").find('\n') == std::string::npos);
 }
 
-TEST_CASE("logging: json lines are one valid object with time, level and message") {
-  const auto line = logging::format_line(LogFormat::json, from_unix_ms(1'764'064'800'123),
-                                         spdlog::level::warn, "quote \" and\nnewline");
-  CHECK(line.find('\n') == std::string::npos);
-  const auto j = nlohmann::json::parse(line);
-  CHECK(j["time"] == "2025-11-25T10:00:00.123Z");
-  CHECK(j["level"] == "warn");
-  CHECK(j["message"] == "quote \" and\nnewline");
-  const auto text =
-      logging::format_line(LogFormat::text, from_unix_ms(0), spdlog::level::info, "hi");
-  CHECK(text == "1970-01-01T00:00:00.000Z info  hi");
+TEST_CASE("plurals: counts in words") {
+  CHECK(count_of(0, "message") == "0 messages");
+  CHECK(count_of(1, "message") == "1 message");
+  CHECK(count_of(2, "webhook") == "2 webhooks");
+  CHECK(count_of(1, "pending delivery", "pending deliveries") == "1 pending delivery");
+  CHECK(count_of(3, "pending delivery", "pending deliveries") == "3 pending deliveries");
 }

@@ -62,3 +62,16 @@ TEST_CASE("Result holds a value or an error") {
   Result<std::string, std::string> same = err(std::string("e"));
   CHECK_FALSE(same.ok());
 }
+
+TEST_CASE("event ids: the time they were made is read back from the id") {
+  for (const std::int64_t ms : {0LL, 1'000LL, 1'764'064'800'123LL, (1LL << 48) - 1}) {
+    CAPTURE(ms);
+    const auto id = make_event_id(from_unix_ms(ms), 0xFFFF, ~0ULL);
+    REQUIRE(event_id_time(id).has_value());
+    CHECK(to_unix_ms(*event_id_time(id)) == ms);
+  }
+  CHECK_FALSE(event_id_time("evt_1"));
+  CHECK_FALSE(event_id_time("evt_01JD8X4M2QZZZZZZZZZZZZZZZU")); // U is not Crockford base32
+  CHECK_FALSE(event_id_time("xyz_01JD8X4M2QZZZZZZZZZZZZZZ"));
+  CHECK_FALSE(event_id_time("evt_ZZZZZZZZZZ0000000000000000")); // past 48 bits
+}

@@ -1,4 +1,4 @@
-# Deployment checks (SPEC section 9): the install layout, the systemd unit
+# Deployment checks: the install layout, the systemd unit
 # (systemd-analyze verify and security), the Dockerfile against the set-up
 # script and the binary's libraries, and the Prometheus alerting rules
 # (promtool). Tests that need a missing tool exit 77 (skipped) and say why.
@@ -24,21 +24,29 @@ set_tests_properties(
   "deploy: systemd-analyze security rates the unit 2.0 or lower"
   PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
 
-# promtool checks the alerting rules' PromQL; unit_tests (deploy_test.cpp)
+# promtool checks the alerting rules' PromQL and runs their unit tests
+# (tests/deploy/prometheus-alerts.test.yaml); unit_tests (deploy_test.cpp)
 # checks their structure and metric names whether or not it is installed.
-# promtool comes with Debian's prometheus package, which is not among the
-# test tools: installing it starts a Prometheus server on the machine.
+# promtool comes with Debian's prometheus package, one of setup.sh's test
+# tools (RRD_WITH_TEST_TOOLS=1).
 find_program(RRD_PROMTOOL_EXECUTABLE promtool)
-set(RRD_PROMTOOL_TEST "deploy: promtool accepts config/prometheus-alerts.yaml")
+set(RRD_PROMTOOL_CHECK "deploy: promtool check rules accepts config/prometheus-alerts.yaml")
+set(RRD_PROMTOOL_UNIT "deploy: promtool test rules passes the alerting rules' unit tests")
 if(RRD_PROMTOOL_EXECUTABLE)
-  add_test(NAME "${RRD_PROMTOOL_TEST}"
+  add_test(NAME "${RRD_PROMTOOL_CHECK}"
     COMMAND ${RRD_PROMTOOL_EXECUTABLE} check rules
             ${CMAKE_CURRENT_SOURCE_DIR}/config/prometheus-alerts.yaml)
+  add_test(NAME "${RRD_PROMTOOL_UNIT}"
+    COMMAND ${RRD_PROMTOOL_EXECUTABLE} test rules
+            ${RRD_DEPLOY_DIR}/prometheus-alerts.test.yaml)
 else()
-  add_test(NAME "${RRD_PROMTOOL_TEST}"
-    COMMAND sh -c "echo 'SKIP: promtool not found (Debian package prometheus)'; exit 77")
+  foreach(name "${RRD_PROMTOOL_CHECK}" "${RRD_PROMTOOL_UNIT}")
+    add_test(NAME "${name}"
+      COMMAND sh -c "echo 'SKIP: promtool not found (Debian package prometheus)'; exit 77")
+  endforeach()
 endif()
-set_tests_properties("${RRD_PROMTOOL_TEST}" PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
+set_tests_properties("${RRD_PROMTOOL_CHECK}" "${RRD_PROMTOOL_UNIT}"
+  PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
 
 # The real daemon inside the unit's seccomp filters, without capabilities,
 # as an unprivileged user, against the fake DingTalk and a webhook sink.

@@ -86,7 +86,7 @@ std::string error_body(const std::string& code, const std::string& message = "so
 const char* k_html_page = "<!DOCTYPE html>\n<html><head><title>Access Denied</title></head>"
                           "<body>Your IP has been blocked</body></html>";
 
-// Every code SPEC section 5 lists as a stop with reason `invalid`.
+// Every code that stops a message with reason `invalid`.
 const std::vector<std::string> k_invalid_codes = {
     "invalid.processQueryKey",
     "invalidParameter.processQueryKey.missing",
@@ -222,6 +222,26 @@ TEST_CASE("redacted request shapes hide the token and every secret body field") 
   CHECK(shown.find("not JSON") != std::string::npos);
 }
 
+TEST_CASE("redacted request shapes show the endpoint's host, never its credentials") {
+  auto cfg = internal_cfg();
+  cfg.endpoint = "https://user:pass-SECRET@gw.example.com/key-SECRET/?sig=SECRET";
+  const auto token = redact_request(*build_token_request(cfg));
+  CHECK(token.find("SECRET") == std::string::npos);
+  CHECK(token.rfind("POST https://<redacted>@gw.example.com/<redacted>/v1.0/oauth2/accessToken "
+                    "headers=[",
+                    0) == 0);
+  cfg.endpoint = "https://gw.example.com";
+  CHECK(redact_request(build_query_request(cfg, message(), k_token, nullptr))
+            .rfind("POST https://gw.example.com/v1.0/robot/privateChatMessages/query headers=",
+                   0) == 0);
+  CHECK(redact_url("https://gw.example.com:8443/v1.0/robot/privateChatMessages/query?x=SECRET") ==
+        "https://gw.example.com:8443/v1.0/robot/privateChatMessages/query?<redacted>");
+  CHECK(redact_url("https://hooks.example.com/T0/B0/SECRET") ==
+        "https://hooks.example.com/<redacted>");
+  CHECK(redact_url("https://hooks.example.com/") == "https://hooks.example.com");
+  CHECK(redact_url("not a url SECRET") == "<redacted>");
+}
+
 // ---------------------------------------------------------------- parsing
 
 TEST_CASE("query page: the documented example parses") {
@@ -341,6 +361,29 @@ TEST_CASE("query page: hostile bodies are errors, never exceptions") {
   }
 }
 
+TEST_CASE("query page: a user id with a control character is a bad answer, not quoted") {
+  for (const std::string id :
+       {R"(a\nb)", R"(a\u0000c)", R"(tab\t)", R"(del\u007f)", R"(c1\u0085)", "c1\xC2\x9F"}) {
+    CAPTURE(id);
+    const std::string body = R"({"sendStatus":"SUCCESS","readUserIds":["user1",")" + id + R"("]})";
+    const auto p = parse_query_page(body);
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.error() == "readUserIds[1]: control character in a user id");
+    const auto d = classify(answer(200, body));
+    CHECK(d.action == Action::bad_response);
+    CHECK(d.reason == FailureReason::bad_response);
+    CHECK(d.message.find("control character") != std::string::npos);
+  }
+  // Other Unicode is a user id like any other.
+  const auto ok = parse_query_page(R"({"readUserIds":["用户","\u00e9t\u00e9","a b"]})");
+  REQUIRE(ok.ok());
+  CHECK(ok.value().read_user_ids == std::vector<std::string>{"用户", "\xC3\xA9t\xC3\xA9", "a b"});
+  CHECK(has_control_character(std::string("a\0b", 3)));
+  CHECK(has_control_character("\x7f"));
+  CHECK(has_control_character("\xC2\x80"));
+  CHECK_FALSE(has_control_character("\xC2\xA0 \xC3\x80"));
+}
+
 TEST_CASE(
     "token answer: parses, clamps the lifetime, rejects bad shapes without quoting the token") {
   auto t = parse_token_answer(R"({"accessToken":"abc","expireIn":7200})");
@@ -412,11 +455,23 @@ TEST_CASE("taxonomy: transport failures") {
   auto d = classify(transport(http::Failure::timeout, "Operation timed out after 10000 ms"));
   CHECK(d.action == Action::transient);
   CHECK(d.reason == FailureReason::timeout);
-  CHECK(d.message.find("timed out") != std::string::npos);
+  CHECK(d.message == "timeout");
 
   d = classify(transport(http::Failure::network, "Connection refused"));
   CHECK(d.action == Action::transient);
   CHECK(d.reason == FailureReason::network);
+  CHECK(d.message == "connection refused");
+
+  // The engine's own text may quote a URL or a proxy with credentials: the
+  // decision says what happened in fixed words.
+  d = classify(
+      transport(http::Failure::network, "Could not resolve proxy: user:SECRET@proxy.example.com"));
+  CHECK(d.message == "could not resolve host");
+  d = classify(transport(http::Failure::network, "Send failure to https://gw/?sig=SECRET"));
+  CHECK(d.message == "network error");
+  d = classify_token(transport(http::Failure::network, "URLs with user information are not "
+                                                       "supported"));
+  CHECK(d.message == "URLs with user information are not supported");
 
   d = classify(transport(http::Failure::too_large, "body over limit"));
   CHECK(d.action == Action::bad_response);
@@ -621,6 +676,46 @@ TEST_CASE("taxonomy: DingTalk messages are capped, decisions never carry the tok
   CHECK(t.action == Action::bad_response);
   CHECK(t.message.find(k_token) == std::string::npos);
   CHECK(t.code.find(k_token) == std::string::npos);
+}
+
+TEST_CASE("taxonomy: DingTalk's text quoting a credential of the request is withheld") {
+  // A token call's answer that echoes the appSecret.
+  auto d = classify_token(answer(
+      400, error_body("invalidClientIdOrSecret",
+                      std::string("appkey dingappkey with secret ") + k_app_secret + " is wrong")));
+  REQUIRE(d.action == Action::auth_failed);
+  withhold_quoted_secrets(d, error_body("x", k_app_secret), {k_app_secret, ""});
+  CHECK(d.action == Action::auth_failed);
+  CHECK(d.code == "invalidClientIdOrSecret");
+  CHECK(d.message == k_withheld);
+
+  // Cut at the cap, the message would hold only the start of the secret:
+  // the body still shows it whole.
+  const std::string long_message = std::string(k_max_message_chars - 4, 'x') + k_token;
+  const std::string body = error_body("invalidParameter.param.invalid", long_message);
+  d = classify(answer(400, body));
+  REQUIRE(d.action == Action::client_bug);
+  CHECK(d.message.find("tok-") != std::string::npos); // the start of the token
+  withhold_quoted_secrets(d, body, {k_token});
+  CHECK(d.message == k_withheld);
+  CHECK(d.code == "invalidParameter.param.invalid");
+
+  // A code that quotes it, or that was cut, is withheld too.
+  const std::string code_body = error_body(std::string("bad.") + k_token, "m");
+  d = classify(answer(400, code_body));
+  withhold_quoted_secrets(d, code_body, {k_token});
+  CHECK(d.code == k_withheld);
+  const std::string long_code = error_body(std::string(k_max_message_chars + 10, 'c'), "m");
+  d = classify(answer(400, long_code));
+  withhold_quoted_secrets(d, long_code, {k_token});
+  CHECK(d.code == k_withheld);
+
+  // Nothing quoted: nothing changes.
+  const std::string plain = error_body("bot.stopped", "the bot is stopped");
+  d = classify(answer(400, plain));
+  withhold_quoted_secrets(d, plain, {k_token, k_app_secret});
+  CHECK(d.code == "bot.stopped");
+  CHECK(d.message == "the bot is stopped");
 }
 
 TEST_CASE("taxonomy: token calls") {

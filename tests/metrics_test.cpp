@@ -1,4 +1,4 @@
-// The metrics module: every SPEC section 7 series from start-up, the mapping
+// The metrics module: every series of the README's table from start-up, the mapping
 // from scheduler and dispatcher hooks to counters, the state gauges, the
 // process collector, and the exposer's address handling.
 #include "fakes/fake_engine.hpp"
@@ -124,7 +124,7 @@ const std::vector<std::string> k_webhook_reason_names{"timeout", "network", "sta
 
 } // namespace
 
-TEST_CASE("metrics: every SPEC series exists from start-up, known label values at 0") {
+TEST_CASE("metrics: every series exists from start-up, known label values at 0") {
   Metrics m(base_config());
   const auto f = m.registry()->Collect();
 
@@ -162,7 +162,15 @@ TEST_CASE("metrics: every SPEC series exists from start-up, known label values a
               .sample_count == 0);
     CHECK(value(f, "readreceiptd_webhook_pending_events", {{"webhook", hook}}) == 0);
     CHECK(value(f, "readreceiptd_webhook_dead_letters", {{"webhook", hook}}) == 0);
+    CHECK(value(f, "readreceiptd_webhook_oldest_pending_age_seconds", {{"webhook", hook}}) == 0);
+    CHECK(value(f, "readreceiptd_webhook_disabled", {{"webhook", hook}}) == 0);
   }
+  CHECK(type_of(f, "readreceiptd_webhook_oldest_pending_age_seconds") == MetricType::Gauge);
+  CHECK(type_of(f, "readreceiptd_webhook_disabled") == MetricType::Gauge);
+  CHECK(value(f, "readreceiptd_config_last_reload_successful") == 1);
+  CHECK(type_of(f, "readreceiptd_config_last_reload_successful") == MetricType::Gauge);
+  CHECK(type_of(f, "readreceiptd_config_last_reload_success_timestamp_seconds") ==
+        MetricType::Gauge);
   CHECK(type_of(f, "readreceiptd_webhook_pending_events") == MetricType::Gauge);
   CHECK(type_of(f, "readreceiptd_webhook_dead_letters") == MetricType::Gauge);
   CHECK(value(f, "readreceiptd_config_reloads_total") == 0);
@@ -259,7 +267,7 @@ TEST_CASE("metrics: reloads are counted, and a webhook added by a reload gets it
   CHECK_FALSE(sample(m.registry()->Collect(), "readreceiptd_webhook_deliveries_total",
                      {{"webhook", "billing"}}));
   m.reload_failed();
-  m.reload_succeeded(base_config({"ops", "billing"}));
+  m.reload_succeeded(base_config({"ops", "billing"}), from_unix_ms(1'764'064'800'000));
   const auto f = m.registry()->Collect();
   CHECK(value(f, "readreceiptd_config_reloads_total") == 2);
   CHECK(value(f, "readreceiptd_config_reloads_failed_total") == 1);
@@ -274,6 +282,28 @@ TEST_CASE("metrics: reloads are counted, and a webhook added by a reload gets it
             .sample_count == 0);
 }
 
+TEST_CASE("metrics: the last reload's outcome and time, 1 and the start time from start-up") {
+  const TimePoint start = from_unix_ms(1'764'064'800'000);
+  Metrics m(base_config({"ops"}), start);
+  auto f = m.registry()->Collect();
+  CHECK(value(f, "readreceiptd_config_last_reload_successful") == 1);
+  CHECK(value(f, "readreceiptd_config_last_reload_success_timestamp_seconds") == 1'764'064'800);
+
+  // A rejected file: 0 until a reload succeeds, the time stays.
+  m.reload_failed();
+  f = m.registry()->Collect();
+  CHECK(value(f, "readreceiptd_config_last_reload_successful") == 0);
+  CHECK(value(f, "readreceiptd_config_last_reload_success_timestamp_seconds") == 1'764'064'800);
+  m.reload_failed();
+  CHECK(value(m.registry()->Collect(), "readreceiptd_config_last_reload_successful") == 0);
+
+  m.reload_succeeded(base_config({"ops"}), start + Millis{90'500});
+  f = m.registry()->Collect();
+  CHECK(value(f, "readreceiptd_config_last_reload_successful") == 1);
+  CHECK(value(f, "readreceiptd_config_last_reload_success_timestamp_seconds") ==
+        doctest::Approx(1'764'064'890.5));
+}
+
 namespace {
 
 // The scheduler and the dispatcher on a fake clock and engine, with Metrics
@@ -281,8 +311,9 @@ namespace {
 struct Loop {
   explicit Loop(config::Config c, std::unique_ptr<store::Store> existing = nullptr)
       : cfg(std::move(c)), store(existing ? std::move(existing) : store::Store::open(":memory:")),
-        metrics(cfg), dispatcher(
-                          *store, engine, clock, [] { return 0.5; }, metrics.webhook_observer()),
+        metrics(cfg, clock.now()),
+        dispatcher(
+            *store, engine, clock, [] { return 0.5; }, metrics.webhook_observer()),
         sched(
             cfg, *store, engine, clock, [this](std::vector<Delivery> d) { dispatcher.enqueue(d); },
             metrics, 7) {
@@ -397,6 +428,53 @@ TEST_CASE("metrics: driven by the real scheduler and dispatcher, the series foll
   CHECK(value(f, "readreceiptd_webhook_deliveries_total", {{"webhook", "ops"}}) == 3);
   CHECK(histogram(f, "readreceiptd_webhook_delivery_duration_seconds", {{"webhook", "ops"}})
             .sample_count == 3);
+}
+
+TEST_CASE("metrics: per webhook, the age of the oldest pending event and the disabled state") {
+  auto cfg = base_config({"ops"});
+  cfg.messages = {spec("k1", {"u1", "u2"})};
+  Loop loop(cfg);
+  auto f = loop.collect();
+  CHECK(value(f, "readreceiptd_webhook_oldest_pending_age_seconds", {{"webhook", "ops"}}) == 0);
+  CHECK(value(f, "readreceiptd_webhook_disabled", {{"webhook", "ops"}}) == 0);
+
+  // One read: one event waits; its age grows with the clock.
+  for (int i = 0; i < 50 && loop.engine.pending().empty(); ++i) {
+    loop.turn();
+  }
+  REQUIRE(loop.engine.pending().size() == 1);
+  loop.answer_all(FakeEngine::reply(200, page({"u1"})));
+  REQUIRE(loop.dispatcher.pending("ops") == 1);
+  loop.clock.advance(Millis{30'000});
+  loop.metrics.after_turn(loop.clock.now(), loop.sched, loop.dispatcher, *loop.store);
+  f = loop.collect();
+  CHECK(value(f, "readreceiptd_webhook_oldest_pending_age_seconds", {{"webhook", "ops"}}) ==
+        doctest::Approx(30));
+
+  // The receiver answers 410: disabled, the event still waits.
+  loop.dispatcher.pump();
+  loop.answer_all(FakeEngine::reply(200, page({"u1"})), 410);
+  REQUIRE(loop.dispatcher.disabled("ops"));
+  f = loop.collect();
+  CHECK(value(f, "readreceiptd_webhook_disabled", {{"webhook", "ops"}}) == 1);
+  CHECK(value(f, "readreceiptd_webhook_pending_events", {{"webhook", "ops"}}) == 1);
+  CHECK(value(f, "readreceiptd_webhook_oldest_pending_age_seconds", {{"webhook", "ops"}}) ==
+        doctest::Approx(30));
+
+  // A changed configuration enables it again; once delivered, the age is 0.
+  auto changed = cfg.webhooks;
+  changed[0].url += "v2";
+  loop.dispatcher.configure(changed);
+  loop.metrics.after_turn(loop.clock.now(), loop.sched, loop.dispatcher, *loop.store);
+  CHECK(value(loop.collect(), "readreceiptd_webhook_disabled", {{"webhook", "ops"}}) == 0);
+  for (int i = 0; i < 10 && loop.dispatcher.pending("ops") > 0; ++i) {
+    loop.dispatcher.pump();
+    loop.answer_all(FakeEngine::reply(200, page({"u1"})), 204);
+    loop.clock.advance(Millis{10});
+  }
+  f = loop.collect();
+  CHECK(value(f, "readreceiptd_webhook_pending_events", {{"webhook", "ops"}}) == 0);
+  CHECK(value(f, "readreceiptd_webhook_oldest_pending_age_seconds", {{"webhook", "ops"}}) == 0);
 }
 
 TEST_CASE("metrics: an answer to a message removed while its poll was in flight is counted") {
@@ -572,6 +650,41 @@ TEST_CASE("metrics: a metrics address that is taken is a start-up error naming i
   } catch (const metrics::MetricsError& e) {
     CHECK(std::string(e.what()).find(cfg.metrics.listen) != std::string::npos);
   }
+}
+
+TEST_CASE("metrics: a port another exposer listens on is refused, not shared") {
+  auto cfg = base_config();
+  cfg.metrics.listen = "127.0.0.1:0";
+  Metrics first(cfg);
+  REQUIRE(first.port().has_value());
+  cfg.metrics.listen = "127.0.0.1:" + std::to_string(*first.port());
+  try {
+    Metrics second(cfg);
+    FAIL("a second exposer bound the same port");
+  } catch (const metrics::MetricsError& e) {
+    CHECK(std::string(e.what()) ==
+          "cannot listen on metrics.listen " + cfg.metrics.listen + ": Address already in use");
+  }
+  httplib::Client client("127.0.0.1", *first.port());
+  const auto res = client.Get("/metrics");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+}
+
+TEST_CASE("metrics: GET / is a small page linking to /metrics") {
+  auto cfg = base_config();
+  cfg.metrics.listen = "127.0.0.1:0";
+  Metrics m(cfg);
+  httplib::Client client("127.0.0.1", *m.port());
+  const auto res = client.Get("/");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(res->get_header_value("Content-Type").rfind("text/html", 0) == 0);
+  CHECK(res->body.find("<a href=\"/metrics\">") != std::string::npos);
+  CHECK(res->body.find(k_version) != std::string::npos);
+  const auto other = client.Get("/nothing-here");
+  REQUIRE(other);
+  CHECK(other->status == 404);
 }
 
 TEST_CASE("metrics: localhost and bracketed IPv6 listen addresses") {

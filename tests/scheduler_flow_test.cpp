@@ -2,6 +2,7 @@
 // limit (token calls included), pagination, token refresh, ordering, the
 // outbox commit and a restart on the same store.
 #include "fakes/fake_engine.hpp"
+#include "fakes/log_capture.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 using namespace rrd;
 using rrd::testing::FakeEngine;
+using rrd::testing::LogCapture;
 
 namespace {
 
@@ -339,4 +341,62 @@ TEST_CASE("scheduler: poll times still waiting are written when the loop stops")
   h.sched.cancel_all();
   h.sched.flush();
   CHECK(h.store->load_message("key0")->last_poll == h.sched.find("key0")->last_poll);
+}
+
+TEST_CASE("scheduler: DingTalk's answers that quote the app secret or the token are not logged") {
+  LogCapture log;
+  const std::string app_secret = "app-secret-0123456789abcdef";
+  const std::string token = "access-token-0123456789";
+  auto cfg = base_config(1, 100);
+  cfg.dingtalk.endpoint = "https://user:endpoint-password@dingtalk.test/prefix-SECRET?sig=SECRET";
+  cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::internal_app;
+  cfg.dingtalk.internal_app = {"key", app_secret};
+  Harness h(cfg);
+  h.sched.start();
+  h.turn();
+  // A refused token call whose message echoes the request.
+  h.engine.answer(FakeEngine::reply(400, nlohmann::json{{"code", "invalidClientIdOrSecret"},
+                                                        {"message", "appSecret " + app_secret +
+                                                                        " does not match"},
+                                                        {"requestid", "r1"}}
+                                             .dump()),
+                  "/accessToken");
+  h.engine.run_once(Millis{0});
+  h.clock.advance(Millis{600'000});
+  h.turn();
+  h.engine.answer(
+      FakeEngine::reply(200, nlohmann::json{{"accessToken", token}, {"expireIn", 7200}}.dump()),
+      "/accessToken");
+  h.engine.run_once(Millis{0});
+  h.turn();
+  // A query DingTalk calls malformed, echoing the token header: the request
+  // shape is logged as a bug, redacted, and the message is withheld.
+  h.engine.answer(FakeEngine::reply(400, nlohmann::json{{"code", "invalidParameter.param.invalid"},
+                                                        {"message", "header " + token + " bad"},
+                                                        {"requestid", "r2"}}
+                                             .dump()),
+                  "/query");
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+  // A transport failure whose engine text quotes the endpoint.
+  h.clock.advance(Millis{600'000});
+  h.turn();
+  http::Response failed;
+  failed.failure = http::Failure::network;
+  failed.error = "Failed sending to " + cfg.dingtalk.endpoint;
+  h.engine.answer(failed, "/query");
+  h.engine.run_once(Millis{0});
+  h.sched.flush();
+
+  const std::string text = log.text();
+  INFO(text);
+  CHECK(text.find("invalidClientIdOrSecret") != std::string::npos);
+  CHECK(text.find("invalidParameter.param.invalid") != std::string::npos);
+  CHECK(text.find("privateChatMessages/query") != std::string::npos);
+  CHECK(text.find("dingtalk.test") != std::string::npos);
+  for (const std::string& secret :
+       {app_secret, token, std::string("endpoint-password"), std::string("SECRET")}) {
+    CAPTURE(secret);
+    CHECK(text.find(secret) == std::string::npos);
+  }
 }

@@ -26,7 +26,7 @@ constexpr const char* k_spec_signature = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVl
 
 // --- signing
 
-TEST_CASE("signing matches the Standard Webhooks test vector of the SPEC") {
+TEST_CASE("signing matches the Standard Webhooks test vector") {
   const auto key = decode_secret(k_spec_secret);
   REQUIRE(key.ok());
   CHECK(key->size() == 24);

@@ -8,7 +8,7 @@
 # - every shared library the built binary needs (ELF NEEDED) comes from a
 #   runtime-stage package or from the base image (dpkg -S; skipped without
 #   dpkg or readelf);
-# - the structure of SPEC section 9: two stages on debian:bookworm-slim, a
+# - the structure the README describes: two stages on debian:bookworm-slim, a
 #   numeric non-root USER, the state VOLUME, exec-form ENTRYPOINT, CMD and
 #   HEALTHCHECK (--healthcheck), STOPSIGNAL SIGTERM, the two ports;
 # - .dockerignore keeps build trees and node_modules out of the context.

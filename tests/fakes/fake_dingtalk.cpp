@@ -52,6 +52,8 @@ const std::map<std::string, std::string>& error_messages() {
        "The request was throttled: too many calls per second for this API"},
       {"Forbidden.AccessDenied.ApiCountLimitForOrg",
        "The organization has used up its monthly quota of API calls"},
+      // The gateway's answer to bad credentials, as DingTalk gives it (401).
+      {"authFailed", "Authentication failed"},
   };
   return messages;
 }
@@ -230,8 +232,20 @@ FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
                         [this](const auto& req, auto& res) { handle_corp_access_token(req, res); });
             server.Post("/v1.0/robot/privateChatMessages/query",
                         [this](const auto& req, auto& res) { handle_query(req, res); });
+            if (m_options.stream) {
+              server.Post("/v1.0/gateway/connections/open",
+                          [this](const auto& req, auto& res) { handle_gateway(req, res); });
+            }
           },
           m_options.tls) {
+  if (m_options.stream) {
+    FakeStreamOptions stream_options = *m_options.stream;
+    if (stream_options.corp_id.empty()) {
+      stream_options.corp_id = m_options.auth_corp_id;
+    }
+    m_stream = std::make_unique<FakeStream>(stream_options, m_now, m_options.seed,
+                                            [this] { promote_all_due_reads(); });
+  }
   m_server.start(m_options.port);
 }
 
@@ -242,6 +256,16 @@ FakeDingTalk::~FakeDingTalk() {
 void FakeDingTalk::stop() {
   m_stopping = true;
   m_server.stop();
+  if (m_stream) {
+    m_stream->stop();
+  }
+}
+
+FakeStream& FakeDingTalk::stream() {
+  if (!m_stream) {
+    throw std::logic_error("FakeDingTalk: Stream mode is off (FakeDingTalkOptions::stream)");
+  }
+  return *m_stream;
 }
 
 std::string FakeDingTalk::endpoint() const {
@@ -271,7 +295,39 @@ void FakeDingTalk::read(const std::string& key, const std::string& user_id) {
   auto& m = message(key);
   if (std::find(m.reads.begin(), m.reads.end(), user_id) == m.reads.end()) {
     m.reads.push_back(user_id);
+    push_read(key, m, user_id, union_id_of(user_id), now());
   }
+}
+
+void FakeDingTalk::read_by_outsider(const std::string& key, const std::string& union_id) {
+  std::lock_guard lock(m_mutex);
+  push_read(key, message(key), "", union_id, now());
+}
+
+std::string FakeDingTalk::union_id_of(const std::string& user_id) {
+  return hex_encode(hmac_sha256("fake-dingtalk-union-id", user_id)).substr(0, 24);
+}
+
+void FakeDingTalk::push_read(const std::string& key, const Message& m, const std::string& user_id,
+                             const std::string& union_id, SteadyTime at) {
+  if (!m_stream) {
+    return;
+  }
+  json data = {{"processQueryKey", key},
+               {"unionId", union_id},
+               {"operatTime", std::to_string(m_stream->epoch_ms(at))},
+               {"robotCode", m.spec.robot_code}};
+  if (!user_id.empty()) {
+    data["userId"] = user_id;
+  }
+  if (!m.spec.open_conversation_id.empty()) {
+    data["openConversationId"] = m.spec.open_conversation_id;
+  }
+  StreamEventSpec event;
+  event.event_type = "robot_msg_read";
+  event.data = std::move(data);
+  event.born_at = at;
+  m_stream->push(std::move(event));
 }
 
 void FakeDingTalk::schedule_read(const std::string& key, const std::string& user_id,
@@ -301,18 +357,30 @@ void FakeDingTalk::set_expires_at(const std::string& key, SteadyTime at) {
 std::vector<std::string> FakeDingTalk::read_list(const std::string& key) {
   std::lock_guard lock(m_mutex);
   auto& m = message(key);
-  promote_due_reads(m, now());
+  promote_due_reads(key, m, now());
   return m.reads;
 }
 
-void FakeDingTalk::promote_due_reads(Message& m, SteadyTime t) {
+void FakeDingTalk::promote_due_reads(const std::string& key, Message& m, SteadyTime t) {
   auto it = m.pending.begin();
   for (; it != m.pending.end() && it->first <= t; ++it) {
     if (std::find(m.reads.begin(), m.reads.end(), it->second) == m.reads.end()) {
       m.reads.push_back(it->second);
+      // The person read it at the scheduled time, whenever that is noticed.
+      push_read(key, m, it->second, union_id_of(it->second), it->first);
     }
   }
   m.pending.erase(m.pending.begin(), it);
+}
+
+void FakeDingTalk::promote_all_due_reads() {
+  std::lock_guard lock(m_mutex);
+  const SteadyTime t = now();
+  for (auto& [key, m] : m_messages) {
+    if (!m.pending.empty() && m.pending.front().first <= t) {
+      promote_due_reads(key, m, t);
+    }
+  }
 }
 
 void FakeDingTalk::set_page_size(int page_size) {
@@ -341,6 +409,9 @@ void FakeDingTalk::revoke_tokens() {
 void FakeDingTalk::set_time_source(std::function<SteadyTime()> now_fn) {
   std::lock_guard lock(m_mutex);
   m_now = std::move(now_fn);
+  if (m_stream) {
+    m_stream->set_time_source(m_now);
+  }
 }
 
 SteadyTime FakeDingTalk::now() const {
@@ -534,7 +605,7 @@ std::string FakeDingTalk::request_id() {
 std::string FakeDingTalk::issue_token(SteadyTime t) {
   std::uniform_int_distribution<std::uint64_t> d;
   std::string raw = std::to_string(++m_counter) + ":" + std::to_string(d(m_rng));
-  const std::string token = hex_encode(hmac_sha256(m_cursor_key, "token:" + raw)).substr(0, 32);
+  std::string token = hex_encode(hmac_sha256(m_cursor_key, "token:" + raw)).substr(0, 32);
   m_tokens[token] = Token{t + m_options.token_lifetime, false};
   return token;
 }
@@ -671,6 +742,179 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
   }
 }
 
+// --- Stream mode: the gateway ---
+
+namespace {
+
+// DingTalk answers the gateway call in XML unless the client accepts JSON.
+bool accepts_json(const httplib::Request& req) {
+  return req.get_header_value("Accept").find("application/json") != std::string::npos;
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (const char c : s) {
+    switch (c) {
+    case '<':
+      out += "&lt;";
+      break;
+    case '>':
+      out += "&gt;";
+      break;
+    case '&':
+      out += "&amp;";
+      break;
+    default:
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string xml_document(const std::string& root,
+                         const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<" + root + ">";
+  for (const auto& [name, value] : fields) {
+    out.append("<").append(name).append(">").append(xml_escape(value));
+    out.append("</").append(name).append(">");
+  }
+  return out + "</" + root + ">\n";
+}
+
+} // namespace
+
+void FakeDingTalk::handle_gateway(const httplib::Request& req, httplib::Response& res) {
+  InFlight guard(m_mutex, m_in_flight, m_max_in_flight);
+  const json body = parse_json(req.body);
+  std::optional<Fault> fault;
+  std::string rid;
+  std::size_t record = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    const SteadyTime t = now();
+    m_request_times.push_back(t);
+    fault = take_fault(Endpoint::gateway, false, !gateway_refusal(req, body));
+    rid = request_id();
+    GatewayRecord r;
+    r.at = t;
+    r.body = body;
+    r.accept = req.get_header_value("Accept");
+    r.content_type = req.get_header_value("Content-Type");
+    r.code = fault ? to_string(fault->kind) : "";
+    m_gateway_requests.push_back(std::move(r));
+    record = m_gateway_requests.size() - 1;
+  }
+  if (fault && !apply_fault(*fault, req, res, rid)) {
+    std::lock_guard lock(m_mutex);
+    const bool cut =
+        fault->kind == FaultKind::no_answer || fault->kind == FaultKind::connection_reset;
+    m_gateway_requests[record].status = cut ? 0 : res.status;
+    if (fault->kind == FaultKind::error_answer) {
+      m_gateway_requests[record].code = fault->code;
+    }
+    return;
+  }
+  std::lock_guard lock(m_mutex);
+  const bool json_answer = accepts_json(req);
+  if (auto refused = gateway_refusal(req, body)) {
+    const auto it = error_messages().find(refused->code);
+    const std::string message = refused->body.is_string()
+                                    ? refused->body.get<std::string>()
+                                    : (it != error_messages().end() ? it->second : "Error");
+    if (json_answer) {
+      send_error(res, refused->status, refused->code, message, rid);
+    } else {
+      res.status = refused->status;
+      res.set_content(
+          xml_document("Error",
+                       {{"code", refused->code}, {"message", message}, {"requestid", rid}}),
+          "application/xml;charset=utf-8");
+    }
+    m_gateway_requests[record].status = refused->status;
+    m_gateway_requests[record].code = refused->code;
+    return;
+  }
+  const std::string ticket = m_stream->issue_ticket(string_field(body, "clientId"));
+  res.status = 200;
+  if (json_answer) {
+    res.set_content(json{{"endpoint", m_stream->endpoint()}, {"ticket", ticket}}.dump(),
+                    "application/json;charset=utf-8");
+  } else {
+    res.set_content(xml_document("OpenConnectionResponse",
+                                 {{"endpoint", m_stream->endpoint()}, {"ticket", ticket}}),
+                    "application/xml;charset=utf-8");
+  }
+  m_gateway_requests[record].status = 200;
+  m_gateway_requests[record].ticket = ticket;
+}
+
+std::optional<FakeDingTalk::Answer> FakeDingTalk::gateway_refusal(const httplib::Request& req,
+                                                                  const json& body) const {
+  // The message travels in Answer::body (a string) for these answers.
+  const auto fail = [](int status, std::string code, std::string message) {
+    return Answer{status, json(std::move(message)), std::move(code)};
+  };
+  constexpr char k_invalid[] = "invalidParameter.param.invalid";
+  if (req.get_header_value("Content-Type").find("application/json") == std::string::npos) {
+    return fail(400, k_invalid, "Content-Type must be application/json");
+  }
+  if (!body.is_object()) {
+    return fail(400, k_invalid, "the body must be a JSON object");
+  }
+  for (const char* field : {"clientId", "clientSecret"}) {
+    if (!body.contains(field) || !body[field].is_string() ||
+        body[field].get<std::string>().empty()) {
+      return fail(400, k_invalid, std::string(field) + " is required (a non-empty string)");
+    }
+  }
+  for (const char* field : {"ua", "localIp"}) {
+    if (body.contains(field) && !body[field].is_string()) {
+      return fail(400, k_invalid, std::string(field) + " must be a string");
+    }
+  }
+  if (!body.contains("subscriptions") || !body["subscriptions"].is_array() ||
+      body["subscriptions"].empty()) {
+    return fail(400, k_invalid, "subscriptions must be a non-empty list");
+  }
+  bool events = false;
+  int index = 0;
+  for (const auto& sub : body["subscriptions"]) {
+    const std::string where = "subscriptions[" + std::to_string(index++) + "]";
+    if (!sub.is_object() || !sub.contains("type") || !sub["type"].is_string() ||
+        !sub.contains("topic") || !sub["topic"].is_string() ||
+        sub["topic"].get<std::string>().empty()) {
+      return fail(400, k_invalid, where + " must be {\"type\": string, \"topic\": string}");
+    }
+    const std::string type = sub["type"].get<std::string>();
+    const std::string topic = sub["topic"].get<std::string>();
+    if (type == "EVENT") {
+      if (topic != "*") {
+        return fail(400, k_invalid, where + ": an EVENT subscription's topic must be \"*\"");
+      }
+      events = true;
+    } else if (type == "SYSTEM") {
+      if (topic != "ping" && topic != "disconnect") {
+        return fail(400, k_invalid,
+                    std::string(where).append(": unknown SYSTEM topic ").append(topic));
+      }
+    } else if (type != "CALLBACK") {
+      return fail(400, k_invalid, std::string(where).append(": unknown type ").append(type));
+    }
+  }
+  if (!events) {
+    return fail(400, k_invalid,
+                "subscriptions must include {\"type\": \"EVENT\", \"topic\": \"*\"}");
+  }
+  const std::string id = string_field(body, "clientId");
+  const std::string secret = string_field(body, "clientSecret");
+  const bool internal = id == m_options.app_key && secret == m_options.app_secret;
+  const bool suite = id == m_options.suite_key && secret == m_options.suite_secret;
+  if (!internal && !suite) {
+    return fail(401, "authFailed", error_messages().at("authFailed"));
+  }
+  return std::nullopt;
+}
+
 std::optional<FakeDingTalk::Answer> FakeDingTalk::refusal(const httplib::Request& req,
                                                           const json& body, SteadyTime t) const {
   const auto fail = [](int status, std::string code) {
@@ -762,7 +1006,7 @@ FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, con
   if (cursor_fault) {
     return fail(400, "invalidParameter.cursor.invalid");
   }
-  promote_due_reads(m, t);
+  promote_due_reads(key, m, t);
   offset = std::min(offset, m.reads.size());
   const std::size_t end = std::min(m.reads.size(), offset + static_cast<std::size_t>(page));
   json users = json::array();
@@ -817,6 +1061,16 @@ std::optional<std::size_t> FakeDingTalk::parse_next_token(const std::string& key
 int FakeDingTalk::token_calls() const {
   std::lock_guard lock(m_mutex);
   return m_token_calls;
+}
+
+int FakeDingTalk::gateway_calls() const {
+  std::lock_guard lock(m_mutex);
+  return static_cast<int>(m_gateway_requests.size());
+}
+
+std::vector<GatewayRecord> FakeDingTalk::gateway_requests() const {
+  std::lock_guard lock(m_mutex);
+  return m_gateway_requests;
 }
 
 int FakeDingTalk::query_calls() const {

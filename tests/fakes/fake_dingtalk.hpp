@@ -2,17 +2,23 @@
 // real contract (../shared/dingtalk/): the two token APIs and
 // POST /v1.0/robot/privateChatMessages/query with DingTalk's validation, its
 // error bodies {"code","message","requestid"}, opaque signed nextTokens and
-// token expiry answered as 400 InvalidAuthentication. Tests script it
-// (messages, reads, recalls, faults) and observe it (calls, timing, what it
-// served). It runs httplib on 127.0.0.1 on its own threads.
+// token expiry answered as 400 InvalidAuthentication. With
+// FakeDingTalkOptions::stream it also speaks Stream mode: the gateway call
+// POST /v1.0/gateway/connections/open, and a FakeStream (fake_stream.hpp)
+// that pushes a robot_msg_read event the moment a person reads a message.
+// Tests script it (messages, reads, recalls, faults) and observe it (calls,
+// timing, what it served). It runs httplib on 127.0.0.1 on its own threads.
 //
 // Thread-safe: every public method may be called from any thread while the
 // server answers requests. m_mutex guards all mutable state (options that
 // can change at run time, tokens, messages, faults, the RNG and every
 // observation record); handlers hold it only while they compute, never while
-// they wait, hang or stream.
+// they wait, hang or stream. Lock order: m_mutex, then the FakeStream's (a
+// read pushes its event while m_mutex is held); the stream's thread never
+// holds its own lock while it calls back.
 #pragma once
 
+#include "fakes/fake_stream.hpp"
 #include "fakes/local_server.hpp"
 
 #include <atomic>
@@ -20,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -76,7 +83,7 @@ struct Fault {
 
 std::string to_string(FaultKind kind);
 
-enum class Endpoint { query, token };
+enum class Endpoint { query, token, gateway };
 
 struct FakeMessage {
   std::string open_conversation_id;          // "" when the message has none
@@ -100,6 +107,9 @@ struct FakeDingTalkOptions {
   int page_size = 200;                       // the server's own page cap
   std::uint64_t seed = 1;                    // for fault rates and ids
   std::optional<TlsFiles> tls;               // set: serve HTTPS with this certificate
+  // Set: Stream mode on (the gateway call and the WebSocket server, which is
+  // plain ws:// even when `tls` is set). Unset: the gateway path is a 404.
+  std::optional<FakeStreamOptions> stream;
 };
 
 // One query call as the server saw it.
@@ -110,6 +120,17 @@ struct QueryRecord {
   bool chunked = false;     // the request body came with Transfer-Encoding: chunked
   int status = 0;           // the answer's status (0: none, the connection was cut)
   std::string code;         // the error code, or the fault's name, or ""
+};
+
+// One gateway call (POST /v1.0/gateway/connections/open) as the server saw it.
+struct GatewayRecord {
+  SteadyTime at;
+  nlohmann::json body; // null when the body was not JSON (it holds clientSecret)
+  std::string accept;
+  std::string content_type;
+  int status = 0;     // the answer's status (0: none, the connection was cut)
+  std::string code;   // the error code, or the fault's name, or ""
+  std::string ticket; // the ticket handed out, or ""
 };
 
 class FakeDingTalk {
@@ -134,6 +155,11 @@ public:
   void set_expires_at(const std::string& key, SteadyTime at);
   // The read list the server answers with now (scheduled reads that are due included).
   std::vector<std::string> read_list(const std::string& key);
+  // A person outside the organisation reads the message: a robot_msg_read
+  // push without userId; the read list (which holds user ids) is unchanged.
+  void read_by_outsider(const std::string& key, const std::string& union_id);
+  // The unionId the fake gives a user id in its pushes (a stable function of it).
+  static std::string union_id_of(const std::string& user_id);
 
   void set_page_size(int page_size);
   void set_token_lifetime(std::chrono::seconds lifetime);
@@ -142,11 +168,19 @@ public:
   // Every token issued or registered so far becomes invalid.
   void revoke_tokens();
   // Tests can drive the server's notion of time (token expiry, ready_at,
-  // scheduled reads, recorded times). Default: the steady clock.
+  // scheduled reads, recorded times, and all of the Stream's times).
+  // Default: the steady clock.
   void set_time_source(std::function<SteadyTime()> now);
+
+  // --- Stream mode ---
+  bool stream_enabled() const { return m_stream != nullptr; }
+  // REQUIRES: options.stream was set; throws std::logic_error otherwise.
+  FakeStream& stream();
 
   // --- faults ---
   // The next `count` calls to `endpoint` (that the fault applies to) get it.
+  // Endpoint::gateway: the gateway call (refused tickets, as errors, cut
+  // connections, delays...).
   void inject(Fault fault, int count = 1, Endpoint endpoint = Endpoint::query);
   // Each call to `endpoint` gets `fault` with probability `p` (seeded RNG).
   // A fault of the same kind, status and code is replaced; p = 0 removes it.
@@ -155,6 +189,8 @@ public:
 
   // --- observation ---
   int token_calls() const;
+  int gateway_calls() const;
+  std::vector<GatewayRecord> gateway_requests() const;
   int query_calls() const;
   int query_calls(const std::string& key) const;
   // Every (processQueryKey, user id) the server has put in a 200 answer.
@@ -162,7 +198,7 @@ public:
   int max_concurrent_requests() const;
   int in_flight_requests() const;
   std::vector<SteadyTime> query_times() const;
-  std::vector<SteadyTime> request_times() const; // token and query calls
+  std::vector<SteadyTime> request_times() const; // token, query and gateway calls
   std::vector<QueryRecord> queries() const;
   // The most calls among `times` inside any window of length `window`.
   static int max_in_window(std::vector<SteadyTime> times, std::chrono::milliseconds window);
@@ -201,6 +237,10 @@ private:
   void handle_access_token(const httplib::Request& req, httplib::Response& res);
   void handle_corp_access_token(const httplib::Request& req, httplib::Response& res);
   void handle_query(const httplib::Request& req, httplib::Response& res);
+  void handle_gateway(const httplib::Request& req, httplib::Response& res);
+  // The gateway's error answer for the call, or nullopt when it is valid.
+  std::optional<Answer> gateway_refusal(const httplib::Request& req,
+                                        const nlohmann::json& body) const; // REQUIRES: m_mutex held
   // Returns false when the fault has fully answered (or cut) the request.
   bool apply_fault(const Fault& fault, const httplib::Request& req, httplib::Response& res,
                    const std::string& request_id_text);
@@ -210,9 +250,15 @@ private:
   std::optional<Answer> refusal(const httplib::Request& req, const nlohmann::json& body,
                                 SteadyTime t) const; // REQUIRES: m_mutex held
   Answer answer_query(const httplib::Request& req, const nlohmann::json& body, bool loop_fault,
-                      bool cursor_fault);                                  // REQUIRES: m_mutex held
-  Message& message(const std::string& key);                                // REQUIRES: m_mutex held
-  void promote_due_reads(Message& m, SteadyTime now);                      // REQUIRES: m_mutex held
+                      bool cursor_fault);   // REQUIRES: m_mutex held
+  Message& message(const std::string& key); // REQUIRES: m_mutex held
+  void promote_due_reads(const std::string& key, Message& m,
+                         SteadyTime now); // REQUIRES: m_mutex held
+  // Promotes every message's due reads (the stream's thread, every turn).
+  void promote_all_due_reads();
+  // A new read of `key` becomes a push (when Stream mode is on).
+  void push_read(const std::string& key, const Message& m, const std::string& user_id,
+                 const std::string& union_id, SteadyTime at);              // REQUIRES: m_mutex held
   std::string issue_token(SteadyTime now);                                 // REQUIRES: m_mutex held
   std::string make_next_token(const std::string& key, std::size_t offset); // REQUIRES: m_mutex held
   std::optional<std::size_t> parse_next_token(const std::string& key,
@@ -235,6 +281,7 @@ private:
   std::mt19937_64 m_rng;
   std::uint64_t m_counter = 0; // tokens, nonces, request ids
   int m_token_calls = 0;
+  std::vector<GatewayRecord> m_gateway_requests;
   std::map<std::string, int> m_query_calls_by_key;
   std::set<std::pair<std::string, std::string>> m_reads_served;
   std::vector<SteadyTime> m_query_times;
@@ -246,6 +293,8 @@ private:
 
   const std::string m_cursor_key; // signs nextTokens; set once in the constructor
   std::atomic<bool> m_stopping{false};
+  // Set once in the constructor (Stream mode); stopped after the server.
+  std::unique_ptr<FakeStream> m_stream;
   LocalHttpServer m_server; // last: stopped first, while the state above lives
 };
 

@@ -19,6 +19,32 @@
 //       ready_after: 5s                      # optional: processQueryKey.expireTime before
 //       recall_after: 40s                    # optional
 //       send_status: SUCCESS                 # optional
+//   stream:                                  # optional: Stream mode (push) on
+//     port: 0                                # the WebSocket port; 0: ephemeral
+//     ack_timeout: 20s                       # unacknowledged events come again after it
+//     max_redeliveries: 3
+//     offline_retention: 60s                 # how long events wait for a connection
+//     ping_interval: 30s                     # SYSTEM pings; default none
+//     disconnect_after: 10m                  # SYSTEM disconnect at this age; default never
+//     disconnect_grace: 10s                  # ...and the close this long after it
+//     distribution: random                   # or round_robin, over open connections
+//     redelivery_keeps_message_id: false
+//     faults:                                # all optional, default off
+//       drop_after: 2m                       # connections dropped at this age
+//       drop_style: reset                    # or fin, close_frame
+//       push_loss: 0.1                       # share of pushes never sent
+//       gateway_errors: 0.1                  # share of gateway calls answered 500 system.error
+//       refuse_tickets: 0.1                  # share of handshakes answered 401 (invalid ticket)
+//       refuse_handshakes: 0.1               # share of handshakes answered 400
+//       garbage: 0.05                        # share of frames preceded by a garbage frame
+//       oversized: false                     # garbage may be a frame over 1 MiB
+//       duplicate_acked: 0.05                # share of acknowledged events sent once more
+//
+// With a stream block, the second line on stdout is "stream gateway
+// http://127.0.0.1:PORT/v1.0/gateway/connections/open websocket
+// ws://127.0.0.1:WSPORT/connect", and pushes, acknowledgements, pings and
+// connections are logged as they happen ("stream: ..."). SIGUSR1 drops every
+// Stream connection (TCP reset); SIGUSR2 sends each a SYSTEM disconnect.
 #include "fakes/fake_dingtalk.hpp"
 
 #include <algorithm>
@@ -40,20 +66,32 @@
 
 namespace {
 
+using rrd::testing::Endpoint;
 using rrd::testing::FakeDingTalk;
 using rrd::testing::FakeDingTalkOptions;
 using rrd::testing::FakeMessage;
+using rrd::testing::FakeStreamOptions;
+using rrd::testing::Fault;
 using rrd::testing::SteadyClock;
 using rrd::testing::SteadyTime;
+using rrd::testing::StreamDistribution;
+using rrd::testing::StreamDrop;
+using rrd::testing::StreamGarbage;
 using Millis = std::chrono::milliseconds;
 
 constexpr auto k_tick = Millis(100);
 constexpr auto k_stats_interval = std::chrono::seconds(10);
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_drop{false};
+std::atomic<bool> g_disconnect{false};
 
 extern "C" void on_signal(int) {
   g_stop = true;
+}
+
+extern "C" void on_stream_signal(int sig) {
+  (sig == SIGUSR1 ? g_drop : g_disconnect) = true;
 }
 
 struct Options {
@@ -77,11 +115,28 @@ struct Happening {
   std::string user; // "" for a recall
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "fake-dingtalk: " << problem << "\n"
-            << "usage: fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]\n"
-            << "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
-            << "                     [--scenario FILE]\n";
+constexpr const char* k_usage =
+    "usage: fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]\n"
+    "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
+    "                     [--scenario FILE]\n"
+    "\n"
+    "A DingTalk simulator: the read-status and token APIs on 127.0.0.1, with\n"
+    "simulated people reading the scenario's messages. The first line on stdout\n"
+    "is \"listening on 127.0.0.1:PORT\".\n"
+    "\n"
+    "  --port N                 port to listen on (default 0: an ephemeral one)\n"
+    "  --app-key K              the internal app's key (default dingfakeappkey)\n"
+    "  --app-secret S           the internal app's secret (default fake-app-secret)\n"
+    "  --robot-code R           the default robotCode (default dingfakerobot)\n"
+    "  --page-size N            the largest page served, 1..200 (default 200)\n"
+    "  --token-lifetime SECONDS expireIn of the tokens issued (default 7200)\n"
+    "  --seed N                 seed of the simulated reading times (default 1)\n"
+    "  --scenario FILE          the messages and their readers (YAML or JSON)\n"
+    "  --help                   print this help and exit\n";
+
+// A bad command line: one line, a pointer to --help, exit 2.
+[[noreturn]] void usage_error(const std::string& problem) {
+  std::cerr << "fake-dingtalk: " << problem << " (see fake-dingtalk --help)\n";
   std::exit(2);
 }
 
@@ -119,7 +174,7 @@ int parse_int(const std::string& flag, const std::string& text) {
     }
   } catch (const std::exception&) {
   }
-  usage(flag + ": not a number: " + text);
+  usage_error(flag + ": not a number: " + text);
 }
 
 Options parse_args(int argc, char** argv) {
@@ -127,10 +182,17 @@ Options parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
-      usage("a DingTalk simulator");
+      std::cout << k_usage;
+      std::exit(0);
+    }
+    const bool known = flag == "--port" || flag == "--app-key" || flag == "--app-secret" ||
+                       flag == "--robot-code" || flag == "--page-size" ||
+                       flag == "--token-lifetime" || flag == "--seed" || flag == "--scenario";
+    if (!known) {
+      usage_error("unknown argument \"" + flag + "\"");
     }
     if (i + 1 >= argc) {
-      usage(flag + " needs a value");
+      usage_error(flag + ": needs a value");
     }
     const std::string value = argv[++i];
     if (flag == "--port") {
@@ -144,7 +206,7 @@ Options parse_args(int argc, char** argv) {
     } else if (flag == "--page-size") {
       o.fake.page_size = parse_int(flag, value);
       if (o.fake.page_size < 1 || o.fake.page_size > FakeDingTalk::k_max_page_size) {
-        usage("--page-size must be 1..200");
+        usage_error("--page-size: must be 1..200");
       }
     } else if (flag == "--token-lifetime") {
       o.fake.token_lifetime = std::chrono::seconds(parse_int(flag, value));
@@ -152,8 +214,6 @@ Options parse_args(int argc, char** argv) {
       o.fake.seed = static_cast<std::uint64_t>(parse_int(flag, value));
     } else if (flag == "--scenario") {
       o.scenario = value;
-    } else {
-      usage("unknown option " + flag);
     }
   }
   return o;
@@ -226,6 +286,113 @@ std::vector<SimMessage> load_scenario(const std::string& path, const std::string
   return out;
 }
 
+// The scenario's stream block, with the share of gateway calls that fail.
+struct StreamScenario {
+  FakeStreamOptions options;
+  double gateway_errors = 0;
+};
+
+double share_field(const YAML::Node& node, const std::string& where) {
+  const double p = node.as<double>();
+  if (p < 0 || p > 1) {
+    throw std::runtime_error(where + ": must be 0..1");
+  }
+  return p;
+}
+
+std::optional<StreamScenario> load_stream(const std::string& path) {
+  const YAML::Node root = YAML::LoadFile(path);
+  const YAML::Node node = root["stream"];
+  if (!node) {
+    return std::nullopt;
+  }
+  const std::string where = path + ": stream";
+  if (!node.IsMap()) {
+    throw std::runtime_error(where + ": expected a map");
+  }
+  StreamScenario out;
+  FakeStreamOptions& o = out.options;
+  o.keep_log = true;
+  bool oversized = false;
+  for (const auto& kv : node) {
+    const std::string k = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    const std::string at = std::string(where).append(".").append(k);
+    if (k == "port") {
+      o.port = v.as<int>();
+    } else if (k == "ack_timeout") {
+      o.ack_timeout = duration_field(v, at);
+    } else if (k == "max_redeliveries") {
+      o.max_redeliveries = v.as<int>();
+      if (o.max_redeliveries < 0) {
+        throw std::runtime_error(at + ": must be 0 or more");
+      }
+    } else if (k == "offline_retention") {
+      o.offline_retention = duration_field(v, at);
+    } else if (k == "ping_interval") {
+      o.ping_interval = duration_field(v, at);
+    } else if (k == "disconnect_after") {
+      o.disconnect_after = duration_field(v, at);
+    } else if (k == "disconnect_grace") {
+      o.disconnect_grace = duration_field(v, at);
+    } else if (k == "distribution") {
+      const auto d = v.as<std::string>();
+      if (d != "random" && d != "round_robin") {
+        throw std::runtime_error(std::string(at).append(": random or round_robin, not ").append(d));
+      }
+      o.distribution = d == "random" ? StreamDistribution::random : StreamDistribution::round_robin;
+    } else if (k == "redelivery_keeps_message_id") {
+      o.redelivery_keeps_message_id = v.as<bool>();
+    } else if (k == "faults") {
+      if (!v.IsMap()) {
+        throw std::runtime_error(at + ": expected a map");
+      }
+      for (const auto& fkv : v) {
+        const std::string f = fkv.first.as<std::string>();
+        const YAML::Node& fv = fkv.second;
+        const std::string fat = std::string(at).append(".").append(f);
+        if (f == "drop_after") {
+          o.drop_after = duration_field(fv, fat);
+        } else if (f == "drop_style") {
+          const auto style = fv.as<std::string>();
+          if (style == "reset") {
+            o.drop_style = StreamDrop::reset;
+          } else if (style == "fin") {
+            o.drop_style = StreamDrop::fin;
+          } else if (style == "close_frame") {
+            o.drop_style = StreamDrop::close_frame;
+          } else {
+            throw std::runtime_error(
+                std::string(fat).append(": reset, fin or close_frame, not ").append(style));
+          }
+        } else if (f == "push_loss") {
+          o.push_loss = share_field(fv, fat);
+        } else if (f == "gateway_errors") {
+          out.gateway_errors = share_field(fv, fat);
+        } else if (f == "refuse_tickets") {
+          o.refuse_tickets = share_field(fv, fat);
+        } else if (f == "refuse_handshakes") {
+          o.refuse_handshakes = share_field(fv, fat);
+        } else if (f == "garbage") {
+          o.garbage = share_field(fv, fat);
+        } else if (f == "oversized") {
+          oversized = fv.as<bool>();
+        } else if (f == "duplicate_acked") {
+          o.duplicate_acked = share_field(fv, fat);
+        } else {
+          throw std::runtime_error(fat + ": unknown key");
+        }
+      }
+    } else {
+      throw std::runtime_error(at + ": unknown key");
+    }
+  }
+  if (oversized) {
+    o.garbage_kinds.push_back(StreamGarbage::oversized);
+  }
+  return out;
+}
+
 std::string short_key(const std::string& key) {
   return key.size() <= 14 ? key : key.substr(0, 12) + "..";
 }
@@ -248,9 +415,11 @@ void say(const std::string& line) {
 int main(int argc, char** argv) {
   const Options options = parse_args(argc, argv);
   std::vector<SimMessage> messages;
+  std::optional<StreamScenario> stream;
   try {
     if (!options.scenario.empty()) {
       messages = load_scenario(options.scenario, options.fake.robot_code);
+      stream = load_stream(options.scenario);
     }
   } catch (const std::exception& e) {
     std::cerr << "fake-dingtalk: " << e.what() << "\n";
@@ -263,15 +432,31 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction stream_sa {};
+  stream_sa.sa_handler = on_stream_signal;
+  sigemptyset(&stream_sa.sa_mask);
+  sigaction(SIGUSR1, &stream_sa, nullptr);
+  sigaction(SIGUSR2, &stream_sa, nullptr);
 
   std::optional<FakeDingTalk> fake;
   try {
-    fake.emplace(options.fake);
+    FakeDingTalkOptions fake_options = options.fake;
+    if (stream) {
+      fake_options.stream = stream->options;
+    }
+    fake.emplace(fake_options);
   } catch (const std::exception& e) {
     std::cerr << "fake-dingtalk: " << e.what() << "\n";
     return 1;
   }
   std::cout << "listening on 127.0.0.1:" << fake->port() << std::endl;
+  if (stream) {
+    if (stream->gateway_errors > 0) {
+      fake->set_fault_rate(Fault::server_error(), stream->gateway_errors, Endpoint::gateway);
+    }
+    std::cout << "stream gateway " << fake->endpoint() << "/v1.0/gateway/connections/open"
+              << " websocket " << fake->stream().endpoint() << std::endl;
+  }
 
   std::mt19937_64 rng(options.fake.seed);
   const SteadyTime start = SteadyClock::now();
@@ -323,6 +508,17 @@ int main(int argc, char** argv) {
   while (!g_stop) {
     std::this_thread::sleep_for(k_tick);
     const SteadyTime now = SteadyClock::now();
+    if (stream) {
+      if (g_drop.exchange(false)) {
+        fake->stream().drop_connections(StreamDrop::reset);
+      }
+      if (g_disconnect.exchange(false)) {
+        fake->stream().disconnect_now();
+      }
+      for (const auto& line : fake->stream().take_log()) {
+        say("stream: " + line);
+      }
+    }
     for (; next < happenings.size() && happenings[next].at <= now; ++next) {
       const auto& h = happenings[next];
       const auto it = std::find_if(messages.begin(), messages.end(),

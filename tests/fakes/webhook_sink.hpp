@@ -1,5 +1,5 @@
 // WebhookSink: an in-process webhook receiver on 127.0.0.1 that checks the
-// Standard Webhooks signature (SPEC section 6) on its own, with OpenSSL, and
+// Standard Webhooks signature on its own, with OpenSSL, and
 // answers 401 to a bad one; records every delivery; and answers as a test
 // scripts it: N times with a status (500, 410, 429 + Retry-After), slowly,
 // or not at all (stop() and start() again on the same port).

@@ -2,7 +2,7 @@
 // signature and prints each event on one readable line. The first line on
 // stdout is "listening on 127.0.0.1:PORT".
 //
-//   webhook-sink [--port N] [--secret whsec_...]   (or $WEBHOOK_SECRET)
+//   webhook-sink [--port N] [--secret whsec_...]   (or $WEBHOOK_SECRET); --help
 #include "fakes/webhook_sink.hpp"
 
 #include <atomic>
@@ -31,9 +31,21 @@ extern "C" void on_signal(int) {
   g_stop = true;
 }
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "webhook-sink: " << problem << "\n"
-            << "usage: webhook-sink [--port N] [--secret whsec_...]  (or WEBHOOK_SECRET)\n";
+constexpr const char* k_usage =
+    "usage: webhook-sink [--port N] [--secret whsec_...]\n"
+    "\n"
+    "Receives readreceiptd's webhooks on 127.0.0.1, checks each signature and\n"
+    "prints each event on one line. The first line on stdout is\n"
+    "\"listening on 127.0.0.1:PORT\".\n"
+    "\n"
+    "  --port N          port to listen on (default 0: an ephemeral one)\n"
+    "  --secret whsec_.. the webhook's signing secret (default: $WEBHOOK_SECRET;\n"
+    "                    one of the two is required)\n"
+    "  --help            print this help and exit\n";
+
+// A bad command line: one line, a pointer to --help, exit 2.
+[[noreturn]] void usage_error(const std::string& problem) {
+  std::cerr << "webhook-sink: " << problem << " (see webhook-sink --help)\n";
   std::exit(2);
 }
 
@@ -117,24 +129,29 @@ int main(int argc, char** argv) {
   }
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << k_usage;
+      return 0;
+    }
+    if (flag != "--port" && flag != "--secret") {
+      usage_error("unknown argument \"" + flag + "\"");
+    }
     if (i + 1 >= argc) {
-      usage(flag + " needs a value");
+      usage_error(flag + ": needs a value");
     }
     const std::string value = argv[++i];
     if (flag == "--port") {
       try {
         port = std::stoi(value);
       } catch (const std::exception&) {
-        usage("--port: not a number: " + value);
+        usage_error("--port: not a number: " + value);
       }
-    } else if (flag == "--secret") {
-      secret = value;
     } else {
-      usage("unknown option " + flag);
+      secret = value;
     }
   }
   if (secret.empty()) {
-    usage("a secret is required (--secret or WEBHOOK_SECRET)");
+    usage_error("a secret is required (--secret or WEBHOOK_SECRET)");
   }
 
   struct sigaction sa {};

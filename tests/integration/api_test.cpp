@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstring>
 #include <netinet/in.h>
+#include <sstream>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -487,16 +488,36 @@ TEST_CASE("reload: messages and webhooks change under a running daemon - a bad f
 }
 
 TEST_CASE("lifecycle: no secret reaches the logs (text and JSON, trace level) or the API") {
+  // Nothing rewrites log lines: this holds because no secret is ever put in
+  // one. Every path a secret could take is exercised: token refreshes after
+  // a revocation, a request DingTalk calls malformed (its shape is logged as
+  // a bug), API calls with good and bad tokens, a reload, and a webhook
+  // whose URL holds credentials and whose deliveries fail.
   DaemonHarness h;
   h.api_listen = api_listen();
   h.api_token = "api-token-QW3rTy9";
   h.log_level = "trace";
+  const std::string hook_password = "hook-url-password-5J8q";
+  const std::string hook_path = "hook-url-path-Z3k9";
+  const std::string hook_query = "hook-url-query-7Hw2";
+  h.more_webhooks_yaml.push_back(DaemonHarness::webhook_item(
+      "creds", "http://hookuser:" + hook_password + "@127.0.0.1:" + std::to_string(free_port()) +
+                   "/" + hook_path + "?sig=" + hook_query));
   h.watch("secret-key", {"a", "b"});
   h.dingtalk.read("secret-key", "a");
   std::vector<ApiAnswer> answers;
   auto exercise = [&] {
     REQUIRE_MESSAGE(h.wait_for_api(), h.log());
     REQUIRE_MESSAGE(wait_until([&] { return !h.events_of("secret-key").empty(); }), h.log());
+    REQUIRE_MESSAGE(
+        wait_until([&] { return h.log_count("webhook delivery failed webhook=creds") > 0; }),
+        h.log());
+    const std::size_t malformed = h.log_count("DingTalk rejected a request as malformed");
+    h.dingtalk.inject(Fault::error(400, "invalidParameter.param.invalid"));
+    REQUIRE_MESSAGE(wait_until([&] {
+                      return h.log_count("DingTalk rejected a request as malformed") > malformed;
+                    }),
+                    h.log());
     // Once this run holds a token, revoke it: a refresh after InvalidAuthentication.
     REQUIRE(wait_until([&] { return h.api("GET", "/readyz", "", h.api_token).status == 200; }));
     // Counted before the revocation: the refresh may come before the API
@@ -520,15 +541,24 @@ TEST_CASE("lifecycle: no secret reaches the logs (text and JSON, trace level) or
   h.start({"--log-format", "json"});
   exercise();
 
-  std::set<std::string> secrets{"fake-app-secret", k_test_secret, h.api_token};
+  std::set<std::string> secrets{"fake-app-secret", k_test_secret, h.api_token,
+                                hook_password,     hook_path,     hook_query};
   for (const auto& q : h.dingtalk.queries()) {
     if (!q.access_token.empty()) {
       secrets.insert(q.access_token);
     }
   }
-  REQUIRE(secrets.size() >= 5); // the access tokens the fake issued, too
+  REQUIRE(secrets.size() >= 8); // the access tokens the fake issued, too
   const std::string log = h.log();
   CHECK(log.find("\"level\"") != std::string::npos); // the JSON run logged
+  // "<redacted>" appears only where a field is redacted: the request shape.
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("<redacted>") != std::string::npos) {
+      CHECK_MESSAGE(line.find("DingTalk rejected a request as malformed") != std::string::npos,
+                    line);
+    }
+  }
   for (const auto& secret : secrets) {
     INFO("secret " << secret);
     CHECK(log.find(secret) == std::string::npos);
@@ -537,6 +567,23 @@ TEST_CASE("lifecycle: no secret reaches the logs (text and JSON, trace level) or
       CHECK(a.body.find(secret) == std::string::npos);
     }
   }
+}
+
+TEST_CASE("lifecycle: log lines are written as they are, whatever text a secret holds") {
+  // A secret that is also ordinary text used to be cut out of every line:
+  // "readreceiptd started" became "<redacted>", and a short one garbled
+  // the whole log while showing where it occurs.
+  DaemonHarness h;
+  h.api_listen = api_listen();
+  h.api_token = "readreceiptd started";
+  h.watch("text-key", {"a"});
+  h.start();
+  REQUIRE_MESSAGE(h.wait_for_api(), h.log());
+  REQUIRE_MESSAGE(wait_until([&] { return h.log_count("readreceiptd started: 1 message") == 1; }),
+                  h.log());
+  CHECK(h.api("GET", "/v1/messages", "", h.api_token).status == 200);
+  h.stop();
+  CHECK(h.log().find("<redacted>") == std::string::npos);
 }
 
 TEST_CASE("lifecycle: sd_notify: READY after the first token, STATUS, WATCHDOG, RELOADING, "
@@ -557,7 +604,7 @@ TEST_CASE("lifecycle: sd_notify: READY after the first token, STATUS, WATCHDOG, 
   REQUIRE_MESSAGE(wait_until([&] { return notify.find("READY=1") >= 0; }), h.log());
   const std::size_t ready = static_cast<std::size_t>(notify.find("READY=1"));
   REQUIRE(wait_until(
-      [&] { return notify.find("STATUS=tracking 1 messages, 0 pending deliveries") >= 0; }));
+      [&] { return notify.find("STATUS=tracking 1 message, 0 pending deliveries") >= 0; }));
   h.dingtalk.read("notify-key", "a");
   h.dingtalk.read("notify-key", "b");
   REQUIRE_MESSAGE(h.wait_for_stop("notify-key"), h.log());

@@ -206,7 +206,7 @@ public:
     return wait_until([&] { return api("GET", "/healthz").status == 200; });
   }
 
-  // SIGTERM; the daemon must exit 0 within the SPEC's 10 s.
+  // SIGTERM; the daemon must exit 0 within 10 s.
   void stop() {
     REQUIRE(daemon);
     const int code = daemon->stop(std::chrono::seconds(10));

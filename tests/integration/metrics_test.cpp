@@ -109,7 +109,7 @@ const std::vector<std::string> k_dingtalk_reasons{"throttled", "auth",         "
                                                   "timeout",   "bad_response", "client"};
 const std::vector<std::string> k_webhook_reasons{"timeout", "network", "status"};
 
-// Every series SPEC section 7 lists, with every known label value.
+// Every series the daemon exports, with every known label value.
 void check_every_known_series(const Scrape& s, const std::vector<std::string>& webhooks) {
   CHECK(s.get("readreceiptd_build_info", {{"version", rrd::k_version}}) == 1);
   CHECK(s.has("readreceiptd_messages_tracked"));
@@ -270,4 +270,33 @@ TEST_CASE("metrics: a metrics address already in use stops the start with exit c
   h.start();
   REQUIRE(h.daemon->wait(std::chrono::seconds(10)) == 1);
   CHECK(h.log().find(h.metrics_listen) != std::string::npos);
+}
+
+TEST_CASE("metrics: a second daemon on the first one's metrics port exits 1 naming it") {
+  DaemonHarness first;
+  const int port = free_port();
+  first.metrics_listen = "127.0.0.1:" + std::to_string(port);
+  first.api_listen = "127.0.0.1:" + std::to_string(free_port());
+  first.watch("first-key");
+  first.start();
+  REQUIRE_MESSAGE(first.wait_for_api(), first.log());
+  scrape_until(port, [](const Scrape&) { return true; });
+
+  // Its own state and API port, the same metrics port.
+  DaemonHarness second;
+  second.metrics_listen = first.metrics_listen;
+  second.api_listen = "127.0.0.1:" + std::to_string(free_port());
+  second.watch("second-key");
+  second.start();
+  REQUIRE(second.daemon->wait(std::chrono::seconds(10)) == 1);
+  CHECK_MESSAGE(second.log().find("cannot listen on metrics.listen " + first.metrics_listen +
+                                  ": Address already in use") != std::string::npos,
+                second.log());
+  // The first one still answers every scrape alone.
+  for (int i = 0; i < 5; ++i) {
+    const auto s = scrape(port);
+    REQUIRE(s);
+    CHECK(s->text.find("readreceiptd_messages_tracked 1") != std::string::npos);
+  }
+  first.stop();
 }

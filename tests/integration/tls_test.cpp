@@ -42,8 +42,9 @@ TEST_CASE("tls: self-signed DingTalk and webhook endpoints are refused unless a 
   h.dingtalk_extra_yaml = "  ca_file: " + dingtalk_cert.pem_path.string() + "\n";
   h.reload();
   REQUIRE_MESSAGE(wait_until([&] { return h.dingtalk.reads_served().size() == 1; }), h.log());
-  REQUIRE_MESSAGE(wait_until([&] { return h.log_count("webhook ops: event") >= 1; }), h.log());
-  CHECK(h.log().find("(TLS error)") != std::string::npos);
+  REQUIRE_MESSAGE(
+      wait_until([&] { return h.log_count("webhook delivery failed webhook=ops") >= 1; }), h.log());
+  CHECK(h.log().find("reason=\"TLS error\"") != std::string::npos);
   CHECK(h.sink.delivery_count() == 0);
 
   // Trusted through webhooks[].ca_file: the events arrive, retried (the
@@ -66,7 +67,8 @@ TEST_CASE("tls: self-signed DingTalk and webhook endpoints are refused unless a 
   // A changed ca_file also drops the cached token, so the refusal may hit the
   // token request or the poll, whichever comes first.
   auto refusals = [&] {
-    return h.log_count("poll of tls-key-2") + h.log_count("cannot get a DingTalk access token");
+    return h.log_count("poll failed key=tls-key-2") +
+           h.log_count("cannot get a DingTalk access token");
   };
   const auto refused = refusals();
   h.reload();

@@ -7,6 +7,7 @@
 #include "readreceiptd/app/logging.hpp"
 #include "readreceiptd/app/notify.hpp"
 #include "readreceiptd/app/signals.hpp"
+#include "readreceiptd/common/plural.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/http/http_engine.hpp"
@@ -28,23 +29,12 @@ namespace {
 // The loop never sleeps longer than this, so that it notices a stop or a
 // reload request even if a wake-up were lost.
 constexpr Millis k_max_loop_wait{1'000};
-// How long a graceful stop waits for deliveries in flight (SPEC: stop
-// within 10 s in all).
+// How long a graceful stop waits for deliveries in flight (a stop takes 10 s
+// at most in all).
 constexpr Millis k_drain_timeout{5'000};
 constexpr int k_exit_ok = 0;
 constexpr int k_exit_failure = 1;
 constexpr int k_exit_usage = 2;
-
-std::vector<std::string> secrets_of(const config::Config& cfg) {
-  std::vector<std::string> s{
-      cfg.dingtalk.internal_app.app_secret, cfg.dingtalk.third_party.suite_secret,
-      cfg.dingtalk.third_party.suite_ticket, cfg.dingtalk.fixed_token.access_token, cfg.api.token};
-  for (const auto& hook : cfg.webhooks) {
-    s.push_back(hook.secret);
-  }
-  s.erase(std::remove(s.begin(), s.end(), std::string()), s.end());
-  return s;
-}
 
 std::chrono::steady_clock::time_point steady_now() {
   return std::chrono::steady_clock::now();
@@ -92,7 +82,7 @@ public:
   bool remove_message(const std::string& key) override {
     const bool known = m_sched.remove(key);
     if (known) {
-      spdlog::info("message removed through the API: {}", key);
+      logging::info("message removed through the API", {{"key", key}});
     }
     m_sched.flush();
     return known;
@@ -105,7 +95,8 @@ public:
     if (n > 0) {
       // Deliveries already queued are skipped; only the replayed ones are new.
       m_dispatcher.load(m_store.load_pending_deliveries());
-      spdlog::info("dead letter {} replayed through the API ({} deliveries)", event_id, n);
+      logging::info("dead letter replayed through the API",
+                    {{"event_id", event_id}, {"deliveries", n}});
     }
     return n;
   }
@@ -141,13 +132,14 @@ public:
     try {
       store = store::Store::open(m_cfg.state.path);
     } catch (const store::StoreError& e) {
-      spdlog::error("cannot open the state database: {}", e.what());
+      logging::error("cannot open the state database", {{"reason", e.what()}});
       return k_exit_failure;
     }
+    RealClock clock;
     try {
-      m_metrics = std::make_unique<metrics::Metrics>(m_cfg);
+      m_metrics = std::make_unique<metrics::Metrics>(m_cfg, clock.now());
     } catch (const metrics::MetricsError& e) {
-      spdlog::error("{}", e.what());
+      logging::error(e.what());
       return k_exit_failure;
     }
     auto engine = http::make_engine();
@@ -157,7 +149,6 @@ public:
     // that call, so the engine is destroyed only after it. Also on the early
     // returns below.
     const WakeupClearer clear_wakeup{signals};
-    RealClock clock;
     std::mt19937_64 seeder(std::random_device{}());
     std::mt19937_64 dispatcher_rng(seeder());
     webhook::Dispatcher dispatcher(*store, *engine, clock, [&dispatcher_rng] {
@@ -173,7 +164,7 @@ public:
     try {
       sched.start();
     } catch (const store::StoreError& e) {
-      spdlog::error("cannot load the state database: {}", e.what());
+      logging::error("cannot load the state database", {{"reason", e.what()}});
       return k_exit_failure;
     }
     m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
@@ -190,7 +181,7 @@ public:
       try {
         api_server->start();
       } catch (const api::ListenError& e) {
-        spdlog::error("{}", e.what());
+        logging::error(e.what());
         signals.set_wakeup({});
         return k_exit_failure;
       }
@@ -198,8 +189,9 @@ public:
     LoopBackend backend(sched, *store, dispatcher, clock);
     SystemdNotifier notifier;
     loop_status.set_readiness(api::Readiness::waiting_for_token);
-    spdlog::info("readreceiptd {} started: {} messages tracked, {} webhooks, state in {}",
-                 k_version, sched.tracked(), m_cfg.webhooks.size(), m_cfg.state.path);
+    logging::info("readreceiptd started: " + count_of(sched.tracked(), "message") + " tracked, " +
+                      count_of(m_cfg.webhooks.size(), "webhook"),
+                  {{"version", k_version}, {"state", m_cfg.state.path}});
 
     while (!signals.stop_requested()) {
       loop_status.beat(steady_now());
@@ -231,7 +223,7 @@ public:
       try {
         sched.flush();
       } catch (const std::exception& e) {
-        spdlog::error("{}", e.what());
+        logging::error("cannot commit the polls' results", {{"reason", e.what()}});
       }
       dispatcher.flush();
       m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
@@ -239,12 +231,12 @@ public:
         // Store, listeners and a first token are in place.
         notifier.ready();
         loop_status.set_readiness(api::Readiness::ready);
-        spdlog::info("ready: {} messages tracked", sched.tracked());
+        logging::info("ready: " + count_of(sched.tracked(), "message") + " tracked");
       }
       notifier.status(status_text(sched, dispatcher, notifier.ready_sent()), steady_now());
     }
 
-    spdlog::info("stopping");
+    logging::info("stopping");
     notifier.stopping();
     loop_status.set_readiness(api::Readiness::stopping);
     commands.close(); // requests waiting for the loop get 503 at once
@@ -263,7 +255,7 @@ public:
     }
     signals.set_wakeup({});
     engine.reset(); // cancels what is still in flight; those events stay pending
-    spdlog::info("stopped");
+    logging::info("stopped");
     return k_exit_ok;
   }
 
@@ -274,14 +266,14 @@ private:
     for (const auto& hook : m_cfg.webhooks) {
       pending += dispatcher.pending(hook.name);
     }
-    std::string text = "tracking " + std::to_string(sched.tracked()) + " messages, " +
-                       std::to_string(pending) + " pending deliveries";
+    std::string text = "tracking " + count_of(sched.tracked(), "message") + ", " +
+                       count_of(pending, "pending delivery", "pending deliveries");
     return ready ? text : "waiting for the first DingTalk access token; " + text;
   }
 
   void reload(scheduler::Scheduler& sched, webhook::Dispatcher& dispatcher,
               api::Server* api_server) {
-    spdlog::info("reloading the configuration from {}", m_options.config_path);
+    logging::info("reloading the configuration", {{"path", m_options.config_path}});
     config::Config cfg;
     try {
       cfg = config::load_file(m_options.config_path);
@@ -290,15 +282,11 @@ private:
       m_metrics->reload_failed();
       return;
     }
-    logging::set_secrets(secrets_of(cfg));
     if (cfg.state.path != m_cfg.state.path) {
-      spdlog::warn("state.path changed; the new path takes effect at the next start");
+      logging::warn("state.path changed; the new path takes effect at the next start");
     }
     if (cfg.api.listen != m_cfg.api.listen) {
-      spdlog::warn("api.listen changed; the new address takes effect at the next start");
-    }
-    if (cfg.metrics.listen != m_cfg.metrics.listen) {
-      spdlog::warn("metrics.listen changed; the new address takes effect at the next start");
+      logging::warn("api.listen changed; the new address takes effect at the next start");
     }
     if (api_server != nullptr) {
       api_server->set_token(cfg.api.token);
@@ -307,12 +295,12 @@ private:
       dispatcher.configure(cfg.webhooks);
       sched.reconfigure(cfg);
     } catch (const std::exception& e) {
-      spdlog::error("applying the new configuration failed: {}", e.what());
+      logging::error("applying the new configuration failed", {{"reason", e.what()}});
     }
     m_cfg = std::move(cfg);
-    m_metrics->reload_succeeded(m_cfg);
-    spdlog::info("configuration reloaded: {} messages tracked, {} webhooks", sched.tracked(),
-                 m_cfg.webhooks.size());
+    m_metrics->reload_succeeded(m_cfg, RealClock().now());
+    logging::info("configuration reloaded: " + count_of(sched.tracked(), "message") + " tracked, " +
+                  count_of(m_cfg.webhooks.size(), "webhook"));
   }
 
   Options m_options;
@@ -326,7 +314,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = parse_args(args);
   if (!parsed) {
-    std::fprintf(stderr, "readreceiptd: %s\n\n%s", parsed.error().c_str(), usage());
+    std::fprintf(stderr, "%s\n", usage_error(parsed.error()).c_str());
     return k_exit_usage;
   }
   const Options options = *parsed;
@@ -354,11 +342,11 @@ int main(int argc, char** argv) {
     // A probe reports "unhealthy" as 1 (Docker reserves 2).
     return options.command == Command::healthcheck ? k_exit_failure : k_exit_usage;
   }
-  logging::set_secrets(secrets_of(cfg));
 
   if (options.command == Command::check_config) {
-    std::printf("%s: configuration is valid (%zu messages, %zu webhooks)\n",
-                options.config_path.c_str(), cfg.messages.size(), cfg.webhooks.size());
+    std::printf("%s: configuration is valid (%s, %s)\n", options.config_path.c_str(),
+                count_of(cfg.messages.size(), "message").c_str(),
+                count_of(cfg.webhooks.size(), "webhook").c_str());
     return k_exit_ok;
   }
   if (options.command == Command::healthcheck) {
@@ -373,7 +361,7 @@ int main(int argc, char** argv) {
   try {
     return Daemon(options, std::move(cfg)).run();
   } catch (const std::exception& e) {
-    spdlog::critical("fatal: {}", e.what());
+    logging::critical("fatal error", {{"reason", e.what()}});
     return k_exit_failure;
   }
 }

@@ -3,8 +3,8 @@
 namespace rrd::app {
 
 const char* usage() {
-  return "usage: readreceiptd --config PATH [--log-level LEVEL] [--log-format text|json]\n"
-         "       readreceiptd --config PATH --check-config\n"
+  return "usage: readreceiptd [--config PATH] [--log-level LEVEL] [--log-format text|json]\n"
+         "       readreceiptd [--config PATH] --check-config\n"
          "       readreceiptd --healthcheck [--config PATH]\n"
          "       readreceiptd --version\n"
          "\n"
@@ -15,6 +15,10 @@ const char* usage() {
          "  --log-format FORMAT  text (default) or json (one object per line)\n"
          "  --version            print the version and exit\n"
          "  --help               print this help and exit\n";
+}
+
+std::string usage_error(const std::string& problem) {
+  return "readreceiptd: " + problem + " (see readreceiptd --help)";
 }
 
 namespace {
@@ -121,9 +125,6 @@ Result<Options, std::string> parse_args(const std::vector<std::string>& args) {
     if (!problem.empty()) {
       return err(problem);
     }
-  }
-  if ((o.command == Command::run || o.command == Command::check_config) && !o.config_given) {
-    return err(std::string("--config PATH is required"));
   }
   return o;
 }

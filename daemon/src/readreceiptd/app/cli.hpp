@@ -1,4 +1,4 @@
-// The command line (SPEC section 2), parsed into Options by a pure function.
+// The command line, parsed into Options by a pure function.
 // Not thread-safe; plain values.
 #pragma once
 
@@ -18,13 +18,19 @@ enum class LogLevel { trace, debug, info, warn, error };
 struct Options {
   Command command = Command::run;
   std::string config_path = k_default_config_path;
-  bool config_given = false;
+  bool config_given = false; // --config was on the command line
   LogLevel log_level = LogLevel::info;
   LogFormat log_format = LogFormat::text;
 };
 
-// Parses argv[1..]. The error text is meant for stderr, followed by usage().
+// Parses argv[1..]. Without --config, every command reads
+// k_default_config_path. The error text names the argument; main() prints it
+// on one line with a pointer to --help.
 Result<Options, std::string> parse_args(const std::vector<std::string>& args);
+// The --help text.
 const char* usage();
+// The one line printed for a bad command line:
+//   readreceiptd: unknown argument "--bogus" (see readreceiptd --help)
+std::string usage_error(const std::string& problem);
 
 } // namespace rrd::app

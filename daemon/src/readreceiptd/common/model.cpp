@@ -104,4 +104,28 @@ std::string make_event_id(TimePoint now, std::uint64_t random_hi, std::uint64_t 
   return "evt_" + out;
 }
 
+std::optional<TimePoint> event_id_time(std::string_view id) {
+  static constexpr std::string_view k_alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  static constexpr std::string_view k_prefix = "evt_";
+  static constexpr std::size_t k_ulid_chars = 26;
+  static constexpr std::size_t k_time_chars = 10; // 50 bits, the top two zero
+  if (id.size() != k_prefix.size() + k_ulid_chars || id.substr(0, k_prefix.size()) != k_prefix) {
+    return std::nullopt;
+  }
+  std::uint64_t ms = 0;
+  for (std::size_t i = 0; i < k_ulid_chars; ++i) {
+    const auto v = k_alphabet.find(id[k_prefix.size() + i]);
+    if (v == std::string_view::npos) {
+      return std::nullopt;
+    }
+    if (i < k_time_chars) {
+      ms = (ms << 5) | v;
+    }
+  }
+  if (ms >> 48 != 0) {
+    return std::nullopt;
+  }
+  return from_unix_ms(static_cast<std::int64_t>(ms));
+}
+
 } // namespace rrd

@@ -103,5 +103,8 @@ struct Delivery {
 // A new event id: "evt_" + a 26-character ULID (48 bits of milliseconds, 80
 // random bits, Crockford base32), so ids sort by creation time.
 std::string make_event_id(TimePoint now, std::uint64_t random_hi, std::uint64_t random_lo);
+// When the event with id `id` was made (the ULID's milliseconds); nullopt
+// when `id` is not such an id.
+std::optional<TimePoint> event_id_time(std::string_view id);
 
 } // namespace rrd

@@ -131,10 +131,9 @@ Decision classify_code(Api api, const ErrorBody& e) {
 Decision classify_answer(const http::Response& r, Api api, Page* page, Token* token) {
   switch (r.failure) {
   case http::Failure::timeout:
-    return make(Action::transient, FailureReason::timeout, "", "timeout: " + cap_text(r.error));
+    return make(Action::transient, FailureReason::timeout, "", http::describe(r));
   case http::Failure::network:
-    return make(Action::transient, FailureReason::network, "",
-                "network error: " + cap_text(r.error));
+    return make(Action::transient, FailureReason::network, "", http::describe(r));
   case http::Failure::too_large:
     return make(Action::bad_response, FailureReason::bad_response, "",
                 "answer body larger than " + std::to_string(k_max_response_bytes) + " bytes");
@@ -246,6 +245,26 @@ const char* to_string(FailureReason r) {
     return "client";
   }
   return "unknown";
+}
+
+void withhold_quoted_secrets(Decision& d, std::string_view body,
+                             std::initializer_list<std::string_view> secrets) {
+  bool quoted = false;
+  bool in_code = d.code.size() > k_max_message_chars; // cut: part of a secret could end it
+  for (const std::string_view secret : secrets) {
+    if (secret.empty()) {
+      continue;
+    }
+    quoted = quoted || body.find(secret) != std::string_view::npos ||
+             d.message.find(secret) != std::string::npos;
+    in_code = in_code || d.code.find(secret) != std::string::npos;
+  }
+  if (quoted || in_code) {
+    d.message = std::string(k_withheld);
+  }
+  if (in_code) {
+    d.code = std::string(k_withheld);
+  }
 }
 
 Decision classify(const http::Response& r, Page* page) {

@@ -1,4 +1,4 @@
-// The DingTalk error taxonomy (SPEC sections 4 and 5): one pure function that
+// The DingTalk error taxonomy: one pure function that
 // maps an HTTP outcome (transport failure, status, body) of a query or token
 // call to what the daemon does next, and to the `reason` label of
 // readreceiptd_dingtalk_requests_failed_total.
@@ -68,7 +68,9 @@
 #include "readreceiptd/dingtalk/protocol.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 
+#include <initializer_list>
 #include <string>
+#include <string_view>
 
 namespace rrd::dingtalk {
 
@@ -114,5 +116,18 @@ Decision classify(const http::Response& r, Page* page = nullptr);
 // Classifies the answer to a token call (accessToken / corpAccessToken). When
 // the answer is a good token and `token` is not null, it is stored in *token.
 Decision classify_token(const http::Response& r, Token* token = nullptr);
+
+// What replaces a decision's text that quotes a credential.
+inline constexpr std::string_view k_withheld = "<withheld: DingTalk's answer quotes a credential>";
+
+// DingTalk's error texts may quote the request they answer (its access token
+// header, the appSecret of a token call). Call with the answer's body and
+// the credentials the request carried, before logging d.code or d.message:
+// when the body or the message holds one of `secrets`, the message becomes
+// k_withheld; so does the code when it holds one or was cut at
+// k_max_message_chars (the cut could end inside one). The action and reason
+// are kept.
+void withhold_quoted_secrets(Decision& d, std::string_view body,
+                             std::initializer_list<std::string_view> secrets);
 
 } // namespace rrd::dingtalk

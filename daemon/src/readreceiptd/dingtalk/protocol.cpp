@@ -87,6 +87,23 @@ const char* type_name(const json& j) {
 
 } // namespace
 
+bool has_control_character(std::string_view text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7F) {
+      return true;
+    }
+    // C1 controls, U+0080..U+009F: 0xC2 0x80..0x9F in UTF-8.
+    if (c == 0xC2 && i + 1 < text.size()) {
+      const auto next = static_cast<unsigned char>(text[i + 1]);
+      if (next >= 0x80 && next <= 0x9F) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 std::string cap_text(std::string_view text, std::size_t max_bytes) {
   bool cut = false;
   if (text.size() > max_bytes) {
@@ -308,6 +325,8 @@ private:
       ids.error = "readUserIds[" + std::to_string(index) + "]: expected a string, got " + type;
     } else if (text->empty()) {
       ids.error = "readUserIds[" + std::to_string(index) + "]: empty string";
+    } else if (has_control_character(*text)) {
+      ids.error = "readUserIds[" + std::to_string(index) + "]: control character in a user id";
     } else {
       ids.values.push_back(std::move(*text));
     }
@@ -432,10 +451,61 @@ std::optional<ErrorBody> parse_error_body(std::string_view body) {
   }
 }
 
+std::string redact_url(std::string_view url) {
+  static constexpr std::array<std::string_view, 3> k_api_paths = {
+      k_query_path, k_internal_token_path, k_third_party_token_path};
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) {
+    return std::string(k_redacted);
+  }
+  std::string out(cap_text(url.substr(0, scheme_end + 3)));
+  const std::string_view rest = url.substr(scheme_end + 3);
+  const auto path_start = rest.find_first_of("/?#");
+  std::string_view authority = rest.substr(0, path_start);
+  const std::string_view tail =
+      path_start == std::string_view::npos ? std::string_view() : rest.substr(path_start);
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    out += k_redacted;
+    out += '@';
+    authority.remove_prefix(at + 1);
+  }
+  out += cap_text(authority);
+  // The API path ends the URL when the request was built from the endpoint
+  // (whatever the endpoint's own path and query were).
+  const auto whole = std::find_if(k_api_paths.begin(), k_api_paths.end(),
+                                  [&](std::string_view p) { return tail.ends_with(p); });
+  if (whole != k_api_paths.end()) {
+    if (tail.size() > whole->size()) {
+      out += '/';
+      out += k_redacted;
+    }
+    out += *whole;
+    return out;
+  }
+  const std::string_view path = tail.substr(0, tail.find_first_of("?#"));
+  const auto api = std::find_if(k_api_paths.begin(), k_api_paths.end(),
+                                [&](std::string_view p) { return path.ends_with(p); });
+  if (api != k_api_paths.end()) {
+    if (path.size() > api->size()) {
+      out += '/';
+      out += k_redacted;
+    }
+    out += *api;
+  } else if (!path.empty() && path != "/") {
+    out += '/';
+    out += k_redacted;
+  }
+  if (tail.size() > path.size()) {
+    out += '?';
+    out += k_redacted;
+  }
+  return out;
+}
+
 std::string redact_request(const http::Request& request) {
-  static constexpr std::array<std::string_view, 3> k_secret_fields = {"appSecret", "suiteSecret",
-                                                                      "suiteTicket"};
-  std::string out = request.method + " " + request.url + " headers=[";
+  static constexpr std::array<std::string_view, 4> k_secret_fields = {"appSecret", "suiteSecret",
+                                                                      "suiteTicket", "token"};
+  std::string out = request.method + " " + redact_url(request.url) + " headers=[";
   bool first = true;
   for (const auto& [name, value] : request.headers) {
     if (!first) {

@@ -74,7 +74,9 @@ std::optional<http::Request> build_token_request(const config::DingTalk& cfg);
 
 // Parses a 200 answer of the query. Strict: the body must be a JSON object
 // holding at least one of the documented fields; `readUserIds` an array of
-// non-empty strings, `sendStatus` and `nextToken` strings, `hasMore` a bool.
+// non-empty strings without control characters (has_control_character: such
+// an id would be stored, sent in events and logged, and no id DingTalk
+// issues holds one), `sendStatus` and `nextToken` strings, `hasMore` a bool.
 // Absent (or null) fields take their defaults ([], "", false, ""); unknown
 // fields are ignored; an unknown sendStatus value is passed through.
 // `hasMore: true` without a non-empty nextToken is an error. The error text
@@ -90,11 +92,23 @@ Result<Token, std::string> parse_token_answer(std::string_view body);
 // non-empty string `code`.
 std::optional<ErrorBody> parse_error_body(std::string_view body);
 
-// A one-line printable shape of a request, for logs: method, URL, headers and
-// body, with the token header, any Authorization header and the secret body
-// fields (appSecret, suiteSecret, suiteTicket) replaced by "<redacted>". A
-// body that is not JSON is shown only by its size.
+// A one-line printable shape of a request, for logs: method, URL
+// (redact_url), headers and body, with the token header, any Authorization
+// header and the secret body fields (appSecret, suiteSecret, suiteTicket,
+// token) replaced by "<redacted>". A body that is not JSON is shown only by
+// its size.
 std::string redact_request(const http::Request& request);
+
+// A URL for logs: scheme and host, and of the path only the DingTalk API
+// path it ends with. `dingtalk.endpoint` may carry credentials in its user
+// information, path or query: those are "<redacted>".
+//   https://u:p@gw.example.com/k3y/v1.0/oauth2/accessToken?sig=x
+//   -> https://<redacted>@gw.example.com/<redacted>/v1.0/oauth2/accessToken?<redacted>
+std::string redact_url(std::string_view url);
+
+// Whether `text` holds a C0 control character, DEL or a C1 control (U+0080
+// to U+009F, as UTF-8).
+bool has_control_character(std::string_view text);
 
 // `text` cut to at most `max_bytes` bytes (never inside a UTF-8 sequence),
 // with control characters replaced by spaces and "..." appended when cut.

@@ -1,10 +1,12 @@
-// The engine-independent parts of the HTTP module: failure names, header
-// look-up and Retry-After parsing. Pure functions; thread-safe.
+// The engine-independent parts of the HTTP module: failure names and
+// descriptions, header look-up and Retry-After parsing. Pure functions; thread-safe.
 #include "readreceiptd/http/http_engine.hpp"
 
 #include "readreceiptd/http/text.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <string_view>
@@ -183,6 +185,47 @@ const char* to_string(Failure f) {
     return "too_large";
   }
   return "unknown";
+}
+
+std::string describe(const Response& r) {
+  switch (r.failure) {
+  case Failure::none:
+    return "HTTP " + std::to_string(r.status);
+  case Failure::timeout:
+    return "timeout";
+  case Failure::too_large:
+    return "response too large";
+  case Failure::network:
+    break;
+  }
+  std::string e = r.error;
+  std::transform(e.begin(), e.end(), e.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const auto has = [&e](std::string_view part) { return e.find(part) != std::string::npos; };
+  if (has("refused")) {
+    return "connection refused";
+  }
+  // libcurl 7.86 and later no longer say why a connection failed ("Failed to
+  // connect to HOST port N after 0 ms: Couldn't connect to server").
+  if (has("couldn't connect") || has("failed to connect")) {
+    return "could not connect";
+  }
+  if (has("resolve") || has("name or service not known") || has("no addresses")) {
+    return "could not resolve host";
+  }
+  if (has("user information")) {
+    return "URLs with user information are not supported";
+  }
+  if (has("ssl") || has("tls") || has("certificate")) {
+    return "TLS error";
+  }
+  if (has("reset")) {
+    return "connection reset";
+  }
+  if (has("empty reply") || has("closed")) {
+    return "connection closed";
+  }
+  return "network error";
 }
 
 std::optional<std::string> Response::header(const std::string& name) const {

@@ -66,6 +66,14 @@ struct Response {
   std::optional<std::string> header(const std::string& name) const;
 };
 
+// What went wrong with `r`, for logs and stored errors, from a fixed
+// vocabulary: "HTTP 503", "timeout", "response too large", "connection
+// refused", "could not connect", "could not resolve host", "TLS error",
+// "connection reset", "connection closed", "URLs with user information are
+// not supported", "network error". Never the engine's own text, which may
+// quote a URL, a proxy's address or their credentials.
+std::string describe(const Response& r);
+
 using Callback = std::function<void(Response)>;
 
 // A raw, long-lived byte stream to one origin (the Stream mode's WebSocket),

@@ -1,8 +1,11 @@
 #include "readreceiptd/metrics/exposer.hpp"
 
+#include "readreceiptd/common/version.hpp"
 #include "readreceiptd/config/config.hpp"
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <httplib.h>
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
@@ -13,6 +16,33 @@ namespace rrd::metrics {
 namespace {
 
 constexpr const char* k_content_type = "text/plain; version=0.0.4; charset=utf-8";
+constexpr const char* k_html_type = "text/html; charset=utf-8";
+
+// GET /: what exporters serve there, a page that links the metrics.
+constexpr const char* k_landing_page = R"(<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>readreceiptd metrics</title></head>
+<body>
+<h1>readreceiptd</h1>
+<p>Version @VERSION@. Prometheus metrics: <a href="/metrics">/metrics</a></p>
+</body>
+</html>
+)";
+
+// SO_REUSEADDR only. httplib's default adds SO_REUSEPORT, with which a
+// second daemon binds the same port silently and scrapes alternate between
+// the two.
+void socket_options(socket_t sock) {
+  int yes = 1;
+  setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+}
+
+std::string landing_page() {
+  std::string page = k_landing_page;
+  const std::string marker = "@VERSION@";
+  page.replace(page.find(marker), marker.size(), k_version);
+  return page;
+}
 
 } // namespace
 
@@ -29,18 +59,24 @@ Exposer::Exposer(const std::string& listen,
   m_server->set_read_timeout(k_exposer_read_timeout);
   m_server->set_write_timeout(k_exposer_write_timeout);
   m_server->set_payload_max_length(k_exposer_max_request_body);
+  m_server->set_socket_options(socket_options);
   m_server->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(scrape(), k_content_type);
   });
+  m_server->Get("/", [page = landing_page()](const httplib::Request&, httplib::Response& res) {
+    res.set_content(page, k_html_type);
+  });
 
+  errno = 0;
   if (address->port == 0) {
     m_port = m_server->bind_to_any_port(host);
   } else if (m_server->bind_to_port(host, address->port)) {
     m_port = address->port;
   }
   if (m_port <= 0) {
-    throw MetricsError("metrics.listen: cannot listen on " + listen +
-                       " (address in use or not an address of this host)");
+    const int e = errno;
+    throw MetricsError("cannot listen on metrics.listen " + listen + ": " +
+                       (e != 0 ? std::strerror(e) : "cannot bind the address"));
   }
   httplib::Server* server = m_server.get();
   m_thread = std::thread([server] { server->listen_after_bind(); });

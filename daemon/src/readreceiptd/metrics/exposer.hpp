@@ -1,6 +1,8 @@
 // Exposer: serves GET /metrics in the Prometheus text format (0.0.4) on the
 // `metrics.listen` address, from a list of collectables, on a small pool of
-// its own threads (cpp-httplib). IPv4, bracketed IPv6 ("[::1]:9464") and
+// its own threads (cpp-httplib), and on GET / a small HTML page linking to
+// /metrics. The socket takes SO_REUSEADDR but not SO_REUSEPORT, so that a
+// port another process listens on is a start-up error. IPv4, bracketed IPv6 ("[::1]:9464") and
 // "localhost" addresses work; port 0 takes an ephemeral port. The Debian
 // civetweb that prometheus::Exposer is built on has no IPv6, hence this.
 //
@@ -43,8 +45,8 @@ public:
 class Exposer {
 public:
   // Binds `listen` (the metrics.listen syntax) and starts serving. Throws
-  // MetricsError naming the address when it is malformed or cannot be bound
-  // (in use, not an address of this host).
+  // MetricsError naming the address when it is malformed or cannot be bound:
+  // "cannot listen on metrics.listen 127.0.0.1:9464: Address already in use".
   Exposer(const std::string& listen, std::vector<std::weak_ptr<prometheus::Collectable>> sources);
   // Stops listening and joins the threads; a scrape in progress finishes.
   ~Exposer();

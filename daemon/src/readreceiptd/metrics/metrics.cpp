@@ -1,11 +1,11 @@
 #include "readreceiptd/metrics/metrics.hpp"
 
+#include "readreceiptd/app/logging.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/metrics/process_collector.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <spdlog/spdlog.h>
 
 namespace rrd::metrics {
 
@@ -43,7 +43,7 @@ private:
 
 } // namespace
 
-Metrics::Metrics(const config::Config& cfg)
+Metrics::Metrics(const config::Config& cfg, TimePoint loaded_at)
     : m_registry(std::make_shared<prometheus::Registry>()),
       m_locked_registry(std::make_shared<LockedRegistry>(m_registry, m_reload_mutex)),
       m_process(std::make_shared<ProcessCollector>()), m_listen(cfg.metrics.listen),
@@ -83,6 +83,16 @@ Metrics::Metrics(const config::Config& cfg)
                            .Help("Events waiting to be delivered (in flight included), by "
                                  "webhook.")
                            .Register(*m_registry)),
+      m_oldest_pending_family(
+          prometheus::BuildGauge()
+              .Name("readreceiptd_webhook_oldest_pending_age_seconds")
+              .Help("Age of the oldest event waiting for delivery, by webhook; 0 when none.")
+              .Register(*m_registry)),
+      m_disabled_family(prometheus::BuildGauge()
+                            .Name("readreceiptd_webhook_disabled")
+                            .Help("1 while an HTTP 410 answer keeps the webhook disabled (until "
+                                  "its configuration changes), else 0.")
+                            .Register(*m_registry)),
       m_dead_letters_family(prometheus::BuildGauge()
                                 .Name("readreceiptd_webhook_dead_letters")
                                 .Help("Events given up on after the last retry, by webhook.")
@@ -124,6 +134,20 @@ Metrics::Metrics(const config::Config& cfg)
                           .Help("Configuration reloads rejected as invalid.")
                           .Register(*m_registry)
                           .Add({});
+  m_reload_successful = &prometheus::BuildGauge()
+                             .Name("readreceiptd_config_last_reload_successful")
+                             .Help("Whether the last configuration load (the start, or the last "
+                                   "reload) succeeded: 1, or 0 while a rejected file stands.")
+                             .Register(*m_registry)
+                             .Add({});
+  m_reload_successful->Set(1);
+  m_reload_success_time = &prometheus::BuildGauge()
+                               .Name("readreceiptd_config_last_reload_success_timestamp_seconds")
+                               .Help("Unix time of the last successful configuration load (the "
+                                     "start, or a reload).")
+                               .Register(*m_registry)
+                               .Add({});
+  m_reload_success_time->Set(seconds(loaded_at.time_since_epoch()));
 
   for (std::size_t i = 0; i < k_stop_reasons; ++i) {
     m_stopped[i] = &m_stopped_family.Add({{"reason", to_string(k_all_stop_reasons[i])}});
@@ -146,7 +170,8 @@ Metrics::Metrics(const config::Config& cfg)
     m_exposer = std::make_unique<Exposer>(
         m_listen,
         std::vector<std::weak_ptr<prometheus::Collectable>>{m_locked_registry, m_process});
-    spdlog::info("metrics on {} (GET /metrics, port {})", m_listen, m_exposer->port());
+    logging::info("metrics listening (GET /metrics)",
+                  {{"listen", m_listen}, {"port", m_exposer->port()}});
   }
 }
 
@@ -169,6 +194,8 @@ Metrics::WebhookSeries& Metrics::webhook_series(const std::string& name) {
   }
   s.duration = &m_delivery_duration_family.Add({{"webhook", name}}, k_request_duration_buckets);
   s.pending = &m_pending_family.Add({{"webhook", name}});
+  s.oldest_pending_age = &m_oldest_pending_family.Add({{"webhook", name}});
+  s.disabled = &m_disabled_family.Add({{"webhook", name}});
   s.dead_letters = &m_dead_letters_family.Add({{"webhook", name}});
   return m_webhooks.emplace(name, s).first->second;
 }
@@ -248,17 +275,19 @@ void Metrics::on_dead(const std::string& webhook) {
 
 // ------------------------------------------------------------- reloads
 
-void Metrics::reload_succeeded(const config::Config& cfg) {
+void Metrics::reload_succeeded(const config::Config& cfg, TimePoint at) {
   {
     const std::lock_guard lock(m_reload_mutex);
     for (const auto& hook : cfg.webhooks) {
       webhook_series(hook.name);
     }
     m_reloads->Increment();
+    m_reload_successful->Set(1);
+    m_reload_success_time->Set(seconds(at.time_since_epoch()));
   }
   m_next_dead_letter_sync.reset();
   if (cfg.metrics.listen != m_listen) {
-    spdlog::warn("metrics.listen changed; the new address takes effect at the next start");
+    logging::warn("metrics.listen changed; the new address takes effect at the next start");
   }
 }
 
@@ -266,6 +295,7 @@ void Metrics::reload_failed() {
   const std::lock_guard lock(m_reload_mutex);
   m_reloads->Increment();
   m_reloads_failed->Increment();
+  m_reload_successful->Set(0);
 }
 
 // ------------------------------------------------------------- state
@@ -273,7 +303,7 @@ void Metrics::reload_failed() {
 void Metrics::after_turn(TimePoint now, const scheduler::Scheduler& sched,
                          const webhook::Dispatcher& dispatcher, store::Store& store) {
   set_tracked(sched.tracked());
-  set_pending(dispatcher);
+  set_webhook_state(dispatcher, now);
   if (m_next_dead_letter_sync && now < *m_next_dead_letter_sync) {
     return;
   }
@@ -281,7 +311,7 @@ void Metrics::after_turn(TimePoint now, const scheduler::Scheduler& sched,
   try {
     set_dead_letters(store.count_dead_by_webhook());
   } catch (const store::StoreError& e) {
-    spdlog::warn("cannot count the dead letters for the metrics: {}", e.what());
+    logging::warn("cannot count the dead letters for the metrics", {{"reason", e.what()}});
   }
 }
 
@@ -289,9 +319,12 @@ void Metrics::set_tracked(std::size_t tracked) {
   m_tracked->Set(static_cast<double>(tracked));
 }
 
-void Metrics::set_pending(const webhook::Dispatcher& dispatcher) {
+void Metrics::set_webhook_state(const webhook::Dispatcher& dispatcher, TimePoint now) {
   for (auto& [name, series] : m_webhooks) {
     series.pending->Set(static_cast<double>(dispatcher.pending(name)));
+    const auto oldest = dispatcher.oldest_pending(name);
+    series.oldest_pending_age->Set(oldest ? seconds(std::max(Millis{0}, now - *oldest)) : 0.0);
+    series.disabled->Set(dispatcher.disabled(name) ? 1.0 : 0.0);
   }
 }
 

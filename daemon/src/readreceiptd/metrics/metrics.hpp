@@ -1,11 +1,13 @@
-// Metrics: the daemon's Prometheus metrics (SPEC section 7). Owns the
+// Metrics: the daemon's Prometheus metrics (the README's table). Owns the
 // registry with every readreceiptd_* metric, the process collector, and,
 // when `metrics.listen` is set, the exposer that serves GET /metrics there.
 //
 // The loop feeds it: it is the scheduler's Observer, it makes the
 // dispatcher's Observer, and after each loop turn it copies the state gauges
-// (messages tracked, pending events per webhook) and now and then the dead
-// letters per webhook from the store. Every known label value (api, failure
+// (messages tracked; per webhook the pending events, the age of the oldest
+// one and whether a 410 disabled it) and now and then the dead letters per
+// webhook from the store. Reloads set the last reload's outcome and time, as
+// Prometheus and Alertmanager export theirs. Every known label value (api, failure
 // and stop reasons, every configured webhook) is exported from start-up, at
 // 0. No label holds a message key, a user id or a secret.
 //
@@ -57,9 +59,11 @@ inline constexpr Millis k_dead_letter_sync_interval{15'000};
 class Metrics final : public scheduler::Observer {
 public:
   // Registers every metric, with series for `cfg.webhooks`, and listens on
-  // `cfg.metrics.listen` unless it is empty. Throws MetricsError when it
-  // cannot listen (address in use, not local, malformed).
-  explicit Metrics(const config::Config& cfg);
+  // `cfg.metrics.listen` unless it is empty. `loaded_at`: when `cfg` was
+  // loaded (readreceiptd_config_last_reload_success_timestamp_seconds until
+  // a reload). Throws MetricsError when it cannot listen (address in use,
+  // not local, malformed).
+  explicit Metrics(const config::Config& cfg, TimePoint loaded_at = TimePoint{});
   ~Metrics() override;
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
@@ -85,21 +89,25 @@ public:
   webhook::Observer webhook_observer();
 
   // --- configuration reloads
-  // A reload that took effect: counted, and webhooks new in `cfg` get their
-  // series. A changed metrics.listen takes effect at the next start (logged).
-  void reload_succeeded(const config::Config& cfg);
-  // A reload whose configuration was rejected: counted.
+  // A reload that took effect at `at`: counted, the last reload marked
+  // successful at `at`, and webhooks new in `cfg` get their series. A
+  // changed metrics.listen takes effect at the next start (logged).
+  void reload_succeeded(const config::Config& cfg, TimePoint at);
+  // A reload whose configuration was rejected: counted, and the last reload
+  // marked failed (until one succeeds).
   void reload_failed();
 
   // --- state gauges
-  // After each loop turn: messages tracked and every webhook's pending
-  // deliveries (a lookup per webhook), and, at start-up, after a reload and
-  // then every k_dead_letter_sync_interval, the dead letters per webhook
-  // from the store (a store error is logged and tried again next time).
+  // After each loop turn: messages tracked and every webhook's state (a few
+  // lookups per webhook), and, at start-up, after a reload and then every
+  // k_dead_letter_sync_interval, the dead letters per webhook from the store
+  // (a store error is logged and tried again next time).
   void after_turn(TimePoint now, const scheduler::Scheduler& sched,
                   const webhook::Dispatcher& dispatcher, store::Store& store);
   void set_tracked(std::size_t tracked);
-  void set_pending(const webhook::Dispatcher& dispatcher);
+  // Every webhook's pending events, the age of the oldest at `now` (0 when
+  // none) and whether it is disabled.
+  void set_webhook_state(const webhook::Dispatcher& dispatcher, TimePoint now);
   // Sets every webhook's dead-letter gauge from `by_webhook` (absent: 0).
   void set_dead_letters(const std::map<std::string, std::int64_t>& by_webhook);
 
@@ -115,6 +123,8 @@ private:
     std::array<prometheus::Counter*, k_webhook_reasons> failed{};
     prometheus::Histogram* duration = nullptr;
     prometheus::Gauge* pending = nullptr;
+    prometheus::Gauge* oldest_pending_age = nullptr;
+    prometheus::Gauge* disabled = nullptr;
     prometheus::Gauge* dead_letters = nullptr;
   };
 
@@ -142,6 +152,8 @@ private:
   prometheus::Family<prometheus::Counter>& m_deliveries_failed_family;
   prometheus::Family<prometheus::Histogram>& m_delivery_duration_family;
   prometheus::Family<prometheus::Gauge>& m_pending_family;
+  prometheus::Family<prometheus::Gauge>& m_oldest_pending_family;
+  prometheus::Family<prometheus::Gauge>& m_disabled_family;
   prometheus::Family<prometheus::Gauge>& m_dead_letters_family;
 
   prometheus::Gauge* m_tracked = nullptr;
@@ -150,6 +162,8 @@ private:
   prometheus::Gauge* m_last_success = nullptr;
   prometheus::Counter* m_reloads = nullptr;
   prometheus::Counter* m_reloads_failed = nullptr;
+  prometheus::Gauge* m_reload_successful = nullptr;
+  prometheus::Gauge* m_reload_success_time = nullptr;
   std::array<prometheus::Counter*, k_stop_reasons> m_stopped{};
   std::array<prometheus::Counter*, k_apis> m_requests{};
   std::array<std::array<prometheus::Counter*, k_dingtalk_reasons>, k_apis> m_requests_failed{};

@@ -1,5 +1,5 @@
 // RateLimiter: the client-side limit shared by ALL DingTalk calls (token and
-// query, every page; SPEC section 4). It never grants more than
+// query, every page). It never grants more than
 // max(1, floor(rate)) calls in any 1 s window (a sliding-window log of the
 // grants), and it keeps 1/rate between grants so that calls are spread over
 // the window instead of leaving in bursts. DingTalk counts calls as they

@@ -1,4 +1,4 @@
-// Poll schedule arithmetic (SPEC section 4): how often a message is polled at
+// Poll schedule arithmetic: how often a message is polled at
 // a given age, and the exponential backoff used after transient failures.
 // Pure functions of their arguments (no clock, no randomness of their own);
 // thread-safe.

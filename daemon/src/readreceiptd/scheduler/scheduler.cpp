@@ -1,8 +1,11 @@
 #include "readreceiptd/scheduler/scheduler.hpp"
 
+#include "readreceiptd/app/logging.hpp"
+#include "readreceiptd/common/plural.hpp"
 #include "readreceiptd/dingtalk/protocol.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <spdlog/spdlog.h>
 #include <unordered_set>
 
@@ -20,12 +23,13 @@ Scheduler::Scheduler(config::Config cfg, store::Store& store, http::Engine& engi
       m_limiter(m_cfg.dingtalk.requests_per_second), m_tokens(m_cfg.dingtalk) {}
 
 namespace {
-// A short description of an answer for logs: never the body of a success.
-std::string describe(const http::Response& r) {
-  if (r.failure != http::Failure::none) {
-    return std::string(http::to_string(r.failure)) + (r.error.empty() ? "" : ": " + r.error);
-  }
-  return "HTTP " + std::to_string(r.status);
+// The HTTP status, when an answer came.
+std::optional<int> answer_status(const http::Response& r) {
+  return r.failure == http::Failure::none ? std::optional<int>(r.status) : std::nullopt;
+}
+// `text`, or nothing when it is empty (the field is left out).
+std::optional<std::string_view> non_empty(const std::string& text) {
+  return text.empty() ? std::nullopt : std::optional<std::string_view>(text);
 }
 } // namespace
 
@@ -46,8 +50,8 @@ void Scheduler::start() {
   }
   reconcile();
   flush();
-  spdlog::info("tracking {} messages ({} known in the state database)", m_tracked,
-               m_messages.size());
+  logging::info("tracking " + count_of(m_tracked, "message") + " (" +
+                count_of(m_messages.size(), "message") + " known in the state database)");
 }
 
 void Scheduler::reconfigure(config::Config cfg) {
@@ -84,7 +88,7 @@ void Scheduler::reconcile() {
       (void)inserted;
       m_due.upsert(spec.process_query_key, record.next_poll);
       ++m_tracked;
-      spdlog::info("message added: {} (from the configuration)", spec.process_query_key);
+      logging::info("message added", {{"key", spec.process_query_key}, {"source", "config"}});
       queue_step(pos->second, tracker::Step{std::move(record), {}});
       continue;
     }
@@ -99,7 +103,7 @@ void Scheduler::reconcile() {
       if (spec.sent_at) {
         updated.sent_at = *spec.sent_at;
       }
-      spdlog::info("message updated: {}", spec.process_query_key);
+      logging::info("message updated", {{"key", spec.process_query_key}, {"source", "config"}});
       queue_step(entry, tracker::Step{std::move(updated), {}});
     }
   }
@@ -131,7 +135,7 @@ Scheduler::AddOutcome Scheduler::add(const MessageSpec& spec) {
   m_due.upsert(spec.process_query_key, record.next_poll);
   ++m_tracked;
   m_observer.tracked_changed(m_tracked);
-  spdlog::info("message added: {} (through the API)", spec.process_query_key);
+  logging::info("message added", {{"key", spec.process_query_key}, {"source", "api"}});
   queue_step(pos->second, tracker::Step{std::move(record), {}});
   return AddOutcome::created;
 }
@@ -193,30 +197,37 @@ void Scheduler::maybe_refresh_token(TimePoint now) {
   if (!request || !m_tokens.begin_refresh()) {
     return;
   }
-  spdlog::debug("requesting a DingTalk access token");
+  logging::debug("requesting a DingTalk access token");
   m_engine.submit(std::move(*request), [this](http::Response r) { on_token_answer(std::move(r)); });
 }
 
 void Scheduler::on_token_answer(http::Response r) {
   const TimePoint now = m_clock.now();
   dingtalk::Token token;
-  const auto decision = dingtalk::classify_token(r, &token);
+  auto decision = dingtalk::classify_token(r, &token);
+  dingtalk::withhold_quoted_secrets(decision, r.body,
+                                    {m_cfg.dingtalk.internal_app.app_secret,
+                                     m_cfg.dingtalk.third_party.suite_secret,
+                                     m_cfg.dingtalk.third_party.suite_ticket});
   m_observer.request_finished(Api::token, r.duration, decision.reason);
   if (decision.action == dingtalk::Action::ok) {
     m_tokens.on_refreshed(token, now);
     m_limiter.on_success(now);
-    spdlog::info("DingTalk access token refreshed (valid for {} s)", token.expire_in_seconds);
+    logging::info("DingTalk access token refreshed",
+                  {{"expires_in_seconds", token.expire_in_seconds}});
     return;
   }
   if (decision.action == dingtalk::Action::throttled) {
     note_throttled(now);
   } else {
     m_tokens.on_refresh_failed(now);
-    spdlog::error(
-        "cannot get a DingTalk access token: {}; retrying in {} s",
-        decision.code.empty() ? describe(r) : decision.code + " " + decision.message,
-        std::chrono::duration_cast<std::chrono::seconds>(m_tokens.next_refresh_allowed() - now)
-            .count());
+    const auto retry_in =
+        std::chrono::duration_cast<std::chrono::seconds>(m_tokens.next_refresh_allowed() - now);
+    logging::error("cannot get a DingTalk access token",
+                   {{"code", non_empty(decision.code)},
+                    {"reason", decision.message.empty() ? http::describe(r) : decision.message},
+                    {"status", answer_status(r)},
+                    {"retry_in_seconds", retry_in.count()}});
     return;
   }
   m_tokens.on_refresh_failed(now);
@@ -321,7 +332,8 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
   ActivePoll& poll = it->second;
   const TimePoint now = m_clock.now();
   dingtalk::Page page;
-  const auto decision = dingtalk::classify(r, &page);
+  auto decision = dingtalk::classify(r, &page);
+  dingtalk::withhold_quoted_secrets(decision, r.body, {poll.token});
   m_observer.request_finished(Api::query, r.duration, decision.reason);
 
   tracker::PollResult result;
@@ -353,7 +365,8 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
       m_continuations.push_front(key); // the same page again, with a new token
       return;
     }
-    spdlog::warn("DingTalk rejected the access token for {}: {}", key, decision.code);
+    logging::warn("DingTalk rejected the access token",
+                  {{"key", key}, {"code", decision.code}, {"reason", decision.message}});
     break;
   case dingtalk::Action::restart_pagination: {
     const auto next = poll.walk.on_cursor_invalid();
@@ -381,20 +394,27 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
     note_throttled(now);
     break;
   case dingtalk::Action::client_bug:
-    spdlog::error("DingTalk rejected a request as malformed ({}: {}); request was {}",
-                  decision.code, decision.message,
-                  dingtalk::redact_request(dingtalk::build_query_request(
-                      m_cfg.dingtalk, m_messages.at(key).record.spec, poll.token,
-                      poll.next_token ? &*poll.next_token : nullptr)));
+    // The request shape, logged as a bug with its secrets redacted.
+    logging::error("DingTalk rejected a request as malformed",
+                   {{"key", key},
+                    {"code", decision.code},
+                    {"reason", decision.message},
+                    {"status", answer_status(r)},
+                    {"request", dingtalk::redact_request(dingtalk::build_query_request(
+                                    m_cfg.dingtalk, m_messages.at(key).record.spec, poll.token,
+                                    poll.next_token ? &*poll.next_token : nullptr))}});
     break;
   case dingtalk::Action::auth_failed:
-    spdlog::warn("DingTalk refused the credentials while polling {}: {}", key, decision.code);
+    logging::warn("DingTalk refused the credentials while polling",
+                  {{"key", key}, {"code", decision.code}, {"reason", decision.message}});
     break;
   case dingtalk::Action::transient:
-    note_failure(key, decision.code.empty() ? describe(r) : describe(r) + " " + decision.code, now);
+    note_failure(
+        key, decision.code.empty() ? http::describe(r) : http::describe(r) + " " + decision.code,
+        now);
     break;
   case dingtalk::Action::bad_response:
-    // SPEC 5: counted and logged, never emitted from.
+    // Counted and logged, never emitted from.
     note_failure(key, "DingTalk's answer is unusable: " + decision.message, now);
     break;
   }
@@ -405,19 +425,18 @@ void Scheduler::note_throttled(TimePoint now) {
   m_limiter.on_throttled(now);
   if (!m_last_throttle_log || now - *m_last_throttle_log >= k_throttle_log_interval) {
     m_last_throttle_log = now;
-    spdlog::warn("DingTalk is throttling: slowing all calls down to {:.1f}/s",
-                 m_limiter.effective_rate());
+    logging::warn("DingTalk is throttling: slowing all calls down",
+                  {{"rate_per_second", std::round(m_limiter.effective_rate() * 10) / 10}});
   }
 }
 
 void Scheduler::note_failure(const std::string& key, const std::string& what, TimePoint now) {
   ++m_failures_since_log;
-  spdlog::debug("poll of {} failed: {}", key, what);
+  logging::debug("poll failed", {{"key", key}, {"reason", what}});
   if (!m_last_failure_log || now - *m_last_failure_log >= k_failure_log_interval) {
     m_last_failure_log = now;
-    spdlog::warn("DingTalk calls are failing ({} since the last report), latest: {}; "
-                 "retrying with backoff",
-                 m_failures_since_log, what);
+    logging::warn("DingTalk calls are failing: retrying with backoff",
+                  {{"failures", m_failures_since_log}, {"key", key}, {"reason", what}});
     m_failures_since_log = 0;
   }
 }
@@ -436,9 +455,9 @@ void Scheduler::finish(const std::string& key, const tracker::PollResult& result
   if (result.kind == tracker::PollResult::Kind::paused) {
     if (!entry.warned_paused) {
       entry.warned_paused = true;
-      spdlog::warn("DingTalk answered {} for {}: polling it at the slowest schedule step until "
-                   "that is fixed",
-                   result.code, key);
+      logging::warn("message paused: polling it at the slowest schedule step until DingTalk's "
+                    "answer changes",
+                    {{"key", key}, {"code", result.code}});
     }
   } else if (result.kind == tracker::PollResult::Kind::answer) {
     entry.warned_paused = false;
@@ -501,8 +520,9 @@ void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
   }
   if (newly_read > 0) {
     m_observer.reads_detected(newly_read);
-    spdlog::debug("{}: {} new readers, {} in all", key, newly_read,
-                  step.record.read_user_ids.size());
+    logging::debug(
+        "new readers",
+        {{"key", key}, {"new_readers", newly_read}, {"readers", step.record.read_user_ids.size()}});
   }
   const bool was_stopped = entry.record.stopped;
   entry.record = step.record;
@@ -512,10 +532,15 @@ void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
       --m_tracked;
       m_observer.message_stopped(*entry.record.stop_reason);
       m_observer.tracked_changed(m_tracked);
-      spdlog::info("message stopped: {} reason={}{}{} readers={}", key,
-                   to_string(*entry.record.stop_reason),
-                   entry.record.stop_detail.empty() ? "" : " detail=", entry.record.stop_detail,
-                   entry.record.read_user_ids.size());
+      // DingTalk calling a message invalid wants a look (a wrong key, robot
+      // or conversation); the other stops are the normal end of tracking.
+      const StopReason reason = *entry.record.stop_reason;
+      logging::log(reason == StopReason::invalid ? spdlog::level::warn : spdlog::level::info,
+                   "message stopped",
+                   {{"key", key},
+                    {"reason", to_string(reason)},
+                    {"detail", non_empty(entry.record.stop_detail)},
+                    {"readers", entry.record.read_user_ids.size()}});
     }
   } else {
     m_due.upsert(key, entry.record.next_poll);
@@ -576,7 +601,7 @@ void Scheduler::flush() {
     // Nothing was written: forget the in-memory changes too, and ask again
     // later. The reads are still on DingTalk's side; the next poll finds them.
     // Poll times are kept, and written by the next flush.
-    spdlog::error("cannot write to the state database, will poll again: {}", e.what());
+    logging::error("cannot write to the state database, will poll again", {{"reason", e.what()}});
     for (const auto& key : dirty) {
       auto found = m_messages.find(key);
       if (found != m_messages.end() && !found->second.poll_state_dirty) {

@@ -1,12 +1,14 @@
 #include "readreceiptd/webhook/dispatcher.hpp"
 
+#include "readreceiptd/app/logging.hpp"
+#include "readreceiptd/common/plural.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/webhook/retry.hpp"
 #include "readreceiptd/webhook/signing.hpp"
 
 #include <algorithm>
 #include <cctype>
-#include <spdlog/spdlog.h>
+#include <cmath>
 #include <string_view>
 
 namespace rrd::webhook {
@@ -41,6 +43,17 @@ void add_field(std::string& out, std::string_view name, std::string_view value) 
   out += ':';
   out.append(value);
   out += '\n';
+}
+
+// When a delivery's event was made, as its id says (the daemon's ids all
+// do; one of another form is left out of oldest_pending()).
+std::optional<TimePoint> made_at(const Delivery& d) {
+  return event_id_time(d.event_id);
+}
+
+// The HTTP status, when an answer came.
+std::optional<int> answer_status(const http::Response& r) {
+  return r.failure == http::Failure::none ? std::optional<int>(r.status) : std::nullopt;
 }
 
 bool is_success(const http::Response& r) {
@@ -100,40 +113,7 @@ std::string fingerprint(const config::Webhook& w) {
 }
 
 std::string describe_failure(const http::Response& r) {
-  switch (r.failure) {
-  case http::Failure::none:
-    return "HTTP " + std::to_string(r.status);
-  case http::Failure::timeout:
-    return "timeout";
-  case http::Failure::too_large:
-    return "response too large";
-  case http::Failure::network:
-    break;
-  }
-  const std::string e = lower(r.error);
-  if (e.find("refused") != std::string::npos) {
-    return "connection refused";
-  }
-  // libcurl 7.86 and later no longer say why a connection failed ("Failed to
-  // connect to HOST port N after 0 ms: Couldn't connect to server").
-  if (e.find("couldn't connect") != std::string::npos ||
-      e.find("failed to connect") != std::string::npos) {
-    return "could not connect";
-  }
-  if (e.find("resolve") != std::string::npos) {
-    return "could not resolve host";
-  }
-  if (e.find("ssl") != std::string::npos || e.find("tls") != std::string::npos ||
-      e.find("certificate") != std::string::npos) {
-    return "TLS error";
-  }
-  if (e.find("reset") != std::string::npos) {
-    return "connection reset";
-  }
-  if (e.find("empty reply") != std::string::npos || e.find("closed") != std::string::npos) {
-    return "connection closed";
-  }
-  return "network error";
+  return http::describe(r);
 }
 
 Dispatcher::Dispatcher(store::Store& store, http::Engine& engine, const Clock& clock,
@@ -154,16 +134,15 @@ void Dispatcher::configure(const std::vector<config::Webhook>& webhooks) {
       t.key = std::move(key).value();
       t.usable = true;
     } else {
-      spdlog::error("webhook {}: {}; its events are kept pending and not sent", w.name,
-                    key.error());
+      logging::error("webhook secret unusable: its events are kept pending and not sent",
+                     {{"webhook", w.name}, {"reason", key.error()}});
     }
     std::string user_agent = std::string("readreceiptd/") + k_version;
     t.headers = {{"Content-Type", "application/json"}};
     for (const auto& [name, value] : w.headers) {
       if (is_reserved(name)) {
-        spdlog::warn("webhook {}: header {} is set by readreceiptd; the configured value is "
-                     "ignored",
-                     w.name, name);
+        logging::warn("webhook header is set by readreceiptd; the configured value is ignored",
+                      {{"webhook", w.name}, {"header", name}});
         continue;
       }
       if (lower(name) == "user-agent") {
@@ -179,27 +158,31 @@ void Dispatcher::configure(const std::vector<config::Webhook>& webhooks) {
         t.disabled = true;
         const auto old = m_targets.find(w.name);
         if (old == m_targets.end() || !old->second.disabled) {
-          spdlog::warn("webhook {}: disabled after an HTTP 410 answer, until its configuration "
-                       "changes; its events are kept pending",
-                       w.name);
+          logging::warn("webhook disabled after an HTTP 410 answer, until its configuration "
+                        "changes; its events are kept pending",
+                        {{"webhook", w.name}});
         }
       } else if (disabled_under) {
         m_store.clear_webhook_disabled(w.name);
-        spdlog::info("webhook {}: configuration changed, enabled again after an HTTP 410", w.name);
+        logging::info("webhook configuration changed: enabled again after an HTTP 410",
+                      {{"webhook", w.name}});
       }
     } catch (const store::StoreError& e) {
       // Keep the state it had, if any; else assume enabled.
       const auto old = m_targets.find(w.name);
       t.disabled = old != m_targets.end() && old->second.disabled &&
                    old->second.fingerprint == t.fingerprint;
-      spdlog::error("webhook {}: reading its disabled state: {}", w.name, e.what());
+      logging::error("cannot read whether the webhook is disabled",
+                     {{"webhook", w.name}, {"reason", e.what()}});
     }
     next.insert_or_assign(w.name, std::move(t));
   }
   for (const auto& [name, counts] : m_counts) {
     if (counts.pending > 0 && next.find(name) == next.end()) {
-      spdlog::warn("webhook {}: not configured; its {} pending deliveries are kept and not sent",
-                   name, counts.pending);
+      logging::warn("webhook not configured: its " +
+                        count_of(counts.pending, "pending delivery", "pending deliveries") +
+                        " are kept and not sent",
+                    {{"webhook", name}, {"pending", counts.pending}});
     }
   }
   m_targets = std::move(next);
@@ -232,7 +215,11 @@ void Dispatcher::enqueue(const std::vector<Delivery>& deliveries) {
       unready(key, q);
     }
     q.items.insert(pos, d);
-    ++m_counts[d.webhook].pending;
+    Counts& counts = m_counts[d.webhook];
+    ++counts.pending;
+    if (const auto made = made_at(d)) {
+      counts.made.insert(*made);
+    }
     if (new_head) {
       make_ready(key, q);
     }
@@ -325,8 +312,9 @@ void Dispatcher::flush() {
     const TimePoint now = m_clock.now();
     if (!m_last_flush_error_log || now - *m_last_flush_error_log >= k_flush_error_log_interval) {
       m_last_flush_error_log = now;
-      spdlog::error("cannot record {} delivered events, will try again: {}", m_delivered.size(),
-                    e.what());
+      logging::error("cannot record " + count_of(m_delivered.size(), "delivered event") +
+                         ", will try again",
+                     {{"deliveries", m_delivered.size()}, {"reason", e.what()}});
     }
     return;
   }
@@ -336,6 +324,14 @@ void Dispatcher::flush() {
 std::size_t Dispatcher::pending(const std::string& webhook) const {
   const auto it = m_counts.find(webhook);
   return it == m_counts.end() ? 0 : it->second.pending;
+}
+
+std::optional<TimePoint> Dispatcher::oldest_pending(const std::string& webhook) const {
+  const auto it = m_counts.find(webhook);
+  if (it == m_counts.end() || it->second.made.empty()) {
+    return std::nullopt;
+  }
+  return *it->second.made.begin();
 }
 
 bool Dispatcher::disabled(const std::string& webhook) const {
@@ -365,8 +361,10 @@ void Dispatcher::submit(const QueueKey& key) {
   r.max_response_bytes = k_max_response_bytes;
   r.ca_file = t.config.ca_file;
 
-  spdlog::debug("webhook {}: sending event {} (attempt {})", key.webhook, d.event_id,
-                d.attempts + 1);
+  logging::debug("webhook delivery sent", {{"webhook", key.webhook},
+                                           {"event_id", d.event_id},
+                                           {"key", d.process_query_key},
+                                           {"attempt", d.attempts + 1}});
   m_engine.submit(std::move(r),
                   [alive = std::weak_ptr<int>(m_alive), this, key, event_id = d.event_id,
                    fp = t.fingerprint](http::Response response) {
@@ -380,6 +378,12 @@ void Dispatcher::submit(const QueueKey& key) {
 void Dispatcher::pop_head(const QueueKey& key) {
   auto it = m_queues.find(key);
   Queue& q = it->second;
+  if (const auto made = made_at(q.items.front())) {
+    auto& all = m_counts[key.webhook].made;
+    if (const auto at = all.find(*made); at != all.end()) {
+      all.erase(at);
+    }
+  }
   q.items.pop_front();
   q.head_in_flight = false;
   auto& counts = m_counts[key.webhook];
@@ -410,8 +414,8 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
   const auto qit = m_queues.find(key);
   if (qit == m_queues.end() || qit->second.items.empty() || !qit->second.head_in_flight ||
       qit->second.items.front().event_id != event_id) {
-    spdlog::error("webhook {}: completion for event {} that is not in flight", key.webhook,
-                  event_id);
+    logging::error("webhook completion for an event that is not in flight",
+                   {{"webhook", key.webhook}, {"event_id", event_id}});
     return;
   }
   Queue& q = qit->second;
@@ -424,8 +428,12 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
 
   if (is_success(response)) {
     m_delivered.emplace(d.event_id, d.webhook);
-    spdlog::debug("webhook {}: delivered event {} in {:.3f}s", key.webhook, d.event_id,
-                  seconds(response.duration));
+    logging::debug("webhook delivered", {{"webhook", key.webhook},
+                                         {"event_id", d.event_id},
+                                         {"key", d.process_query_key},
+                                         {"attempt", d.attempts + 1},
+                                         {"status", response.status},
+                                         {"duration_seconds", seconds(response.duration)}});
     if (m_observer.on_delivered) {
       m_observer.on_delivered(key.webhook, response.duration);
     }
@@ -445,13 +453,14 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
       if (!t->second.disabled) {
         t->second.disabled = true;
         m_ready.erase(key.webhook);
-        spdlog::warn("webhook {}: answered HTTP 410 Gone; disabled until its configuration "
-                     "changes, its events are kept pending",
-                     key.webhook);
+        logging::warn("webhook disabled by HTTP 410 Gone until its configuration changes; its "
+                      "events are kept pending",
+                      {{"webhook", key.webhook}, {"event_id", d.event_id}, {"status", 410}});
         try {
           m_store.set_webhook_disabled(key.webhook, fp, now, error);
         } catch (const store::StoreError& e) {
-          spdlog::error("webhook {}: recording it as disabled: {}", key.webhook, e.what());
+          logging::error("cannot record the webhook as disabled",
+                         {{"webhook", key.webhook}, {"reason", e.what()}});
         }
         if (m_observer.on_disabled) {
           m_observer.on_disabled(key.webhook);
@@ -462,8 +471,8 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
       try {
         m_store.mark_retry(d.event_id, d.webhook, d.attempts, now, error);
       } catch (const store::StoreError& e) {
-        spdlog::error("webhook {}: recording the answer to event {}: {}", key.webhook, d.event_id,
-                      e.what());
+        logging::error("cannot record the webhook's answer",
+                       {{"webhook", key.webhook}, {"event_id", d.event_id}, {"reason", e.what()}});
       }
       return;
     }
@@ -483,13 +492,18 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
     try {
       m_store.mark_dead(d.event_id, d.webhook, attempts, now, error);
     } catch (const store::StoreError& e) {
-      spdlog::error("webhook {}: recording event {} as dead: {}", key.webhook, d.event_id,
-                    e.what());
+      logging::error("cannot record the event as a dead letter",
+                     {{"webhook", key.webhook}, {"event_id", d.event_id}, {"reason", e.what()}});
       hold_after_store_failure(key, q, now);
       return;
     }
-    spdlog::warn("webhook {}: event {} failed {} times, last: {}; it is now a dead letter",
-                 key.webhook, d.event_id, attempts, error);
+    logging::warn("webhook delivery failed for the last time: the event is now a dead letter",
+                  {{"webhook", key.webhook},
+                   {"event_id", d.event_id},
+                   {"key", d.process_query_key},
+                   {"attempt", attempts},
+                   {"reason", error},
+                   {"status", answer_status(response)}});
     if (m_observer.on_dead) {
       m_observer.on_dead(key.webhook);
     }
@@ -500,16 +514,22 @@ void Dispatcher::on_complete(const QueueKey& key, const std::string& event_id,
   try {
     m_store.mark_retry(d.event_id, d.webhook, attempts, next, error);
   } catch (const store::StoreError& e) {
-    spdlog::error("webhook {}: recording a failed attempt of event {}: {}", key.webhook, d.event_id,
-                  e.what());
+    logging::error("cannot record a failed delivery attempt",
+                   {{"webhook", key.webhook}, {"event_id", d.event_id}, {"reason", e.what()}});
     hold_after_store_failure(key, q, now);
     return;
   }
   d.attempts = attempts;
   d.next_attempt = next;
   d.last_error = error;
-  spdlog::info("webhook {}: event {} attempt {} failed ({}); next try in {:.0f}s", key.webhook,
-               d.event_id, attempts, error, seconds(*delay));
+  // A failure worth acting on: warn, so that it shows under --log-level warn.
+  logging::warn("webhook delivery failed", {{"webhook", key.webhook},
+                                            {"event_id", d.event_id},
+                                            {"key", d.process_query_key},
+                                            {"attempt", attempts},
+                                            {"reason", error},
+                                            {"status", answer_status(response)},
+                                            {"retry_in_seconds", std::round(seconds(*delay))}});
   make_ready(key, q);
 }
 

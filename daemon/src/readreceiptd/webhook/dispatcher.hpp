@@ -1,5 +1,5 @@
 // Dispatcher: delivers the outbox's pending deliveries to the configured
-// webhooks (SPEC section 6) through the HTTP engine, and records every
+// webhooks through the HTTP engine, and records every
 // outcome in the store.
 //
 // - One FIFO queue per (process_query_key, webhook), ordered by sequence.
@@ -139,6 +139,10 @@ public:
   std::size_t pending(const std::string& webhook) const;
   // Whether `webhook` is configured and disabled by a 410.
   bool disabled(const std::string& webhook) const;
+  // When the oldest event still pending for `webhook` was made (from its
+  // event id; an id not of the daemon's form is left out); nullopt when
+  // none is pending.
+  std::optional<TimePoint> oldest_pending(const std::string& webhook) const;
 
   void set_observer(Observer observer) { m_observer = std::move(observer); }
 
@@ -163,6 +167,7 @@ private:
   struct Counts {
     std::size_t pending = 0;
     std::size_t in_flight = 0;
+    std::multiset<TimePoint> made; // when each pending event was made
   };
   // A head waiting to be submitted: (due, queue).
   using ReadyEntry = std::pair<TimePoint, QueueKey>;

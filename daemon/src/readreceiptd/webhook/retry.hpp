@@ -1,4 +1,4 @@
-// The webhook retry schedule (SPEC section 6). A delivery gets
+// The webhook retry schedule (the README's "Webhook events"). A delivery gets
 // k_max_attempts attempts: after attempt n (n = 1..9) fails, the next waits
 // k_retry_delays[n-1], give or take k_retry_jitter; when attempt 10 fails the
 // event is dead.

@@ -1,4 +1,4 @@
-// Webhook signing per the Standard Webhooks specification (SPEC section 6):
+// Webhook signing per the Standard Webhooks specification:
 // the secret "whsec_<base64 key>", and the signature
 //   "v1," + base64(HMAC-SHA256(key, id + "." + timestamp + "." + body)).
 // Pure functions (no I/O, no clock); thread-safe.

@@ -1,0 +1,120 @@
+// The command lines of readreceiptd and of the fakes (fake-dingtalk,
+// webhook-sink), run as a user runs them: --help, bad flags, defaults.
+#include "integration/harness.hpp"
+
+#include <string>
+#include <vector>
+
+using namespace rrd::testing;
+
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string output; // stdout and stderr
+};
+
+Run run(const TempDir& dir, std::vector<std::string> argv) {
+  static int counter = 0;
+  Run r;
+  ChildProcess p(std::move(argv), dir.file("run-" + std::to_string(++counter) + ".log"));
+  r.code = p.wait(std::chrono::seconds(20));
+  r.output = p.log();
+  return r;
+}
+
+std::size_t lines(const std::string& text) {
+  std::size_t n = 0;
+  for (const char c : text) {
+    n += c == '\n' ? 1 : 0;
+  }
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("cli: readreceiptd --help lists every option and exits 0") {
+  TempDir dir;
+  const Run help = run(dir, {RRD_DAEMON_PATH, "--help"});
+  CHECK(help.code == 0);
+  for (const char* option :
+       {"--config PATH", "--check-config", "--healthcheck", "--log-level", "--log-format",
+        "--version", "--help", "(default /etc/readreceiptd/config.yaml)"}) {
+    CAPTURE(option);
+    CHECK(help.output.find(option) != std::string::npos);
+  }
+}
+
+TEST_CASE("cli: readreceiptd with a bad flag prints one line pointing to --help and exits 2") {
+  TempDir dir;
+  const Run bogus = run(dir, {RRD_DAEMON_PATH, "--bogus"});
+  CHECK(bogus.code == 2);
+  CHECK(bogus.output == "readreceiptd: unknown argument \"--bogus\" (see readreceiptd --help)\n");
+  const Run missing = run(dir, {RRD_DAEMON_PATH, "--log-level"});
+  CHECK(missing.code == 2);
+  CHECK(missing.output == "readreceiptd: --log-level: needs a value (see readreceiptd --help)\n");
+}
+
+TEST_CASE("cli: without --config, readreceiptd reads the default path --help names") {
+  TempDir dir;
+  const Run check = run(dir, {RRD_DAEMON_PATH, "--check-config"});
+  INFO(check.output);
+  CHECK(check.output.find("/etc/readreceiptd/config.yaml") != std::string::npos);
+  CHECK(check.output.find("required") == std::string::npos);
+  CHECK(check.output.find("usage:") == std::string::npos);
+}
+
+TEST_CASE("cli: --check-config counts messages and webhooks in proper plurals") {
+  DaemonHarness h;
+  h.watch("only-key");
+  h.write_config();
+  const Run one = run(h.dir, {RRD_DAEMON_PATH, "--config", h.config_path(), "--check-config"});
+  CHECK(one.code == 0);
+  CHECK(one.output == h.config_path() + ": configuration is valid (1 message, 1 webhook)\n");
+  h.watch("second-key");
+  h.more_webhooks_yaml.push_back(DaemonHarness::webhook_item("audit", h.sink.url()));
+  h.write_config();
+  const Run two = run(h.dir, {RRD_DAEMON_PATH, "--config", h.config_path(), "--check-config"});
+  CHECK(two.code == 0);
+  CHECK(two.output == h.config_path() + ": configuration is valid (2 messages, 2 webhooks)\n");
+}
+
+TEST_CASE("cli: webhook-sink and fake-dingtalk have a --help listing every option") {
+  TempDir dir;
+  const Run sink = run(dir, {RRD_WEBHOOK_SINK_PATH, "--help"});
+  CHECK(sink.code == 0);
+  for (const char* option :
+       {"usage: webhook-sink", "--port N", "--secret", "WEBHOOK_SECRET", "--help"}) {
+    CAPTURE(option);
+    CHECK(sink.output.find(option) != std::string::npos);
+  }
+  CHECK(sink.output.find("needs a value") == std::string::npos);
+
+  const Run fake = run(dir, {RRD_FAKE_DINGTALK_PATH, "--help"});
+  CHECK(fake.code == 0);
+  for (const char* option :
+       {"usage: fake-dingtalk", "--port N", "--app-key", "--app-secret", "--robot-code",
+        "--page-size", "--token-lifetime", "--seed", "--scenario", "--help"}) {
+    CAPTURE(option);
+    CHECK(fake.output.find(option) != std::string::npos);
+  }
+}
+
+TEST_CASE("cli: the fakes answer a bad flag with one line pointing to --help, exit 2") {
+  TempDir dir;
+  const Run sink = run(dir, {RRD_WEBHOOK_SINK_PATH, "--bogus"});
+  CHECK(sink.code == 2);
+  CHECK(sink.output == "webhook-sink: unknown argument \"--bogus\" (see webhook-sink --help)\n");
+  const Run sink_missing = run(dir, {RRD_WEBHOOK_SINK_PATH, "--port"});
+  CHECK(sink_missing.code == 2);
+  CHECK(lines(sink_missing.output) == 1);
+  CHECK(sink_missing.output.find("--port: needs a value") != std::string::npos);
+
+  const Run fake = run(dir, {RRD_FAKE_DINGTALK_PATH, "--bogus", "1"});
+  CHECK(fake.code == 2);
+  CHECK(fake.output == "fake-dingtalk: unknown argument \"--bogus\" (see fake-dingtalk --help)\n");
+  const Run fake_bad = run(dir, {RRD_FAKE_DINGTALK_PATH, "--page-size", "500"});
+  CHECK(fake_bad.code == 2);
+  CHECK(lines(fake_bad.output) == 1);
+  CHECK(fake_bad.output.find("(see fake-dingtalk --help)") != std::string::npos);
+}
