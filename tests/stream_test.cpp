@@ -1,7 +1,7 @@
 // The Stream mode's pure parts: the gateway call, frames and their answers
 // (STREAM.md's examples as test vectors), the WebSocket handshake and
 // framing, and the reconnect and keep-alive policy.
-#include "fakes/ws_frames.hpp"
+#include "fakes/ws_frame.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/stream/frames.hpp"
 #include "readreceiptd/stream/handshake.hpp"
@@ -15,7 +15,6 @@
 using namespace rrd;
 using namespace rrd::stream;
 using nlohmann::json;
-using rrd::testing::server_frame;
 
 namespace {
 
@@ -48,13 +47,26 @@ constexpr const char* k_event_frame =
              "eventUnifiedAppId": "bbb381b6-f01x-58daac"},
  "data": "{\"processQueryKey\":\"dsadfsafaewsrdefe\",\"userId\":\"manager\",\"unionId\":\"sdjkqwheda\",\"operatTime\":\"1654641965416\",\"robotCode\":\"dingnxkjdhasdw\",\"openConversationId\":\"cidajsdhqwiocid111\"}"})";
 
-// The one client frame in `bytes`, unmasked; sets its opcode.
+// A server's frame (unmasked): FIN and opcode as the first byte writes them.
+std::string server_frame(unsigned char first_byte, std::string_view payload) {
+  testing::ws::Frame f;
+  f.fin = (first_byte & 0x80) != 0;
+  f.opcode = static_cast<testing::ws::Opcode>(first_byte & 0x0F);
+  f.payload = std::string(payload);
+  return testing::ws::encode(f);
+}
+
+// The one client frame in `bytes`, which must be masked; sets its opcode.
 std::string client_payload(std::string_view bytes, int& opcode, std::size_t& used) {
-  const auto frames = testing::client_frames(bytes);
-  REQUIRE(frames.size() == 1);
-  opcode = frames[0].opcode;
-  used = bytes.size();
-  return frames[0].payload;
+  testing::ws::FrameReader reader;
+  reader.feed(bytes);
+  const auto f = reader.next();
+  REQUIRE(f);
+  CHECK(f->masked);
+  CHECK(testing::ws::violation(*f, /*from_client=*/true) == "");
+  opcode = static_cast<int>(f->opcode);
+  used = bytes.size() - reader.buffered();
+  return f->payload;
 }
 
 } // namespace

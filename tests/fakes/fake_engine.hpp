@@ -18,18 +18,19 @@ namespace rrd::testing {
 
 // The test's side of a raw stream. Its handler hears of it only from
 // FakeEngine::run_once(), as from the real engine.
-class FakeStream {
+class FakeRawStream {
 public:
   http::StreamRequest request;
-  bool dropped = false;        // the client destroyed its handle
-  bool close_asked = false;    // the client called close()
-  std::string written;         // every byte the client sent, in order
+  bool dropped = false;     // the client destroyed its handle
+  bool close_asked = false; // the client called close()
+  std::string written;      // every byte the client sent, in order
 
   // What happens at the next run_once(): the connection opens, the server
   // sends bytes, the connection ends.
   void open() { m_events.push_back({Kind::open, {}, http::Failure::none}); }
   void deliver(std::string bytes) { m_events.push_back({Kind::data, std::move(bytes), {}}); }
-  void end(http::Failure f = http::Failure::network, std::string why = "connection closed by the peer") {
+  void end(http::Failure f = http::Failure::network,
+           std::string why = "connection closed by the peer") {
     m_events.push_back({Kind::closed, std::move(why), f});
   }
   // Bytes written since the last call.
@@ -42,7 +43,7 @@ public:
 
 private:
   friend class FakeEngine;
-  friend class FakeStreamHandle;
+  friend class FakeRawStreamHandle;
   enum class Kind { open, data, closed };
   struct Event {
     Kind kind;
@@ -81,12 +82,12 @@ private:
   bool m_ended = false;
 };
 
-class FakeStreamHandle final : public http::StreamConnection {
+class FakeRawStreamHandle final : public http::StreamConnection {
 public:
-  explicit FakeStreamHandle(std::shared_ptr<FakeStream> s) : m_stream(std::move(s)) {}
-  FakeStreamHandle(const FakeStreamHandle&) = delete;
-  FakeStreamHandle& operator=(const FakeStreamHandle&) = delete;
-  ~FakeStreamHandle() override { m_stream->dropped = true; }
+  explicit FakeRawStreamHandle(std::shared_ptr<FakeRawStream> s) : m_stream(std::move(s)) {}
+  FakeRawStreamHandle(const FakeRawStreamHandle&) = delete;
+  FakeRawStreamHandle& operator=(const FakeRawStreamHandle&) = delete;
+  ~FakeRawStreamHandle() override { m_stream->dropped = true; }
   void send(std::string_view bytes) override {
     if (!m_stream->close_asked && !m_stream->ended()) {
       m_stream->written.append(bytes);
@@ -96,7 +97,7 @@ public:
   void close() override { m_stream->close_asked = true; }
 
 private:
-  std::shared_ptr<FakeStream> m_stream;
+  std::shared_ptr<FakeRawStream> m_stream;
 };
 
 class FakeEngine final : public http::Engine {
@@ -131,14 +132,14 @@ public:
   }
   std::unique_ptr<http::StreamConnection> open_stream(const http::StreamRequest& request,
                                                       http::StreamHandler& handler) override {
-    auto s = std::make_shared<FakeStream>();
+    auto s = std::make_shared<FakeRawStream>();
     s->request = request;
     s->m_handler = &handler;
     m_streams.push_back(s);
-    return std::make_unique<FakeStreamHandle>(s);
+    return std::make_unique<FakeRawStreamHandle>(s);
   }
   // Every stream ever opened, oldest first.
-  const std::vector<std::shared_ptr<FakeStream>>& streams() const { return m_streams; }
+  const std::vector<std::shared_ptr<FakeRawStream>>& streams() const { return m_streams; }
   void wakeup() override {}
   std::size_t in_flight() const override { return m_pending.size(); }
 
@@ -185,7 +186,7 @@ private:
   std::deque<Pending> m_pending;
   std::vector<std::pair<http::Callback, http::Response>> m_ready;
   std::vector<http::Request> m_submitted;
-  std::vector<std::shared_ptr<FakeStream>> m_streams;
+  std::vector<std::shared_ptr<FakeRawStream>> m_streams;
 };
 
 } // namespace rrd::testing

@@ -64,8 +64,7 @@ std::string new_key() {
 struct Client::Connection final : http::StreamHandler {
   enum class Phase { connecting, upgrading, open, closing };
 
-  Connection(Client& owner, std::uint64_t connection_id, std::string expected_accept,
-             TimePoint now)
+  Connection(Client& owner, std::uint64_t connection_id, std::string expected_accept, TimePoint now)
       : client(owner), id(connection_id), upgrade(std::move(expected_accept)), started(now),
         last_frame(now) {}
 
@@ -98,9 +97,8 @@ Client::Client(const config::DingTalk& cfg, http::Engine& engine, const Clock& c
                scheduler::RateLimiter& limiter, ReadSink& sink, Observer& observer,
                std::uint64_t seed)
     : m_cfg(cfg), m_credentials(credentials(cfg)), m_engine(engine), m_clock(clock),
-      m_limiter(limiter), m_sink(sink), m_observer(observer), m_rng(seed),
-      m_retry_at(clock.now()), m_state_since(clock.now()),
-      m_alive(std::make_shared<Client*>(this)) {}
+      m_limiter(limiter), m_sink(sink), m_observer(observer), m_rng(seed), m_retry_at(clock.now()),
+      m_state_since(clock.now()), m_alive(std::make_shared<Client*>(this)) {}
 
 Client::~Client() = default;
 
@@ -127,12 +125,12 @@ void Client::set_connected(bool up, TimePoint now) {
 }
 
 void Client::reconfigure(const config::DingTalk& cfg) {
-  const bool changed = cfg.endpoint != m_cfg.endpoint || cfg.ca_file != m_cfg.ca_file ||
-                       credentials(cfg).has_value() != m_credentials.has_value() ||
-                       (m_credentials && (credentials(cfg)->client_id != m_credentials->client_id ||
-                                          credentials(cfg)->client_secret !=
-                                              m_credentials->client_secret)) ||
-                       cfg.third_party.auth_corp_id != m_cfg.third_party.auth_corp_id;
+  const bool changed =
+      cfg.endpoint != m_cfg.endpoint || cfg.ca_file != m_cfg.ca_file ||
+      credentials(cfg).has_value() != m_credentials.has_value() ||
+      (m_credentials && (credentials(cfg)->client_id != m_credentials->client_id ||
+                         credentials(cfg)->client_secret != m_credentials->client_secret)) ||
+      cfg.third_party.auth_corp_id != m_cfg.third_party.auth_corp_id;
   m_cfg = cfg;
   m_credentials = credentials(cfg);
   if (!changed) {
@@ -223,17 +221,20 @@ void Client::pump() {
     }
   }
   // A (re)connect: when none is open or being opened, or for a handover.
-  if (m_stopped || !m_credentials || m_gateway_attempt != 0) {
-    return;
-  }
-  const bool opening = std::any_of(m_connections.begin(), m_connections.end(), [](const auto& e) {
-    return !e.second->retiring && (e.second->phase == Connection::Phase::connecting ||
-                                   e.second->phase == Connection::Phase::upgrading);
-  });
-  const bool need = !opening && (m_current == 0 || m_handover);
-  if (need && now >= m_retry_at) {
+  if (wants_connection() && now >= m_retry_at) {
     start_gateway(now);
   }
+}
+
+bool Client::wants_connection() const {
+  if (m_stopped || !m_credentials || m_gateway_attempt != 0 || (m_current != 0 && !m_handover)) {
+    return false;
+  }
+  // Not while one is being opened.
+  return std::none_of(m_connections.begin(), m_connections.end(), [](const auto& e) {
+    return e.second->phase == Connection::Phase::connecting ||
+           e.second->phase == Connection::Phase::upgrading;
+  });
 }
 
 std::optional<TimePoint> Client::next_wakeup() const {
@@ -261,7 +262,7 @@ std::optional<TimePoint> Client::next_wakeup() const {
       consider(c->started + m_cfg.request_timeout + http::k_default_connect_timeout);
     }
   }
-  if (!m_stopped && m_credentials && m_gateway_attempt == 0 && (m_current == 0 || m_handover)) {
+  if (wants_connection()) {
     consider(m_waiting_for_slot ? m_limiter.next_allowed(now) : std::max(now, m_retry_at));
   }
   return next;
@@ -296,10 +297,10 @@ void Client::on_gateway(std::uint64_t attempt, http::Response r) {
     reason = dingtalk::FailureReason::auth;
     break;
   case GatewayOutcome::transient:
-    reason = r.failure == http::Failure::timeout   ? dingtalk::FailureReason::timeout
-             : r.failure != http::Failure::none    ? dingtalk::FailureReason::network
-             : r.status >= 500                     ? dingtalk::FailureReason::server
-                                                   : dingtalk::FailureReason::bad_response;
+    reason = r.failure == http::Failure::timeout ? dingtalk::FailureReason::timeout
+             : r.failure != http::Failure::none  ? dingtalk::FailureReason::network
+             : r.status >= 500                   ? dingtalk::FailureReason::server
+                                                 : dingtalk::FailureReason::bad_response;
     break;
   }
   m_observer.gateway_finished(r.duration, reason);
@@ -382,8 +383,7 @@ void Client::on_socket_data(Connection& c, std::string_view bytes) {
     case UpgradeParser::State::more:
       return;
     case UpgradeParser::State::refused:
-      spdlog::warn("Stream: the WebSocket handshake was refused with HTTP {}",
-                   c.upgrade.status());
+      spdlog::warn("Stream: the WebSocket handshake was refused with HTTP {}", c.upgrade.status());
       lost(c, DisconnectReason::protocol, "handshake refused");
       return;
     case UpgradeParser::State::invalid:

@@ -111,6 +111,7 @@ private:
   struct Connection;
   friend struct Connection;
 
+  bool wants_connection() const;
   void start_gateway(TimePoint now);
   void on_gateway(std::uint64_t attempt, http::Response r);
   void attempt_failed(TimePoint now, bool credentials_refused);
