@@ -284,7 +284,18 @@ TEST_CASE("api: wrong methods get 405 with Allow - unknown paths 404") {
   CHECK(call(b, "GET", "/v2/messages").status == 404);
 }
 
-TEST_CASE("api: with a token, every call but /healthz needs it - 401 never echoes it") {
+TEST_CASE("api: a query parameter the call does not take is a 400 naming it") {
+  FakeBackend b;
+  b.records["k"] = record("k");
+  auto bad = call(b, "GET", "/v1/messages/k?verbose=1");
+  CHECK(bad.status == 400);
+  CHECK(body_of(bad)["error"] == "unknown query parameter \"verbose\"");
+  CHECK(call(b, "GET", "/healthz?x").status == 400);
+  CHECK(call(b, "GET", "/v1/messages/k?").status == 200);
+  CHECK(call(b, "GET", "/v1/messages?state=%zz").status == 400);
+}
+
+TEST_CASE("api: with a token, every call but /healthz and /readyz needs it - 401 never echoes it") {
   FakeBackend b;
   const std::string token = "api-t0ken";
   auto missing = call(b, "GET", "/v1/messages", "", token);
@@ -294,9 +305,11 @@ TEST_CASE("api: with a token, every call but /healthz needs it - 401 never echoe
   CHECK(wrong.status == 401);
   CHECK(wrong.body.find("nope") == std::string::npos);
   CHECK(wrong.body.find(token) == std::string::npos);
-  CHECK(call(b, "GET", "/readyz", "", token).status == 401);
   CHECK(call(b, "GET", "/nowhere", "", token).status == 401);
+  // Probes need no secret.
   CHECK(call(b, "GET", "/healthz", "", token).status == 200);
+  CHECK(call(b, "GET", "/readyz", "", token).status == 200);
+  CHECK(call(b, "GET", "/readyz", "", token, "", {true, Readiness::starting}).status == 503);
   CHECK(call(b, "GET", "/v1/messages", "", token, "Bearer api-t0ken").status == 200);
   CHECK(call(b, "GET", "/readyz", "", token, "Bearer api-t0ken").status == 200);
 }

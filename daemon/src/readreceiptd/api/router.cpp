@@ -1,5 +1,6 @@
 #include "readreceiptd/api/router.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <nlohmann/json.hpp>
@@ -8,15 +9,18 @@
 
 namespace rrd::api {
 
+// What a handler is given: the request and what route() made of it.
+struct Call {
+  const Request& request;
+  const Health& health;
+  std::string param; // the decoded {parameter}; "" for a route without one
+  // The query's parameters, decoded, each one the operation accepts.
+  std::vector<std::pair<std::string, std::string>> query;
+};
+
 namespace {
 
 using nlohmann::json;
-
-constexpr std::string_view k_messages = "/v1/messages";
-constexpr std::string_view k_messages_prefix = "/v1/messages/";
-constexpr std::string_view k_dead_letters = "/v1/dead-letters";
-constexpr std::string_view k_dead_letters_prefix = "/v1/dead-letters/";
-constexpr std::string_view k_replay_suffix = "/replay";
 
 std::string dump(const json& j) {
   // Keys and labels come from users: never throw on bad UTF-8.
@@ -112,16 +116,28 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse_query(std:
   return out;
 }
 
-Routed list_messages(std::string_view query) {
-  const auto params = parse_query(query);
-  if (!params) {
-    return immediate(error_reply(400, "malformed query string"));
+Routed healthz(const Call& c) {
+  return immediate(c.health.loop_alive
+                       ? json_reply(200, json{{"status", "ok"}})
+                       : json_reply(503, json{{"status", "unhealthy"},
+                                              {"reason", "the scheduler loop is not turning"}}));
+}
+
+Routed readyz(const Call& c) {
+  if (!c.health.loop_alive) {
+    return immediate(
+        json_reply(503, json{{"ready", false}, {"reason", "the scheduler loop is not turning"}}));
   }
+  if (c.health.readiness != Readiness::ready) {
+    return immediate(
+        json_reply(503, json{{"ready", false}, {"reason", describe(c.health.readiness)}}));
+  }
+  return immediate(json_reply(200, json{{"ready", true}}));
+}
+
+Routed list_messages(const Call& c) {
   std::optional<bool> want_stopped;
-  for (const auto& [name, value] : *params) {
-    if (name != "state") {
-      return immediate(error_reply(400, "unknown query parameter \"" + name + "\""));
-    }
+  for (const auto& [name, value] : c.query) {
     if (value == "tracking") {
       want_stopped = false;
     } else if (value == "stopped") {
@@ -141,8 +157,8 @@ Routed list_messages(std::string_view query) {
   });
 }
 
-Routed add_message(std::string body) {
-  return later([body = std::move(body)](Backend& b) {
+Routed add_message(const Call& c) {
+  return later([body = c.request.body](Backend& b) {
     MessageSpec spec;
     try {
       spec = config::parse_message_json(body, b.config());
@@ -169,25 +185,20 @@ Routed add_message(std::string body) {
   });
 }
 
-Routed one_message(const std::string& method, const std::string& key) {
-  if (method == "GET") {
-    return later([key](Backend& b) {
-      const auto m = b.message(key);
-      return m ? json_reply(200, message_to_json(*m)) : error_reply(404, "no such message");
-    });
-  }
-  if (method == "DELETE") {
-    return later([key](Backend& b) {
-      return b.remove_message(key) ? Reply{204, "", {}} : error_reply(404, "no such message");
-    });
-  }
-  return immediate(method_not_allowed("GET, DELETE"));
+Routed get_message(const Call& c) {
+  return later([key = c.param](Backend& b) {
+    const auto m = b.message(key);
+    return m ? json_reply(200, message_to_json(*m)) : error_reply(404, "no such message");
+  });
 }
 
-Routed dead_letters(const std::string& method) {
-  if (method != "GET") {
-    return immediate(method_not_allowed("GET"));
-  }
+Routed delete_message(const Call& c) {
+  return later([key = c.param](Backend& b) {
+    return b.remove_message(key) ? Reply{204, "", {}} : error_reply(404, "no such message");
+  });
+}
+
+Routed list_dead_letters(const Call&) {
   return later([](Backend& b) {
     json list = json::array();
     for (const auto& d : b.dead_letters()) {
@@ -197,11 +208,8 @@ Routed dead_letters(const std::string& method) {
   });
 }
 
-Routed replay(const std::string& method, const std::string& event_id) {
-  if (method != "POST") {
-    return immediate(method_not_allowed("POST"));
-  }
-  return later([event_id](Backend& b) {
+Routed replay_dead_letter(const Call& c) {
+  return later([event_id = c.param](Backend& b) {
     const int n = b.replay_dead_letter(event_id);
     if (n == 0) {
       return error_reply(404, "no dead letter with this event id");
@@ -210,15 +218,44 @@ Routed replay(const std::string& method, const std::string& event_id) {
   });
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
+// The raw text a path template's {parameter} matched in `path`, or nullopt
+// when the path does not match. Templates have at most one parameter.
+std::optional<std::string_view> match(std::string_view pattern, std::string_view path) {
+  const auto open = pattern.find('{');
+  if (open == std::string_view::npos) {
+    return pattern == path ? std::optional<std::string_view>(std::string_view{}) : std::nullopt;
+  }
+  const auto close = pattern.find('}', open);
+  const std::string_view prefix = pattern.substr(0, open);
+  const std::string_view suffix = pattern.substr(close + 1);
+  if (path.size() <= prefix.size() + suffix.size() || path.substr(0, prefix.size()) != prefix ||
+      path.substr(path.size() - suffix.size()) != suffix) {
+    return std::nullopt;
+  }
+  return path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
 }
 
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+std::string allowed_methods(const Route& r) {
+  std::string out;
+  for (const auto& op : r.operations) {
+    out += (out.empty() ? "" : ", ") + std::string(op.method);
+  }
+  return out;
 }
 
 } // namespace
+
+const std::vector<Route>& routes() {
+  static const std::vector<Route> k_routes{
+      {"/healthz", false, {{"GET", {}, healthz}}},
+      {"/readyz", false, {{"GET", {}, readyz}}},
+      {"/v1/messages", true, {{"GET", {"state"}, list_messages}, {"POST", {}, add_message}}},
+      {"/v1/messages/{key}", true, {{"GET", {}, get_message}, {"DELETE", {}, delete_message}}},
+      {"/v1/dead-letters", true, {{"GET", {}, list_dead_letters}}},
+      {"/v1/dead-letters/{event_id}/replay", true, {{"POST", {}, replay_dead_letter}}},
+  };
+  return k_routes;
+}
 
 const char* describe(Readiness r) {
   switch (r) {
@@ -313,74 +350,51 @@ Routed route(const Request& request, const std::string& token, const Health& hea
   const std::string_view path = target.substr(0, question);
   const std::string_view query =
       question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
-  const std::string& method = request.method;
 
-  if (path == "/healthz") {
-    if (method != "GET") {
-      return immediate(method_not_allowed("GET"));
+  const Route* found = nullptr;
+  std::string_view raw_param;
+  for (const auto& r : routes()) {
+    if (const auto m = match(r.path, path)) {
+      found = &r;
+      raw_param = *m;
+      break;
     }
-    return immediate(health.loop_alive
-                         ? json_reply(200, json{{"status", "ok"}})
-                         : json_reply(503, json{{"status", "unhealthy"},
-                                                {"reason", "the scheduler loop is not turning"}}));
   }
-
-  if (!token.empty() && !bearer_matches(request.authorization, token)) {
+  // Unknown paths need the token too: without it, nothing is revealed.
+  if ((found == nullptr || found->needs_token) && !token.empty() &&
+      !bearer_matches(request.authorization, token)) {
     Reply r = error_reply(401, request.authorization.empty() ? "missing bearer token"
                                                              : "wrong bearer token");
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return immediate(std::move(r));
   }
-
-  if (path == "/readyz") {
-    if (method != "GET") {
-      return immediate(method_not_allowed("GET"));
-    }
-    if (!health.loop_alive) {
-      return immediate(
-          json_reply(503, json{{"ready", false}, {"reason", "the scheduler loop is not turning"}}));
-    }
-    if (health.readiness != Readiness::ready) {
-      return immediate(
-          json_reply(503, json{{"ready", false}, {"reason", describe(health.readiness)}}));
-    }
-    return immediate(json_reply(200, json{{"ready", true}}));
+  if (found == nullptr) {
+    return immediate(not_found());
   }
-
-  if (path == k_messages) {
-    if (method == "GET") {
-      return list_messages(query);
+  const Operation* op = nullptr;
+  for (const auto& o : found->operations) {
+    if (o.method == request.method) {
+      op = &o;
     }
-    if (method == "POST") {
-      return add_message(request.body);
+  }
+  if (op == nullptr) {
+    return immediate(method_not_allowed(allowed_methods(*found)));
+  }
+  const auto param = url_decode(raw_param);
+  if (!param) {
+    return immediate(error_reply(400, "malformed percent-encoding in the path"));
+  }
+  auto params = parse_query(query);
+  if (!params) {
+    return immediate(error_reply(400, "malformed query string"));
+  }
+  for (const auto& [name, value] : *params) {
+    if (std::find(op->query_parameters.begin(), op->query_parameters.end(), name) ==
+        op->query_parameters.end()) {
+      return immediate(error_reply(400, "unknown query parameter \"" + name + "\""));
     }
-    return immediate(method_not_allowed("GET, POST"));
   }
-
-  if (starts_with(path, k_messages_prefix) && path.size() > k_messages_prefix.size()) {
-    const auto key = url_decode(path.substr(k_messages_prefix.size()));
-    if (!key) {
-      return immediate(error_reply(400, "malformed percent-encoding in the path"));
-    }
-    return one_message(method, *key);
-  }
-
-  if (path == k_dead_letters) {
-    return dead_letters(method);
-  }
-
-  if (starts_with(path, k_dead_letters_prefix) && ends_with(path, k_replay_suffix) &&
-      path.size() > k_dead_letters_prefix.size() + k_replay_suffix.size()) {
-    const auto id = url_decode(
-        path.substr(k_dead_letters_prefix.size(),
-                    path.size() - k_dead_letters_prefix.size() - k_replay_suffix.size()));
-    if (!id) {
-      return immediate(error_reply(400, "malformed percent-encoding in the path"));
-    }
-    return replay(method, *id);
-  }
-
-  return immediate(not_found());
+  return op->handler(Call{request, health, *param, std::move(*params)});
 }
 
 } // namespace rrd::api

@@ -85,6 +85,30 @@ struct Routed {
 // authentication).
 Routed route(const Request& request, const std::string& token, const Health& health);
 
+// --- the route table: what route() serves, and what docs/openapi.yaml
+// must describe (tests/api_test.cpp holds the two together)
+
+struct Call; // what a handler is given (router.cpp)
+using Handler = Routed (*)(const Call&);
+
+struct Operation {
+  std::string_view method;                        // "GET", "POST", "DELETE"
+  std::vector<std::string_view> query_parameters; // the only ones accepted
+  Handler handler;
+};
+
+struct Route {
+  // An OpenAPI path template: "/v1/messages/{key}". A {parameter} matches
+  // one or more characters of the raw path, '/' included, and is
+  // percent-decoded before the handler sees it.
+  std::string_view path;
+  bool needs_token; // false: served without the bearer token
+  std::vector<Operation> operations;
+};
+
+// Every route, in the order route() tries them.
+const std::vector<Route>& routes();
+
 // --- helpers, exposed for tests
 
 // Percent-decodes `text`. A '+' stays a '+' (paths are not form data).
