@@ -40,9 +40,6 @@ public:
   AddOutcome add_message(const MessageSpec& spec) override {
     auto it = records.find(spec.process_query_key);
     if (it != records.end()) {
-      if (it->second.stopped) {
-        return AddOutcome::already_stopped;
-      }
       return it->second.spec == spec ? AddOutcome::unchanged : AddOutcome::conflict;
     }
     MessageRecord r;
@@ -52,6 +49,7 @@ public:
     return AddOutcome::created;
   }
   bool remove_message(const std::string& key) override {
+    removed.push_back(key);
     auto it = records.find(key);
     if (it == records.end()) {
       return false;
@@ -70,6 +68,7 @@ public:
   std::map<std::string, MessageRecord> records;
   std::vector<store::DeadLetter> dead;
   std::vector<std::string> replayed;
+  std::vector<std::string> removed; // every remove_message() call
 };
 
 MessageRecord record(const std::string& key, bool stopped = false) {
@@ -223,10 +222,15 @@ TEST_CASE("api: POST adds (201), repeats (200), conflicts (409) and validates (4
                        R"({"process_query_key": "new+key=", "expected_readers": ["u2"]})");
   CHECK(conflict.status == 409);
 
-  b.records["done"] = record("done", true);
-  auto stopped = call(b, "POST", "/v1/messages", R"({"process_query_key": "done"})");
-  CHECK(stopped.status == 409);
-  CHECK(body_of(stopped)["error"].get<std::string>().find("at most once") != std::string::npos);
+  // Other fields: the 409 names them.
+  CHECK(body_of(conflict)["error"].get<std::string>().find("(expected_readers)") !=
+        std::string::npos);
+  auto conflict2 = call(b, "POST", "/v1/messages",
+                        R"({"process_query_key": "new+key=", "expected_readers": ["u1"],)"
+                        R"( "labels": {"a": "b"}, "robot_code": "other"})");
+  CHECK(conflict2.status == 409);
+  CHECK(body_of(conflict2)["error"].get<std::string>().find("(robot_code, labels)") !=
+        std::string::npos);
 
   auto invalid =
       call(b, "POST", "/v1/messages", R"({"process_query_key": "x", "expected_readers": [1]})");
@@ -237,14 +241,51 @@ TEST_CASE("api: POST adds (201), repeats (200), conflicts (409) and validates (4
             .status == 400);
 }
 
-TEST_CASE("api: DELETE stops with 204, 404 when unknown") {
+TEST_CASE("api: POSTing a stopped message again: 200 with it as it is, 409 for other fields") {
+  FakeBackend b;
+  b.records["done"] = record("done", true);
+  auto same = call(b, "POST", "/v1/messages",
+                   R"({"process_query_key": "done", "expected_readers": ["u1", "u2"]})");
+  CHECK(same.status == 200);
+  CHECK(body_of(same)["state"] == "stopped");
+  CHECK(body_of(same)["stop_reason"] == "fully_read");
+  auto other = call(b, "POST", "/v1/messages", R"({"process_query_key": "done"})");
+  CHECK(other.status == 409);
+  const std::string text = body_of(other)["error"];
+  CHECK(text.find("(expected_readers)") != std::string::npos);
+  CHECK(text.find("stopped (fully_read)") != std::string::npos);
+  CHECK(text.find("at most once") != std::string::npos);
+}
+
+TEST_CASE("api: DELETE stops with 204 - 404 unknown - 409 stopped or from the configuration file") {
   FakeBackend b;
   b.records["k/1"] = record("k/1");
+  b.records["k/1"].source = MessageSource::api;
   auto deleted = call(b, "DELETE", "/v1/messages/k%2F1");
   CHECK(deleted.status == 204);
   CHECK(deleted.body.empty());
   CHECK(b.records["k/1"].stop_reason == StopReason::removed);
+  CHECK(b.removed == std::vector<std::string>{"k/1"});
   CHECK(call(b, "DELETE", "/v1/messages/unknown").status == 404);
+
+  // Already stopped: nothing happens again, the answer says why.
+  auto again = call(b, "DELETE", "/v1/messages/k%2F1");
+  CHECK(again.status == 409);
+  CHECK(body_of(again)["error"] == "process_query_key: \"k/1\" has already stopped (removed)");
+  b.records["read"] = record("read", true);
+  CHECK(body_of(call(b, "DELETE", "/v1/messages/read"))["error"].get<std::string>().find(
+            "(fully_read)") != std::string::npos);
+
+  // The configuration file's messages are declarative: removed there.
+  b.cfg.path = "/etc/readreceiptd/config.yaml";
+  b.records["yaml"] = record("yaml");
+  auto listed = call(b, "DELETE", "/v1/messages/yaml");
+  CHECK(listed.status == 409);
+  CHECK(body_of(listed)["error"] ==
+        "process_query_key: \"yaml\" is listed in the configuration file "
+        "(/etc/readreceiptd/config.yaml); remove it there and reload");
+  CHECK_FALSE(b.records["yaml"].stopped);
+  CHECK(b.removed == std::vector<std::string>{"k/1"});
 }
 
 TEST_CASE("api: dead letters are listed and replayed (202), unknown ones 404") {

@@ -340,3 +340,23 @@ TEST_CASE("scheduler: poll times still waiting are written when the loop stops")
   h.sched.flush();
   CHECK(h.store->load_message("key0")->last_poll == h.sched.find("key0")->last_poll);
 }
+
+TEST_CASE("scheduler: adding a stopped message again is unchanged with the same fields, a "
+          "conflict with others") {
+  Harness h(base_config(0, 100));
+  h.sched.start();
+  MessageSpec spec;
+  spec.process_query_key = "once";
+  spec.robot_code = "robot";
+  spec.expected_readers = {"u1"};
+  REQUIRE(h.sched.add(spec) == scheduler::Scheduler::AddOutcome::created);
+  REQUIRE(h.sched.remove("once"));
+  h.sched.flush();
+  REQUIRE(h.sched.find("once")->stopped);
+  CHECK(h.sched.add(spec) == scheduler::Scheduler::AddOutcome::unchanged);
+  MessageSpec other = spec;
+  other.expected_readers = {"u2"};
+  CHECK(h.sched.add(other) == scheduler::Scheduler::AddOutcome::conflict);
+  CHECK(h.sched.find("once")->stopped); // never tracked again
+  CHECK(h.sched.tracked() == 0);
+}

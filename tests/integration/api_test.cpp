@@ -71,6 +71,14 @@ bool stopped_at(const WebhookSink& sink, const std::string& key, const std::stri
   return false;
 }
 
+std::size_t count_of(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
 std::vector<std::string> keys_of(const json& list) {
   std::vector<std::string> out;
   for (const auto& m : list["messages"]) {
@@ -208,16 +216,45 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
   CHECK(keys_of(stopped_list) == std::vector<std::string>{api_key});
   CHECK(h.api("GET", "/v1/messages?state=finished").status == 400);
 
-  // Tracked at most once.
+  // Tracked at most once: the same request again is answered with the
+  // message as it is now, stopped; other fields are a conflict naming them.
   auto again = h.api("POST", "/v1/messages", body);
-  CHECK(again.status == 409);
-  CHECK(again.json()["error"].get<std::string>().find("at most once") != std::string::npos);
+  CHECK_MESSAGE(again.status == 200, again.body);
+  CHECK(again.json()["state"] == "stopped");
+  CHECK(again.json()["stop_reason"] == "fully_read");
+  auto changed = h.api("POST", "/v1/messages",
+                       R"({"process_query_key": "api+Key/2==", "expected_readers": ["u1"],)"
+                       R"( "labels": {"campaign": "api-1"}})");
+  CHECK(changed.status == 409);
+  CHECK_MESSAGE(changed.json()["error"].get<std::string>().find("expected_readers") !=
+                    std::string::npos,
+                changed.body);
 
-  // DELETE stops with reason removed.
-  CHECK(h.api("DELETE", "/v1/messages/" + encode(cfg_key)).status == 204);
-  REQUIRE_MESSAGE(h.wait_for_stop(cfg_key), h.log());
-  CHECK((*h.stopped_event(cfg_key))["data"]["reason"] == "removed");
+  // DELETE stops an API message with reason removed; once stopped, a
+  // second DELETE is a 409 naming the reason, and changes nothing.
+  h.dingtalk.add_message("api-gone", fm);
+  REQUIRE(h.api("POST", "/v1/messages", R"({"process_query_key": "api-gone"})").status == 201);
+  CHECK(h.api("DELETE", "/v1/messages/api-gone").status == 204);
+  REQUIRE_MESSAGE(h.wait_for_stop("api-gone"), h.log());
+  CHECK((*h.stopped_event("api-gone"))["data"]["reason"] == "removed");
+  auto twice = h.api("DELETE", "/v1/messages/api-gone");
+  CHECK(twice.status == 409);
+  CHECK_MESSAGE(twice.json()["error"].get<std::string>().find("removed") != std::string::npos,
+                twice.body);
+  REQUIRE(wait_until([&] { return count_of(h.log(), "removed through the API: api-gone") > 0; }));
+  CHECK(count_of(h.log(), "removed through the API: api-gone") == 1);
+  auto stopped_twice = h.api("DELETE", "/v1/messages/" + encode(api_key));
+  CHECK(stopped_twice.status == 409);
+  CHECK(stopped_twice.json()["error"].get<std::string>().find("fully_read") != std::string::npos);
   CHECK(h.api("DELETE", "/v1/messages/unknown").status == 404);
+  // A message of the configuration file is the file's to remove.
+  auto listed = h.api("DELETE", "/v1/messages/" + encode(cfg_key));
+  CHECK(listed.status == 409);
+  CHECK_MESSAGE(listed.json()["error"].get<std::string>().find("configuration file (" +
+                                                               h.config_path() + ")") !=
+                    std::string::npos,
+                listed.body);
+  CHECK(h.api("GET", "/v1/messages/" + encode(cfg_key)).json()["state"] == "tracking");
 
   // Wrong methods and unknown paths.
   auto put = h.api("PUT", "/v1/messages", "{}");
@@ -241,14 +278,15 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
   CHECK(live.json()["state"] == "tracking");
   CHECK(live.json()["source"] == "api");
   CHECK(h.api("GET", "/v1/messages/" + encode(api_key)).json()["state"] == "stopped");
-  CHECK(h.api("GET", "/v1/messages/" + encode(cfg_key)).json()["stop_reason"] == "removed");
+  CHECK(h.api("GET", "/v1/messages/api-gone").json()["stop_reason"] == "removed");
+  CHECK(h.api("GET", "/v1/messages/" + encode(cfg_key)).json()["state"] == "tracking");
   h.dingtalk.read("api-live", "late-reader");
   REQUIRE_MESSAGE(wait_until([&] { return h.events_of("api-live").size() == 1; }), h.log());
   CHECK(h.events_of("api-live")[0]["data"]["newly_read_user_ids"] == json({"late-reader"}));
   h.stop();
 }
 
-TEST_CASE("api: with a token every call but /healthz needs it - bodies are capped") {
+TEST_CASE("api: with a token every call but /healthz and /readyz needs it - bodies are capped") {
   DaemonHarness h;
   h.api_listen = api_listen();
   h.api_token = "api-token-Zq8vX1";

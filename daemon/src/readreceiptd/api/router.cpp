@@ -157,6 +157,26 @@ Routed list_messages(const Call& c) {
   });
 }
 
+// Why a POST of `spec` conflicts with the message `m` already known.
+std::string conflict_text(const MessageRecord& m, const MessageSpec& spec) {
+  std::string fields;
+  for (const auto& f : differing_fields(m.spec, spec)) {
+    fields += (fields.empty() ? "" : ", ") + f;
+  }
+  std::string text = "process_query_key: \"" + m.spec.process_query_key + "\" ";
+  text += m.stopped ? "was tracked" : "is already watched";
+  text += " with other fields" + (fields.empty() ? "" : " (" + fields + ")");
+  if (m.stopped) {
+    return text + " and has stopped (" +
+           (m.stop_reason ? to_string(*m.stop_reason) : std::string("unknown")) +
+           "); a processQueryKey is tracked at most once";
+  }
+  if (m.source == MessageSource::config) {
+    return text + "; it is listed in the configuration file: change it there and reload";
+  }
+  return text + "; a message keeps the fields it was added with";
+}
+
 Routed add_message(const Call& c) {
   return later([body = c.request.body](Backend& b) {
     MessageSpec spec;
@@ -166,20 +186,18 @@ Routed add_message(const Call& c) {
       return error_reply(400, e.what());
     }
     const std::string& key = spec.process_query_key;
-    switch (b.add_message(spec)) {
-    case AddOutcome::created:
-      return json_reply(201, message_to_json(*b.message(key)));
-    case AddOutcome::unchanged:
-      return json_reply(200, message_to_json(*b.message(key)));
-    case AddOutcome::conflict:
-      return error_reply(409, "process_query_key: \"" + key +
-                                  "\" is already watched with other fields; delete it first");
-    case AddOutcome::already_stopped: {
-      const auto m = b.message(key);
-      std::string reason = m && m->stop_reason ? to_string(*m->stop_reason) : "unknown";
-      return error_reply(409, "process_query_key: \"" + key + "\" was tracked and has stopped (" +
-                                  reason + "); a processQueryKey is tracked at most once");
+    const AddOutcome outcome = b.add_message(spec);
+    const auto m = b.message(key);
+    if (!m) {
+      return error_reply(500, "internal error");
     }
+    switch (outcome) {
+    case AddOutcome::created:
+      return json_reply(201, message_to_json(*m));
+    case AddOutcome::unchanged:
+      return json_reply(200, message_to_json(*m)); // as it is now, whatever its state
+    case AddOutcome::conflict:
+      return error_reply(409, conflict_text(*m, spec));
     }
     return error_reply(500, "internal error");
   });
@@ -192,8 +210,26 @@ Routed get_message(const Call& c) {
   });
 }
 
+// Only a message that is tracking and came through the API is stopped:
+// a stopped one stays as it stopped, and the configuration file's messages
+// are declarative (SPEC section 3), removed by removing them from the file.
 Routed delete_message(const Call& c) {
   return later([key = c.param](Backend& b) {
+    const auto m = b.message(key);
+    if (!m) {
+      return error_reply(404, "no such message");
+    }
+    const std::string what = "process_query_key: \"" + key + "\" ";
+    if (m->stopped) {
+      return error_reply(409, what + "has already stopped (" +
+                                  (m->stop_reason ? to_string(*m->stop_reason) : "unknown") + ")");
+    }
+    // A tracking message from the file is one the file lists: a reload
+    // stops those it no longer lists.
+    if (m->source == MessageSource::config) {
+      return error_reply(409, what + "is listed in the configuration file (" + b.config().path +
+                                  "); remove it there and reload");
+    }
     return b.remove_message(key) ? Reply{204, "", {}} : error_reply(404, "no such message");
   });
 }
@@ -334,6 +370,24 @@ std::string error_body(std::string_view text) {
 
 Reply error_reply(int status, std::string_view text) {
   return Reply{status, error_body(text), {}};
+}
+
+std::vector<std::string> differing_fields(const MessageSpec& a, const MessageSpec& b) {
+  std::vector<std::string> out;
+  auto check = [&](bool same, const char* name) {
+    if (!same) {
+      out.emplace_back(name);
+    }
+  };
+  check(a.process_query_key == b.process_query_key, "process_query_key");
+  check(a.open_conversation_id == b.open_conversation_id, "open_conversation_id");
+  check(a.robot_code == b.robot_code, "robot_code");
+  check(a.expected_readers == b.expected_readers, "expected_readers");
+  check(a.expected_reader_count == b.expected_reader_count, "expected_reader_count");
+  check(a.sent_at == b.sent_at, "sent_at");
+  check(a.webhooks == b.webhooks, "webhooks");
+  check(a.labels == b.labels, "labels");
+  return out;
 }
 
 std::string message_json(const MessageRecord& m) {

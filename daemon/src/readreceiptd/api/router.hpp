@@ -30,7 +30,10 @@ struct Reply {
   std::vector<std::pair<std::string, std::string>> headers; // extra ones: Allow, ...
 };
 
-enum class AddOutcome { created, unchanged, conflict, already_stopped };
+// What adding a message did. A key already known, tracking or stopped, is
+// never tracked again: unchanged when it has the same fields, a conflict
+// otherwise.
+enum class AddOutcome { created, unchanged, conflict };
 
 // What the API asks of the loop's state. Implemented by the app over the
 // scheduler, the store and the dispatcher. Loop thread only.
@@ -46,7 +49,9 @@ public:
   // Adds a message (source api), persisted before this returns (as far as
   // the store allows).
   virtual AddOutcome add_message(const MessageSpec& spec) = 0;
-  // Stops tracking with reason `removed`. False for an unknown key.
+  // Stops tracking with reason `removed`, persisted before this returns.
+  // False for an unknown key. The router calls it only for a tracking
+  // message that came through the API.
   virtual bool remove_message(const std::string& key) = 0;
   virtual std::vector<store::DeadLetter> dead_letters() = 0;
   // Moves the event's dead deliveries back to pending and queues them.
@@ -123,6 +128,10 @@ bool bearer_matches(std::string_view authorization, const std::string& token);
 // {"error": text}
 std::string error_body(std::string_view text);
 Reply error_reply(int status, std::string_view text);
+
+// The names of the `messages:` item fields that differ between `a` and `b`,
+// in the item's order ("expected_readers", "labels").
+std::vector<std::string> differing_fields(const MessageSpec& a, const MessageSpec& b);
 
 // A message as the API shows it (one element of GET /v1/messages).
 std::string message_json(const MessageRecord& m);

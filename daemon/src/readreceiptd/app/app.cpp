@@ -83,8 +83,6 @@ public:
       return api::AddOutcome::unchanged;
     case scheduler::Scheduler::AddOutcome::conflict:
       return api::AddOutcome::conflict;
-    case scheduler::Scheduler::AddOutcome::already_stopped:
-      return api::AddOutcome::already_stopped;
     }
     return api::AddOutcome::conflict;
   }

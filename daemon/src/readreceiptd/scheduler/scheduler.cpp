@@ -119,9 +119,7 @@ void Scheduler::reconcile() {
 Scheduler::AddOutcome Scheduler::add(const MessageSpec& spec) {
   auto it = m_messages.find(spec.process_query_key);
   if (it != m_messages.end()) {
-    if (it->second.record.stopped) {
-      return AddOutcome::already_stopped;
-    }
+    // Stopped or not: a processQueryKey is tracked at most once.
     return it->second.record.spec == spec ? AddOutcome::unchanged : AddOutcome::conflict;
   }
   const TimePoint now = m_clock.now();

@@ -105,8 +105,10 @@ public:
   std::size_t tracked() const { return m_tracked; }
   const config::Config& config() const { return m_cfg; }
 
-  enum class AddOutcome { created, unchanged, conflict, already_stopped };
+  enum class AddOutcome { created, unchanged, conflict };
   // Adds a message at run time (the HTTP API); persisted like the others.
+  // A known key, tracking or stopped, is never tracked again: unchanged
+  // when its fields are `spec`'s, a conflict otherwise.
   AddOutcome add(const MessageSpec& spec);
   // Stops tracking a message with reason `removed`. False if unknown.
   bool remove(const std::string& key);
