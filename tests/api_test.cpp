@@ -88,16 +88,30 @@ MessageRecord record(const std::string& key, bool stopped = false) {
 }
 
 // Routes a request and, if it needs the loop, runs it against `backend`.
-Reply call(Backend& backend, const std::string& method, const std::string& target,
-           const std::string& body = "", const std::string& token = "",
-           const std::string& authorization = "", Health health = k_healthy) {
-  Routed routed = route(Request{method, target, authorization, body}, token, health);
+Reply run(Backend& backend, const Request& request, const std::string& token = "",
+          Health health = k_healthy) {
+  Routed routed = route(request, token, health);
   if (routed.reply) {
     REQUIRE_FALSE(routed.command);
     return *routed.reply;
   }
   REQUIRE(routed.command);
   return routed.command(backend);
+}
+
+// A request whose body, if any, is application/json.
+Reply call(Backend& backend, const std::string& method, const std::string& target,
+           const std::string& body = "", const std::string& token = "",
+           const std::string& authorization = "", Health health = k_healthy) {
+  return run(backend,
+             Request{method, target, authorization, body.empty() ? "" : "application/json", body},
+             token, health);
+}
+
+// A request with this Content-Type ("" for none).
+Reply typed(Backend& backend, const std::string& method, const std::string& target,
+            const std::string& content_type, const std::string& body) {
+  return run(backend, Request{method, target, "", content_type, body});
 }
 
 json body_of(const Reply& r) {
@@ -286,6 +300,40 @@ TEST_CASE("api: DELETE stops with 204 - 404 unknown - 409 stopped or from the co
         "(/etc/readreceiptd/config.yaml); remove it there and reload");
   CHECK_FALSE(b.records["yaml"].stopped);
   CHECK(b.removed == std::vector<std::string>{"k/1"});
+}
+
+TEST_CASE("api: a body must be application/json (415 naming the header) - an empty one is none") {
+  CHECK(is_json_media_type("application/json"));
+  CHECK(is_json_media_type("Application/JSON"));
+  CHECK(is_json_media_type("application/json; charset=utf-8"));
+  CHECK(is_json_media_type(" application/json ;charset=UTF-8"));
+  CHECK_FALSE(is_json_media_type(""));
+  CHECK_FALSE(is_json_media_type("text/plain"));
+  CHECK_FALSE(is_json_media_type("application/x-www-form-urlencoded"));
+  CHECK_FALSE(is_json_media_type("application/jsonx"));
+  CHECK_FALSE(is_json_media_type("application/json-patch+json"));
+
+  FakeBackend b;
+  const std::string body = R"({"process_query_key": "k"})";
+  auto form = typed(b, "POST", "/v1/messages", "application/x-www-form-urlencoded", body);
+  CHECK(form.status == 415);
+  CHECK(body_of(form)["error"] ==
+        "Content-Type: must be application/json, not \"application/x-www-form-urlencoded\"");
+  CHECK(form.headers == decltype(form.headers){{"Accept", "application/json"}});
+  auto none = typed(b, "POST", "/v1/messages", "", body);
+  CHECK(none.status == 415);
+  CHECK(body_of(none)["error"].get<std::string>().rfind("Content-Type: missing", 0) == 0);
+  CHECK(b.records.empty());
+  CHECK(typed(b, "POST", "/v1/messages", "application/json; charset=utf-8", body).status == 201);
+  // Any call with a body: the replay takes none, but one it is given is JSON.
+  CHECK(typed(b, "POST", "/v1/dead-letters/evt_known/replay", "text/plain", "x").status == 415);
+
+  // No body at all, whatever the Content-Type: the replay needs none, and
+  // POST /v1/messages says what is missing.
+  CHECK(typed(b, "POST", "/v1/dead-letters/evt_known/replay", "", "").status == 202);
+  auto empty = typed(b, "POST", "/v1/messages", "application/x-www-form-urlencoded", "");
+  CHECK(empty.status == 400);
+  CHECK(body_of(empty)["error"].get<std::string>().rfind("request body: empty", 0) == 0);
 }
 
 TEST_CASE("api: dead letters are listed and replayed (202), unknown ones 404") {

@@ -9,8 +9,10 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -37,6 +39,75 @@ std::string encode(const std::string& s) {
 
 std::string api_listen() {
   return "127.0.0.1:" + std::to_string(free_port());
+}
+
+// Sends `head` (a request line and headers, without the blank line that ends
+// them) and `body` byte for byte: e.g. as curl -X POST does without -d, no
+// Content-Length, keep-alive. Reads one answer: its headers, then
+// Content-Length bytes.
+ApiAnswer raw_api(const std::string& listen, const std::string& head,
+                  const std::string& body = "") {
+  ApiAnswer a;
+  const auto colon = listen.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(listen.substr(colon + 1))));
+  REQUIRE(::inet_pton(AF_INET, listen.substr(0, colon).c_str(), &addr.sin_addr) == 1);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return a;
+  }
+  const std::string request = head + "\r\n\r\n" + body;
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  std::string in;
+  char buf[4096];
+  std::size_t header_end = std::string::npos;
+  std::size_t length = 0;
+  for (;;) {
+    if (header_end == std::string::npos) {
+      header_end = in.find("\r\n\r\n");
+      if (header_end != std::string::npos) {
+        std::string lower = in.substr(0, header_end);
+        for (auto& c : lower) {
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        const auto cl = lower.find("\r\ncontent-length:");
+        length = cl == std::string::npos ? 0 : std::stoul(lower.substr(cl + 17));
+      }
+    }
+    if (header_end != std::string::npos && in.size() >= header_end + 4 + length) {
+      break;
+    }
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      break;
+    }
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (in.rfind("HTTP/1.1 ", 0) == 0 && header_end != std::string::npos) {
+    a.status = std::stoi(in.substr(9, 3));
+    a.body = in.substr(header_end + 4, length);
+  }
+  return a;
+}
+
+// A request with any Content-Type (the harness always says application/json).
+ApiAnswer post_as(const std::string& listen, const std::string& target, const std::string& body,
+                  const std::string& content_type) {
+  httplib::Client client("http://" + listen);
+  client.set_read_timeout(10);
+  ApiAnswer a;
+  if (auto r = client.Post(target.c_str(), body, content_type.c_str())) {
+    a.status = r->status;
+    a.body = r->body;
+  }
+  return a;
 }
 
 // `readreceiptd ARGS...`, run to its end; returns the exit code.
@@ -320,6 +391,43 @@ TEST_CASE("api: with a token every call but /healthz and /readyz needs it - bodi
   h.stop();
 }
 
+TEST_CASE("api: no Content-Length is an empty body - a body must say application/json") {
+  DaemonHarness h;
+  h.api_listen = api_listen();
+  h.start();
+  REQUIRE_MESSAGE(h.wait_for_api(), h.log());
+  const std::string host = " HTTP/1.1\r\nHost: localhost\r\nAccept: */*";
+
+  // curl -X POST / -X DELETE without -d: every route answers for itself.
+  auto replay = raw_api(h.api_listen, "POST /v1/dead-letters/evt_nope/replay" + host);
+  CHECK_MESSAGE(replay.status == 404, replay.body);
+  auto empty = raw_api(h.api_listen, "POST /v1/messages" + host);
+  CHECK(empty.status == 400);
+  CHECK_MESSAGE(empty.body.find("request body") != std::string::npos, empty.body);
+  CHECK(raw_api(h.api_listen, "DELETE /v1/messages/nope" + host).status == 404);
+  CHECK(raw_api(h.api_listen, "GET /v1/messages/nope" + host).status == 404);
+
+  // A body in another type, or in none, is a 415 naming the header.
+  const std::string body = R"({"process_query_key": "typed"})";
+  h.dingtalk.add_message("typed", rrd::testing::FakeMessage{});
+  auto form = post_as(h.api_listen, "/v1/messages", body, "application/x-www-form-urlencoded");
+  CHECK(form.status == 415);
+  CHECK_MESSAGE(form.body.find("Content-Type") != std::string::npos, form.body);
+  CHECK(form.body.find("application/x-www-form-urlencoded") != std::string::npos);
+  auto untyped =
+      raw_api(h.api_listen,
+              "POST /v1/messages" + host + "\r\nContent-Length: " + std::to_string(body.size()),
+              body);
+  CHECK(untyped.status == 415);
+  CHECK_MESSAGE(untyped.body.find("Content-Type") != std::string::npos, untyped.body);
+  CHECK(h.api("GET", "/v1/messages/typed").status == 404); // nothing was added
+  auto typed = post_as(h.api_listen, "/v1/messages", body, "Application/JSON; charset=utf-8");
+  CHECK_MESSAGE(typed.status == 201, typed.body);
+  // The connection stays usable after an empty-bodied request.
+  CHECK(h.api("GET", "/healthz").status == 200);
+  h.stop();
+}
+
 TEST_CASE("api: dead letters are listed with their last error and replayed to the webhook") {
   DaemonHarness h;
   h.api_listen = api_listen();
@@ -384,8 +492,11 @@ TEST_CASE("api: dead letters are listed with their last error and replayed to th
 
   CHECK(h.api("GET", "/v1/dead-letters/" + event_id + "/replay").status == 405);
   CHECK(h.api("POST", "/v1/dead-letters/evt_00000000000000000000000000/replay").status == 404);
-  auto replay = h.api("POST", "/v1/dead-letters/" + event_id + "/replay");
-  CHECK(replay.status == 202);
+  // As `curl -X POST` sends it: no body, no Content-Length.
+  auto replay = raw_api(h.api_listen, "POST /v1/dead-letters/" + event_id +
+                                          "/replay HTTP/1.1\r\nHost: localhost\r\nAccept: */*");
+  CHECK_MESSAGE(replay.status == 202, replay.body);
+  CHECK(json::parse(replay.body, nullptr, false)["requeued"] == 1);
   REQUIRE_MESSAGE(wait_until([&] { return h.sink.accepted().size() == 1; }), h.log());
   CHECK(h.sink.accepted()[0].webhook_id == event_id);
   CHECK(h.sink.accepted()[0].json["data"]["process_query_key"] == "dead+key=");

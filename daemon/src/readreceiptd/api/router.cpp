@@ -178,6 +178,11 @@ std::string conflict_text(const MessageRecord& m, const MessageSpec& spec) {
 }
 
 Routed add_message(const Call& c) {
+  if (c.request.body.empty()) {
+    return immediate(error_reply(
+        400, "request body: empty; send one messages: item as a JSON object, e.g. "
+             "{\"process_query_key\": \"...\"}"));
+  }
   return later([body = c.request.body](Backend& b) {
     MessageSpec spec;
     try {
@@ -364,6 +369,26 @@ bool bearer_matches(std::string_view authorization, const std::string& token) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+bool is_json_media_type(std::string_view content_type) {
+  constexpr std::string_view k_type = "application/json";
+  std::string_view t = content_type.substr(0, content_type.find(';'));
+  while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) {
+    t.remove_prefix(1);
+  }
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) {
+    t.remove_suffix(1);
+  }
+  if (t.size() != k_type.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(t[i])) != k_type[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string error_body(std::string_view text) {
   return dump(json{{"error", std::string(text)}});
 }
@@ -447,6 +472,16 @@ Routed route(const Request& request, const std::string& token, const Health& hea
         op->query_parameters.end()) {
       return immediate(error_reply(400, "unknown query parameter \"" + name + "\""));
     }
+  }
+  // A body is JSON, and says so. An empty one (a POST without -d) is no
+  // body at all: the calls that need one say what is missing.
+  if (!request.body.empty() && !is_json_media_type(request.content_type)) {
+    Reply r = error_reply(
+        415, request.content_type.empty()
+                 ? "Content-Type: missing; a request body must be application/json"
+                 : "Content-Type: must be application/json, not \"" + request.content_type + "\"");
+    r.headers.emplace_back("Accept", "application/json");
+    return immediate(std::move(r));
   }
   return op->handler(Call{request, health, *param, std::move(*params)});
 }

@@ -76,7 +76,8 @@ struct Request {
   std::string method;        // "GET", "POST", ...
   std::string target;        // the raw request target: path and query, still encoded
   std::string authorization; // the Authorization header, "" when absent
-  std::string body;
+  std::string content_type;  // the Content-Type header, "" when absent
+  std::string body;          // "" when the request has none
 };
 
 // A request either answered at once (health, errors) or a command to run on
@@ -124,6 +125,10 @@ std::optional<std::string> url_decode(std::string_view text);
 // The token comparison takes the same time whatever the bytes.
 // REQUIRES: !token.empty()
 bool bearer_matches(std::string_view authorization, const std::string& token);
+
+// True when a Content-Type names application/json, in any case, with or
+// without parameters ("application/json; charset=utf-8").
+bool is_json_media_type(std::string_view content_type);
 
 // {"error": text}
 std::string error_body(std::string_view text);
