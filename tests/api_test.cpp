@@ -2,6 +2,7 @@
 #include "readreceiptd/api/healthcheck.hpp"
 #include "readreceiptd/api/router.hpp"
 
+#include <cstdio>
 #include <doctest/doctest.h>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,12 +27,15 @@ public:
   }
 
   const config::Config& config() const override { return cfg; }
-  std::vector<MessageRecord> messages() const override {
-    std::vector<MessageRecord> out;
-    for (const auto& [key, m] : records) {
-      out.push_back(m);
+  void visit_messages(const std::string& after,
+                      const std::function<bool(const MessageRecord&)>& visit) const override {
+    ++visits;
+    for (auto it = records.upper_bound(after); it != records.end(); ++it) {
+      ++visited;
+      if (!visit(it->second)) {
+        return;
+      }
     }
-    return out;
   }
   std::optional<MessageRecord> message(const std::string& key) const override {
     auto it = records.find(key);
@@ -69,6 +73,8 @@ public:
   std::vector<store::DeadLetter> dead;
   std::vector<std::string> replayed;
   std::vector<std::string> removed; // every remove_message() call
+  mutable int visits = 0;           // visit_messages() calls
+  mutable std::size_t visited = 0;  // records they handed out
 };
 
 MessageRecord record(const std::string& key, bool stopped = false) {
@@ -206,6 +212,152 @@ TEST_CASE("api: listing filters by state - a bad state or parameter is a 400") {
   CHECK(bad.status == 400);
   CHECK(body_of(bad)["error"].get<std::string>().find("state") != std::string::npos);
   CHECK(call(b, "GET", "/v1/messages?color=red").status == 400);
+}
+
+TEST_CASE("api: cursors are base64url of the last key, and nothing else decodes") {
+  CHECK(encode_cursor("Kna+/x=") == "S25hKy94PQ");
+  CHECK(decode_cursor("S25hKy94PQ") == std::optional<std::string>("Kna+/x="));
+  for (const std::string& key :
+       std::vector<std::string>{"a", "ab", "abc", "k+/=?&", std::string("\xff\xfe", 2)}) {
+    INFO(key);
+    const std::string c = encode_cursor(key);
+    CHECK(c.find_first_of("+/=") == std::string::npos);
+    CHECK(decode_cursor(c) == std::optional<std::string>(key));
+  }
+  CHECK_FALSE(decode_cursor("").has_value());
+  CHECK_FALSE(decode_cursor("!!").has_value());
+  CHECK_FALSE(decode_cursor("S25hKy94PQ==").has_value()); // padded
+  CHECK_FALSE(decode_cursor("S25hKy94PR").has_value());   // not canonical
+  CHECK_FALSE(decode_cursor("YQ+").has_value());
+}
+
+TEST_CASE("api: query parameters of the list - each error names its parameter") {
+  using Params = std::vector<std::pair<std::string, std::string>>;
+  auto q = parse_message_query(Params{{"state", "stopped"},
+                                      {"label", "team=a"},
+                                      {"label", "url=x=y"},
+                                      {"label", "empty="},
+                                      {"webhook", "ops"},
+                                      {"limit", "25"},
+                                      {"cursor", encode_cursor("k9")}});
+  REQUIRE(q.ok());
+  CHECK(q->stopped == std::optional<bool>(true));
+  CHECK(q->labels == Params{{"team", "a"}, {"url", "x=y"}, {"empty", ""}});
+  CHECK(q->webhook == std::optional<std::string>("ops"));
+  CHECK(q->limit == 25);
+  CHECK(q->after == "k9");
+  const auto defaults = parse_message_query({});
+  REQUIRE(defaults.ok());
+  CHECK(defaults->limit == k_default_page_size);
+  CHECK(defaults->after.empty());
+  CHECK(parse_message_query(Params{{"limit", "10000"}})->limit == k_max_page_size);
+
+  auto error_of = [](Params p) {
+    auto r = parse_message_query(p);
+    REQUIRE_FALSE(r.ok());
+    return r.error();
+  };
+  CHECK(error_of({{"limit", "0"}}) == "limit: must be a whole number from 1 to 10000, not \"0\"");
+  CHECK(error_of({{"limit", "10001"}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", "-1"}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", "99999999999999999999"}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", ""}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", "1"}, {"limit", "2"}}) == "limit: given more than once");
+  CHECK(error_of({{"state", "a"}, {"state", "b"}}).rfind("state:", 0) == 0);
+  CHECK(error_of({{"state", "done"}}) == "state: must be tracking or stopped, not \"done\"");
+  CHECK(error_of({{"cursor", "%%"}}).rfind("cursor:", 0) == 0);
+  CHECK(error_of({{"label", "team"}}) == "label: must be key=value, not \"team\"");
+  CHECK(error_of({{"label", "=a"}}).rfind("label:", 0) == 0);
+  CHECK(error_of({{"webhook", ""}}).rfind("webhook:", 0) == 0);
+}
+
+TEST_CASE("api: filters - every label must match, a webhook takes the messages for every one") {
+  MessageRecord m = record("k");
+  m.spec.labels = {{"team", "a"}, {"tier", "1"}};
+  MessageQuery q;
+  CHECK(matches(q, m));
+  q.labels = {{"team", "a"}};
+  CHECK(matches(q, m));
+  q.labels = {{"team", "a"}, {"tier", "2"}};
+  CHECK_FALSE(matches(q, m));
+  q.labels = {{"owner", ""}};
+  CHECK_FALSE(matches(q, m));
+  q.labels.clear();
+  q.webhook = "ops";
+  CHECK(matches(q, m)); // no webhooks listed: every webhook
+  m.spec.webhooks = std::vector<std::string>{"audit"};
+  CHECK_FALSE(matches(q, m));
+  m.spec.webhooks = std::vector<std::string>{"audit", "ops"};
+  CHECK(matches(q, m));
+  q.stopped = true;
+  CHECK_FALSE(matches(q, m));
+  m.stopped = true;
+  CHECK(matches(q, m));
+}
+
+TEST_CASE("api: the list comes in pages of 1000 by default, with a cursor to the next") {
+  FakeBackend b;
+  for (int i = 0; i < 1500; ++i) {
+    char key[16];
+    std::snprintf(key, sizeof(key), "k%04d", i);
+    b.records[key] = record(key, i % 2 == 1);
+  }
+  auto first = call(b, "GET", "/v1/messages");
+  REQUIRE(first.status == 200);
+  auto page = body_of(first);
+  REQUIRE(page["messages"].size() == 1000);
+  CHECK(page["messages"][0]["process_query_key"] == "k0000");
+  CHECK(page["messages"][999]["process_query_key"] == "k0999");
+  CHECK(page["next_cursor"] == encode_cursor("k0999"));
+  CHECK(b.visited == 1001); // one more, to know whether another page follows
+  // A message added before the cursor is not seen; one after it is.
+  b.records["k0000a"] = record("k0000a");
+  b.records["k9999"] = record("k9999");
+  auto rest = body_of(call(b, "GET", "/v1/messages?cursor=" + page["next_cursor"].get<std::string>()));
+  REQUIRE(rest["messages"].size() == 501);
+  CHECK(rest["messages"][0]["process_query_key"] == "k1000");
+  CHECK(rest["messages"][500]["process_query_key"] == "k9999");
+  CHECK_FALSE(rest.contains("next_cursor"));
+
+  // Filters and a limit: pages of matches.
+  auto stopped = body_of(call(b, "GET", "/v1/messages?state=stopped&limit=2"));
+  REQUIRE(stopped["messages"].size() == 2);
+  CHECK(stopped["messages"][1]["process_query_key"] == "k0003");
+  auto after = body_of(call(b, "GET", "/v1/messages?state=stopped&limit=2&cursor=" +
+                                          stopped["next_cursor"].get<std::string>()));
+  CHECK(after["messages"][0]["process_query_key"] == "k0005");
+  // Exactly a page left: no next_cursor.
+  auto last = body_of(call(b, "GET", "/v1/messages?limit=2&cursor=" + encode_cursor("k1499")));
+  CHECK(last["messages"].size() == 1);
+  CHECK_FALSE(last.contains("next_cursor"));
+
+  auto unknown = call(b, "GET", "/v1/messages?webhook=nope");
+  CHECK(unknown.status == 400);
+  CHECK(body_of(unknown)["error"] == "webhook: no webhook is named \"nope\"");
+  CHECK(call(b, "GET", "/v1/messages?webhook=ops").status == 200);
+  CHECK(call(b, "GET", "/v1/messages?limit=10001").status == 400);
+  CHECK(call(b, "GET", "/v1/messages?cursor=k0001").status == 400);
+}
+
+TEST_CASE("api: a page looks at no more than 100,000 messages for its filters") {
+  FakeBackend b;
+  for (std::size_t i = 0; i < k_max_scanned_per_page + 5; ++i) {
+    char key[16];
+    std::snprintf(key, sizeof(key), "k%07zu", i);
+    MessageRecord m;
+    m.spec.process_query_key = key;
+    b.records.emplace_hint(b.records.end(), key, std::move(m));
+  }
+  b.records["k0100003"].spec.labels = {{"find", "me"}};
+  auto first = body_of(call(b, "GET", "/v1/messages?label=find=me"));
+  CHECK(first["messages"].empty());
+  CHECK(first["next_cursor"] == encode_cursor("k0099999"));
+  CHECK(b.visited == k_max_scanned_per_page);
+  auto second = body_of(call(b, "GET", "/v1/messages?label=find=me&cursor=" +
+                                           first["next_cursor"].get<std::string>()));
+  REQUIRE(second["messages"].size() == 1);
+  CHECK(second["messages"][0]["process_query_key"] == "k0100003");
+  CHECK_FALSE(second.contains("next_cursor"));
 }
 
 TEST_CASE("api: one message by its URL-encoded key, 404 when unknown") {
@@ -426,7 +578,12 @@ TEST_CASE("api: the command queue runs commands on the loop and answers their ca
   std::thread caller([&] {
     answer.emplace(queue.call(
         [](Backend& be) {
-          return Reply{200, be.messages()[0].spec.process_query_key, {}};
+          std::string first;
+          be.visit_messages("", [&](const MessageRecord& m) {
+            first = m.spec.process_query_key;
+            return false;
+          });
+          return Reply{200, first, {}};
         },
         Millis{30'000}));
   });

@@ -428,6 +428,110 @@ TEST_CASE("api: no Content-Length is an empty body - a body must say application
   h.stop();
 }
 
+TEST_CASE("api: the message list comes a page at a time, by cursor, with filters") {
+  DaemonHarness h;
+  h.api_listen = api_listen();
+  h.more_webhooks_yaml = {DaemonHarness::webhook_item("audit", h.sink.url())};
+  h.start();
+  REQUIRE_MESSAGE(h.wait_for_api(), h.log());
+  auto add = [&](const std::string& key, const std::string& extra) {
+    h.dingtalk.add_message(key, rrd::testing::FakeMessage{});
+    const auto r = h.api("POST", "/v1/messages",
+                         R"({"process_query_key": ")" + key + "\"" + extra + "}");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+  };
+  std::vector<std::string> all;
+  for (int i = 0; i < 25; ++i) {
+    const std::string key = (i < 10 ? "m0" : "m") + std::to_string(i);
+    std::string extra = R"(, "labels": {"team": ")" + std::string(i % 2 == 0 ? "a" : "b") +
+                        R"(", "tier": ")" + std::to_string(i % 5) + "\"}";
+    if (i % 3 == 0) {
+      extra += R"(, "webhooks": ["audit"])";
+    } else if (i % 3 == 1) {
+      extra += R"(, "webhooks": ["ops"])";
+    }
+    add(key, extra);
+    all.push_back(key);
+  }
+
+  // Pages of 10 by cursor; messages added meanwhile before the cursor are
+  // not seen, those after it are; none is seen twice.
+  auto first = h.api("GET", "/v1/messages?limit=10");
+  REQUIRE(first.status == 200);
+  CHECK(keys_of(first.json()) == std::vector<std::string>(all.begin(), all.begin() + 10));
+  const std::string cursor = first.json()["next_cursor"].get<std::string>();
+  add("m00a", "");
+  add("m99", "");
+  auto second = h.api("GET", "/v1/messages?limit=10&cursor=" + encode(cursor));
+  REQUIRE(second.status == 200);
+  CHECK(keys_of(second.json()) == std::vector<std::string>(all.begin() + 10, all.begin() + 20));
+  auto third = h.api("GET", "/v1/messages?limit=10&cursor=" +
+                                encode(second.json()["next_cursor"].get<std::string>()));
+  REQUIRE(third.status == 200);
+  std::vector<std::string> rest(all.begin() + 20, all.end());
+  rest.push_back("m99");
+  CHECK(keys_of(third.json()) == rest);
+  CHECK_FALSE(third.json().contains("next_cursor"));
+  // Without limit: the default page holds them all.
+  auto whole = h.api("GET", "/v1/messages").json();
+  CHECK(whole["messages"].size() == 27);
+  CHECK_FALSE(whole.contains("next_cursor"));
+
+  // Filters: every label must match; a webhook's messages include those
+  // that go to every webhook.
+  std::vector<std::string> team_a;
+  std::vector<std::string> team_a_tier_0;
+  std::vector<std::string> to_audit;
+  for (int i = 0; i < 25; ++i) {
+    if (i % 2 == 0) {
+      team_a.push_back(all[static_cast<std::size_t>(i)]);
+      if (i % 5 == 0) {
+        team_a_tier_0.push_back(all[static_cast<std::size_t>(i)]);
+      }
+    }
+    if (i % 3 != 1) {
+      to_audit.push_back(all[static_cast<std::size_t>(i)]);
+    }
+  }
+  CHECK(keys_of(h.api("GET", "/v1/messages?label=team%3Da").json()) == team_a);
+  CHECK(keys_of(h.api("GET", "/v1/messages?label=team=a&label=tier=0").json()) == team_a_tier_0);
+  auto audit = h.api("GET", "/v1/messages?webhook=audit");
+  std::vector<std::string> audit_all = to_audit;
+  audit_all.insert(audit_all.begin() + 1, "m00a"); // no webhooks: every one
+  audit_all.push_back("m99");
+  CHECK(keys_of(audit.json()) == audit_all);
+  // A filtered page ends where the limit is reached, and goes on from there.
+  auto audit_page = h.api("GET", "/v1/messages?webhook=audit&label=team=a&limit=2").json();
+  REQUIRE(audit_page["messages"].size() == 2);
+  auto audit_next = h.api("GET", "/v1/messages?webhook=audit&label=team=a&limit=2&cursor=" +
+                                     encode(audit_page["next_cursor"].get<std::string>()))
+                        .json();
+  CHECK(audit_next["messages"][0]["process_query_key"] == "m06");
+  REQUIRE(h.api("DELETE", "/v1/messages/m03").status == 204);
+  REQUIRE(wait_until([&] {
+    return keys_of(h.api("GET", "/v1/messages?state=stopped&webhook=audit").json()) ==
+           std::vector<std::string>{"m03"};
+  }));
+
+  // Bad parameters: 400 naming the parameter.
+  for (const auto& [query, name] : std::vector<std::pair<std::string, std::string>>{
+           {"limit=0", "limit"},
+           {"limit=10001", "limit"},
+           {"limit=ten", "limit"},
+           {"limit=1&limit=2", "limit"},
+           {"cursor=%21%21", "cursor"},
+           {"label=team", "label"},
+           {"webhook=nope", "webhook"},
+           {"state=done", "state"},
+           {"colour=red", "colour"}}) {
+    auto bad = h.api("GET", "/v1/messages?" + query);
+    CHECK_MESSAGE(bad.status == 400, query);
+    CHECK_MESSAGE(bad.json()["error"].get<std::string>().find(name) != std::string::npos,
+                  query << ": " << bad.body);
+  }
+  h.stop();
+}
+
 TEST_CASE("api: dead letters are listed with their last error and replayed to the webhook") {
   DaemonHarness h;
   h.api_listen = api_listen();

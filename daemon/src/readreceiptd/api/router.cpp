@@ -1,5 +1,7 @@
 #include "readreceiptd/api/router.hpp"
 
+#include "readreceiptd/common/base64.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -135,25 +137,45 @@ Routed readyz(const Call& c) {
   return immediate(json_reply(200, json{{"ready", true}}));
 }
 
+// One page of messages, in key order, from the cursor on: no more than
+// `limit`, built straight from the loop's records (none is copied). The
+// page has a next_cursor when another may follow: when one more message
+// matched, or when k_max_scanned_per_page messages were looked at.
 Routed list_messages(const Call& c) {
-  std::optional<bool> want_stopped;
-  for (const auto& [name, value] : c.query) {
-    if (value == "tracking") {
-      want_stopped = false;
-    } else if (value == "stopped") {
-      want_stopped = true;
-    } else {
-      return immediate(error_reply(400, "state: must be tracking or stopped"));
-    }
+  auto query = parse_message_query(c.query);
+  if (!query) {
+    return immediate(error_reply(400, query.error()));
   }
-  return later([want_stopped](Backend& b) {
-    json list = json::array();
-    for (const auto& m : b.messages()) {
-      if (!want_stopped || *want_stopped == m.stopped) {
-        list.push_back(message_to_json(m));
+  return later([q = std::move(*query)](Backend& b) {
+    if (q.webhook) {
+      const auto& hooks = b.config().webhooks;
+      if (std::none_of(hooks.begin(), hooks.end(),
+                       [&](const config::Webhook& w) { return w.name == *q.webhook; })) {
+        return error_reply(400, "webhook: no webhook is named \"" + *q.webhook + "\"");
       }
     }
-    return json_reply(200, json{{"messages", std::move(list)}});
+    json list = json::array();
+    std::optional<std::string> next;
+    std::size_t scanned = 0;
+    b.visit_messages(q.after, [&](const MessageRecord& m) {
+      if (matches(q, m)) {
+        if (list.size() == q.limit) {
+          next = list.back()["process_query_key"].get<std::string>();
+          return false;
+        }
+        list.push_back(message_to_json(m));
+      }
+      if (++scanned == k_max_scanned_per_page) {
+        next = m.spec.process_query_key;
+        return false;
+      }
+      return true;
+    });
+    json answer{{"messages", std::move(list)}};
+    if (next) {
+      answer["next_cursor"] = encode_cursor(*next);
+    }
+    return json_reply(200, answer);
   });
 }
 
@@ -290,7 +312,10 @@ const std::vector<Route>& routes() {
   static const std::vector<Route> k_routes{
       {"/healthz", false, {{"GET", {}, healthz}}},
       {"/readyz", false, {{"GET", {}, readyz}}},
-      {"/v1/messages", true, {{"GET", {"state"}, list_messages}, {"POST", {}, add_message}}},
+      {"/v1/messages",
+       true,
+       {{"GET", {"state", "label", "webhook", "limit", "cursor"}, list_messages},
+        {"POST", {}, add_message}}},
       {"/v1/messages/{key}", true, {{"GET", {}, get_message}, {"DELETE", {}, delete_message}}},
       {"/v1/dead-letters", true, {{"GET", {}, list_dead_letters}}},
       {"/v1/dead-letters/{event_id}/replay", true, {{"POST", {}, replay_dead_letter}}},
@@ -395,6 +420,103 @@ std::string error_body(std::string_view text) {
 
 Reply error_reply(int status, std::string_view text) {
   return Reply{status, error_body(text), {}};
+}
+
+Result<MessageQuery, std::string>
+parse_message_query(const std::vector<std::pair<std::string, std::string>>& params) {
+  MessageQuery q;
+  std::vector<std::string> seen;
+  for (const auto& [name, value] : params) {
+    if (name != "label") {
+      if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+        return err(name + ": given more than once");
+      }
+      seen.push_back(name);
+    }
+    if (name == "state") {
+      if (value != "tracking" && value != "stopped") {
+        return err("state: must be tracking or stopped, not \"" + value + "\"");
+      }
+      q.stopped = value == "stopped";
+    } else if (name == "label") {
+      const auto eq = value.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return err("label: must be key=value, not \"" + value + "\"");
+      }
+      q.labels.emplace_back(value.substr(0, eq), value.substr(eq + 1));
+    } else if (name == "webhook") {
+      if (value.empty()) {
+        return err(std::string("webhook: must name a webhook"));
+      }
+      q.webhook = value;
+    } else if (name == "limit") {
+      std::size_t n = 0;
+      bool digits = !value.empty() && value.size() <= 6;
+      for (const char ch : value) {
+        digits = digits && ch >= '0' && ch <= '9';
+        n = n * 10 + static_cast<std::size_t>(ch - '0');
+      }
+      if (!digits || n < 1 || n > k_max_page_size) {
+        return err("limit: must be a whole number from 1 to " + std::to_string(k_max_page_size) +
+                   ", not \"" + value + "\"");
+      }
+      q.limit = n;
+    } else if (name == "cursor") {
+      auto key = decode_cursor(value);
+      if (!key) {
+        return err(std::string(
+            "cursor: not a cursor of this API (pass next_cursor from the previous page as is)"));
+      }
+      q.after = std::move(*key);
+    } else {
+      return err("unknown query parameter \"" + name + "\"");
+    }
+  }
+  return q;
+}
+
+bool matches(const MessageQuery& q, const MessageRecord& m) {
+  if (q.stopped && *q.stopped != m.stopped) {
+    return false;
+  }
+  for (const auto& [key, value] : q.labels) {
+    const auto it = m.spec.labels.find(key);
+    if (it == m.spec.labels.end() || it->second != value) {
+      return false;
+    }
+  }
+  if (q.webhook && m.spec.webhooks &&
+      std::find(m.spec.webhooks->begin(), m.spec.webhooks->end(), *q.webhook) ==
+          m.spec.webhooks->end()) {
+    return false;
+  }
+  return true;
+}
+
+std::string encode_cursor(std::string_view key) {
+  std::string out = base64_encode(key);
+  while (!out.empty() && out.back() == '=') {
+    out.pop_back();
+  }
+  for (auto& ch : out) {
+    ch = ch == '+' ? '-' : ch == '/' ? '_' : ch;
+  }
+  return out;
+}
+
+std::optional<std::string> decode_cursor(std::string_view cursor) {
+  std::string standard(cursor);
+  for (auto& ch : standard) {
+    if (ch == '+' || ch == '/' || ch == '=') {
+      return std::nullopt; // base64url, unpadded: never these
+    }
+    ch = ch == '-' ? '+' : ch == '_' ? '/' : ch;
+  }
+  auto key = base64_decode(standard);
+  if (!key || key->empty() || encode_cursor(*key) != cursor) {
+    return std::nullopt;
+  }
+  return key;
 }
 
 std::vector<std::string> differing_fields(const MessageSpec& a, const MessageSpec& b) {

@@ -10,9 +10,11 @@
 #pragma once
 
 #include "readreceiptd/common/model.hpp"
+#include "readreceiptd/common/result.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/store/store.hpp"
 
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
@@ -35,6 +37,15 @@ struct Reply {
 // otherwise.
 enum class AddOutcome { created, unchanged, conflict };
 
+// GET /v1/messages: messages per page when `limit` is not given, and the
+// largest `limit` (10,000 messages are about 5 MB of JSON).
+inline constexpr std::size_t k_default_page_size = 1'000;
+inline constexpr std::size_t k_max_page_size = 10'000;
+// How many messages one page looks at, at most, for its filters: a page
+// with few matches ends early, with a next_cursor, rather than holding
+// the loop while it reads the whole table.
+inline constexpr std::size_t k_max_scanned_per_page = 100'000;
+
 // What the API asks of the loop's state. Implemented by the app over the
 // scheduler, the store and the dispatcher. Loop thread only.
 class Backend {
@@ -43,8 +54,10 @@ public:
   // The configuration in force (dingtalk.robot_code and webhook names are
   // the defaults of a new message).
   virtual const config::Config& config() const = 0;
-  // Every message, tracking and stopped, ordered by key.
-  virtual std::vector<MessageRecord> messages() const = 0;
+  // Visits the messages, tracking and stopped, whose key sorts after
+  // `after` ("": from the first), in key order, until `visit` returns false.
+  virtual void visit_messages(const std::string& after,
+                              const std::function<bool(const MessageRecord&)>& visit) const = 0;
   virtual std::optional<MessageRecord> message(const std::string& key) const = 0;
   // Adds a message (source api), persisted before this returns (as far as
   // the store allows).
@@ -133,6 +146,28 @@ bool is_json_media_type(std::string_view content_type);
 // {"error": text}
 std::string error_body(std::string_view text);
 Reply error_reply(int status, std::string_view text);
+
+// The filters and position of one page of GET /v1/messages.
+struct MessageQuery {
+  std::optional<bool> stopped;                                // state=
+  std::vector<std::pair<std::string, std::string>> labels;    // label=k=v, all must match
+  std::optional<std::string> webhook;                         // webhook=
+  std::size_t limit = k_default_page_size;                    // limit=
+  std::string after;                                          // cursor= (decoded); "": start
+};
+
+// Parses GET /v1/messages's query parameters (decoded). The error names the
+// parameter: "limit: must be a whole number from 1 to 10000".
+Result<MessageQuery, std::string>
+parse_message_query(const std::vector<std::pair<std::string, std::string>>& params);
+
+// Whether `m` passes the query's filters (state, labels, webhook).
+bool matches(const MessageQuery& q, const MessageRecord& m);
+
+// The opaque cursor that continues a listing after `key` (base64url of the
+// key, without padding), and back; nullopt for text no cursor can be.
+std::string encode_cursor(std::string_view key);
+std::optional<std::string> decode_cursor(std::string_view cursor);
 
 // The names of the `messages:` item fields that differ between `a` and `b`,
 // in the item's order ("expected_readers", "labels").
