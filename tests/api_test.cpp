@@ -313,7 +313,8 @@ TEST_CASE("api: the list comes in pages of 1000 by default, with a cursor to the
   // A message added before the cursor is not seen; one after it is.
   b.records["k0000a"] = record("k0000a");
   b.records["k9999"] = record("k9999");
-  auto rest = body_of(call(b, "GET", "/v1/messages?cursor=" + page["next_cursor"].get<std::string>()));
+  auto rest =
+      body_of(call(b, "GET", "/v1/messages?cursor=" + page["next_cursor"].get<std::string>()));
   REQUIRE(rest["messages"].size() == 501);
   CHECK(rest["messages"][0]["process_query_key"] == "k1000");
   CHECK(rest["messages"][500]["process_query_key"] == "k9999");
@@ -323,8 +324,9 @@ TEST_CASE("api: the list comes in pages of 1000 by default, with a cursor to the
   auto stopped = body_of(call(b, "GET", "/v1/messages?state=stopped&limit=2"));
   REQUIRE(stopped["messages"].size() == 2);
   CHECK(stopped["messages"][1]["process_query_key"] == "k0003");
-  auto after = body_of(call(b, "GET", "/v1/messages?state=stopped&limit=2&cursor=" +
-                                          stopped["next_cursor"].get<std::string>()));
+  auto after = body_of(call(b, "GET",
+                            "/v1/messages?state=stopped&limit=2&cursor=" +
+                                stopped["next_cursor"].get<std::string>()));
   CHECK(after["messages"][0]["process_query_key"] == "k0005");
   // Exactly a page left: no next_cursor.
   auto last = body_of(call(b, "GET", "/v1/messages?limit=2&cursor=" + encode_cursor("k1499")));
@@ -353,8 +355,8 @@ TEST_CASE("api: a page looks at no more than 100,000 messages for its filters") 
   CHECK(first["messages"].empty());
   CHECK(first["next_cursor"] == encode_cursor("k0099999"));
   CHECK(b.visited == k_max_scanned_per_page);
-  auto second = body_of(call(b, "GET", "/v1/messages?label=find=me&cursor=" +
-                                           first["next_cursor"].get<std::string>()));
+  auto second = body_of(call(
+      b, "GET", "/v1/messages?label=find=me&cursor=" + first["next_cursor"].get<std::string>()));
   REQUIRE(second["messages"].size() == 1);
   CHECK(second["messages"][0]["process_query_key"] == "k0100003");
   CHECK_FALSE(second.contains("next_cursor"));

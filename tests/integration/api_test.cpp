@@ -6,10 +6,10 @@
 #include "readreceiptd/store/store.hpp"
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -321,9 +321,8 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
   // A message of the configuration file is the file's to remove.
   auto listed = h.api("DELETE", "/v1/messages/" + encode(cfg_key));
   CHECK(listed.status == 409);
-  CHECK_MESSAGE(listed.json()["error"].get<std::string>().find("configuration file (" +
-                                                               h.config_path() + ")") !=
-                    std::string::npos,
+  CHECK_MESSAGE(listed.json()["error"].get<std::string>().find(
+                    "configuration file (" + h.config_path() + ")") != std::string::npos,
                 listed.body);
   CHECK(h.api("GET", "/v1/messages/" + encode(cfg_key)).json()["state"] == "tracking");
 
@@ -414,10 +413,9 @@ TEST_CASE("api: no Content-Length is an empty body - a body must say application
   CHECK(form.status == 415);
   CHECK_MESSAGE(form.body.find("Content-Type") != std::string::npos, form.body);
   CHECK(form.body.find("application/x-www-form-urlencoded") != std::string::npos);
-  auto untyped =
-      raw_api(h.api_listen,
-              "POST /v1/messages" + host + "\r\nContent-Length: " + std::to_string(body.size()),
-              body);
+  auto untyped = raw_api(
+      h.api_listen,
+      "POST /v1/messages" + host + "\r\nContent-Length: " + std::to_string(body.size()), body);
   CHECK(untyped.status == 415);
   CHECK_MESSAGE(untyped.body.find("Content-Type") != std::string::npos, untyped.body);
   CHECK(h.api("GET", "/v1/messages/typed").status == 404); // nothing was added
@@ -436,8 +434,8 @@ TEST_CASE("api: the message list comes a page at a time, by cursor, with filters
   REQUIRE_MESSAGE(h.wait_for_api(), h.log());
   auto add = [&](const std::string& key, const std::string& extra) {
     h.dingtalk.add_message(key, rrd::testing::FakeMessage{});
-    const auto r = h.api("POST", "/v1/messages",
-                         R"({"process_query_key": ")" + key + "\"" + extra + "}");
+    const auto r =
+        h.api("POST", "/v1/messages", R"({"process_query_key": ")" + key + "\"" + extra + "}");
     REQUIRE_MESSAGE(r.status == 201, r.body);
   };
   std::vector<std::string> all;
@@ -514,19 +512,20 @@ TEST_CASE("api: the message list comes a page at a time, by cursor, with filters
   }));
 
   // Bad parameters: 400 naming the parameter.
-  for (const auto& [query, name] : std::vector<std::pair<std::string, std::string>>{
-           {"limit=0", "limit"},
-           {"limit=10001", "limit"},
-           {"limit=ten", "limit"},
-           {"limit=1&limit=2", "limit"},
-           {"cursor=%21%21", "cursor"},
-           {"label=team", "label"},
-           {"webhook=nope", "webhook"},
-           {"state=done", "state"},
-           {"colour=red", "colour"}}) {
+  for (const auto& bad_case :
+       std::vector<std::pair<std::string, std::string>>{{"limit=0", "limit"},
+                                                        {"limit=10001", "limit"},
+                                                        {"limit=ten", "limit"},
+                                                        {"limit=1&limit=2", "limit"},
+                                                        {"cursor=%21%21", "cursor"},
+                                                        {"label=team", "label"},
+                                                        {"webhook=nope", "webhook"},
+                                                        {"state=done", "state"},
+                                                        {"colour=red", "colour"}}) {
+    const std::string& query = bad_case.first;
     auto bad = h.api("GET", "/v1/messages?" + query);
     CHECK_MESSAGE(bad.status == 400, query);
-    CHECK_MESSAGE(bad.json()["error"].get<std::string>().find(name) != std::string::npos,
+    CHECK_MESSAGE(bad.json()["error"].get<std::string>().find(bad_case.second) != std::string::npos,
                   query << ": " << bad.body);
   }
   h.stop();

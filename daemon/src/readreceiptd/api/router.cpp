@@ -201,9 +201,9 @@ std::string conflict_text(const MessageRecord& m, const MessageSpec& spec) {
 
 Routed add_message(const Call& c) {
   if (c.request.body.empty()) {
-    return immediate(error_reply(
-        400, "request body: empty; send one messages: item as a JSON object, e.g. "
-             "{\"process_query_key\": \"...\"}"));
+    return immediate(
+        error_reply(400, "request body: empty; send one messages: item as a JSON object, e.g. "
+                         "{\"process_query_key\": \"...\"}"));
   }
   return later([body = c.request.body](Backend& b) {
     MessageSpec spec;

@@ -149,11 +149,11 @@ Reply error_reply(int status, std::string_view text);
 
 // The filters and position of one page of GET /v1/messages.
 struct MessageQuery {
-  std::optional<bool> stopped;                                // state=
-  std::vector<std::pair<std::string, std::string>> labels;    // label=k=v, all must match
-  std::optional<std::string> webhook;                         // webhook=
-  std::size_t limit = k_default_page_size;                    // limit=
-  std::string after;                                          // cursor= (decoded); "": start
+  std::optional<bool> stopped;                             // state=
+  std::vector<std::pair<std::string, std::string>> labels; // label=k=v, all must match
+  std::optional<std::string> webhook;                      // webhook=
+  std::size_t limit = k_default_page_size;                 // limit=
+  std::string after;                                       // cursor= (decoded); "": start
 };
 
 // Parses GET /v1/messages's query parameters (decoded). The error names the

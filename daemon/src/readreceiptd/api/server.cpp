@@ -121,14 +121,13 @@ void Server::start() {
   // connection: `curl -X POST` without -d waited for the read timeout and
   // got 400. Such requests are answered here, before httplib reads, with an
   // empty body.
-  server->set_pre_routing_handler(
-      [handler](const httplib::Request& req, httplib::Response& res) {
-        if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) {
-          return httplib::Server::HandlerResponse::Unhandled;
-        }
-        handler(req, res);
-        return httplib::Server::HandlerResponse::Handled;
-      });
+  server->set_pre_routing_handler([handler](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    handler(req, res);
+    return httplib::Server::HandlerResponse::Handled;
+  });
   const std::string any = ".*";
   server->Get(any, handler);
   server->Post(any, handler);
