@@ -2,6 +2,7 @@
 #include "readreceiptd/api/healthcheck.hpp"
 #include "readreceiptd/api/router.hpp"
 
+#include <cstdio>
 #include <doctest/doctest.h>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,12 +27,15 @@ public:
   }
 
   const config::Config& config() const override { return cfg; }
-  std::vector<MessageRecord> messages() const override {
-    std::vector<MessageRecord> out;
-    for (const auto& [key, m] : records) {
-      out.push_back(m);
+  void visit_messages(const std::string& after,
+                      const std::function<bool(const MessageRecord&)>& visit) const override {
+    ++visits;
+    for (auto it = records.upper_bound(after); it != records.end(); ++it) {
+      ++visited;
+      if (!visit(it->second)) {
+        return;
+      }
     }
-    return out;
   }
   std::optional<MessageRecord> message(const std::string& key) const override {
     auto it = records.find(key);
@@ -40,9 +44,6 @@ public:
   AddOutcome add_message(const MessageSpec& spec) override {
     auto it = records.find(spec.process_query_key);
     if (it != records.end()) {
-      if (it->second.stopped) {
-        return AddOutcome::already_stopped;
-      }
       return it->second.spec == spec ? AddOutcome::unchanged : AddOutcome::conflict;
     }
     MessageRecord r;
@@ -52,6 +53,7 @@ public:
     return AddOutcome::created;
   }
   bool remove_message(const std::string& key) override {
+    removed.push_back(key);
     auto it = records.find(key);
     if (it == records.end()) {
       return false;
@@ -70,6 +72,9 @@ public:
   std::map<std::string, MessageRecord> records;
   std::vector<store::DeadLetter> dead;
   std::vector<std::string> replayed;
+  std::vector<std::string> removed; // every remove_message() call
+  mutable int visits = 0;           // visit_messages() calls
+  mutable std::size_t visited = 0;  // records they handed out
 };
 
 MessageRecord record(const std::string& key, bool stopped = false) {
@@ -89,16 +94,30 @@ MessageRecord record(const std::string& key, bool stopped = false) {
 }
 
 // Routes a request and, if it needs the loop, runs it against `backend`.
-Reply call(Backend& backend, const std::string& method, const std::string& target,
-           const std::string& body = "", const std::string& token = "",
-           const std::string& authorization = "", Health health = k_healthy) {
-  Routed routed = route(Request{method, target, authorization, body}, token, health);
+Reply run(Backend& backend, const Request& request, const std::string& token = "",
+          Health health = k_healthy) {
+  Routed routed = route(request, token, health);
   if (routed.reply) {
     REQUIRE_FALSE(routed.command);
     return *routed.reply;
   }
   REQUIRE(routed.command);
   return routed.command(backend);
+}
+
+// A request whose body, if any, is application/json.
+Reply call(Backend& backend, const std::string& method, const std::string& target,
+           const std::string& body = "", const std::string& token = "",
+           const std::string& authorization = "", Health health = k_healthy) {
+  return run(backend,
+             Request{method, target, authorization, body.empty() ? "" : "application/json", body},
+             token, health);
+}
+
+// A request with this Content-Type ("" for none).
+Reply typed(Backend& backend, const std::string& method, const std::string& target,
+            const std::string& content_type, const std::string& body) {
+  return run(backend, Request{method, target, "", content_type, body});
 }
 
 json body_of(const Reply& r) {
@@ -195,6 +214,154 @@ TEST_CASE("api: listing filters by state - a bad state or parameter is a 400") {
   CHECK(call(b, "GET", "/v1/messages?color=red").status == 400);
 }
 
+TEST_CASE("api: cursors are base64url of the last key, and nothing else decodes") {
+  CHECK(encode_cursor("Kna+/x=") == "S25hKy94PQ");
+  CHECK(decode_cursor("S25hKy94PQ") == std::optional<std::string>("Kna+/x="));
+  for (const std::string& key :
+       std::vector<std::string>{"a", "ab", "abc", "k+/=?&", std::string("\xff\xfe", 2)}) {
+    INFO(key);
+    const std::string c = encode_cursor(key);
+    CHECK(c.find_first_of("+/=") == std::string::npos);
+    CHECK(decode_cursor(c) == std::optional<std::string>(key));
+  }
+  CHECK_FALSE(decode_cursor("").has_value());
+  CHECK_FALSE(decode_cursor("!!").has_value());
+  CHECK_FALSE(decode_cursor("S25hKy94PQ==").has_value()); // padded
+  CHECK_FALSE(decode_cursor("S25hKy94PR").has_value());   // not canonical
+  CHECK_FALSE(decode_cursor("YQ+").has_value());
+}
+
+TEST_CASE("api: query parameters of the list - each error names its parameter") {
+  using Params = std::vector<std::pair<std::string, std::string>>;
+  auto q = parse_message_query(Params{{"state", "stopped"},
+                                      {"label", "team=a"},
+                                      {"label", "url=x=y"},
+                                      {"label", "empty="},
+                                      {"webhook", "ops"},
+                                      {"limit", "25"},
+                                      {"cursor", encode_cursor("k9")}});
+  REQUIRE(q.ok());
+  CHECK(q->stopped == std::optional<bool>(true));
+  CHECK(q->labels == Params{{"team", "a"}, {"url", "x=y"}, {"empty", ""}});
+  CHECK(q->webhook == std::optional<std::string>("ops"));
+  CHECK(q->limit == 25);
+  CHECK(q->after == "k9");
+  const auto defaults = parse_message_query({});
+  REQUIRE(defaults.ok());
+  CHECK(defaults->limit == k_default_page_size);
+  CHECK(defaults->after.empty());
+  CHECK(parse_message_query(Params{{"limit", "10000"}})->limit == k_max_page_size);
+
+  auto error_of = [](Params p) {
+    auto r = parse_message_query(p);
+    REQUIRE_FALSE(r.ok());
+    return r.error();
+  };
+  CHECK(error_of({{"limit", "0"}}) == "limit: must be a whole number from 1 to 10000, not \"0\"");
+  CHECK(error_of({{"limit", "10001"}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", "-1"}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", "99999999999999999999"}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", ""}}).rfind("limit:", 0) == 0);
+  CHECK(error_of({{"limit", "1"}, {"limit", "2"}}) == "limit: given more than once");
+  CHECK(error_of({{"state", "a"}, {"state", "b"}}).rfind("state:", 0) == 0);
+  CHECK(error_of({{"state", "done"}}) == "state: must be tracking or stopped, not \"done\"");
+  CHECK(error_of({{"cursor", "%%"}}).rfind("cursor:", 0) == 0);
+  CHECK(error_of({{"label", "team"}}) == "label: must be key=value, not \"team\"");
+  CHECK(error_of({{"label", "=a"}}).rfind("label:", 0) == 0);
+  CHECK(error_of({{"webhook", ""}}).rfind("webhook:", 0) == 0);
+}
+
+TEST_CASE("api: filters - every label must match, a webhook takes the messages for every one") {
+  MessageRecord m = record("k");
+  m.spec.labels = {{"team", "a"}, {"tier", "1"}};
+  MessageQuery q;
+  CHECK(matches(q, m));
+  q.labels = {{"team", "a"}};
+  CHECK(matches(q, m));
+  q.labels = {{"team", "a"}, {"tier", "2"}};
+  CHECK_FALSE(matches(q, m));
+  q.labels = {{"owner", ""}};
+  CHECK_FALSE(matches(q, m));
+  q.labels.clear();
+  q.webhook = "ops";
+  CHECK(matches(q, m)); // no webhooks listed: every webhook
+  m.spec.webhooks = std::vector<std::string>{"audit"};
+  CHECK_FALSE(matches(q, m));
+  m.spec.webhooks = std::vector<std::string>{"audit", "ops"};
+  CHECK(matches(q, m));
+  q.stopped = true;
+  CHECK_FALSE(matches(q, m));
+  m.stopped = true;
+  CHECK(matches(q, m));
+}
+
+TEST_CASE("api: the list comes in pages of 1000 by default, with a cursor to the next") {
+  FakeBackend b;
+  for (int i = 0; i < 1500; ++i) {
+    char key[16];
+    std::snprintf(key, sizeof(key), "k%04d", i);
+    b.records[key] = record(key, i % 2 == 1);
+  }
+  auto first = call(b, "GET", "/v1/messages");
+  REQUIRE(first.status == 200);
+  auto page = body_of(first);
+  REQUIRE(page["messages"].size() == 1000);
+  CHECK(page["messages"][0]["process_query_key"] == "k0000");
+  CHECK(page["messages"][999]["process_query_key"] == "k0999");
+  CHECK(page["next_cursor"] == encode_cursor("k0999"));
+  CHECK(b.visited == 1001); // one more, to know whether another page follows
+  // A message added before the cursor is not seen; one after it is.
+  b.records["k0000a"] = record("k0000a");
+  b.records["k9999"] = record("k9999");
+  auto rest =
+      body_of(call(b, "GET", "/v1/messages?cursor=" + page["next_cursor"].get<std::string>()));
+  REQUIRE(rest["messages"].size() == 501);
+  CHECK(rest["messages"][0]["process_query_key"] == "k1000");
+  CHECK(rest["messages"][500]["process_query_key"] == "k9999");
+  CHECK_FALSE(rest.contains("next_cursor"));
+
+  // Filters and a limit: pages of matches.
+  auto stopped = body_of(call(b, "GET", "/v1/messages?state=stopped&limit=2"));
+  REQUIRE(stopped["messages"].size() == 2);
+  CHECK(stopped["messages"][1]["process_query_key"] == "k0003");
+  auto after = body_of(call(b, "GET",
+                            "/v1/messages?state=stopped&limit=2&cursor=" +
+                                stopped["next_cursor"].get<std::string>()));
+  CHECK(after["messages"][0]["process_query_key"] == "k0005");
+  // Exactly a page left: no next_cursor.
+  auto last = body_of(call(b, "GET", "/v1/messages?limit=2&cursor=" + encode_cursor("k1499")));
+  CHECK(last["messages"].size() == 1);
+  CHECK_FALSE(last.contains("next_cursor"));
+
+  auto unknown = call(b, "GET", "/v1/messages?webhook=nope");
+  CHECK(unknown.status == 400);
+  CHECK(body_of(unknown)["error"] == "webhook: no webhook is named \"nope\"");
+  CHECK(call(b, "GET", "/v1/messages?webhook=ops").status == 200);
+  CHECK(call(b, "GET", "/v1/messages?limit=10001").status == 400);
+  CHECK(call(b, "GET", "/v1/messages?cursor=k0001").status == 400);
+}
+
+TEST_CASE("api: a page looks at no more than 100,000 messages for its filters") {
+  FakeBackend b;
+  for (std::size_t i = 0; i < k_max_scanned_per_page + 5; ++i) {
+    char key[16];
+    std::snprintf(key, sizeof(key), "k%07zu", i);
+    MessageRecord m;
+    m.spec.process_query_key = key;
+    b.records.emplace_hint(b.records.end(), key, std::move(m));
+  }
+  b.records["k0100003"].spec.labels = {{"find", "me"}};
+  auto first = body_of(call(b, "GET", "/v1/messages?label=find=me"));
+  CHECK(first["messages"].empty());
+  CHECK(first["next_cursor"] == encode_cursor("k0099999"));
+  CHECK(b.visited == k_max_scanned_per_page);
+  auto second = body_of(call(
+      b, "GET", "/v1/messages?label=find=me&cursor=" + first["next_cursor"].get<std::string>()));
+  REQUIRE(second["messages"].size() == 1);
+  CHECK(second["messages"][0]["process_query_key"] == "k0100003");
+  CHECK_FALSE(second.contains("next_cursor"));
+}
+
 TEST_CASE("api: one message by its URL-encoded key, 404 when unknown") {
   FakeBackend b;
   b.records["Kna+/x="] = record("Kna+/x=");
@@ -223,10 +390,15 @@ TEST_CASE("api: POST adds (201), repeats (200), conflicts (409) and validates (4
                        R"({"process_query_key": "new+key=", "expected_readers": ["u2"]})");
   CHECK(conflict.status == 409);
 
-  b.records["done"] = record("done", true);
-  auto stopped = call(b, "POST", "/v1/messages", R"({"process_query_key": "done"})");
-  CHECK(stopped.status == 409);
-  CHECK(body_of(stopped)["error"].get<std::string>().find("at most once") != std::string::npos);
+  // Other fields: the 409 names them.
+  CHECK(body_of(conflict)["error"].get<std::string>().find("(expected_readers)") !=
+        std::string::npos);
+  auto conflict2 = call(b, "POST", "/v1/messages",
+                        R"({"process_query_key": "new+key=", "expected_readers": ["u1"],)"
+                        R"( "labels": {"a": "b"}, "robot_code": "other"})");
+  CHECK(conflict2.status == 409);
+  CHECK(body_of(conflict2)["error"].get<std::string>().find("(robot_code, labels)") !=
+        std::string::npos);
 
   auto invalid =
       call(b, "POST", "/v1/messages", R"({"process_query_key": "x", "expected_readers": [1]})");
@@ -237,14 +409,85 @@ TEST_CASE("api: POST adds (201), repeats (200), conflicts (409) and validates (4
             .status == 400);
 }
 
-TEST_CASE("api: DELETE stops with 204, 404 when unknown") {
+TEST_CASE("api: POSTing a stopped message again: 200 with it as it is, 409 for other fields") {
+  FakeBackend b;
+  b.records["done"] = record("done", true);
+  auto same = call(b, "POST", "/v1/messages",
+                   R"({"process_query_key": "done", "expected_readers": ["u1", "u2"]})");
+  CHECK(same.status == 200);
+  CHECK(body_of(same)["state"] == "stopped");
+  CHECK(body_of(same)["stop_reason"] == "fully_read");
+  auto other = call(b, "POST", "/v1/messages", R"({"process_query_key": "done"})");
+  CHECK(other.status == 409);
+  const std::string text = body_of(other)["error"];
+  CHECK(text.find("(expected_readers)") != std::string::npos);
+  CHECK(text.find("stopped (fully_read)") != std::string::npos);
+  CHECK(text.find("at most once") != std::string::npos);
+}
+
+TEST_CASE("api: DELETE stops with 204 - 404 unknown - 409 stopped or from the configuration file") {
   FakeBackend b;
   b.records["k/1"] = record("k/1");
+  b.records["k/1"].source = MessageSource::api;
   auto deleted = call(b, "DELETE", "/v1/messages/k%2F1");
   CHECK(deleted.status == 204);
   CHECK(deleted.body.empty());
   CHECK(b.records["k/1"].stop_reason == StopReason::removed);
+  CHECK(b.removed == std::vector<std::string>{"k/1"});
   CHECK(call(b, "DELETE", "/v1/messages/unknown").status == 404);
+
+  // Already stopped: nothing happens again, the answer says why.
+  auto again = call(b, "DELETE", "/v1/messages/k%2F1");
+  CHECK(again.status == 409);
+  CHECK(body_of(again)["error"] == "process_query_key: \"k/1\" has already stopped (removed)");
+  b.records["read"] = record("read", true);
+  CHECK(body_of(call(b, "DELETE", "/v1/messages/read"))["error"].get<std::string>().find(
+            "(fully_read)") != std::string::npos);
+
+  // The configuration file's messages are declarative: removed there.
+  b.cfg.path = "/etc/readreceiptd/config.yaml";
+  b.records["yaml"] = record("yaml");
+  auto listed = call(b, "DELETE", "/v1/messages/yaml");
+  CHECK(listed.status == 409);
+  CHECK(body_of(listed)["error"] ==
+        "process_query_key: \"yaml\" is listed in the configuration file "
+        "(/etc/readreceiptd/config.yaml); remove it there and reload");
+  CHECK_FALSE(b.records["yaml"].stopped);
+  CHECK(b.removed == std::vector<std::string>{"k/1"});
+}
+
+TEST_CASE("api: a body must be application/json (415 naming the header) - an empty one is none") {
+  CHECK(is_json_media_type("application/json"));
+  CHECK(is_json_media_type("Application/JSON"));
+  CHECK(is_json_media_type("application/json; charset=utf-8"));
+  CHECK(is_json_media_type(" application/json ;charset=UTF-8"));
+  CHECK_FALSE(is_json_media_type(""));
+  CHECK_FALSE(is_json_media_type("text/plain"));
+  CHECK_FALSE(is_json_media_type("application/x-www-form-urlencoded"));
+  CHECK_FALSE(is_json_media_type("application/jsonx"));
+  CHECK_FALSE(is_json_media_type("application/json-patch+json"));
+
+  FakeBackend b;
+  const std::string body = R"({"process_query_key": "k"})";
+  auto form = typed(b, "POST", "/v1/messages", "application/x-www-form-urlencoded", body);
+  CHECK(form.status == 415);
+  CHECK(body_of(form)["error"] ==
+        "Content-Type: must be application/json, not \"application/x-www-form-urlencoded\"");
+  CHECK(form.headers == decltype(form.headers){{"Accept", "application/json"}});
+  auto none = typed(b, "POST", "/v1/messages", "", body);
+  CHECK(none.status == 415);
+  CHECK(body_of(none)["error"].get<std::string>().rfind("Content-Type: missing", 0) == 0);
+  CHECK(b.records.empty());
+  CHECK(typed(b, "POST", "/v1/messages", "application/json; charset=utf-8", body).status == 201);
+  // Any call with a body: the replay takes none, but one it is given is JSON.
+  CHECK(typed(b, "POST", "/v1/dead-letters/evt_known/replay", "text/plain", "x").status == 415);
+
+  // No body at all, whatever the Content-Type: the replay needs none, and
+  // POST /v1/messages says what is missing.
+  CHECK(typed(b, "POST", "/v1/dead-letters/evt_known/replay", "", "").status == 202);
+  auto empty = typed(b, "POST", "/v1/messages", "application/x-www-form-urlencoded", "");
+  CHECK(empty.status == 400);
+  CHECK(body_of(empty)["error"].get<std::string>().rfind("request body: empty", 0) == 0);
 }
 
 TEST_CASE("api: dead letters are listed and replayed (202), unknown ones 404") {
@@ -284,7 +527,18 @@ TEST_CASE("api: wrong methods get 405 with Allow - unknown paths 404") {
   CHECK(call(b, "GET", "/v2/messages").status == 404);
 }
 
-TEST_CASE("api: with a token, every call but /healthz needs it - 401 never echoes it") {
+TEST_CASE("api: a query parameter the call does not take is a 400 naming it") {
+  FakeBackend b;
+  b.records["k"] = record("k");
+  auto bad = call(b, "GET", "/v1/messages/k?verbose=1");
+  CHECK(bad.status == 400);
+  CHECK(body_of(bad)["error"] == "unknown query parameter \"verbose\"");
+  CHECK(call(b, "GET", "/healthz?x").status == 400);
+  CHECK(call(b, "GET", "/v1/messages/k?").status == 200);
+  CHECK(call(b, "GET", "/v1/messages?state=%zz").status == 400);
+}
+
+TEST_CASE("api: with a token, every call but /healthz and /readyz needs it - 401 never echoes it") {
   FakeBackend b;
   const std::string token = "api-t0ken";
   auto missing = call(b, "GET", "/v1/messages", "", token);
@@ -294,9 +548,11 @@ TEST_CASE("api: with a token, every call but /healthz needs it - 401 never echoe
   CHECK(wrong.status == 401);
   CHECK(wrong.body.find("nope") == std::string::npos);
   CHECK(wrong.body.find(token) == std::string::npos);
-  CHECK(call(b, "GET", "/readyz", "", token).status == 401);
   CHECK(call(b, "GET", "/nowhere", "", token).status == 401);
+  // Probes need no secret.
   CHECK(call(b, "GET", "/healthz", "", token).status == 200);
+  CHECK(call(b, "GET", "/readyz", "", token).status == 200);
+  CHECK(call(b, "GET", "/readyz", "", token, "", {true, Readiness::starting}).status == 503);
   CHECK(call(b, "GET", "/v1/messages", "", token, "Bearer api-t0ken").status == 200);
   CHECK(call(b, "GET", "/readyz", "", token, "Bearer api-t0ken").status == 200);
 }
@@ -324,7 +580,12 @@ TEST_CASE("api: the command queue runs commands on the loop and answers their ca
   std::thread caller([&] {
     answer.emplace(queue.call(
         [](Backend& be) {
-          return Reply{200, be.messages()[0].spec.process_query_key, {}};
+          std::string first;
+          be.visit_messages("", [&](const MessageRecord& m) {
+            first = m.spec.process_query_key;
+            return false;
+          });
+          return Reply{200, first, {}};
         },
         Millis{30'000}));
   });

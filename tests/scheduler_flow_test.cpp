@@ -400,3 +400,60 @@ TEST_CASE("scheduler: DingTalk's answers that quote the app secret or the token 
     CHECK(text.find(secret) == std::string::npos);
   }
 }
+
+TEST_CASE("scheduler: adding a stopped message again is unchanged with the same fields, a "
+          "conflict with others") {
+  Harness h(base_config(0, 100));
+  h.sched.start();
+  MessageSpec spec;
+  spec.process_query_key = "once";
+  spec.robot_code = "robot";
+  spec.expected_readers = {"u1"};
+  REQUIRE(h.sched.add(spec) == scheduler::Scheduler::AddOutcome::created);
+  REQUIRE(h.sched.remove("once"));
+  h.sched.flush();
+  REQUIRE(h.sched.find("once")->stopped);
+  CHECK(h.sched.add(spec) == scheduler::Scheduler::AddOutcome::unchanged);
+  MessageSpec other = spec;
+  other.expected_readers = {"u2"};
+  CHECK(h.sched.add(other) == scheduler::Scheduler::AddOutcome::conflict);
+  CHECK(h.sched.find("once")->stopped); // never tracked again
+  CHECK(h.sched.tracked() == 0);
+}
+
+TEST_CASE("scheduler: messages are visited in key order from any key, new ones included") {
+  auto cfg = base_config(0, 100);
+  for (const char* key : {"m5", "m1", "m3"}) {
+    MessageSpec m;
+    m.process_query_key = key;
+    m.robot_code = "robot";
+    cfg.messages.push_back(m);
+  }
+  Harness h(cfg);
+  h.sched.start();
+  auto keys_after = [&](std::string_view after, std::size_t at_most = 100) {
+    std::vector<std::string> out;
+    h.sched.visit_from(after, [&](const MessageRecord& m) {
+      out.push_back(m.spec.process_query_key);
+      return out.size() < at_most;
+    });
+    return out;
+  };
+  CHECK(keys_after("") == std::vector<std::string>{"m1", "m3", "m5"});
+  MessageSpec late;
+  late.process_query_key = "m2";
+  late.robot_code = "robot";
+  h.sched.add(late);
+  late.process_query_key = "m9";
+  h.sched.add(late);
+  late.process_query_key = "m0";
+  h.sched.add(late);
+  REQUIRE(h.sched.remove("m3"));
+  h.sched.flush();
+  CHECK(keys_after("") == std::vector<std::string>{"m0", "m1", "m2", "m3", "m5", "m9"});
+  CHECK(keys_after("m2") == std::vector<std::string>{"m3", "m5", "m9"});
+  CHECK(keys_after("m25") == std::vector<std::string>{"m3", "m5", "m9"});
+  CHECK(keys_after("m1", 2) == std::vector<std::string>{"m2", "m3"});
+  CHECK(keys_after("m9").empty());
+  CHECK(keys_after("zzz").empty());
+}

@@ -6,12 +6,14 @@
 #include "readreceiptd/store/store.hpp"
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <netinet/in.h>
 #include <sstream>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -38,6 +40,75 @@ std::string encode(const std::string& s) {
 
 std::string api_listen() {
   return "127.0.0.1:" + std::to_string(free_port());
+}
+
+// Sends `head` (a request line and headers, without the blank line that ends
+// them) and `body` byte for byte: e.g. as curl -X POST does without -d, no
+// Content-Length, keep-alive. Reads one answer: its headers, then
+// Content-Length bytes.
+ApiAnswer raw_api(const std::string& listen, const std::string& head,
+                  const std::string& body = "") {
+  ApiAnswer a;
+  const auto colon = listen.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(listen.substr(colon + 1))));
+  REQUIRE(::inet_pton(AF_INET, listen.substr(0, colon).c_str(), &addr.sin_addr) == 1);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return a;
+  }
+  const std::string request = head + "\r\n\r\n" + body;
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  std::string in;
+  char buf[4096];
+  std::size_t header_end = std::string::npos;
+  std::size_t length = 0;
+  for (;;) {
+    if (header_end == std::string::npos) {
+      header_end = in.find("\r\n\r\n");
+      if (header_end != std::string::npos) {
+        std::string lower = in.substr(0, header_end);
+        for (auto& c : lower) {
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        const auto cl = lower.find("\r\ncontent-length:");
+        length = cl == std::string::npos ? 0 : std::stoul(lower.substr(cl + 17));
+      }
+    }
+    if (header_end != std::string::npos && in.size() >= header_end + 4 + length) {
+      break;
+    }
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      break;
+    }
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (in.rfind("HTTP/1.1 ", 0) == 0 && header_end != std::string::npos) {
+    a.status = std::stoi(in.substr(9, 3));
+    a.body = in.substr(header_end + 4, length);
+  }
+  return a;
+}
+
+// A request with any Content-Type (the harness always says application/json).
+ApiAnswer post_as(const std::string& listen, const std::string& target, const std::string& body,
+                  const std::string& content_type) {
+  httplib::Client client("http://" + listen);
+  client.set_read_timeout(10);
+  ApiAnswer a;
+  if (auto r = client.Post(target.c_str(), body, content_type.c_str())) {
+    a.status = r->status;
+    a.body = r->body;
+  }
+  return a;
 }
 
 // `readreceiptd ARGS...`, run to its end; returns the exit code.
@@ -70,6 +141,14 @@ bool stopped_at(const WebhookSink& sink, const std::string& key, const std::stri
     }
   }
   return false;
+}
+
+std::size_t count_of(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) {
+    ++n;
+  }
+  return n;
 }
 
 std::vector<std::string> keys_of(const json& list) {
@@ -209,16 +288,44 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
   CHECK(keys_of(stopped_list) == std::vector<std::string>{api_key});
   CHECK(h.api("GET", "/v1/messages?state=finished").status == 400);
 
-  // Tracked at most once.
+  // Tracked at most once: the same request again is answered with the
+  // message as it is now, stopped; other fields are a conflict naming them.
   auto again = h.api("POST", "/v1/messages", body);
-  CHECK(again.status == 409);
-  CHECK(again.json()["error"].get<std::string>().find("at most once") != std::string::npos);
+  CHECK_MESSAGE(again.status == 200, again.body);
+  CHECK(again.json()["state"] == "stopped");
+  CHECK(again.json()["stop_reason"] == "fully_read");
+  auto changed = h.api("POST", "/v1/messages",
+                       R"({"process_query_key": "api+Key/2==", "expected_readers": ["u1"],)"
+                       R"( "labels": {"campaign": "api-1"}})");
+  CHECK(changed.status == 409);
+  CHECK_MESSAGE(changed.json()["error"].get<std::string>().find("expected_readers") !=
+                    std::string::npos,
+                changed.body);
 
-  // DELETE stops with reason removed.
-  CHECK(h.api("DELETE", "/v1/messages/" + encode(cfg_key)).status == 204);
-  REQUIRE_MESSAGE(h.wait_for_stop(cfg_key), h.log());
-  CHECK((*h.stopped_event(cfg_key))["data"]["reason"] == "removed");
+  // DELETE stops an API message with reason removed; once stopped, a
+  // second DELETE is a 409 naming the reason, and changes nothing.
+  h.dingtalk.add_message("api-gone", fm);
+  REQUIRE(h.api("POST", "/v1/messages", R"({"process_query_key": "api-gone"})").status == 201);
+  CHECK(h.api("DELETE", "/v1/messages/api-gone").status == 204);
+  REQUIRE_MESSAGE(h.wait_for_stop("api-gone"), h.log());
+  CHECK((*h.stopped_event("api-gone"))["data"]["reason"] == "removed");
+  auto twice = h.api("DELETE", "/v1/messages/api-gone");
+  CHECK(twice.status == 409);
+  CHECK_MESSAGE(twice.json()["error"].get<std::string>().find("removed") != std::string::npos,
+                twice.body);
+  REQUIRE(wait_until([&] { return count_of(h.log(), "removed through the API key=api-gone") > 0; }));
+  CHECK(count_of(h.log(), "removed through the API key=api-gone") == 1);
+  auto stopped_twice = h.api("DELETE", "/v1/messages/" + encode(api_key));
+  CHECK(stopped_twice.status == 409);
+  CHECK(stopped_twice.json()["error"].get<std::string>().find("fully_read") != std::string::npos);
   CHECK(h.api("DELETE", "/v1/messages/unknown").status == 404);
+  // A message of the configuration file is the file's to remove.
+  auto listed = h.api("DELETE", "/v1/messages/" + encode(cfg_key));
+  CHECK(listed.status == 409);
+  CHECK_MESSAGE(listed.json()["error"].get<std::string>().find(
+                    "configuration file (" + h.config_path() + ")") != std::string::npos,
+                listed.body);
+  CHECK(h.api("GET", "/v1/messages/" + encode(cfg_key)).json()["state"] == "tracking");
 
   // Wrong methods and unknown paths.
   auto put = h.api("PUT", "/v1/messages", "{}");
@@ -242,14 +349,15 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
   CHECK(live.json()["state"] == "tracking");
   CHECK(live.json()["source"] == "api");
   CHECK(h.api("GET", "/v1/messages/" + encode(api_key)).json()["state"] == "stopped");
-  CHECK(h.api("GET", "/v1/messages/" + encode(cfg_key)).json()["stop_reason"] == "removed");
+  CHECK(h.api("GET", "/v1/messages/api-gone").json()["stop_reason"] == "removed");
+  CHECK(h.api("GET", "/v1/messages/" + encode(cfg_key)).json()["state"] == "tracking");
   h.dingtalk.read("api-live", "late-reader");
   REQUIRE_MESSAGE(wait_until([&] { return h.events_of("api-live").size() == 1; }), h.log());
   CHECK(h.events_of("api-live")[0]["data"]["newly_read_user_ids"] == json({"late-reader"}));
   h.stop();
 }
 
-TEST_CASE("api: with a token every call but /healthz needs it - bodies are capped") {
+TEST_CASE("api: with a token every call but /healthz and /readyz needs it - bodies are capped") {
   DaemonHarness h;
   h.api_listen = api_listen();
   h.api_token = "api-token-Zq8vX1";
@@ -263,19 +371,164 @@ TEST_CASE("api: with a token every call but /healthz needs it - bodies are cappe
   auto wrong = h.api("GET", "/v1/messages", "", "not-the-token");
   CHECK(wrong.status == 401);
   CHECK(wrong.body.find("not-the-token") == std::string::npos);
-  CHECK(h.api("GET", "/readyz").status == 401);
+  // A probe needs no secret: /readyz reveals only whether, and a reason word.
+  auto probe = h.api("GET", "/readyz");
+  CHECK((probe.status == 200 || probe.status == 503));
+  CHECK(probe.json().contains("ready"));
   CHECK(h.api("POST", "/v1/messages", R"({"process_query_key": "k"})").status == 401);
   CHECK(h.api("GET", "/v1/dead-letters").status == 401);
   CHECK(h.api("GET", "/healthz").status == 200);
 
   CHECK(h.api("GET", "/v1/messages", "", h.api_token).status == 200);
   // Ready once the first token is in (it may still be on its way).
-  CHECK(wait_until([&] { return h.api("GET", "/readyz", "", h.api_token).status == 200; }));
+  CHECK(wait_until([&] { return h.api("GET", "/readyz").status == 200; }));
+  CHECK(h.api("GET", "/readyz", "", h.api_token).status == 200);
   CHECK(h.api("GET", "/v1/dead-letters", "", h.api_token).status == 200);
 
   auto big = h.api("POST", "/v1/messages", std::string(100 * 1024, ' '), h.api_token);
   CHECK(big.status == 413);
   CHECK(big.json().contains("error"));
+  h.stop();
+}
+
+TEST_CASE("api: no Content-Length is an empty body - a body must say application/json") {
+  DaemonHarness h;
+  h.api_listen = api_listen();
+  h.start();
+  REQUIRE_MESSAGE(h.wait_for_api(), h.log());
+  const std::string host = " HTTP/1.1\r\nHost: localhost\r\nAccept: */*";
+
+  // curl -X POST / -X DELETE without -d: every route answers for itself.
+  auto replay = raw_api(h.api_listen, "POST /v1/dead-letters/evt_nope/replay" + host);
+  CHECK_MESSAGE(replay.status == 404, replay.body);
+  auto empty = raw_api(h.api_listen, "POST /v1/messages" + host);
+  CHECK(empty.status == 400);
+  CHECK_MESSAGE(empty.body.find("request body") != std::string::npos, empty.body);
+  CHECK(raw_api(h.api_listen, "DELETE /v1/messages/nope" + host).status == 404);
+  CHECK(raw_api(h.api_listen, "GET /v1/messages/nope" + host).status == 404);
+
+  // A body in another type, or in none, is a 415 naming the header.
+  const std::string body = R"({"process_query_key": "typed"})";
+  h.dingtalk.add_message("typed", rrd::testing::FakeMessage{});
+  auto form = post_as(h.api_listen, "/v1/messages", body, "application/x-www-form-urlencoded");
+  CHECK(form.status == 415);
+  CHECK_MESSAGE(form.body.find("Content-Type") != std::string::npos, form.body);
+  CHECK(form.body.find("application/x-www-form-urlencoded") != std::string::npos);
+  auto untyped = raw_api(
+      h.api_listen,
+      "POST /v1/messages" + host + "\r\nContent-Length: " + std::to_string(body.size()), body);
+  CHECK(untyped.status == 415);
+  CHECK_MESSAGE(untyped.body.find("Content-Type") != std::string::npos, untyped.body);
+  CHECK(h.api("GET", "/v1/messages/typed").status == 404); // nothing was added
+  auto typed = post_as(h.api_listen, "/v1/messages", body, "Application/JSON; charset=utf-8");
+  CHECK_MESSAGE(typed.status == 201, typed.body);
+  // The connection stays usable after an empty-bodied request.
+  CHECK(h.api("GET", "/healthz").status == 200);
+  h.stop();
+}
+
+TEST_CASE("api: the message list comes a page at a time, by cursor, with filters") {
+  DaemonHarness h;
+  h.api_listen = api_listen();
+  h.more_webhooks_yaml = {DaemonHarness::webhook_item("audit", h.sink.url())};
+  h.start();
+  REQUIRE_MESSAGE(h.wait_for_api(), h.log());
+  auto add = [&](const std::string& key, const std::string& extra) {
+    h.dingtalk.add_message(key, rrd::testing::FakeMessage{});
+    const auto r =
+        h.api("POST", "/v1/messages", R"({"process_query_key": ")" + key + "\"" + extra + "}");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+  };
+  std::vector<std::string> all;
+  for (int i = 0; i < 25; ++i) {
+    const std::string key = (i < 10 ? "m0" : "m") + std::to_string(i);
+    std::string extra = R"(, "labels": {"team": ")" + std::string(i % 2 == 0 ? "a" : "b") +
+                        R"(", "tier": ")" + std::to_string(i % 5) + "\"}";
+    if (i % 3 == 0) {
+      extra += R"(, "webhooks": ["audit"])";
+    } else if (i % 3 == 1) {
+      extra += R"(, "webhooks": ["ops"])";
+    }
+    add(key, extra);
+    all.push_back(key);
+  }
+
+  // Pages of 10 by cursor; messages added meanwhile before the cursor are
+  // not seen, those after it are; none is seen twice.
+  auto first = h.api("GET", "/v1/messages?limit=10");
+  REQUIRE(first.status == 200);
+  CHECK(keys_of(first.json()) == std::vector<std::string>(all.begin(), all.begin() + 10));
+  const std::string cursor = first.json()["next_cursor"].get<std::string>();
+  add("m00a", "");
+  add("m99", "");
+  auto second = h.api("GET", "/v1/messages?limit=10&cursor=" + encode(cursor));
+  REQUIRE(second.status == 200);
+  CHECK(keys_of(second.json()) == std::vector<std::string>(all.begin() + 10, all.begin() + 20));
+  auto third = h.api("GET", "/v1/messages?limit=10&cursor=" +
+                                encode(second.json()["next_cursor"].get<std::string>()));
+  REQUIRE(third.status == 200);
+  std::vector<std::string> rest(all.begin() + 20, all.end());
+  rest.push_back("m99");
+  CHECK(keys_of(third.json()) == rest);
+  CHECK_FALSE(third.json().contains("next_cursor"));
+  // Without limit: the default page holds them all.
+  auto whole = h.api("GET", "/v1/messages").json();
+  CHECK(whole["messages"].size() == 27);
+  CHECK_FALSE(whole.contains("next_cursor"));
+
+  // Filters: every label must match; a webhook's messages include those
+  // that go to every webhook.
+  std::vector<std::string> team_a;
+  std::vector<std::string> team_a_tier_0;
+  std::vector<std::string> to_audit;
+  for (int i = 0; i < 25; ++i) {
+    if (i % 2 == 0) {
+      team_a.push_back(all[static_cast<std::size_t>(i)]);
+      if (i % 5 == 0) {
+        team_a_tier_0.push_back(all[static_cast<std::size_t>(i)]);
+      }
+    }
+    if (i % 3 != 1) {
+      to_audit.push_back(all[static_cast<std::size_t>(i)]);
+    }
+  }
+  CHECK(keys_of(h.api("GET", "/v1/messages?label=team%3Da").json()) == team_a);
+  CHECK(keys_of(h.api("GET", "/v1/messages?label=team=a&label=tier=0").json()) == team_a_tier_0);
+  auto audit = h.api("GET", "/v1/messages?webhook=audit");
+  std::vector<std::string> audit_all = to_audit;
+  audit_all.insert(audit_all.begin() + 1, "m00a"); // no webhooks: every one
+  audit_all.push_back("m99");
+  CHECK(keys_of(audit.json()) == audit_all);
+  // A filtered page ends where the limit is reached, and goes on from there.
+  auto audit_page = h.api("GET", "/v1/messages?webhook=audit&label=team=a&limit=2").json();
+  REQUIRE(audit_page["messages"].size() == 2);
+  auto audit_next = h.api("GET", "/v1/messages?webhook=audit&label=team=a&limit=2&cursor=" +
+                                     encode(audit_page["next_cursor"].get<std::string>()))
+                        .json();
+  CHECK(audit_next["messages"][0]["process_query_key"] == "m06");
+  REQUIRE(h.api("DELETE", "/v1/messages/m03").status == 204);
+  REQUIRE(wait_until([&] {
+    return keys_of(h.api("GET", "/v1/messages?state=stopped&webhook=audit").json()) ==
+           std::vector<std::string>{"m03"};
+  }));
+
+  // Bad parameters: 400 naming the parameter.
+  for (const auto& bad_case :
+       std::vector<std::pair<std::string, std::string>>{{"limit=0", "limit"},
+                                                        {"limit=10001", "limit"},
+                                                        {"limit=ten", "limit"},
+                                                        {"limit=1&limit=2", "limit"},
+                                                        {"cursor=%21%21", "cursor"},
+                                                        {"label=team", "label"},
+                                                        {"webhook=nope", "webhook"},
+                                                        {"state=done", "state"},
+                                                        {"colour=red", "colour"}}) {
+    const std::string& query = bad_case.first;
+    auto bad = h.api("GET", "/v1/messages?" + query);
+    CHECK_MESSAGE(bad.status == 400, query);
+    CHECK_MESSAGE(bad.json()["error"].get<std::string>().find(bad_case.second) != std::string::npos,
+                  query << ": " << bad.body);
+  }
   h.stop();
 }
 
@@ -343,8 +596,11 @@ TEST_CASE("api: dead letters are listed with their last error and replayed to th
 
   CHECK(h.api("GET", "/v1/dead-letters/" + event_id + "/replay").status == 405);
   CHECK(h.api("POST", "/v1/dead-letters/evt_00000000000000000000000000/replay").status == 404);
-  auto replay = h.api("POST", "/v1/dead-letters/" + event_id + "/replay");
-  CHECK(replay.status == 202);
+  // As `curl -X POST` sends it: no body, no Content-Length.
+  auto replay = raw_api(h.api_listen, "POST /v1/dead-letters/" + event_id +
+                                          "/replay HTTP/1.1\r\nHost: localhost\r\nAccept: */*");
+  CHECK_MESSAGE(replay.status == 202, replay.body);
+  CHECK(json::parse(replay.body, nullptr, false)["requeued"] == 1);
   REQUIRE_MESSAGE(wait_until([&] { return h.sink.accepted().size() == 1; }), h.log());
   CHECK(h.sink.accepted()[0].webhook_id == event_id);
   CHECK(h.sink.accepted()[0].json["data"]["process_query_key"] == "dead+key=");

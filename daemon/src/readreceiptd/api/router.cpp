@@ -1,5 +1,8 @@
 #include "readreceiptd/api/router.hpp"
 
+#include "readreceiptd/common/base64.hpp"
+
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <nlohmann/json.hpp>
@@ -8,15 +11,18 @@
 
 namespace rrd::api {
 
+// What a handler is given: the request and what route() made of it.
+struct Call {
+  const Request& request;
+  const Health& health;
+  std::string param; // the decoded {parameter}; "" for a route without one
+  // The query's parameters, decoded, each one the operation accepts.
+  std::vector<std::pair<std::string, std::string>> query;
+};
+
 namespace {
 
 using nlohmann::json;
-
-constexpr std::string_view k_messages = "/v1/messages";
-constexpr std::string_view k_messages_prefix = "/v1/messages/";
-constexpr std::string_view k_dead_letters = "/v1/dead-letters";
-constexpr std::string_view k_dead_letters_prefix = "/v1/dead-letters/";
-constexpr std::string_view k_replay_suffix = "/replay";
 
 std::string dump(const json& j) {
   // Keys and labels come from users: never throw on bad UTF-8.
@@ -112,37 +118,94 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse_query(std:
   return out;
 }
 
-Routed list_messages(std::string_view query) {
-  const auto params = parse_query(query);
-  if (!params) {
-    return immediate(error_reply(400, "malformed query string"));
+Routed healthz(const Call& c) {
+  return immediate(c.health.loop_alive
+                       ? json_reply(200, json{{"status", "ok"}})
+                       : json_reply(503, json{{"status", "unhealthy"},
+                                              {"reason", "the scheduler loop is not turning"}}));
+}
+
+Routed readyz(const Call& c) {
+  if (!c.health.loop_alive) {
+    return immediate(
+        json_reply(503, json{{"ready", false}, {"reason", "the scheduler loop is not turning"}}));
   }
-  std::optional<bool> want_stopped;
-  for (const auto& [name, value] : *params) {
-    if (name != "state") {
-      return immediate(error_reply(400, "unknown query parameter \"" + name + "\""));
-    }
-    if (value == "tracking") {
-      want_stopped = false;
-    } else if (value == "stopped") {
-      want_stopped = true;
-    } else {
-      return immediate(error_reply(400, "state: must be tracking or stopped"));
-    }
+  if (c.health.readiness != Readiness::ready) {
+    return immediate(
+        json_reply(503, json{{"ready", false}, {"reason", describe(c.health.readiness)}}));
   }
-  return later([want_stopped](Backend& b) {
-    json list = json::array();
-    for (const auto& m : b.messages()) {
-      if (!want_stopped || *want_stopped == m.stopped) {
-        list.push_back(message_to_json(m));
+  return immediate(json_reply(200, json{{"ready", true}}));
+}
+
+// One page of messages, in key order, from the cursor on: no more than
+// `limit`, built straight from the loop's records (none is copied). The
+// page has a next_cursor when another may follow: when one more message
+// matched, or when k_max_scanned_per_page messages were looked at.
+Routed list_messages(const Call& c) {
+  auto query = parse_message_query(c.query);
+  if (!query) {
+    return immediate(error_reply(400, query.error()));
+  }
+  return later([q = std::move(*query)](Backend& b) {
+    if (q.webhook) {
+      const auto& hooks = b.config().webhooks;
+      if (std::none_of(hooks.begin(), hooks.end(),
+                       [&](const config::Webhook& w) { return w.name == *q.webhook; })) {
+        return error_reply(400, "webhook: no webhook is named \"" + *q.webhook + "\"");
       }
     }
-    return json_reply(200, json{{"messages", std::move(list)}});
+    json list = json::array();
+    std::optional<std::string> next;
+    std::size_t scanned = 0;
+    b.visit_messages(q.after, [&](const MessageRecord& m) {
+      if (matches(q, m)) {
+        if (list.size() == q.limit) {
+          next = list.back()["process_query_key"].get<std::string>();
+          return false;
+        }
+        list.push_back(message_to_json(m));
+      }
+      if (++scanned == k_max_scanned_per_page) {
+        next = m.spec.process_query_key;
+        return false;
+      }
+      return true;
+    });
+    json answer{{"messages", std::move(list)}};
+    if (next) {
+      answer["next_cursor"] = encode_cursor(*next);
+    }
+    return json_reply(200, answer);
   });
 }
 
-Routed add_message(std::string body) {
-  return later([body = std::move(body)](Backend& b) {
+// Why a POST of `spec` conflicts with the message `m` already known.
+std::string conflict_text(const MessageRecord& m, const MessageSpec& spec) {
+  std::string fields;
+  for (const auto& f : differing_fields(m.spec, spec)) {
+    fields += (fields.empty() ? "" : ", ") + f;
+  }
+  std::string text = "process_query_key: \"" + m.spec.process_query_key + "\" ";
+  text += m.stopped ? "was tracked" : "is already watched";
+  text += " with other fields" + (fields.empty() ? "" : " (" + fields + ")");
+  if (m.stopped) {
+    return text + " and has stopped (" +
+           (m.stop_reason ? to_string(*m.stop_reason) : std::string("unknown")) +
+           "); a processQueryKey is tracked at most once";
+  }
+  if (m.source == MessageSource::config) {
+    return text + "; it is listed in the configuration file: change it there and reload";
+  }
+  return text + "; a message keeps the fields it was added with";
+}
+
+Routed add_message(const Call& c) {
+  if (c.request.body.empty()) {
+    return immediate(
+        error_reply(400, "request body: empty; send one messages: item as a JSON object, e.g. "
+                         "{\"process_query_key\": \"...\"}"));
+  }
+  return later([body = c.request.body](Backend& b) {
     MessageSpec spec;
     try {
       spec = config::parse_message_json(body, b.config());
@@ -150,44 +213,55 @@ Routed add_message(std::string body) {
       return error_reply(400, e.what());
     }
     const std::string& key = spec.process_query_key;
-    switch (b.add_message(spec)) {
-    case AddOutcome::created:
-      return json_reply(201, message_to_json(*b.message(key)));
-    case AddOutcome::unchanged:
-      return json_reply(200, message_to_json(*b.message(key)));
-    case AddOutcome::conflict:
-      return error_reply(409, "process_query_key: \"" + key +
-                                  "\" is already watched with other fields; delete it first");
-    case AddOutcome::already_stopped: {
-      const auto m = b.message(key);
-      std::string reason = m && m->stop_reason ? to_string(*m->stop_reason) : "unknown";
-      return error_reply(409, "process_query_key: \"" + key + "\" was tracked and has stopped (" +
-                                  reason + "); a processQueryKey is tracked at most once");
+    const AddOutcome outcome = b.add_message(spec);
+    const auto m = b.message(key);
+    if (!m) {
+      return error_reply(500, "internal error");
     }
+    switch (outcome) {
+    case AddOutcome::created:
+      return json_reply(201, message_to_json(*m));
+    case AddOutcome::unchanged:
+      return json_reply(200, message_to_json(*m)); // as it is now, whatever its state
+    case AddOutcome::conflict:
+      return error_reply(409, conflict_text(*m, spec));
     }
     return error_reply(500, "internal error");
   });
 }
 
-Routed one_message(const std::string& method, const std::string& key) {
-  if (method == "GET") {
-    return later([key](Backend& b) {
-      const auto m = b.message(key);
-      return m ? json_reply(200, message_to_json(*m)) : error_reply(404, "no such message");
-    });
-  }
-  if (method == "DELETE") {
-    return later([key](Backend& b) {
-      return b.remove_message(key) ? Reply{204, "", {}} : error_reply(404, "no such message");
-    });
-  }
-  return immediate(method_not_allowed("GET, DELETE"));
+Routed get_message(const Call& c) {
+  return later([key = c.param](Backend& b) {
+    const auto m = b.message(key);
+    return m ? json_reply(200, message_to_json(*m)) : error_reply(404, "no such message");
+  });
 }
 
-Routed dead_letters(const std::string& method) {
-  if (method != "GET") {
-    return immediate(method_not_allowed("GET"));
-  }
+// Only a message that is tracking and came through the API is stopped:
+// a stopped one stays as it stopped, and the configuration file's messages
+// are declarative (SPEC section 3), removed by removing them from the file.
+Routed delete_message(const Call& c) {
+  return later([key = c.param](Backend& b) {
+    const auto m = b.message(key);
+    if (!m) {
+      return error_reply(404, "no such message");
+    }
+    const std::string what = "process_query_key: \"" + key + "\" ";
+    if (m->stopped) {
+      return error_reply(409, what + "has already stopped (" +
+                                  (m->stop_reason ? to_string(*m->stop_reason) : "unknown") + ")");
+    }
+    // A tracking message from the file is one the file lists: a reload
+    // stops those it no longer lists.
+    if (m->source == MessageSource::config) {
+      return error_reply(409, what + "is listed in the configuration file (" + b.config().path +
+                                  "); remove it there and reload");
+    }
+    return b.remove_message(key) ? Reply{204, "", {}} : error_reply(404, "no such message");
+  });
+}
+
+Routed list_dead_letters(const Call&) {
   return later([](Backend& b) {
     json list = json::array();
     for (const auto& d : b.dead_letters()) {
@@ -197,11 +271,8 @@ Routed dead_letters(const std::string& method) {
   });
 }
 
-Routed replay(const std::string& method, const std::string& event_id) {
-  if (method != "POST") {
-    return immediate(method_not_allowed("POST"));
-  }
-  return later([event_id](Backend& b) {
+Routed replay_dead_letter(const Call& c) {
+  return later([event_id = c.param](Backend& b) {
     const int n = b.replay_dead_letter(event_id);
     if (n == 0) {
       return error_reply(404, "no dead letter with this event id");
@@ -210,15 +281,47 @@ Routed replay(const std::string& method, const std::string& event_id) {
   });
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
+// The raw text a path template's {parameter} matched in `path`, or nullopt
+// when the path does not match. Templates have at most one parameter.
+std::optional<std::string_view> match(std::string_view pattern, std::string_view path) {
+  const auto open = pattern.find('{');
+  if (open == std::string_view::npos) {
+    return pattern == path ? std::optional<std::string_view>(std::string_view{}) : std::nullopt;
+  }
+  const auto close = pattern.find('}', open);
+  const std::string_view prefix = pattern.substr(0, open);
+  const std::string_view suffix = pattern.substr(close + 1);
+  if (path.size() <= prefix.size() + suffix.size() || path.substr(0, prefix.size()) != prefix ||
+      path.substr(path.size() - suffix.size()) != suffix) {
+    return std::nullopt;
+  }
+  return path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
 }
 
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+std::string allowed_methods(const Route& r) {
+  std::string out;
+  for (const auto& op : r.operations) {
+    out += (out.empty() ? "" : ", ") + std::string(op.method);
+  }
+  return out;
 }
 
 } // namespace
+
+const std::vector<Route>& routes() {
+  static const std::vector<Route> k_routes{
+      {"/healthz", false, {{"GET", {}, healthz}}},
+      {"/readyz", false, {{"GET", {}, readyz}}},
+      {"/v1/messages",
+       true,
+       {{"GET", {"state", "label", "webhook", "limit", "cursor"}, list_messages},
+        {"POST", {}, add_message}}},
+      {"/v1/messages/{key}", true, {{"GET", {}, get_message}, {"DELETE", {}, delete_message}}},
+      {"/v1/dead-letters", true, {{"GET", {}, list_dead_letters}}},
+      {"/v1/dead-letters/{event_id}/replay", true, {{"POST", {}, replay_dead_letter}}},
+  };
+  return k_routes;
+}
 
 const char* describe(Readiness r) {
   switch (r) {
@@ -291,12 +394,147 @@ bool bearer_matches(std::string_view authorization, const std::string& token) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+bool is_json_media_type(std::string_view content_type) {
+  constexpr std::string_view k_type = "application/json";
+  std::string_view t = content_type.substr(0, content_type.find(';'));
+  while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) {
+    t.remove_prefix(1);
+  }
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) {
+    t.remove_suffix(1);
+  }
+  if (t.size() != k_type.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(t[i])) != k_type[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string error_body(std::string_view text) {
   return dump(json{{"error", std::string(text)}});
 }
 
 Reply error_reply(int status, std::string_view text) {
   return Reply{status, error_body(text), {}};
+}
+
+Result<MessageQuery, std::string>
+parse_message_query(const std::vector<std::pair<std::string, std::string>>& params) {
+  MessageQuery q;
+  std::vector<std::string> seen;
+  for (const auto& [name, value] : params) {
+    if (name != "label") {
+      if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+        return err(name + ": given more than once");
+      }
+      seen.push_back(name);
+    }
+    if (name == "state") {
+      if (value != "tracking" && value != "stopped") {
+        return err("state: must be tracking or stopped, not \"" + value + "\"");
+      }
+      q.stopped = value == "stopped";
+    } else if (name == "label") {
+      const auto eq = value.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return err("label: must be key=value, not \"" + value + "\"");
+      }
+      q.labels.emplace_back(value.substr(0, eq), value.substr(eq + 1));
+    } else if (name == "webhook") {
+      if (value.empty()) {
+        return err(std::string("webhook: must name a webhook"));
+      }
+      q.webhook = value;
+    } else if (name == "limit") {
+      std::size_t n = 0;
+      bool digits = !value.empty() && value.size() <= 6;
+      for (const char ch : value) {
+        digits = digits && ch >= '0' && ch <= '9';
+        n = n * 10 + static_cast<std::size_t>(ch - '0');
+      }
+      if (!digits || n < 1 || n > k_max_page_size) {
+        return err("limit: must be a whole number from 1 to " + std::to_string(k_max_page_size) +
+                   ", not \"" + value + "\"");
+      }
+      q.limit = n;
+    } else if (name == "cursor") {
+      auto key = decode_cursor(value);
+      if (!key) {
+        return err(std::string(
+            "cursor: not a cursor of this API (pass next_cursor from the previous page as is)"));
+      }
+      q.after = std::move(*key);
+    } else {
+      return err("unknown query parameter \"" + name + "\"");
+    }
+  }
+  return q;
+}
+
+bool matches(const MessageQuery& q, const MessageRecord& m) {
+  if (q.stopped && *q.stopped != m.stopped) {
+    return false;
+  }
+  for (const auto& [key, value] : q.labels) {
+    const auto it = m.spec.labels.find(key);
+    if (it == m.spec.labels.end() || it->second != value) {
+      return false;
+    }
+  }
+  if (q.webhook && m.spec.webhooks &&
+      std::find(m.spec.webhooks->begin(), m.spec.webhooks->end(), *q.webhook) ==
+          m.spec.webhooks->end()) {
+    return false;
+  }
+  return true;
+}
+
+std::string encode_cursor(std::string_view key) {
+  std::string out = base64_encode(key);
+  while (!out.empty() && out.back() == '=') {
+    out.pop_back();
+  }
+  for (auto& ch : out) {
+    ch = ch == '+' ? '-' : ch == '/' ? '_' : ch;
+  }
+  return out;
+}
+
+std::optional<std::string> decode_cursor(std::string_view cursor) {
+  std::string standard(cursor);
+  for (auto& ch : standard) {
+    if (ch == '+' || ch == '/' || ch == '=') {
+      return std::nullopt; // base64url, unpadded: never these
+    }
+    ch = ch == '-' ? '+' : ch == '_' ? '/' : ch;
+  }
+  auto key = base64_decode(standard);
+  if (!key || key->empty() || encode_cursor(*key) != cursor) {
+    return std::nullopt;
+  }
+  return key;
+}
+
+std::vector<std::string> differing_fields(const MessageSpec& a, const MessageSpec& b) {
+  std::vector<std::string> out;
+  auto check = [&](bool same, const char* name) {
+    if (!same) {
+      out.emplace_back(name);
+    }
+  };
+  check(a.process_query_key == b.process_query_key, "process_query_key");
+  check(a.open_conversation_id == b.open_conversation_id, "open_conversation_id");
+  check(a.robot_code == b.robot_code, "robot_code");
+  check(a.expected_readers == b.expected_readers, "expected_readers");
+  check(a.expected_reader_count == b.expected_reader_count, "expected_reader_count");
+  check(a.sent_at == b.sent_at, "sent_at");
+  check(a.webhooks == b.webhooks, "webhooks");
+  check(a.labels == b.labels, "labels");
+  return out;
 }
 
 std::string message_json(const MessageRecord& m) {
@@ -313,74 +551,61 @@ Routed route(const Request& request, const std::string& token, const Health& hea
   const std::string_view path = target.substr(0, question);
   const std::string_view query =
       question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
-  const std::string& method = request.method;
 
-  if (path == "/healthz") {
-    if (method != "GET") {
-      return immediate(method_not_allowed("GET"));
+  const Route* found = nullptr;
+  std::string_view raw_param;
+  for (const auto& r : routes()) {
+    if (const auto m = match(r.path, path)) {
+      found = &r;
+      raw_param = *m;
+      break;
     }
-    return immediate(health.loop_alive
-                         ? json_reply(200, json{{"status", "ok"}})
-                         : json_reply(503, json{{"status", "unhealthy"},
-                                                {"reason", "the scheduler loop is not turning"}}));
   }
-
-  if (!token.empty() && !bearer_matches(request.authorization, token)) {
+  // Unknown paths need the token too: without it, nothing is revealed.
+  if ((found == nullptr || found->needs_token) && !token.empty() &&
+      !bearer_matches(request.authorization, token)) {
     Reply r = error_reply(401, request.authorization.empty() ? "missing bearer token"
                                                              : "wrong bearer token");
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return immediate(std::move(r));
   }
-
-  if (path == "/readyz") {
-    if (method != "GET") {
-      return immediate(method_not_allowed("GET"));
-    }
-    if (!health.loop_alive) {
-      return immediate(
-          json_reply(503, json{{"ready", false}, {"reason", "the scheduler loop is not turning"}}));
-    }
-    if (health.readiness != Readiness::ready) {
-      return immediate(
-          json_reply(503, json{{"ready", false}, {"reason", describe(health.readiness)}}));
-    }
-    return immediate(json_reply(200, json{{"ready", true}}));
+  if (found == nullptr) {
+    return immediate(not_found());
   }
-
-  if (path == k_messages) {
-    if (method == "GET") {
-      return list_messages(query);
+  const Operation* op = nullptr;
+  for (const auto& o : found->operations) {
+    if (o.method == request.method) {
+      op = &o;
     }
-    if (method == "POST") {
-      return add_message(request.body);
+  }
+  if (op == nullptr) {
+    return immediate(method_not_allowed(allowed_methods(*found)));
+  }
+  const auto param = url_decode(raw_param);
+  if (!param) {
+    return immediate(error_reply(400, "malformed percent-encoding in the path"));
+  }
+  auto params = parse_query(query);
+  if (!params) {
+    return immediate(error_reply(400, "malformed query string"));
+  }
+  for (const auto& [name, value] : *params) {
+    if (std::find(op->query_parameters.begin(), op->query_parameters.end(), name) ==
+        op->query_parameters.end()) {
+      return immediate(error_reply(400, "unknown query parameter \"" + name + "\""));
     }
-    return immediate(method_not_allowed("GET, POST"));
   }
-
-  if (starts_with(path, k_messages_prefix) && path.size() > k_messages_prefix.size()) {
-    const auto key = url_decode(path.substr(k_messages_prefix.size()));
-    if (!key) {
-      return immediate(error_reply(400, "malformed percent-encoding in the path"));
-    }
-    return one_message(method, *key);
+  // A body is JSON, and says so. An empty one (a POST without -d) is no
+  // body at all: the calls that need one say what is missing.
+  if (!request.body.empty() && !is_json_media_type(request.content_type)) {
+    Reply r = error_reply(
+        415, request.content_type.empty()
+                 ? "Content-Type: missing; a request body must be application/json"
+                 : "Content-Type: must be application/json, not \"" + request.content_type + "\"");
+    r.headers.emplace_back("Accept", "application/json");
+    return immediate(std::move(r));
   }
-
-  if (path == k_dead_letters) {
-    return dead_letters(method);
-  }
-
-  if (starts_with(path, k_dead_letters_prefix) && ends_with(path, k_replay_suffix) &&
-      path.size() > k_dead_letters_prefix.size() + k_replay_suffix.size()) {
-    const auto id = url_decode(
-        path.substr(k_dead_letters_prefix.size(),
-                    path.size() - k_dead_letters_prefix.size() - k_replay_suffix.size()));
-    if (!id) {
-      return immediate(error_reply(400, "malformed percent-encoding in the path"));
-    }
-    return replay(method, *id);
-  }
-
-  return immediate(not_found());
+  return op->handler(Call{request, health, *param, std::move(*params)});
 }
 
 } // namespace rrd::api

@@ -10,9 +10,11 @@
 #pragma once
 
 #include "readreceiptd/common/model.hpp"
+#include "readreceiptd/common/result.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/store/store.hpp"
 
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
@@ -30,7 +32,19 @@ struct Reply {
   std::vector<std::pair<std::string, std::string>> headers; // extra ones: Allow, ...
 };
 
-enum class AddOutcome { created, unchanged, conflict, already_stopped };
+// What adding a message did. A key already known, tracking or stopped, is
+// never tracked again: unchanged when it has the same fields, a conflict
+// otherwise.
+enum class AddOutcome { created, unchanged, conflict };
+
+// GET /v1/messages: messages per page when `limit` is not given, and the
+// largest `limit` (10,000 messages are about 5 MB of JSON).
+inline constexpr std::size_t k_default_page_size = 1'000;
+inline constexpr std::size_t k_max_page_size = 10'000;
+// How many messages one page looks at, at most, for its filters: a page
+// with few matches ends early, with a next_cursor, rather than holding
+// the loop while it reads the whole table.
+inline constexpr std::size_t k_max_scanned_per_page = 100'000;
 
 // What the API asks of the loop's state. Implemented by the app over the
 // scheduler, the store and the dispatcher. Loop thread only.
@@ -40,13 +54,17 @@ public:
   // The configuration in force (dingtalk.robot_code and webhook names are
   // the defaults of a new message).
   virtual const config::Config& config() const = 0;
-  // Every message, tracking and stopped, ordered by key.
-  virtual std::vector<MessageRecord> messages() const = 0;
+  // Visits the messages, tracking and stopped, whose key sorts after
+  // `after` ("": from the first), in key order, until `visit` returns false.
+  virtual void visit_messages(const std::string& after,
+                              const std::function<bool(const MessageRecord&)>& visit) const = 0;
   virtual std::optional<MessageRecord> message(const std::string& key) const = 0;
   // Adds a message (source api), persisted before this returns (as far as
   // the store allows).
   virtual AddOutcome add_message(const MessageSpec& spec) = 0;
-  // Stops tracking with reason `removed`. False for an unknown key.
+  // Stops tracking with reason `removed`, persisted before this returns.
+  // False for an unknown key. The router calls it only for a tracking
+  // message that came through the API.
   virtual bool remove_message(const std::string& key) = 0;
   virtual std::vector<store::DeadLetter> dead_letters() = 0;
   // Moves the event's dead deliveries back to pending and queues them.
@@ -71,7 +89,8 @@ struct Request {
   std::string method;        // "GET", "POST", ...
   std::string target;        // the raw request target: path and query, still encoded
   std::string authorization; // the Authorization header, "" when absent
-  std::string body;
+  std::string content_type;  // the Content-Type header, "" when absent
+  std::string body;          // "" when the request has none
 };
 
 // A request either answered at once (health, errors) or a command to run on
@@ -85,6 +104,30 @@ struct Routed {
 // authentication).
 Routed route(const Request& request, const std::string& token, const Health& health);
 
+// --- the route table: what route() serves, and what docs/openapi.yaml
+// must describe (tests/api_test.cpp holds the two together)
+
+struct Call; // what a handler is given (router.cpp)
+using Handler = Routed (*)(const Call&);
+
+struct Operation {
+  std::string_view method;                        // "GET", "POST", "DELETE"
+  std::vector<std::string_view> query_parameters; // the only ones accepted
+  Handler handler;
+};
+
+struct Route {
+  // An OpenAPI path template: "/v1/messages/{key}". A {parameter} matches
+  // one or more characters of the raw path, '/' included, and is
+  // percent-decoded before the handler sees it.
+  std::string_view path;
+  bool needs_token; // false: served without the bearer token
+  std::vector<Operation> operations;
+};
+
+// Every route, in the order route() tries them.
+const std::vector<Route>& routes();
+
 // --- helpers, exposed for tests
 
 // Percent-decodes `text`. A '+' stays a '+' (paths are not form data).
@@ -96,9 +139,39 @@ std::optional<std::string> url_decode(std::string_view text);
 // REQUIRES: !token.empty()
 bool bearer_matches(std::string_view authorization, const std::string& token);
 
+// True when a Content-Type names application/json, in any case, with or
+// without parameters ("application/json; charset=utf-8").
+bool is_json_media_type(std::string_view content_type);
+
 // {"error": text}
 std::string error_body(std::string_view text);
 Reply error_reply(int status, std::string_view text);
+
+// The filters and position of one page of GET /v1/messages.
+struct MessageQuery {
+  std::optional<bool> stopped;                             // state=
+  std::vector<std::pair<std::string, std::string>> labels; // label=k=v, all must match
+  std::optional<std::string> webhook;                      // webhook=
+  std::size_t limit = k_default_page_size;                 // limit=
+  std::string after;                                       // cursor= (decoded); "": start
+};
+
+// Parses GET /v1/messages's query parameters (decoded). The error names the
+// parameter: "limit: must be a whole number from 1 to 10000".
+Result<MessageQuery, std::string>
+parse_message_query(const std::vector<std::pair<std::string, std::string>>& params);
+
+// Whether `m` passes the query's filters (state, labels, webhook).
+bool matches(const MessageQuery& q, const MessageRecord& m);
+
+// The opaque cursor that continues a listing after `key` (base64url of the
+// key, without padding), and back; nullopt for text no cursor can be.
+std::string encode_cursor(std::string_view key);
+std::optional<std::string> decode_cursor(std::string_view cursor);
+
+// The names of the `messages:` item fields that differ between `a` and `b`,
+// in the item's order ("expected_readers", "labels").
+std::vector<std::string> differing_fields(const MessageSpec& a, const MessageSpec& b);
 
 // A message as the API shows it (one element of GET /v1/messages).
 std::string message_json(const MessageRecord& m);

@@ -86,6 +86,7 @@ void Server::start() {
     request.method = req.method == "HEAD" ? "GET" : req.method;
     request.target = req.target;
     request.authorization = req.get_header_value("Authorization");
+    request.content_type = req.get_header_value("Content-Type");
     request.body = req.body;
     const Health health{m_status.alive(std::chrono::steady_clock::now(), k_heartbeat_stale_after),
                         m_status.readiness()};
@@ -114,6 +115,19 @@ void Server::start() {
     }
     spdlog::debug("API: {} {} -> {}", req.method, req.path, reply.status);
   };
+  // A request without Content-Length or Transfer-Encoding has no body (RFC
+  // 9112 section 6.3), but this httplib (0.11, Debian 12) reads the body of
+  // every POST, PUT, PATCH and DELETE until the client closes the
+  // connection: `curl -X POST` without -d waited for the read timeout and
+  // got 400. Such requests are answered here, before httplib reads, with an
+  // empty body.
+  server->set_pre_routing_handler([handler](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    handler(req, res);
+    return httplib::Server::HandlerResponse::Handled;
+  });
   const std::string any = ".*";
   server->Get(any, handler);
   server->Post(any, handler);

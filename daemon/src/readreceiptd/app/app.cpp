@@ -50,12 +50,9 @@ public:
 
   const config::Config& config() const override { return m_sched.config(); }
 
-  std::vector<MessageRecord> messages() const override {
-    std::vector<MessageRecord> out;
-    for (const auto* m : m_sched.list()) {
-      out.push_back(*m);
-    }
-    return out;
+  void visit_messages(const std::string& after,
+                      const std::function<bool(const MessageRecord&)>& visit) const override {
+    m_sched.visit_from(after, visit);
   }
 
   std::optional<MessageRecord> message(const std::string& key) const override {
@@ -73,8 +70,6 @@ public:
       return api::AddOutcome::unchanged;
     case scheduler::Scheduler::AddOutcome::conflict:
       return api::AddOutcome::conflict;
-    case scheduler::Scheduler::AddOutcome::already_stopped:
-      return api::AddOutcome::already_stopped;
     }
     return api::AddOutcome::conflict;
   }

@@ -46,7 +46,10 @@ void Scheduler::start() {
       m_due.upsert(key, record.next_poll);
       ++m_tracked;
     }
-    m_messages.emplace(key, Entry{std::move(record)});
+    auto [pos, inserted] = m_messages.emplace(key, Entry{std::move(record)});
+    if (inserted) {
+      m_unsorted.push_back(&*pos);
+    }
   }
   reconcile();
   flush();
@@ -86,6 +89,7 @@ void Scheduler::reconcile() {
       auto record = tracker::new_record(spec, MessageSource::config, now);
       auto [pos, inserted] = m_messages.emplace(spec.process_query_key, Entry{record});
       (void)inserted;
+      m_unsorted.push_back(&*pos);
       m_due.upsert(spec.process_query_key, record.next_poll);
       ++m_tracked;
       logging::info("message added", {{"key", spec.process_query_key}, {"source", "config"}});
@@ -123,15 +127,14 @@ void Scheduler::reconcile() {
 Scheduler::AddOutcome Scheduler::add(const MessageSpec& spec) {
   auto it = m_messages.find(spec.process_query_key);
   if (it != m_messages.end()) {
-    if (it->second.record.stopped) {
-      return AddOutcome::already_stopped;
-    }
+    // Stopped or not: a processQueryKey is tracked at most once.
     return it->second.record.spec == spec ? AddOutcome::unchanged : AddOutcome::conflict;
   }
   const TimePoint now = m_clock.now();
   auto record = tracker::new_record(spec, MessageSource::api, now);
   auto [pos, inserted] = m_messages.emplace(spec.process_query_key, Entry{record});
   (void)inserted;
+  m_unsorted.push_back(&*pos);
   m_due.upsert(spec.process_query_key, record.next_poll);
   ++m_tracked;
   m_observer.tracked_changed(m_tracked);
@@ -158,16 +161,24 @@ const MessageRecord* Scheduler::find(const std::string& key) const {
   return it == m_messages.end() ? nullptr : &it->second.record;
 }
 
-std::vector<const MessageRecord*> Scheduler::list() const {
-  std::vector<const MessageRecord*> out;
-  out.reserve(m_messages.size());
-  for (const auto& [key, entry] : m_messages) {
-    out.push_back(&entry.record);
+void Scheduler::visit_from(std::string_view after,
+                           const std::function<bool(const MessageRecord&)>& visit) const {
+  const auto by_key = [](const Slot* a, const Slot* b) { return a->first < b->first; };
+  if (!m_unsorted.empty()) {
+    std::sort(m_unsorted.begin(), m_unsorted.end(), by_key);
+    const auto middle = static_cast<std::ptrdiff_t>(m_sorted.size());
+    m_sorted.insert(m_sorted.end(), m_unsorted.begin(), m_unsorted.end());
+    std::inplace_merge(m_sorted.begin(), m_sorted.begin() + middle, m_sorted.end(), by_key);
+    m_unsorted.clear();
+    m_unsorted.shrink_to_fit(); // a start-up's worth of keys is not kept twice
   }
-  std::sort(out.begin(), out.end(), [](const MessageRecord* a, const MessageRecord* b) {
-    return a->spec.process_query_key < b->spec.process_query_key;
-  });
-  return out;
+  auto it = std::upper_bound(m_sorted.begin(), m_sorted.end(), after,
+                             [](std::string_view a, const Slot* b) { return a < b->first; });
+  for (; it != m_sorted.end(); ++it) {
+    if (!visit((*it)->second.record)) {
+      return;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- tokens

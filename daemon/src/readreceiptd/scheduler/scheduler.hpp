@@ -28,6 +28,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -105,14 +106,20 @@ public:
   std::size_t tracked() const { return m_tracked; }
   const config::Config& config() const { return m_cfg; }
 
-  enum class AddOutcome { created, unchanged, conflict, already_stopped };
+  enum class AddOutcome { created, unchanged, conflict };
   // Adds a message at run time (the HTTP API); persisted like the others.
+  // A known key, tracking or stopped, is never tracked again: unchanged
+  // when its fields are `spec`'s, a conflict otherwise.
   AddOutcome add(const MessageSpec& spec);
   // Stops tracking a message with reason `removed`. False if unknown.
   bool remove(const std::string& key);
   const MessageRecord* find(const std::string& key) const;
-  // Every message, tracking and stopped, ordered by key.
-  std::vector<const MessageRecord*> list() const;
+  // Visits the messages, tracking and stopped, whose key sorts after
+  // `after` ("": from the first), in key order, until `visit` returns false.
+  // Nothing is copied; `visit` must not add messages. Keys added since the
+  // last visit are sorted in first (O(k log k + n) after k additions).
+  void visit_from(std::string_view after,
+                  const std::function<bool(const MessageRecord&)>& visit) const;
 
 private:
   struct Entry {
@@ -156,7 +163,13 @@ private:
   Observer& m_observer;
   std::mt19937_64 m_rng;
 
-  std::unordered_map<std::string, Entry> m_messages;
+  std::unordered_map<std::string, Entry> m_messages; // never erased from
+  // m_messages in key order, for visit_from(): pointers to the map's
+  // elements (stable: nothing is erased). m_sorted is sorted; keys added since
+  // the last visit wait in m_unsorted (8 bytes a message in all).
+  using Slot = std::unordered_map<std::string, Entry>::value_type;
+  mutable std::vector<const Slot*> m_sorted;
+  mutable std::vector<const Slot*> m_unsorted;
   std::size_t m_tracked = 0;
   DueQueue m_due;
   RateLimiter m_limiter;
