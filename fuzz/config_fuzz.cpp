@@ -85,7 +85,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   }
   const fs::path base(dir);
   write_file(base / "app_secret", "fuzz-app-secret\n");
-  write_file(base / "api_token", "fuzz-api-token\n");
+  write_file(base / "api_token", "fuzz-api-token-0123456789\n");
   write_file(base / "ops_webhook_secret", "whsec_UbAAtRMp9XykOn+0g1GODB2rRzBWgyPs\n");
   write_file(base / "ca.pem", "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
   write_file(base / "empty", "");
@@ -123,7 +123,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   try {
-    const rrd::MessageSpec m = rrd::config::parse_message_json(text, g_defaults);
+    const rrd::MessageSpec m = rrd::config::parse_message_json(text, g_defaults).spec;
     check(!m.process_query_key.empty(), "a message has a process_query_key");
   } catch (const rrd::config::ConfigError&) {
   } catch (const std::exception& e) {

@@ -394,12 +394,12 @@ TEST_CASE("api: a taken listen address is a clear error and exit 1") {
 TEST_CASE("lifecycle: --healthcheck is 0 against a running daemon, 1 otherwise") {
   DaemonHarness h;
   h.api_listen = api_listen();
-  h.api_token = "hc-token";
+  h.api_token = "hc-token-Lm4Qz8Wt";
   h.start();
   REQUIRE_MESSAGE(h.wait_for_api(), h.log());
   std::string out;
   CHECK(run_daemon_command(h.dir, {"--healthcheck", "--config", h.config_path()}, &out) == 0);
-  CHECK(out.find("hc-token") == std::string::npos);
+  CHECK(out.find("hc-token-Lm4Qz8Wt") == std::string::npos);
   h.stop();
   CHECK(run_daemon_command(h.dir, {"--healthcheck", "--config", h.config_path()}, &out) == 1);
   CHECK(out.find("/healthz") != std::string::npos);

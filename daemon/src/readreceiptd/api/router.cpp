@@ -143,18 +143,29 @@ Routed list_messages(std::string_view query) {
 
 Routed add_message(std::string body) {
   return later([body = std::move(body)](Backend& b) {
-    MessageSpec spec;
+    config::ParsedMessage parsed;
     try {
-      spec = config::parse_message_json(body, b.config());
+      parsed = config::parse_message_json(body, b.config());
     } catch (const config::ConfigError& e) {
-      return error_reply(400, e.what());
+      std::string all;
+      for (const auto& error : e.errors()) {
+        all += (all.empty() ? "" : "; ") + error;
+      }
+      return json_reply(400, json{{"error", all}, {"errors", e.errors()}});
     }
+    const MessageSpec& spec = parsed.spec;
+    const auto with_warnings = [&](json j) {
+      if (!parsed.warnings.empty()) {
+        j["warnings"] = parsed.warnings;
+      }
+      return j;
+    };
     const std::string& key = spec.process_query_key;
     switch (b.add_message(spec)) {
     case AddOutcome::created:
-      return json_reply(201, message_to_json(*b.message(key)));
+      return json_reply(201, with_warnings(message_to_json(*b.message(key))));
     case AddOutcome::unchanged:
-      return json_reply(200, message_to_json(*b.message(key)));
+      return json_reply(200, with_warnings(message_to_json(*b.message(key))));
     case AddOutcome::conflict:
       return error_reply(409, "process_query_key: \"" + key +
                                   "\" is already watched with other fields; delete it first");

@@ -286,11 +286,16 @@ private:
     try {
       cfg = config::load_file(m_options.config_path);
     } catch (const config::ConfigError& e) {
-      spdlog::error("configuration rejected, keeping the previous one: {}", e.what());
+      for (const auto& error : e.errors()) {
+        spdlog::error("configuration rejected, keeping the previous one: {}", error);
+      }
       m_metrics->reload_failed();
       return;
     }
     logging::set_secrets(secrets_of(cfg));
+    for (const auto& warning : cfg.warnings) {
+      spdlog::warn("configuration: {}", warning);
+    }
     if (cfg.state.path != m_cfg.state.path) {
       spdlog::warn("state.path changed; the new path takes effect at the next start");
     }
@@ -346,15 +351,24 @@ int main(int argc, char** argv) {
   try {
     cfg = config::load_file(options.config_path);
   } catch (const config::ConfigError& e) {
-    if (options.command == Command::check_config) {
-      std::fprintf(stderr, "%s\n", e.what());
-    } else {
-      spdlog::error("invalid configuration: {}", e.what());
+    for (const auto& error : e.errors()) {
+      if (options.command == Command::check_config) {
+        std::fprintf(stderr, "%s\n", error.c_str());
+      } else {
+        spdlog::error("invalid configuration: {}", error);
+      }
     }
     // A probe reports "unhealthy" as 1 (Docker reserves 2).
     return options.command == Command::healthcheck ? k_exit_failure : k_exit_usage;
   }
   logging::set_secrets(secrets_of(cfg));
+  for (const auto& warning : cfg.warnings) {
+    if (options.command == Command::check_config) {
+      std::fprintf(stderr, "warning: %s\n", warning.c_str());
+    } else if (options.command != Command::healthcheck) {
+      spdlog::warn("configuration: {}", warning);
+    }
+  }
 
   if (options.command == Command::check_config) {
     std::printf("%s: configuration is valid (%zu messages, %zu webhooks)\n",
