@@ -67,7 +67,7 @@ std::vector<std::string> Context::errors() const {
     return std::pair(a->mark.line, a->mark.column) < std::pair(b->mark.line, b->mark.column);
   });
   std::vector<std::string> out;
-  for (std::size_t i = 0; i < sorted.size() && i < k_max_reported_errors; ++i) {
+  for (std::size_t i = 0; i < sorted.size() && i < config::k_max_reported_errors; ++i) {
     out.push_back(sorted[i]->text);
   }
   if (m_error_count > out.size()) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "readreceiptd/common/clock.hpp"
+#include "readreceiptd/config/config.hpp"
 #include "readreceiptd/config/tree.hpp"
 
 #include <cstddef>
@@ -28,9 +29,6 @@ using tree::Kind;
 using tree::Mark;
 using tree::Value;
 
-// At most this many errors are reported, in file order; one more line says
-// how many more there were.
-inline constexpr std::size_t k_max_reported_errors = 50;
 // Errors kept to be sorted; past this they are only counted (a broken file
 // of 16 MiB can have millions).
 inline constexpr std::size_t k_max_kept_errors = 1'000;
@@ -57,7 +55,8 @@ public:
 
   std::size_t error_count() const { return m_error_count; }
   // The errors in file order (those without a place first), at most
-  // k_max_reported_errors, then "... and N more errors" when there were more.
+  // config::k_max_reported_errors, then "... and N more errors" when there
+  // were more.
   std::vector<std::string> errors() const;
   std::vector<std::string> warnings() const;
 
