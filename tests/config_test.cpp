@@ -1391,6 +1391,19 @@ TEST_CASE("JSON messages refuse duplicate keys, at every level") {
   CHECK(json_error_of(R"({"process_query_key":"k","labels":{"a":"1","b":"2"}})", defaults).empty());
 }
 
+TEST_CASE("keys with control characters are escaped in key paths") {
+  const Config defaults = load_string(k_min, k_file);
+  CHECK(
+      json_errors_of(std::string(R"({"process_query_key":"k","a\u0000\u001b[2J":1})"), defaults) ==
+      std::vector<std::string>{"\"a\\x00\\x1b[2J\": unknown key (expected one of: "
+                               "process_query_key, open_conversation_id, robot_code, "
+                               "expected_readers, expected_reader_count, sent_at, webhooks, "
+                               "labels)"});
+  CHECK(errors_of(k_min + "state: { path: /x, \"p\\e\": 1 }\n") ==
+        std::vector<std::string>{
+            "/cfg/c.yaml:5:20: state.\"p\\x1b\": unknown key (expected one of: path)"});
+}
+
 TEST_CASE("ConfigError carries its list") {
   const ConfigError one("a: b");
   CHECK(one.errors() == std::vector<std::string>{"a: b"});

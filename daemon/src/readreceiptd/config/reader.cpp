@@ -89,7 +89,17 @@ std::string join(std::string_view path, std::string_view key) {
   if (!out.empty()) {
     out += '.';
   }
-  out.append(key);
+  // A key with control characters (a NUL, an escape sequence) is quoted
+  // and escaped: errors go to terminals and logs.
+  const bool plain = std::none_of(key.begin(), key.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+  if (plain) {
+    out.append(key);
+  } else {
+    out += quote_text(key);
+  }
   return out;
 }
 

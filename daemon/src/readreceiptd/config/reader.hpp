@@ -76,8 +76,9 @@ private:
 // ---------------------------------------------------------------------------
 // Text
 
-std::string join(std::string_view path, std::string_view key); // "a.b"; "b" when path is ""
-std::string index(std::string_view path, std::size_t i);       // "a[3]"
+// "a.b"; "b" when path is ""; a key with control characters quoted.
+std::string join(std::string_view path, std::string_view key);
+std::string index(std::string_view path, std::size_t i); // "a[3]"
 // "\"text\"" with quotes, backslashes and control bytes escaped.
 std::string quote_text(std::string_view s);
 std::string lowercase(std::string_view s);
