@@ -381,7 +381,7 @@ TEST_CASE("dingtalk fields are checked") {
   // Each bad endpoint says what is wrong with it.
   const std::string scheme = "must start with http:// or https://";
   const std::string no_host = "has no host (http://HOST/...)";
-  for (const auto& [bad, why] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& bad_why : std::vector<std::pair<std::string, std::string>>{
            {"ftp://x.example", scheme},
            {"x.example", scheme},
            {"https://", no_host},
@@ -390,6 +390,8 @@ TEST_CASE("dingtalk fields are checked") {
                                         "is the base of every request's path"},
            {"'https://x .example'", "must not contain spaces (one is at byte 9)"},
            {"'http://:80'", no_host}}) {
+    const std::string& bad = bad_why.first;
+    const std::string& why = bad_why.second;
     CAPTURE(bad);
     CHECK(error_of(head + "  endpoint: " + bad + "\n") ==
           "/cfg/c.yaml:3:13: dingtalk.endpoint: " + why);
