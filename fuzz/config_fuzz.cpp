@@ -51,6 +51,29 @@ bool names_special_files(std::string_view text) {
   return false;
 }
 
+bool has_control(std::string_view s) {
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void check_message(const rrd::MessageSpec& m) {
+  check(!m.process_query_key.empty(), "a message has a process_query_key");
+  check(!has_control(m.process_query_key) && !has_control(m.open_conversation_id) &&
+            !has_control(m.robot_code),
+        "ids hold no control characters");
+  for (const auto& id : m.expected_readers) {
+    check(!id.empty() && !has_control(id), "reader ids hold no control characters");
+  }
+  for (const auto& [key, value] : m.labels) {
+    check(!has_control(key) && !has_control(value), "labels hold no control characters");
+  }
+}
+
 void check_config(const rrd::config::Config& c) {
   check(c.dingtalk.endpoint.empty() || c.dingtalk.endpoint.back() != '/',
         "the endpoint has no trailing '/'");
@@ -62,16 +85,32 @@ void check_config(const rrd::config::Config& c) {
     check(c.poll.schedule[i].every.count() > 0, "a step's interval is positive");
   }
   for (const auto& w : c.webhooks) {
-    check(rrd::config::webhook_signing_key(w.secret).has_value(), "every webhook secret decodes");
+    const auto key = rrd::config::webhook_signing_key(w.secret);
+    check(key.has_value(), "every webhook secret decodes");
+    check(key->size() >= rrd::config::k_min_secret_bytes, "every webhook key is long enough");
     check(!w.name.empty(), "a webhook has a name");
   }
   for (const std::string* listen : {&c.metrics.listen, &c.api.listen}) {
     check(listen->empty() || rrd::config::parse_listen_address(*listen).has_value(),
           "listen addresses parse");
   }
+  check(c.api.token.empty() || c.api.token.size() >= rrd::config::k_min_secret_bytes,
+        "an API token is long enough");
   for (const auto& m : c.messages) {
-    check(!m.process_query_key.empty(), "a message has a process_query_key");
+    check_message(m);
   }
+}
+
+// The text of every error: one or more, each a line.
+void check_errors(const rrd::config::ConfigError& e) {
+  const auto& errors = e.errors();
+  check(!errors.empty(), "a ConfigError has an error");
+  check(errors.size() <= rrd::config::k_max_reported_errors + 1, "errors are capped");
+  std::string joined;
+  for (const auto& line : errors) {
+    joined += (joined.empty() ? "" : "\n") + line;
+  }
+  check(joined == e.what(), "what() joins the errors");
 }
 
 } // namespace
@@ -85,7 +124,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   }
   const fs::path base(dir);
   write_file(base / "app_secret", "fuzz-app-secret\n");
-  write_file(base / "api_token", "fuzz-api-token\n");
+  write_file(base / "api_token", "fuzz-api-token-0123456789\n");
   write_file(base / "ops_webhook_secret", "whsec_UbAAtRMp9XykOn+0g1GODB2rRzBWgyPs\n");
   write_file(base / "ca.pem", "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
   write_file(base / "empty", "");
@@ -109,6 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try {
       check_config(rrd::config::load_string(text, g_config_path));
     } catch (const rrd::config::ConfigError& e) {
+      check_errors(e);
       // The secret files' contents never appear in an error (unless the
       // input itself spells them out).
       for (const std::string_view secret : {"fuzz-app-secret", "fuzz-api-token"}) {
@@ -123,9 +163,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   try {
-    const rrd::MessageSpec m = rrd::config::parse_message_json(text, g_defaults);
-    check(!m.process_query_key.empty(), "a message has a process_query_key");
-  } catch (const rrd::config::ConfigError&) {
+    check_message(rrd::config::parse_message_json(text, g_defaults).spec);
+  } catch (const rrd::config::ConfigError& e) {
+    check_errors(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "parse_message_json threw %s\n", e.what());
     std::abort();

@@ -425,6 +425,34 @@ TEST_CASE("api: POSTing a stopped message again: 200 with it as it is, 409 for o
   CHECK(text.find("at most once") != std::string::npos);
 }
 
+TEST_CASE("api: a refused POST lists every error - warnings come with the answer") {
+  FakeBackend b;
+  auto invalid = call(b, "POST", "/v1/messages",
+                      R"({"process_query_key": "x", "expected_readers": [1], "labels": {"a": 2}})");
+  CHECK(invalid.status == 400);
+  const auto body = body_of(invalid);
+  CHECK(body["errors"] == json{"expected_readers[0]: must be a string, not a number",
+                               "labels.a: must be a string, not a number"});
+  CHECK(body["error"] == "expected_readers[0]: must be a string, not a number; labels.a: must be "
+                         "a string, not a number");
+  auto duplicate = call(b, "POST", "/v1/messages",
+                        R"({"process_query_key": "x", "labels": {"c": "1", "c": "2"}})");
+  CHECK(duplicate.status == 400);
+  CHECK(body_of(duplicate)["errors"] == json{"labels.c: duplicate key"});
+  CHECK(call(b, "POST", "/v1/messages", R"({"process_query_key": "a\nb\u0000c"})").status == 400);
+
+  const std::string future = R"({"process_query_key": "later", "sent_at": "2999-01-01T00:00:00Z"})";
+  auto created = call(b, "POST", "/v1/messages", future);
+  CHECK(created.status == 201);
+  REQUIRE(body_of(created)["warnings"].size() == 1);
+  CHECK(body_of(created)["warnings"][0].get<std::string>().rfind(
+            "sent_at: 2999-01-01T00:00:00Z is in the future", 0) == 0);
+  CHECK(body_of(call(b, "POST", "/v1/messages", future))["warnings"].size() == 1); // 200
+  auto plain = call(b, "POST", "/v1/messages", R"({"process_query_key": "now"})");
+  CHECK(plain.status == 201);
+  CHECK_FALSE(body_of(plain).contains("warnings"));
+}
+
 TEST_CASE("api: DELETE stops with 204 - 404 unknown - 409 stopped or from the configuration file") {
   FakeBackend b;
   b.records["k/1"] = record("k/1");

@@ -7,6 +7,20 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
+
+namespace doctest {
+// Lists of errors print one to a line when a check fails.
+template <> struct StringMaker<std::vector<std::string>> {
+  static String convert(const std::vector<std::string>& lines) {
+    std::string out = "{";
+    for (const auto& line : lines) {
+      out += "\n  " + line;
+    }
+    return String((out + "\n}").c_str());
+  }
+};
+} // namespace doctest
 
 using namespace rrd;
 using namespace rrd::config;
@@ -187,7 +201,7 @@ metrics:
   listen: "[::1]:0"
 api:
   listen: 0.0.0.0:9465
-  token: api-token
+  token: api-token-0123456789
 webhooks:
   - name: ops
     url: https://hooks.example.com/r?x=1
@@ -198,7 +212,7 @@ webhooks:
     events: [message.tracking_stopped]
   - name: audit-2
     url: http://localhost:1/
-    secret: whsec_YWI=
+    secret: whsec_YWJjZGVmZ2hpamtsbW5vcA==
 messages:
   - process_query_key: "Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q="
     open_conversation_id: "cid6KeBBLo7EeiodoA=="
@@ -237,7 +251,7 @@ messages:
   CHECK(c.state.path == (dir.path() / "data/state.db").string());
   CHECK(c.metrics.listen == "[::1]:0");
   CHECK(c.api.listen == "0.0.0.0:9465");
-  CHECK(c.api.token == "api-token");
+  CHECK(c.api.token == "api-token-0123456789");
 
   REQUIRE(c.webhooks.size() == 2);
   Webhook ops;
@@ -252,7 +266,7 @@ messages:
   Webhook audit;
   audit.name = "audit-2";
   audit.url = "http://localhost:1/";
-  audit.secret = "whsec_YWI=";
+  audit.secret = "whsec_YWJjZGVmZ2hpamtsbW5vcA==";
   CHECK(c.webhooks[1] == audit); // defaults: no headers, 10 s, system CAs, all events
 
   REQUIRE(c.messages.size() == 3);
@@ -364,12 +378,23 @@ TEST_CASE("dingtalk fields are checked") {
         "https://x.example");
   CHECK(load_string(head + "  endpoint: http://x.example/base\n", k_file).dingtalk.endpoint ==
         "http://x.example/base");
-  for (const char* bad : {"ftp://x.example", "x.example", "https://", "https:///path",
-                          "'https://x.example/?a=1'", "'https://x .example'", "'http://:80'"}) {
+  // Each bad endpoint says what is wrong with it.
+  const std::string scheme = "must start with http:// or https://";
+  const std::string no_host = "has no host (http://HOST/...)";
+  for (const auto& bad_why : std::vector<std::pair<std::string, std::string>>{
+           {"ftp://x.example", scheme},
+           {"x.example", scheme},
+           {"https://", no_host},
+           {"https:///path", no_host},
+           {"'https://x.example/?a=1'", "must not have a query (?...) or a fragment (#...): it "
+                                        "is the base of every request's path"},
+           {"'https://x .example'", "must not contain spaces (one is at byte 9)"},
+           {"'http://:80'", no_host}}) {
+    const std::string& bad = bad_why.first;
+    const std::string& why = bad_why.second;
     CAPTURE(bad);
     CHECK(error_of(head + "  endpoint: " + bad + "\n") ==
-          "/cfg/c.yaml:3:13: dingtalk.endpoint: must be an http:// or https:// base URL "
-          "without query or fragment");
+          "/cfg/c.yaml:3:13: dingtalk.endpoint: " + why);
   }
   CHECK(load_string(head + "  requests_per_second: 0.5\n", k_file).dingtalk.requests_per_second ==
         0.5);
@@ -414,18 +439,23 @@ TEST_CASE("unknown keys fail at every level, suggesting near misses") {
   CHECK(error_of(k_min + "  robotcode: x\n") ==
         "/cfg/c.yaml:5:3: dingtalk.robotcode: unknown key (did you mean \"robot_code\"?)");
   CHECK(error_of("dingtalk:\n  auth:\n    app_key: k\n    app_secert: s\n") ==
+        "/cfg/c.yaml:3:5: dingtalk.auth.app_secret: required (or app_secret_file)\n"
         "/cfg/c.yaml:4:5: dingtalk.auth.app_secert: unknown key (did you mean \"app_secret\"?)");
   CHECK(error_of(k_min + "poll:\n  schedule:\n    - { every: 1m, untill: 2m }\n") ==
         "/cfg/c.yaml:7:20: poll.schedule[0].untill: unknown key (did you mean \"until\"?)");
   CHECK(error_of(k_min + "state:\n  Path: /x\n") ==
+        "/cfg/c.yaml:6:3: state.path: required\n"
         "/cfg/c.yaml:6:3: state.Path: unknown key (did you mean \"path\"?)");
   CHECK(error_of(k_min + "metrics:\n  listen: ''\n  port: 1\n") ==
         "/cfg/c.yaml:7:3: metrics.port: unknown key (expected one of: listen)");
   CHECK(error_of(k_min + "api:\n  token-file: x\n") ==
         "/cfg/c.yaml:6:3: api.token-file: unknown key (did you mean \"token_file\"?)");
   CHECK(error_of(k_min + "webhooks:\n  - name: a\n    uri: http://x\n") ==
+        "/cfg/c.yaml:6:5: webhooks[0].url: required\n"
+        "/cfg/c.yaml:6:5: webhooks[0].secret: required (or secret_file)\n"
         "/cfg/c.yaml:7:5: webhooks[0].uri: unknown key (did you mean \"url\"?)");
   CHECK(error_of(k_min + "messages:\n  - processQueryKey: k\n") ==
+        "/cfg/c.yaml:6:5: messages[0].process_query_key: required\n"
         "/cfg/c.yaml:6:5: messages[0].processQueryKey: unknown key (did you mean "
         "\"process_query_key\"?)");
   CHECK(error_of(k_min + "messages:\n  - process_query_key: k\n    expected_reader: [a]\n") ==
@@ -439,7 +469,7 @@ TEST_CASE("repeated keys, non-string keys and YAML syntax errors name line and c
   CHECK(error_of(k_min + "messages:\n  - { process_query_key: k, labels: { a: x, a: y } }\n") ==
         "/cfg/c.yaml:6:45: messages[0].labels.a: duplicate key");
   CHECK(error_of(k_min + "state:\n  ? [a]\n  : b\n") ==
-        "/cfg/c.yaml:6:5: state: keys must be strings");
+        "/cfg/c.yaml:6:3: state.path: required\n/cfg/c.yaml:6:5: state: keys must be strings");
   CHECK(error_of("dingtalk:\n  auth: [1,\n") ==
         "/cfg/c.yaml:3:1: invalid YAML: end of sequence flow not found");
   CHECK(error_of("dingtalk: a: b\n") == "/cfg/c.yaml:1:12: invalid YAML: illegal map value");
@@ -544,8 +574,8 @@ TEST_CASE("the API needs a token unless it listens on a loopback address") {
   CHECK(load_string(k_min + "api:\n  listen: '[::1]:1'\n", k_file).api.token.empty());
   CHECK(load_string(k_min + "api:\n  listen: localhost:1\n", k_file).api.token.empty());
   CHECK(load_string(k_min + "api:\n  listen: ''\n", k_file).api.token.empty());
-  CHECK(load_string(k_min + "api:\n  listen: 10.1.2.3:80\n  token: t0k\n", k_file).api.token ==
-        "t0k");
+  CHECK(load_string(k_min + "api:\n  listen: 10.1.2.3:80\n  token: t0k-0123456789abc\n", k_file)
+            .api.token == "t0k-0123456789abc");
   CHECK(error_of(k_min + "api:\n  token: a\n  token_file: b\n") ==
         "/cfg/c.yaml:7:15: api.token_file: cannot be combined with token");
 }
@@ -556,16 +586,23 @@ TEST_CASE("webhooks are checked") {
   };
   const std::string secret = std::string("    secret: ") + k_secret + "\n";
   CHECK(hook(secret).empty());
+  const std::string url_and_secret = "/cfg/c.yaml:6:5: webhooks[0].url: required\n"
+                                     "/cfg/c.yaml:6:5: webhooks[0].secret: required (or "
+                                     "secret_file)\n";
   CHECK(error_of(k_min + "webhooks:\n  - name: Ops\n") ==
-        "/cfg/c.yaml:6:11: webhooks[0].name: invalid name \"Ops\" (use a-z, 0-9, _ and -)");
+        url_and_secret +
+            "/cfg/c.yaml:6:11: webhooks[0].name: invalid name \"Ops\" (use a-z, 0-9, _ and -)");
   CHECK(error_of(k_min + "webhooks:\n  - name: ''\n") ==
-        "/cfg/c.yaml:6:11: webhooks[0].name: invalid name \"\" (use a-z, 0-9, _ and -)");
+        url_and_secret +
+            "/cfg/c.yaml:6:11: webhooks[0].name: invalid name \"\" (use a-z, 0-9, _ and -)");
   CHECK(error_of(k_min + "webhooks:\n  - url: http://h\n") ==
-        "/cfg/c.yaml:6:5: webhooks[0].name: required");
+        "/cfg/c.yaml:6:5: webhooks[0].name: required\n"
+        "/cfg/c.yaml:6:5: webhooks[0].secret: required (or secret_file)");
   CHECK(error_of(k_min + "webhooks:\n  - name: ops\n") ==
-        "/cfg/c.yaml:6:5: webhooks[0].url: required");
-  CHECK(error_of(k_min + "webhooks:\n  - name: ops\n    url: mailto:x@y\n") ==
-        "/cfg/c.yaml:7:10: webhooks[0].url: must be an http:// or https:// URL");
+        "/cfg/c.yaml:6:5: webhooks[0].url: required\n"
+        "/cfg/c.yaml:6:5: webhooks[0].secret: required (or secret_file)");
+  CHECK(error_of(k_min + "webhooks:\n  - name: ops\n    url: mailto:x@y\n    secret: " + k_secret +
+                 "\n") == "/cfg/c.yaml:7:10: webhooks[0].url: must start with http:// or https://");
   CHECK(hook("") == "/cfg/c.yaml:6:5: webhooks[0].secret: required (or secret_file)");
   CHECK(hook(secret + "    timeout: 0ms\n") ==
         "/cfg/c.yaml:9:14: webhooks[0].timeout: must be greater than 0");
@@ -603,7 +640,7 @@ TEST_CASE("webhook secrets must be whsec_ base64 and are never printed") {
                     "\n");
   };
   const std::string problem = "/cfg/c.yaml:8:13: webhooks[0].secret: must be \"whsec_\" followed "
-                              "by base64 of 1 to 64 bytes";
+                              "by base64 of 16 to 64 bytes";
   for (const std::string& bad :
        std::vector<std::string>{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not*base64*at*all",
                                 "whsec_" + std::string(100, 'Q'), "whsec_"}) {
@@ -847,8 +884,8 @@ TEST_CASE("*_file errors name the path but never the contents") {
     FAIL("a malformed secret_file must not load");
   } catch (const ConfigError& e) {
     CHECK(std::string(e.what()) ==
-          file + ":6:46: webhooks[0].secret_file: must be \"whsec_\" followed by base64 of 1 to "
-                 "64 bytes");
+          file + ":6:46: webhooks[0].secret_file: must be \"whsec_\" followed by base64 of 16 "
+                 "to 64 bytes");
     CHECK_FALSE(contains(e.what(), "top-secret"));
   }
 }
@@ -893,7 +930,8 @@ TEST_CASE("parse_message_json applies the messages: rules to one JSON object") {
       "process_query_key": "Kna+/=", "open_conversation_id": "cid",
       "expected_readers": ["u1", "u2"], "sent_at": "2026-11-25T10:00:00Z",
       "webhooks": ["ops"], "labels": {"campaign": "x"}})",
-                                           defaults);
+                                           defaults)
+                            .spec;
   CHECK(m.process_query_key == "Kna+/=");
   CHECK(m.open_conversation_id == "cid");
   CHECK(m.robot_code == "robot");
@@ -902,10 +940,12 @@ TEST_CASE("parse_message_json applies the messages: rules to one JSON object") {
   CHECK(m.webhooks == std::vector<std::string>{"ops"});
   CHECK(m.labels == std::map<std::string, std::string>{{"campaign", "x"}});
 
-  const MessageSpec n = parse_message_json(
-      R"({"process_query_key": "k", "robot_code": "r2", "expected_reader_count": 4,
+  const MessageSpec n =
+      parse_message_json(
+          R"({"process_query_key": "k", "robot_code": "r2", "expected_reader_count": 4,
           "open_conversation_id": null})",
-      defaults);
+          defaults)
+          .spec;
   CHECK(n.robot_code == "r2");
   CHECK(n.expected_reader_count == 4);
   CHECK_FALSE(n.webhooks.has_value());
@@ -945,9 +985,11 @@ TEST_CASE("parse_message_json applies the messages: rules to one JSON object") {
 TEST_CASE("parse_message_json does not expand ${NAME}") {
   const ScopedEnv secret("RRD_TEST_SECRET", "hunter2");
   const Config defaults = load_string(k_min, k_file);
-  const MessageSpec m = parse_message_json(
-      R"({"process_query_key": "${RRD_TEST_SECRET}", "labels": {"x": "${RRD_TEST_SECRET}"}})",
-      defaults);
+  const MessageSpec m =
+      parse_message_json(
+          R"({"process_query_key": "${RRD_TEST_SECRET}", "labels": {"x": "${RRD_TEST_SECRET}"}})",
+          defaults)
+          .spec;
   CHECK(m.process_query_key == "${RRD_TEST_SECRET}");
   CHECK(m.labels.at("x") == "${RRD_TEST_SECRET}");
 }
@@ -978,4 +1020,397 @@ TEST_CASE("every prefix of the example fails with a ConfigError or loads, never 
   CHECK(contains(error_of(std::string(5000, '[')), "invalid YAML"));
   CHECK(contains(error_of("dingtalk:\n  auth: " + std::string(100, '[') + std::string(100, ']')),
                  "nested too deeply"));
+}
+
+namespace {
+
+// Every error load_string gives, or none when it loads.
+std::vector<std::string> errors_of(const std::string& yaml) {
+  try {
+    load_string(yaml, k_file);
+  } catch (const ConfigError& e) {
+    return e.errors();
+  }
+  return {};
+}
+
+std::vector<std::string> json_errors_of(const std::string& json, const Config& defaults) {
+  try {
+    parse_message_json(json, defaults);
+  } catch (const ConfigError& e) {
+    return e.errors();
+  }
+  return {};
+}
+
+// A webhook secret whose key is `bytes` bytes long.
+std::string secret_of(std::size_t bytes) {
+  static constexpr char k_alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string b64;
+  for (std::size_t i = 0; i < (bytes * 8 + 5) / 6; ++i) {
+    b64 += k_alphabet[(i * 7) % 64];
+  }
+  // The last character's unused bits must be zero for a canonical decode;
+  // webhook_signing_key does not insist, so any character will do.
+  return "whsec_" + b64;
+}
+
+} // namespace
+
+TEST_CASE("every error is reported at once, in file order") {
+  const std::string yaml = "dingtalk:\n"
+                           "  auth: { app_key: k }\n"
+                           "  robot_cod: r\n"
+                           "  page_size: 500\n"
+                           "poll:\n"
+                           "  max_age: 0d\n"
+                           "api:\n"
+                           "  listen: 0.0.0.0:9465\n"
+                           "webhooks:\n"
+                           "  - name: ops\n"
+                           "    url: http://h:99999/\n"
+                           "    secret: " +
+                           std::string(k_secret) +
+                           "\n"
+                           "messages:\n"
+                           "  - process_query_key: a\n"
+                           "    robot_code: r\n"
+                           "    webhooks: [ops]\n"
+                           "  - process_query_key: a\n"
+                           "    robot_code: r\n"
+                           "    expected_reader_count: zero\n";
+  const std::vector<std::string> expected = {
+      "/cfg/c.yaml:2:9: dingtalk.auth.app_secret: required (or app_secret_file)",
+      "/cfg/c.yaml:3:3: dingtalk.robot_cod: unknown key (did you mean \"robot_code\"?)",
+      "/cfg/c.yaml:4:14: dingtalk.page_size: must be between 1 and 200",
+      "/cfg/c.yaml:6:12: poll.max_age: must be greater than 0",
+      "/cfg/c.yaml:8:11: api.token_file: required when api.listen is not a loopback address",
+      "/cfg/c.yaml:11:10: webhooks[0].url: port 99999 is out of range (1..65535)",
+      // The webhook named "ops" is refused, but the message naming it is not.
+      "/cfg/c.yaml:17:24: messages[1].process_query_key: duplicate of "
+      "messages[0].process_query_key",
+      "/cfg/c.yaml:19:28: messages[1].expected_reader_count: must be an integer, not \"zero\"",
+  };
+  CHECK(errors_of(yaml) == expected);
+  try {
+    load_string(yaml, k_file);
+    FAIL("must throw");
+  } catch (const ConfigError& e) {
+    std::string joined;
+    for (const auto& line : expected) {
+      joined += (joined.empty() ? "" : "\n") + line;
+    }
+    CHECK(std::string(e.what()) == joined);
+  }
+}
+
+TEST_CASE("at most 50 errors are reported, then how many more there were") {
+  std::string yaml = k_min + "messages:\n";
+  for (int i = 0; i < 60; ++i) {
+    yaml += "  - { open_conversation_id: c }\n";
+  }
+  const auto errors = errors_of(yaml);
+  REQUIRE(errors.size() == k_max_reported_errors + 1);
+  CHECK(errors[0] == "/cfg/c.yaml:6:5: messages[0].process_query_key: required");
+  CHECK(errors[49] == "/cfg/c.yaml:55:5: messages[49].process_query_key: required");
+  CHECK(errors[50] == "... and 10 more errors");
+}
+
+TEST_CASE("errors in one item do not hide the checks of the others") {
+  // A webhook with a bad secret still counts for messages that name it; a
+  // refused dingtalk.robot_code is not reported again for every message.
+  CHECK(errors_of(k_min + "  robot_code: \"r\\x01\"\n" +
+                  "webhooks:\n  - { name: ops, url: 'http://h', secret: whsec_ }\n"
+                  "messages:\n  - { process_query_key: k, webhooks: [ops, opz] }\n") ==
+        std::vector<std::string>{
+            "/cfg/c.yaml:5:3: dingtalk.robot_code: duplicate key (first at line 4)",
+            "/cfg/c.yaml:7:43: webhooks[0].secret: must be \"whsec_\" followed by base64 of 16 "
+            "to 64 bytes",
+            "/cfg/c.yaml:9:45: messages[0].webhooks[1]: unknown webhook \"opz\" (did you mean "
+            "\"ops\"?)"});
+  CHECK(errors_of("dingtalk:\n  auth: { access_token: t }\n  robot_code: \"r\\x01\"\n"
+                  "messages:\n  - process_query_key: k\n  - process_query_key: ''\n") ==
+        std::vector<std::string>{
+            "/cfg/c.yaml:3:15: dingtalk.robot_code: must not contain control characters (U+0001 "
+            "at byte 1)",
+            "/cfg/c.yaml:6:24: messages[1].process_query_key: must not be empty"});
+}
+
+TEST_CASE("a quoted string that the end of the file cuts off is refused at its quote") {
+  const std::string head = k_min + "messages:\n  - process_query_key: ";
+  for (const char* tail : {"\"unterminated", "\"unterminated\n", "'unterminated", "'unterminated\n",
+                           "\"a\\\"b\n", "'it''s\n", "!!str \"x\n", "&anchor 'x\n"}) {
+    CAPTURE(tail);
+    const char quote = std::string(tail).find('\'') != std::string::npos &&
+                               std::string(tail).find('"') == std::string::npos
+                           ? '\''
+                           : '"';
+    const std::size_t column =
+        std::string("  - process_query_key: ").size() + 1 + std::string(tail).find(quote);
+    CHECK(error_of(head + tail) == "/cfg/c.yaml:6:" + std::to_string(column) +
+                                       ": invalid YAML: unterminated string (the closing " + quote +
+                                       " is missing)");
+  }
+  // Closed strings load, also on the last line without a line break.
+  for (const char* tail : {"\"done\"", "\"done\"\n", "'it''s'", "\"a\\\"b\"\n", "\"x\" # \""}) {
+    CAPTURE(tail);
+    CHECK(error_of(head + tail).empty());
+  }
+  // Over several lines, the quote is where the string starts.
+  CHECK(error_of(head + "\"first\n    second\n") ==
+        "/cfg/c.yaml:6:24: invalid YAML: unterminated string (the closing \" is missing)");
+}
+
+TEST_CASE("a file past the old limit of a million nodes loads - aliases have a budget") {
+  // 1,000,001 nodes spelled out: refused before only for their number.
+  std::string list = "x: [";
+  for (int i = 0; i < 1'000'000; ++i) {
+    list += "0,";
+  }
+  list += "0]\n";
+  CHECK(errors_of(k_min + list) ==
+        std::vector<std::string>{"/cfg/c.yaml:5:1: x: unknown key (expected one of: dingtalk, "
+                                 "poll, state, metrics, api, webhooks, messages)"});
+
+  // Aliases used as aliases are: a team named in 2,000 messages (200,000
+  // nodes through aliases).
+  std::string team = "[";
+  for (int i = 0; i < 100; ++i) {
+    team += (i ? ", u" : "u") + std::to_string(i);
+  }
+  team += "]";
+  std::string yaml =
+      k_min + "messages:\n  - { process_query_key: k0, expected_readers: &team " + team + " }\n";
+  for (int i = 1; i < 2'000; ++i) {
+    yaml += "  - { process_query_key: k" + std::to_string(i) + ", expected_readers: *team }\n";
+  }
+  const Config c = load_string(yaml, k_file);
+  REQUIRE(c.messages.size() == 2'000);
+  CHECK(c.messages[1999].expected_readers.size() == 100);
+  CHECK(c.messages[1999].expected_readers[99] == "u99");
+
+  // A billion laughs: refused with the budget named, where it runs out.
+  std::string laughs = k_min + "x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n";
+  for (int i = 1; i < 9; ++i) {
+    laughs += "x" + std::to_string(i) + ": &x" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) {
+      laughs += (j ? ", *x" : "*x") + std::to_string(i - 1);
+    }
+    laughs += "]\n";
+  }
+  const std::string e = error_of(laughs);
+  CAPTURE(e);
+  CHECK(e.rfind("/cfg/c.yaml:10:45: ", 0) == 0);
+  CHECK(contains(e, "too many nodes: aliases expand to more than 1000000 nodes (the limit is one "
+                    "per byte of the file, and at least 1000000)"));
+  CHECK(contains(error_of(k_min + "messages: &a [*a]\n"),
+                 "/cfg/c.yaml:5:15: nested too deeply (more than 64 levels): this alias names a "
+                 "node that contains it"));
+}
+
+TEST_CASE("bad URLs say what is wrong, never what they are") {
+  const auto url = [](const std::string& u) {
+    return error_of(k_min + "webhooks:\n  - name: ops\n    url: '" + u +
+                    "'\n    secret: " + k_secret + "\n");
+  };
+  const std::string at = "/cfg/c.yaml:7:10: webhooks[0].url: ";
+  CHECK(url("https://h.example:443/x").empty());
+  CHECK(url("http://[::1]:8080/x").empty());
+  CHECK(url("HTTP://h.example/").empty());
+  CHECK(url("http://host:99999/t0ken") == at + "port 99999 is out of range (1..65535)");
+  CHECK(url("http://host:0/t0ken") == at + "port 0 is out of range (1..65535)");
+  CHECK(url("http://host:123456789012/t0ken") ==
+        at + "port 123456789012 is out of range (1..65535)");
+  CHECK(url("http://host:/t0ken") == at + "has an empty port after ':'");
+  CHECK(url("http://host:http/t0ken") == at + "has a port that is not a number");
+  CHECK(url("ftp://host/t0ken") == at + "must start with http:// or https://");
+  CHECK(url("host/t0ken") == at + "must start with http:// or https://");
+  CHECK(url("http:///t0ken") == at + "has no host (http://HOST/...)");
+  CHECK(url("http://user:t0ken@host/") ==
+        at + "must not contain a user name or password (user:password@host); send credentials "
+             "in headers");
+  CHECK(url("http://host/t0 ken") == at + "must not contain spaces (one is at byte 14)");
+  CHECK(error_of(k_min +
+                 "webhooks:\n  - name: ops\n    url: \"http://host/t0\\tken\"\n"
+                 "    secret: " +
+                 k_secret + "\n") ==
+        at + "must not contain control characters (one is at byte 14)");
+  CHECK(url("http://ho<st/t0ken") ==
+        at + "has a character that is not allowed in a host name (at byte 9)");
+  CHECK(url("http://[::g]/t0ken") == at + "has an invalid IPv6 address between [ and ]");
+  CHECK(url("http://[::1/t0ken") == at + "has a '[' without ']' in its host");
+  CHECK(url("http://[::1]x/t0ken") == at + "has something other than :port after its IPv6 address");
+  for (const char* bad : {"http://host:99999/t0ken", "http://user:t0ken@host/"}) {
+    CHECK_FALSE(contains(url(bad), "t0ken"));
+  }
+  // dingtalk.endpoint likewise.
+  const std::string head = "dingtalk:\n  auth: { access_token: t }\n";
+  const std::string e = error_of(head + "  endpoint: https://api.example:70000/t0ken\n");
+  CHECK(e == "/cfg/c.yaml:3:13: dingtalk.endpoint: port 70000 is out of range (1..65535)");
+}
+
+TEST_CASE("a tab in the indentation is named as such, where it is") {
+  CHECK(error_of("dingtalk:\n\tauth: x\n") ==
+        "/cfg/c.yaml:2:1: invalid YAML: tab characters are not allowed in YAML indentation");
+  CHECK(error_of(k_min + "\trobot_code: x\n") ==
+        "/cfg/c.yaml:5:1: invalid YAML: tab characters are not allowed in YAML indentation");
+  CHECK(error_of("dingtalk:\n \tauth: x\n") ==
+        "/cfg/c.yaml:2:2: invalid YAML: tab characters are not allowed in YAML indentation");
+  CHECK(error_of("dingtalk:\n  auth:\n\t- x\n") ==
+        "/cfg/c.yaml:3:1: invalid YAML: tab characters are not allowed in YAML indentation");
+  // After a block indicator, a tab indents what follows it.
+  CHECK(error_of(k_min + "messages:\n  -\tprocess_query_key: k\n") ==
+        "/cfg/c.yaml:6:4: invalid YAML: tab characters are not allowed in YAML indentation");
+  // A tab inside a value, or separating a value from its key, is no
+  // indentation.
+  CHECK(error_of("dingtalk:\n  auth: { access_token: \"a\tb\" }\n") == "");
+  CHECK(error_of(k_min + "messages:\n  - process_query_key:\tk\n  -\tk2\n") ==
+        "/cfg/c.yaml:7:5: messages[1]: must be a map, not a string");
+}
+
+TEST_CASE("a sent_at in the future is a warning, not an error") {
+  const Config c =
+      load_string(k_min + "messages:\n"
+                          "  - { process_query_key: past, sent_at: 2020-01-01T00:00:00Z }\n"
+                          "  - { process_query_key: future, sent_at: 2999-01-01T00:00:00Z }\n",
+                  k_file);
+  REQUIRE(c.messages.size() == 2);
+  REQUIRE(c.warnings.size() == 1);
+  CAPTURE(c.warnings[0]);
+  CHECK(c.warnings[0].rfind("/cfg/c.yaml:7:43: messages[1].sent_at: 2999-01-01T00:00:00Z is in "
+                            "the future (",
+                            0) == 0);
+  CHECK(contains(c.warnings[0], "until then the message is polled as if it had just been sent"));
+  CHECK(load_string(k_min, k_file).warnings.empty());
+
+  const Config defaults = load_string(k_min, k_file);
+  const ParsedMessage m = parse_message_json(
+      R"({"process_query_key": "k", "sent_at": "2999-01-01T00:00:00Z"})", defaults);
+  CHECK(m.spec.process_query_key == "k");
+  REQUIRE(m.warnings.size() == 1);
+  CHECK(m.warnings[0].rfind("sent_at: 2999-01-01T00:00:00Z is in the future (", 0) == 0);
+  CHECK(parse_message_json(R"({"process_query_key": "k", "sent_at": "2020-01-01T00:00:00Z"})",
+                           defaults)
+            .warnings.empty());
+}
+
+TEST_CASE("an API token or a webhook key shorter than 16 bytes is refused, unprinted") {
+  const auto api = [](const std::string& token) {
+    return error_of(k_min + "api:\n  token: '" + token + "'\n");
+  };
+  CHECK(api("0123456789abcdef").empty());
+  CHECK(api("0123456789abcde") == "/cfg/c.yaml:6:10: api.token: is too short to be a secret: an "
+                                  "API token must be at least 16 bytes");
+  CHECK_FALSE(contains(api("0123456789abcde"), "0123456789"));
+
+  TempDir dir;
+  const ScopedEnv env("CREDENTIALS_DIRECTORY", std::nullopt);
+  dir.write("short_token", "s3cr3t\n");
+  const std::string file = (dir.path() / "c.yaml").string();
+  try {
+    load_string(k_min + "api:\n  token_file: short_token\n", file);
+    FAIL("a short token_file must not load");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()) == file + ":6:15: api.token_file: is too short to be a secret: an "
+                                          "API token must be at least 16 bytes");
+    CHECK_FALSE(contains(e.what(), "s3cr3t"));
+  }
+
+  const auto hook = [](const std::string& secret) {
+    return error_of(k_min + "webhooks:\n  - { name: ops, url: 'http://h', secret: '" + secret +
+                    "' }\n");
+  };
+  CHECK(webhook_signing_key(secret_of(16))->size() == 16);
+  CHECK(webhook_signing_key(secret_of(15))->size() == 15);
+  CHECK(hook(secret_of(16)).empty());
+  CHECK(hook(secret_of(64)).empty());
+  CHECK(hook(k_secret).empty()); // the SPEC's test vector: 24 bytes
+  const std::string e = hook(secret_of(15));
+  CHECK(e == "/cfg/c.yaml:6:43: webhooks[0].secret: is too short to be a secret: its key (the "
+             "base64 after \"whsec_\") must decode to at least 16 bytes");
+  CHECK_FALSE(contains(e, secret_of(15).substr(6)));
+  CHECK(hook("whsec_YWI=") == "/cfg/c.yaml:6:43: webhooks[0].secret: is too short to be a "
+                              "secret: its key (the base64 after \"whsec_\") must decode to at "
+                              "least 16 bytes");
+}
+
+TEST_CASE("ids and labels with control characters or bad UTF-8 are refused where they enter") {
+  const auto msg = [](const std::string& fields) {
+    return errors_of(k_min + "messages:\n  - { process_query_key: k, " + fields + " }\n");
+  };
+  CHECK(msg("open_conversation_id: \"c\\x01\"") ==
+        std::vector<std::string>{"/cfg/c.yaml:6:51: messages[0].open_conversation_id: must not "
+                                 "contain control characters (U+0001 at byte 1)"});
+  CHECK(msg("robot_code: \"r\\x7f\"") ==
+        std::vector<std::string>{"/cfg/c.yaml:6:41: messages[0].robot_code: must not contain "
+                                 "control characters (U+007F at byte 1)"});
+  CHECK(msg("expected_readers: [a, \"b\\nc\"]") ==
+        std::vector<std::string>{"/cfg/c.yaml:6:51: messages[0].expected_readers[1]: must not "
+                                 "contain control characters (U+000A at byte 1)"});
+  CHECK(msg("labels: { \"a\\tb\": x, c: \"d\\x85\" }") ==
+        std::vector<std::string>{
+            "/cfg/c.yaml:6:39: messages[0].labels: a key must not contain control characters "
+            "(U+0009 at byte 1)",
+            "/cfg/c.yaml:6:53: messages[0].labels.c: must not contain control characters "
+            "(U+0085 at byte 1)"});
+  CHECK(errors_of(k_min + "messages:\n  - process_query_key: \"a\\0b\"\n") ==
+        std::vector<std::string>{"/cfg/c.yaml:6:24: messages[0].process_query_key: must not "
+                                 "contain control characters (U+0000 at byte 1)"});
+  CHECK(errors_of(k_min + "messages:\n  - process_query_key: a\xff"
+                          "b\n") ==
+        std::vector<std::string>{
+            "/cfg/c.yaml:6:24: messages[0].process_query_key: is not valid UTF-8 (at byte 1)"});
+  CHECK(errors_of(k_min + "messages:\n  - process_query_key: a\xc3(\n") ==
+        std::vector<std::string>{
+            "/cfg/c.yaml:6:24: messages[0].process_query_key: is not valid UTF-8 (at byte 1)"});
+  // Other characters are fine, including tabs' printable neighbours and
+  // non-Latin text.
+  CHECK(msg("labels: { 团队: 运维, emoji: \"\xf0\x9f\x98\x80\" }").empty());
+
+  const Config defaults = load_string(k_min, k_file);
+  CHECK(json_errors_of(R"({"process_query_key":"a\nb\u0000c"})", defaults) ==
+        std::vector<std::string>{
+            "process_query_key: must not contain control characters (U+000A at byte 1)"});
+  CHECK(json_errors_of(R"({"process_query_key":"k","labels":{"x":"\u009f"}})", defaults) ==
+        std::vector<std::string>{"labels.x: must not contain control characters (U+009F at "
+                                 "byte 0)"});
+  CHECK(json_errors_of(R"({"process_query_key":"k","robot_code":"r\u0001",
+                           "open_conversation_id":"\u007f","expected_readers":["\u001f"]})",
+                       defaults) ==
+        std::vector<std::string>{
+            "open_conversation_id: must not contain control characters (U+007F at byte 0)",
+            "robot_code: must not contain control characters (U+0001 at byte 1)",
+            "expected_readers[0]: must not contain control characters (U+001F at byte 0)"});
+}
+
+TEST_CASE("JSON messages refuse duplicate keys, at every level") {
+  const Config defaults = load_string(k_min, k_file);
+  CHECK(json_errors_of(R"({"process_query_key":"k","labels":{"campaign":"a","campaign":"b"}})",
+                       defaults) == std::vector<std::string>{"labels.campaign: duplicate key"});
+  CHECK(json_errors_of(R"({"process_query_key":"k","process_query_key":"j"})", defaults) ==
+        std::vector<std::string>{"process_query_key: duplicate key"});
+  CHECK(json_error_of(R"({"process_query_key":"k","labels":{"a":"1","b":"2"}})", defaults).empty());
+}
+
+TEST_CASE("keys with control characters are escaped in key paths") {
+  const Config defaults = load_string(k_min, k_file);
+  CHECK(
+      json_errors_of(std::string(R"({"process_query_key":"k","a\u0000\u001b[2J":1})"), defaults) ==
+      std::vector<std::string>{"\"a\\x00\\x1b[2J\": unknown key (expected one of: "
+                               "process_query_key, open_conversation_id, robot_code, "
+                               "expected_readers, expected_reader_count, sent_at, webhooks, "
+                               "labels)"});
+  CHECK(errors_of(k_min + "state: { path: /x, \"p\\e\": 1 }\n") ==
+        std::vector<std::string>{
+            "/cfg/c.yaml:5:20: state.\"p\\x1b\": unknown key (expected one of: path)"});
+}
+
+TEST_CASE("ConfigError carries its list") {
+  const ConfigError one("a: b");
+  CHECK(one.errors() == std::vector<std::string>{"a: b"});
+  CHECK(std::string(one.what()) == "a: b");
+  const ConfigError two(std::vector<std::string>{"x", "y"});
+  CHECK(std::string(two.what()) == "x\ny");
+  CHECK(two.errors().size() == 2);
 }

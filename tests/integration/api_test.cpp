@@ -651,12 +651,12 @@ TEST_CASE("api: a taken listen address is a clear error and exit 1") {
 TEST_CASE("lifecycle: --healthcheck is 0 against a running daemon, 1 otherwise") {
   DaemonHarness h;
   h.api_listen = api_listen();
-  h.api_token = "hc-token";
+  h.api_token = "hc-token-Lm4Qz8Wt";
   h.start();
   REQUIRE_MESSAGE(h.wait_for_api(), h.log());
   std::string out;
   CHECK(run_daemon_command(h.dir, {"--healthcheck", "--config", h.config_path()}, &out) == 0);
-  CHECK(out.find("hc-token") == std::string::npos);
+  CHECK(out.find("hc-token-Lm4Qz8Wt") == std::string::npos);
   h.stop();
   CHECK(run_daemon_command(h.dir, {"--healthcheck", "--config", h.config_path()}, &out) == 1);
   CHECK(out.find("/healthz") != std::string::npos);
@@ -748,7 +748,8 @@ TEST_CASE("lifecycle: no secret reaches the logs (text and JSON, trace level) or
   // one. Every path a secret could take is exercised: token refreshes after
   // a revocation, a request DingTalk calls malformed (its shape is logged as
   // a bug), API calls with good and bad tokens, a reload, and a webhook
-  // whose URL holds credentials and whose deliveries fail.
+  // whose URL holds credentials in its path and query (user:password@ is
+  // refused by the configuration) and whose deliveries fail.
   DaemonHarness h;
   h.api_listen = api_listen();
   h.api_token = "api-token-QW3rTy9";
@@ -757,8 +758,8 @@ TEST_CASE("lifecycle: no secret reaches the logs (text and JSON, trace level) or
   const std::string hook_path = "hook-url-path-Z3k9";
   const std::string hook_query = "hook-url-query-7Hw2";
   h.more_webhooks_yaml.push_back(DaemonHarness::webhook_item(
-      "creds", "http://hookuser:" + hook_password + "@127.0.0.1:" + std::to_string(free_port()) +
-                   "/" + hook_path + "?sig=" + hook_query));
+      "creds", "http://127.0.0.1:" + std::to_string(free_port()) + "/" + hook_path + "/" +
+                   hook_password + "?sig=" + hook_query));
   h.watch("secret-key", {"a", "b"});
   h.dingtalk.read("secret-key", "a");
   std::vector<ApiAnswer> answers;

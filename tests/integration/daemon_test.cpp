@@ -187,6 +187,35 @@ TEST_CASE("daemon: an invalid configuration exits 2 and names the key path") {
   CHECK(check.log().find(h.config_path()) != std::string::npos);
 }
 
+TEST_CASE("daemon: --check-config prints every error on its own line, and warnings") {
+  DaemonHarness h;
+  const std::string bad = h.dir.file("bad.yaml");
+  write_file(bad, "dingtalk:\n"
+                  "  auth: { access_token: t }\n"
+                  "  page_size: 0\n"
+                  "messages:\n"
+                  "  - { process_query_key: k, robot_code: r, expected_reader_count: 0 }\n");
+  ChildProcess check({RRD_DAEMON_PATH, "--config", bad, "--check-config"}, h.dir.file("bad.log"));
+  CHECK(check.wait(std::chrono::seconds(10)) == 2);
+  CHECK(check.log() == bad + ":3:14: dingtalk.page_size: must be between 1 and 200\n" + bad +
+                           ":5:67: messages[0].expected_reader_count: must be at least 1\n");
+
+  const std::string odd = h.dir.file("odd.yaml");
+  write_file(odd, "dingtalk:\n"
+                  "  auth: { access_token: t }\n"
+                  "state: { path: ':memory:' }\n"
+                  "messages:\n"
+                  "  - { process_query_key: k, robot_code: r, sent_at: 2999-01-01T00:00:00Z }\n");
+  ChildProcess warn({RRD_DAEMON_PATH, "--config", odd, "--check-config"}, h.dir.file("odd.log"));
+  CHECK(warn.wait(std::chrono::seconds(10)) == 0);
+  const std::string log = warn.log();
+  CHECK(log.rfind("warning: " + odd +
+                      ":5:53: messages[0].sent_at: 2999-01-01T00:00:00Z is in the "
+                      "future",
+                  0) == 0);
+  CHECK(log.find("configuration is valid (1 message, 0 webhooks)") != std::string::npos);
+}
+
 TEST_CASE("daemon: the app secret never appears in the logs, even at debug level") {
   DaemonHarness h;
   h.watch("secret-key", {"a"});

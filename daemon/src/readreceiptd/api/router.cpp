@@ -206,12 +206,23 @@ Routed add_message(const Call& c) {
                          "{\"process_query_key\": \"...\"}"));
   }
   return later([body = c.request.body](Backend& b) {
-    MessageSpec spec;
+    config::ParsedMessage parsed;
     try {
-      spec = config::parse_message_json(body, b.config());
+      parsed = config::parse_message_json(body, b.config());
     } catch (const config::ConfigError& e) {
-      return error_reply(400, e.what());
+      std::string all;
+      for (const auto& error : e.errors()) {
+        all += (all.empty() ? "" : "; ") + error;
+      }
+      return json_reply(400, json{{"error", all}, {"errors", e.errors()}});
     }
+    const MessageSpec& spec = parsed.spec;
+    const auto with_warnings = [&](json j) {
+      if (!parsed.warnings.empty()) {
+        j["warnings"] = parsed.warnings;
+      }
+      return j;
+    };
     const std::string& key = spec.process_query_key;
     const AddOutcome outcome = b.add_message(spec);
     const auto m = b.message(key);
@@ -220,9 +231,10 @@ Routed add_message(const Call& c) {
     }
     switch (outcome) {
     case AddOutcome::created:
-      return json_reply(201, message_to_json(*m));
+      return json_reply(201, with_warnings(message_to_json(*m)));
     case AddOutcome::unchanged:
-      return json_reply(200, message_to_json(*m)); // as it is now, whatever its state
+      // As it is now, whatever its state.
+      return json_reply(200, with_warnings(message_to_json(*m)));
     case AddOutcome::conflict:
       return error_reply(409, conflict_text(*m, spec));
     }
@@ -239,7 +251,7 @@ Routed get_message(const Call& c) {
 
 // Only a message that is tracking and came through the API is stopped:
 // a stopped one stays as it stopped, and the configuration file's messages
-// are declarative (SPEC section 3), removed by removing them from the file.
+// are declarative, removed by removing them from the file.
 Routed delete_message(const Call& c) {
   return later([key = c.param](Backend& b) {
     const auto m = b.message(key);

@@ -273,9 +273,14 @@ private:
     try {
       cfg = config::load_file(m_options.config_path);
     } catch (const config::ConfigError& e) {
-      spdlog::error("configuration rejected, keeping the previous one: {}", e.what());
+      for (const auto& error : e.errors()) {
+        spdlog::error("configuration rejected, keeping the previous one: {}", error);
+      }
       m_metrics->reload_failed();
       return;
+    }
+    for (const auto& warning : cfg.warnings) {
+      logging::warn("configuration warning", {{"warning", warning}});
     }
     if (cfg.state.path != m_cfg.state.path) {
       logging::warn("state.path changed; the new path takes effect at the next start");
@@ -329,13 +334,22 @@ int main(int argc, char** argv) {
   try {
     cfg = config::load_file(options.config_path);
   } catch (const config::ConfigError& e) {
-    if (options.command == Command::check_config) {
-      std::fprintf(stderr, "%s\n", e.what());
-    } else {
-      spdlog::error("invalid configuration: {}", e.what());
+    for (const auto& error : e.errors()) {
+      if (options.command == Command::check_config) {
+        std::fprintf(stderr, "%s\n", error.c_str());
+      } else {
+        spdlog::error("invalid configuration: {}", error);
+      }
     }
     // A probe reports "unhealthy" as 1 (Docker reserves 2).
     return options.command == Command::healthcheck ? k_exit_failure : k_exit_usage;
+  }
+  for (const auto& warning : cfg.warnings) {
+    if (options.command == Command::check_config) {
+      std::fprintf(stderr, "warning: %s\n", warning.c_str());
+    } else if (options.command != Command::healthcheck) {
+      logging::warn("configuration warning", {{"warning", warning}});
+    }
   }
 
   if (options.command == Command::check_config) {

@@ -8,6 +8,7 @@
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/common/model.hpp"
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -17,13 +18,27 @@
 
 namespace rrd::config {
 
-// Thrown by the loaders. what() names the file, line and column where known,
-// and the key path: "/etc/x.yaml:12:5: messages[3].process_query_key: required".
-// It never contains a secret's value.
+// Thrown by the loaders, with every error they found (not only the first):
+// each names the file, line and column where known, and the key path:
+// "/etc/x.yaml:12:5: messages[3].process_query_key: required". At most
+// k_max_reported_errors, in file order, then "... and N more errors". what()
+// is the list joined with "\n". No error contains a secret's value.
 class ConfigError : public std::runtime_error {
 public:
-  using std::runtime_error::runtime_error;
+  explicit ConfigError(std::vector<std::string> errors);
+  explicit ConfigError(const std::string& error) : ConfigError(std::vector<std::string>{error}) {}
+  const std::vector<std::string>& errors() const { return m_errors; }
+
+private:
+  std::vector<std::string> m_errors;
 };
+
+// How many errors one load reports at most.
+inline constexpr std::size_t k_max_reported_errors = 50;
+// A webhook secret's key and an API token must be at least this long.
+inline constexpr std::size_t k_min_secret_bytes = 16;
+// The largest configuration file load_file() reads.
+inline constexpr std::size_t k_max_config_bytes = 16 * 1024 * 1024;
 
 struct InternalAppAuth {
   std::string app_key;
@@ -102,14 +117,17 @@ struct Config {
   Api api;
   std::vector<Webhook> webhooks;
   std::vector<MessageSpec> messages; // robot_code already defaulted
+  // What is odd but not wrong ("messages[0].sent_at: ... is in the future"),
+  // formatted like errors. Shown by --check-config, logged at start-up and
+  // on reload.
+  std::vector<std::string> warnings;
 };
 
-// Loads and validates a configuration file. Relative *_file paths are looked
-// up in $CREDENTIALS_DIRECTORY first, then next to the file; the secrets they
-// name are read into the Config. `ca_file` paths are resolved the same way
-// (and must be readable); a relative `state.path` is taken relative to the
-// file's directory. `${NAME}` in values is replaced from the environment.
-// Throws ConfigError.
+// Loads and validates a configuration file (at most k_max_config_bytes). Relative *_file paths are
+// looked up in $CREDENTIALS_DIRECTORY first, then next to the file; the secrets they name are read
+// into the Config. `ca_file` paths are resolved the same way (and must be readable); a relative
+// `state.path` is taken relative to the file's directory. `${NAME}` in values is replaced from the
+// environment. Throws ConfigError.
 Config load_file(const std::string& path);
 
 // Parses configuration text; `path` names it in errors and anchors relative
@@ -118,11 +136,16 @@ Config load_string(const std::string& yaml, const std::string& path);
 
 // Validates one `messages:` item given as a JSON object (the API's body),
 // with the same rules and key names as YAML. `defaults` supplies
-// dingtalk.robot_code and the webhook names. Throws ConfigError whose text
-// starts with the key path ("expected_readers[1]: must be a string").
-// JSON types are checked strictly (a number is not a string), and `${NAME}`
-// is NOT expanded: a request must not read the daemon's environment.
-MessageSpec parse_message_json(const std::string& json, const Config& defaults);
+// dingtalk.robot_code and the webhook names. Throws ConfigError whose
+// errors start with the key path ("expected_readers[1]: must be a string").
+// JSON types are checked strictly (a number is not a string), duplicate
+// keys are refused, and `${NAME}` is NOT expanded: a request must not read
+// the daemon's environment.
+struct ParsedMessage {
+  MessageSpec spec;
+  std::vector<std::string> warnings; // as Config::warnings, without a place
+};
+ParsedMessage parse_message_json(const std::string& json, const Config& defaults);
 
 // Parses "500ms", "15s", "10m", "2h", "7d". Returns nullopt when malformed.
 std::optional<Millis> parse_duration(const std::string& text);
@@ -142,7 +165,8 @@ bool is_loopback_host(const std::string& host);
 
 // The HMAC key of a webhook secret: the base64-decoded part after "whsec_"
 // (standard alphabet, padding optional), 1..64 bytes. Returns nullopt when
-// the secret is malformed. Every secret in a loaded Config decodes.
+// the secret is malformed. Every secret in a loaded Config decodes, to at
+// least k_min_secret_bytes.
 std::optional<std::string> webhook_signing_key(const std::string& secret);
 
 } // namespace rrd::config
