@@ -76,7 +76,7 @@ struct PollResult {
   // answer: when each of read_user_ids read it, where the answer says (the
   // oto API's readTimestamp); empty when the answer gives no times.
   std::vector<std::optional<TimePoint>> read_at;
-  std::string code;                       // expire_time/invalid/paused: the DingTalk code
+  std::string code; // expire_time/invalid/paused: the DingTalk code
 };
 
 struct Context {
