@@ -660,7 +660,7 @@ TEST_CASE("a refused open releases the lock") {
   CHECK(open_error(path).find("newer") != std::string::npos);
 }
 
-TEST_CASE("read times and via round-trip; a row without them reads as polls of unknown time") {
+TEST_CASE("read times and via round-trip, and a row without them reads as polls of unknown time") {
   auto s = Store::open(":memory:");
   Commit c;
   c.message = bare_record("k");
