@@ -172,8 +172,11 @@ std::vector<ReadInfo> read_info_list(const nlohmann::json& j, const std::string&
     }
     const auto& via = item[1].get_ref<const std::string&>();
     if (via != "poll" && via != "push") {
-      throw StoreError("message " + key + ": stored read_info names an unknown source \"" + via +
-                       "\"");
+      std::string what = "message " + key;
+      what += ": stored read_info names an unknown source \"";
+      what += via;
+      what += "\"";
+      throw StoreError(what);
     }
     info.via = via == "push" ? ReadVia::push : ReadVia::poll;
     out.push_back(info);
