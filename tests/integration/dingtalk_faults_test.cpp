@@ -81,7 +81,7 @@ void set_fault_rates(FakeDingTalk& d, double p) {
   d.set_fault_rate(Fault::error(400, "system.error"), p);
   d.set_fault_rate(Fault::throttled(), p / 8);
   // (DingTalk's monthly quota pauses every poll until the month turns: its
-  // own test, with a month that turns, is in budget_test.cpp.)
+  // own test, with a month that turns, is in integration/budget_test.cpp.)
   d.set_fault_rate(Fault::error(403, "Forbidden.AccessDenied.QpmLimitForAppkeyAndApi"), p / 8);
   d.set_fault_rate(Fault::error(429, "Throttling"), p / 8);
   d.set_fault_rate(Fault::html(403), p / 8);

@@ -214,33 +214,6 @@ TEST_CASE("push: a crash between a push and its acknowledgement loses nothing an
   h.stop();
 }
 
-TEST_CASE("push: a monthly budget of N calls is never exceeded, and new messages still get their "
-          "first poll") {
-  DaemonHarness h;
-  constexpr int k_budget = 40;
-  h.dingtalk_extra_yaml = "  monthly_call_budget: " + std::to_string(k_budget) + "\n";
-  h.api_listen = "127.0.0.1:" + std::to_string(free_port());
-  for (int m = 0; m < 6; ++m) {
-    h.watch("budget-" + std::to_string(m), {"nobody"});
-  }
-  h.start();
-  // Without a budget, six messages every 200 ms would make 30 calls a second.
-  std::this_thread::sleep_for(4s);
-  REQUIRE(h.wait_for_api());
-  const auto late = h.api("POST", "/v1/messages", R"({"process_query_key": "late"})");
-  REQUIRE(late.status == 201);
-  REQUIRE_MESSAGE(wait_until([&] { return h.dingtalk.query_calls("late") > 0; }), h.log());
-  std::this_thread::sleep_for(3s);
-  MESSAGE(h.dingtalk.query_calls() << " read-status calls under a budget of " << k_budget);
-  CHECK(h.dingtalk.query_calls() <= k_budget);
-  CHECK(h.dingtalk.query_calls() >= 7); // every message's first poll at least
-  const auto month = query_int(h.state_path(), "SELECT calls FROM call_months");
-  REQUIRE(month);
-  CHECK(*month >= h.dingtalk.query_calls()); // counted before they were made
-  CHECK(*month <= k_budget);
-  h.stop();
-}
-
 TEST_CASE("push: the app secret and the Stream's tickets never reach the logs, even at trace "
           "level") {
   DaemonHarness h(with_stream());
