@@ -1,12 +1,12 @@
 #include "readreceiptd/stream/client.hpp"
 
+#include "readreceiptd/app/logging.hpp"
 #include "readreceiptd/common/version.hpp"
 #include "readreceiptd/stream/policy.hpp"
 
 #include <algorithm>
 #include <array>
 #include <openssl/rand.h>
-#include <spdlog/spdlog.h>
 
 namespace rrd::stream {
 
@@ -136,7 +136,7 @@ void Client::reconfigure(const config::DingTalk& cfg) {
   if (!changed) {
     return;
   }
-  spdlog::info("Stream: the DingTalk endpoint or credentials changed; reconnecting");
+  logging::info("Stream: the DingTalk endpoint or credentials changed; reconnecting");
   m_credentials_logged = false;
   m_failures = 0;
   m_gateway_attempt = 0; // an answer for the old settings is ignored
@@ -205,11 +205,11 @@ void Client::pump() {
       c->counted_loss = true;
       close(*c, k_close_normal, DisconnectReason::server, "moved to a new connection");
     } else if (c->phase != Connection::Phase::open) {
-      spdlog::warn("Stream: the WebSocket handshake did not complete in time");
+      logging::warn("Stream: the WebSocket handshake did not complete in time");
       lost(*c, DisconnectReason::network, "handshake timed out");
     } else {
-      spdlog::warn("Stream: no answer to a WebSocket ping within {} s; reconnecting",
-                   k_pong_timeout.count() / 1000);
+      logging::warn("Stream: no answer to a WebSocket ping; reconnecting",
+                    {{"timeout_seconds", k_pong_timeout.count() / 1000}});
       lost(*c, DisconnectReason::ping_timeout, "ping timeout");
     }
   }
@@ -277,7 +277,7 @@ void Client::start_gateway(TimePoint now) {
   }
   const std::uint64_t attempt = m_next_id++;
   m_gateway_attempt = attempt;
-  spdlog::debug("Stream: asking DingTalk's gateway for a connection");
+  logging::debug("Stream: asking DingTalk's gateway for a connection");
   m_engine.submit(build_gateway_request(m_cfg, *m_credentials),
                   [this, attempt](http::Response r) { on_gateway(attempt, std::move(r)); });
 }
@@ -316,22 +316,22 @@ void Client::on_gateway(std::uint64_t attempt, http::Response r) {
   if (a.outcome == GatewayOutcome::credentials) {
     if (!m_credentials_logged) {
       m_credentials_logged = true;
-      spdlog::error("Stream: DingTalk's gateway refused the app's credentials ({}); retrying "
-                    "every {} s; reads are still polled",
-                    a.message, k_max_retry.count() / 1000);
+      logging::error("Stream: DingTalk's gateway refused the app's credentials; retrying at the "
+                     "slowest step; reads are still polled",
+                     {{"reason", a.message}, {"retry_seconds", k_max_retry.count() / 1000}});
     }
     attempt_failed(now, true);
     return;
   }
   if (a.outcome != GatewayOutcome::ok) {
-    spdlog::warn("Stream: cannot open a connection: {}", a.message);
+    logging::warn("Stream: cannot open a connection", {{"reason", a.message}});
     attempt_failed(now, false);
     return;
   }
   std::string why;
   const auto target = parse_ws_url(a.ticket.url, why);
   if (!target) {
-    spdlog::warn("Stream: the gateway's endpoint is unusable: {}", why);
+    logging::warn("Stream: the gateway's endpoint is unusable", {{"reason", why}});
     attempt_failed(now, false);
     return;
   }
@@ -347,13 +347,13 @@ void Client::on_gateway(std::uint64_t attempt, http::Response r) {
   request.ca_file = m_cfg.ca_file;
   c.socket = m_engine.open_stream(request, c);
   if (!c.socket) {
-    spdlog::warn("Stream: the HTTP engine cannot open a WebSocket (is a proxy configured?)");
+    logging::warn("Stream: the HTTP engine cannot open a WebSocket");
     m_dead.push_back(std::move(m_connections[id]));
     m_connections.erase(id);
     attempt_failed(now, false);
     return;
   }
-  spdlog::debug("Stream: connecting to {}:{}", target->host, target->port);
+  logging::debug("Stream: connecting", {{"host", target->host}, {"port", target->port}});
 }
 
 void Client::attempt_failed(TimePoint now, bool credentials_refused) {
@@ -383,11 +383,12 @@ void Client::on_socket_data(Connection& c, std::string_view bytes) {
     case UpgradeParser::State::more:
       return;
     case UpgradeParser::State::refused:
-      spdlog::warn("Stream: the WebSocket handshake was refused with HTTP {}", c.upgrade.status());
+      logging::warn("Stream: the WebSocket handshake was refused",
+                    {{"status", c.upgrade.status()}});
       lost(c, DisconnectReason::protocol, "handshake refused");
       return;
     case UpgradeParser::State::invalid:
-      spdlog::warn("Stream: the WebSocket handshake failed: {}", c.upgrade.error());
+      logging::warn("Stream: the WebSocket handshake failed", {{"reason", c.upgrade.error()}});
       lost(c, DisconnectReason::protocol, "handshake failed");
       return;
     case UpgradeParser::State::accepted:
@@ -422,12 +423,12 @@ void Client::on_socket_data(Connection& c, std::string_view bytes) {
       break;
     case WsMessage::Type::binary:
       m_observer.event(EventResult::bad);
-      spdlog::debug("Stream: a binary frame, dropped");
+      logging::debug("Stream: a binary frame, dropped");
       break;
     case WsMessage::Type::pong:
       break;
     case WsMessage::Type::close:
-      spdlog::info("Stream: DingTalk closed the connection (code {})", m.close_code);
+      logging::info("Stream: DingTalk closed the connection", {{"code", m.close_code}});
       flush(c); // wslay answered the close
       lost(c, DisconnectReason::server, "closed by the server");
       return;
@@ -438,7 +439,7 @@ void Client::on_socket_data(Connection& c, std::string_view bytes) {
   }
   if (!ok) {
     const bool too_large = c.ws.close_code_sent() == 1009;
-    spdlog::warn("Stream: {}; reconnecting", c.ws.error());
+    logging::warn("Stream: the connection is unusable; reconnecting", {{"reason", c.ws.error()}});
     flush(c); // the close frame wslay queued
     lost(c, DisconnectReason::protocol, too_large ? "message too large" : "broken framing");
     return;
@@ -458,9 +459,9 @@ void Client::accepted(Connection& c) {
       old->retiring = true;
       old->close_by = now + k_handover_grace;
     }
-    spdlog::info("Stream: moved to a new connection");
+    logging::info("Stream: moved to a new connection");
   } else {
-    spdlog::info("Stream: connected; reads arrive as people read");
+    logging::info("Stream: connected; reads arrive as people read");
   }
   m_current = c.id;
   m_handover = false;
@@ -474,7 +475,8 @@ void Client::handle_text(Connection& c, const std::string& text) {
     send(c, ping_answer(f));
     return;
   case Frame::Kind::disconnect:
-    spdlog::info("Stream: DingTalk asks to move to a new connection ({})", disconnect_reason(f));
+    logging::info("Stream: DingTalk asks to move to a new connection",
+                  {{"reason", disconnect_reason(f)}});
     c.close_reason = DisconnectReason::server; // if it goes before the move
     if (c.id == m_current && !m_handover) {
       m_handover = true;
@@ -491,11 +493,11 @@ void Client::handle_text(Connection& c, const std::string& text) {
   case Frame::Kind::system_other:
   case Frame::Kind::other:
     m_observer.event(EventResult::ignored);
-    spdlog::debug("Stream: ignored a frame (type other than EVENT, or topic {})", f.topic);
+    logging::debug("Stream: ignored a frame", {{"topic", f.topic}});
     return;
   case Frame::Kind::bad:
     m_observer.event(EventResult::bad);
-    spdlog::warn("Stream: dropped a frame that is not DingTalk's: {}", f.why);
+    logging::warn("Stream: dropped a frame that is not DingTalk's", {{"reason", f.why}});
     return;
   }
 }
@@ -510,7 +512,7 @@ void Client::handle_event(Connection& c, const Frame& f) {
   if (m_cfg.auth_kind == config::DingTalk::AuthKind::third_party &&
       f.event_corp_id != m_cfg.third_party.auth_corp_id) {
     m_observer.event(EventResult::ignored);
-    spdlog::debug("Stream: an event for another organisation, ignored");
+    logging::debug("Stream: an event for another organisation, ignored");
     send(c, event_ack(f.message_id));
     return;
   }
@@ -518,7 +520,8 @@ void Client::handle_event(Connection& c, const Frame& f) {
   if (!parsed) {
     // Sending it again would not make it readable: consumed, and counted.
     m_observer.event(EventResult::bad);
-    spdlog::warn("Stream: a robot_msg_read event that cannot be read: {}", parsed.error());
+    logging::warn("Stream: a robot_msg_read event that cannot be read",
+                  {{"reason", parsed.error()}});
     send(c, event_ack(f.message_id));
     return;
   }
@@ -620,9 +623,8 @@ void Client::lost(Connection& c, DisconnectReason reason, const std::string& why
     m_handover = false;
     m_failures = failures_after_loss(m_failures, had_opened ? now - c.opened_at : Millis{0});
     m_retry_at = now + reconnect_delay(m_failures, false, random01());
-    spdlog::warn("Stream: connection lost ({}); reconnecting in {} ms; polls carry the reads "
-                 "meanwhile",
-                 to_string(reason), (m_retry_at - now).count());
+    logging::warn("Stream: connection lost; polls carry the reads meanwhile",
+                  {{"reason", to_string(reason)}, {"retry_in_ms", (m_retry_at - now).count()}});
   } else {
     attempt_failed(now, false); // a new connection that never opened
   }
@@ -631,9 +633,9 @@ void Client::lost(Connection& c, DisconnectReason reason, const std::string& why
 void Client::on_socket_closed(Connection& c, http::Failure failure, const std::string& why) {
   if (c.phase != Connection::Phase::closing) {
     if (c.phase == Connection::Phase::connecting) {
-      spdlog::warn("Stream: cannot connect: {}", why);
+      logging::warn("Stream: cannot connect", {{"reason", why}});
     } else if (!c.retiring) {
-      spdlog::warn("Stream: the connection ended: {}", why);
+      logging::warn("Stream: the connection ended", {{"reason", why}});
     }
     lost(c, failure == http::Failure::timeout ? DisconnectReason::network : c.close_reason, why);
   }
