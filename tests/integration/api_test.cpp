@@ -313,7 +313,8 @@ TEST_CASE("api: messages are listed, fetched, added, tracked, deleted and surviv
   CHECK(twice.status == 409);
   CHECK_MESSAGE(twice.json()["error"].get<std::string>().find("removed") != std::string::npos,
                 twice.body);
-  REQUIRE(wait_until([&] { return count_of(h.log(), "removed through the API key=api-gone") > 0; }));
+  REQUIRE(
+      wait_until([&] { return count_of(h.log(), "removed through the API key=api-gone") > 0; }));
   CHECK(count_of(h.log(), "removed through the API key=api-gone") == 1);
   auto stopped_twice = h.api("DELETE", "/v1/messages/" + encode(api_key));
   CHECK(stopped_twice.status == 409);
