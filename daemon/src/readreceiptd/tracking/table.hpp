@@ -75,8 +75,8 @@ struct PollPlan {
 
 class MessageTable final : public stream::ReadSink {
 public:
-  MessageTable(config::Config cfg, store::Store& store, const Clock& clock,
-               DeliverySink deliveries, Observer& observer, std::uint64_t seed);
+  MessageTable(config::Config cfg, store::Store& store, const Clock& clock, DeliverySink deliveries,
+               Observer& observer, std::uint64_t seed);
 
   void set_listener(Listener* listener) { m_listener = listener; }
 
@@ -115,8 +115,7 @@ public:
   void reschedule(const std::string& key, TimePoint next_poll);
 
   // stream::ReadSink: a pushed read, applied at the next flush().
-  Outcome push_read(const stream::ReadEvent& event,
-                    std::function<void(bool)> committed) override;
+  Outcome push_read(const stream::ReadEvent& event, std::function<void(bool)> committed) override;
 
   // Commits what this turn produced, in one transaction, then hands the
   // deliveries on and acknowledges the pushes. Changes of poll times only
