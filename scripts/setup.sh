@@ -12,10 +12,11 @@ packages="build-essential cmake ninja-build pkg-config git ca-certificates curl 
 if [ "${RRD_WITH_TEST_TOOLS:-0}" = 1 ]; then
   # Test tools: clang (sanitizers, fuzzers), clang-format and clang-tidy,
   # systemd-analyze and python3-seccomp (the unit's checks and its sandbox),
-  # promtool from prometheus (the alerting rules' checks), Node.js for the
+  # promtool from prometheus (the alerting rules' checks), libfaketime from
+  # faketime (a month that turns, for the budget's test), Node.js for the
   # official SDK's compatibility test. A Node.js that is already there (from
   # any source) is used as it is.
-  packages="$packages clang libclang-rt-14-dev clang-format-14 clang-tidy-14 systemd python3-seccomp prometheus"
+  packages="$packages clang libclang-rt-14-dev clang-format-14 clang-tidy-14 systemd python3-seccomp prometheus faketime"
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     packages="$packages nodejs npm"
   fi

@@ -173,6 +173,64 @@ TEST_CASE("api: a message renders with its reads, expectations, state and times"
   CHECK(s["next_poll"].is_null());
 }
 
+TEST_CASE("api: a message lists each reader with read time and source, in first-read order") {
+  MessageRecord m = record("k");
+  m.spec.expected_readers = {"u1", "u2", "u3"};
+  m.read_user_ids = {"u2", "u1"};
+  m.read_info = {ReadInfo{from_unix_ms(1'764'064'803'250), ReadVia::push},
+                 ReadInfo{std::nullopt, ReadVia::poll}};
+  const json j = json::parse(message_json(m));
+  CHECK(j.at("readers") ==
+        json::array({{{"user_id", "u2"}, {"read_at", "2025-11-25T10:00:03.250Z"}, {"via", "push"}},
+                     {{"user_id", "u1"}, {"read_at", nullptr}, {"via", "poll"}}}));
+  CHECK(j["read_user_ids"] == json({"u2", "u1"})); // kept beside readers
+  CHECK(j["read_count"] == 2);
+}
+
+TEST_CASE("api: a reader without read info renders as polled at an unknown time") {
+  MessageRecord m = record("k"); // read_user_ids {"u1"}, read_info empty
+  m.read_user_ids = {"u1", "u2"};
+  m.read_info = {ReadInfo{from_unix_ms(1'764'064'800'000), ReadVia::push}};
+  const json j = json::parse(message_json(m));
+  CHECK(j.at("readers") ==
+        json::array({{{"user_id", "u1"}, {"read_at", "2025-11-25T10:00:00.000Z"}, {"via", "push"}},
+                     {{"user_id", "u2"}, {"read_at", nullptr}, {"via", "poll"}}}));
+
+  const json none = json::parse(message_json(record("k")));
+  CHECK(none.at("readers") ==
+        json::array({{{"user_id", "u1"}, {"read_at", nullptr}, {"via", "poll"}}}));
+
+  MessageRecord unread = record("k");
+  unread.read_user_ids.clear();
+  CHECK(json::parse(message_json(unread)).at("readers") == json::array());
+}
+
+TEST_CASE("api: unread user ids are the expected readers not read yet, null without a list") {
+  MessageRecord m = record("k");
+  m.spec.expected_readers = {"u1", "u2", "u3"};
+  m.read_user_ids = {"u3", "u1"};
+  CHECK(json::parse(message_json(m)).at("unread_user_ids") == json({"u2"}));
+
+  m.read_user_ids = {"u1", "u2", "u3"};
+  const json all = json::parse(message_json(m));
+  REQUIRE(all.contains("unread_user_ids"));
+  CHECK(all.at("unread_user_ids") == json::array());
+
+  // Only a count, or nothing: who is missing is unknown, and the field is
+  // there all the same, as null.
+  MessageRecord counted = record("k");
+  counted.spec.expected_readers.clear();
+  counted.spec.expected_reader_count = 3;
+  const json c = json::parse(message_json(counted));
+  REQUIRE(c.contains("unread_user_ids"));
+  CHECK(c.at("unread_user_ids").is_null());
+
+  counted.spec.expected_reader_count.reset();
+  const json n = json::parse(message_json(counted));
+  REQUIRE(n.contains("unread_user_ids"));
+  CHECK(n.at("unread_user_ids").is_null());
+}
+
 TEST_CASE("api: a dead letter renders with its last error") {
   store::DeadLetter d;
   d.delivery.event_id = "evt_1";

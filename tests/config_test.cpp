@@ -1414,3 +1414,47 @@ TEST_CASE("ConfigError carries its list") {
   CHECK(std::string(two.what()) == "x\ny");
   CHECK(two.errors().size() == 2);
 }
+
+TEST_CASE("push, the monthly budget and the reconcile schedule") {
+  const std::string app = "dingtalk:\n"
+                          "  auth: { app_key: k, app_secret: s }\n"
+                          "  robot_code: robot\n";
+  const Config defaults;
+  const Config plain = load_string(app, k_file);
+  CHECK_FALSE(plain.dingtalk.stream.enabled);
+  CHECK(plain.dingtalk.stream.fallback_after == 30s);
+  CHECK_FALSE(plain.dingtalk.monthly_call_budget);
+  CHECK(plain.poll.reconcile_schedule ==
+        std::vector<ScheduleStep>{{Millis{3'600'000}, 20min}, {24h, 4h}, {std::nullopt, 24h}});
+
+  const Config on =
+      load_string(app + "  monthly_call_budget: 5000\n"
+                        "  stream: { enabled: true, fallback_after: 2m }\n"
+                        "poll:\n  reconcile_schedule:\n    - { until: 1h, every: 30m }\n"
+                        "    - { every: 12h }\n",
+                  k_file);
+  CHECK(on.dingtalk.stream.enabled);
+  CHECK(on.dingtalk.stream.fallback_after == 2min);
+  CHECK(on.dingtalk.monthly_call_budget == std::optional<std::int64_t>(5000));
+  CHECK(on.poll.reconcile_schedule ==
+        std::vector<ScheduleStep>{{Millis{3'600'000}, 30min}, {std::nullopt, 12h}});
+  CHECK(on.poll.schedule == defaults.poll.schedule);
+
+  CHECK(error_of(k_min + "  stream: { enabled: true }\n") ==
+        "/cfg/c.yaml:5:11: dingtalk.stream.enabled: needs the internal-app (app_key) or the "
+        "third-party (suite_key) auth: a fixed access_token cannot open a Stream connection");
+  CHECK(load_string(k_min + "  stream: { enabled: false }\n", k_file).dingtalk.stream.enabled ==
+        false);
+  CHECK(error_of(app + "  stream: { enabled: yes-please }\n") ==
+        "/cfg/c.yaml:4:22: dingtalk.stream.enabled: must be true or false, not \"yes-please\"");
+  CHECK(error_of(app + "  stream: { enabeld: true }\n") ==
+        "/cfg/c.yaml:4:13: dingtalk.stream.enabeld: unknown key (did you mean \"enabled\"?)");
+  CHECK(error_of(app + "  stream: { fallback_after: 0s }\n") ==
+        "/cfg/c.yaml:4:29: dingtalk.stream.fallback_after: must be greater than 0");
+  CHECK(error_of(app + "  monthly_call_budget: 0\n") ==
+        "/cfg/c.yaml:4:24: dingtalk.monthly_call_budget: must be between 1 and 2147483647");
+  CHECK(error_of(app + "  monthly_call_budget: lots\n") ==
+        "/cfg/c.yaml:4:24: dingtalk.monthly_call_budget: must be an integer, not \"lots\"");
+  CHECK(error_of(app + "poll:\n  reconcile_schedule: []\n") ==
+        "/cfg/c.yaml:5:23: poll.reconcile_schedule: must have at least one step");
+}

@@ -546,11 +546,11 @@ TEST_CASE("taxonomy: HTML instead of JSON is throttling, whatever the status") {
   CHECK(classify_token(answer(200, k_html_page, "text/html")).action == Action::throttled);
 }
 
-TEST_CASE("taxonomy: 403 QPS and API count codes and 429 are throttling") {
+TEST_CASE("taxonomy: 403 QPS codes and 429 are throttling") {
   for (const char* code :
        {"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "Forbidden.AccessDenied.QpsLimitForApi",
         "Forbidden.AccessDenied.QpsLimitForSuiteKeyAndApi",
-        "Forbidden.AccessDenied.ApiCountLimitForOrg"}) {
+        "Forbidden.AccessDenied.QpmLimitForAppkeyAndApi"}) {
     CAPTURE(code);
     const auto d = classify(answer(403, error_body(code)));
     CHECK(d.action == Action::throttled);
@@ -562,6 +562,19 @@ TEST_CASE("taxonomy: 403 QPS and API count codes and 429 are throttling") {
   CHECK(classify(answer(429, "slow down", "text/plain")).action == Action::throttled);
   CHECK(classify(answer(429, error_body("whatever"))).reason == FailureReason::throttled);
   CHECK(classify_token(answer(429, "")).action == Action::throttled);
+}
+
+TEST_CASE("taxonomy: ApiCountLimit is DingTalk's monthly quota, spent") {
+  for (const char* code :
+       {"Forbidden.AccessDenied.ApiCountLimitForOrg", "Forbidden.AccessDenied.ApiCountLimit"}) {
+    CAPTURE(code);
+    const auto d = classify(answer(403, error_body(code)));
+    CHECK(d.action == Action::quota_exhausted);
+    CHECK(d.reason == FailureReason::throttled);
+    CHECK(d.code == code);
+    // Token calls do not count against the quota: such an answer to one is throttling.
+    CHECK(classify_token(answer(403, error_body(code))).action == Action::throttled);
+  }
 }
 
 TEST_CASE("taxonomy: 403 with another code is a missing permission, not throttling") {

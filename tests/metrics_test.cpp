@@ -136,7 +136,8 @@ TEST_CASE("metrics: every series exists from start-up, known label values at 0")
     CHECK(value(f, "readreceiptd_messages_stopped_total", {{"reason", reason}}) == 0);
   }
   CHECK(type_of(f, "readreceiptd_messages_stopped_total") == MetricType::Counter);
-  CHECK(value(f, "readreceiptd_reads_detected_total") == 0);
+  CHECK(value(f, "readreceiptd_reads_detected_total", {{"via", "poll"}}) == 0);
+  CHECK(value(f, "readreceiptd_reads_detected_total", {{"via", "push"}}) == 0);
   CHECK(type_of(f, "readreceiptd_reads_detected_total") == MetricType::Counter);
   for (const std::string api : {"query", "token"}) {
     CHECK(value(f, "readreceiptd_dingtalk_requests_total", {{"api", api}}) == 0);
@@ -189,12 +190,16 @@ TEST_CASE("metrics: scheduler hooks move the DingTalk, poll, read and stop serie
   o.poll_started(Millis{2'500});
   o.poll_started(Millis{0});
   o.poll_succeeded(from_unix_ms(1'764'064'800'500));
-  o.reads_detected(3);
-  o.reads_detected(2);
-  o.message_stopped(StopReason::fully_read);
-  o.message_stopped(StopReason::fully_read);
-  o.message_stopped(StopReason::removed);
-  o.tracked_changed(7);
+  tracking::Observer& t = m;
+  for (int i = 0; i < 3; ++i) {
+    t.read_committed(ReadVia::poll, std::nullopt);
+  }
+  t.read_committed(ReadVia::push, Millis{40});
+  t.read_committed(ReadVia::push, Millis{2'000});
+  t.message_stopped(StopReason::fully_read);
+  t.message_stopped(StopReason::fully_read);
+  t.message_stopped(StopReason::removed);
+  t.tracked_changed(7);
 
   const auto f = m.registry()->Collect();
   CHECK(value(f, "readreceiptd_dingtalk_requests_total", {{"api", "query"}}) == 3);
@@ -219,7 +224,12 @@ TEST_CASE("metrics: scheduler hooks move the DingTalk, poll, read and stop serie
   }
   CHECK(value(f, "readreceiptd_last_successful_poll_timestamp_seconds") ==
         doctest::Approx(1'764'064'800.5));
-  CHECK(value(f, "readreceiptd_reads_detected_total") == 5);
+  CHECK(value(f, "readreceiptd_reads_detected_total", {{"via", "poll"}}) == 3);
+  CHECK(value(f, "readreceiptd_reads_detected_total", {{"via", "push"}}) == 2);
+  const auto push_delay = histogram(f, "readreceiptd_read_delay_seconds", {{"via", "push"}});
+  CHECK(push_delay.sample_count == 2);
+  CHECK(push_delay.sample_sum == doctest::Approx(2.04));
+  CHECK(histogram(f, "readreceiptd_read_delay_seconds", {{"via", "poll"}}).sample_count == 0);
   CHECK(value(f, "readreceiptd_messages_stopped_total", {{"reason", "fully_read"}}) == 2);
   CHECK(value(f, "readreceiptd_messages_stopped_total", {{"reason", "removed"}}) == 1);
   CHECK(value(f, "readreceiptd_messages_stopped_total", {{"reason", "recalled"}}) == 0);
@@ -314,13 +324,15 @@ struct Loop {
         metrics(cfg, clock.now()),
         dispatcher(
             *store, engine, clock, [] { return 0.5; }, metrics.webhook_observer()),
-        sched(
-            cfg, *store, engine, clock, [this](std::vector<Delivery> d) { dispatcher.enqueue(d); },
-            metrics, 7) {
+        table(
+            cfg, *store, clock, [this](std::vector<Delivery> d) { dispatcher.enqueue(d); }, metrics,
+            7),
+        sched(cfg, table, *store, engine, clock, metrics, 7) {
     dispatcher.configure(cfg.webhooks);
     dispatcher.load(store->load_pending_deliveries());
     sched.start();
-    metrics.after_turn(clock.now(), sched, dispatcher, *store);
+    table.start();
+    metrics.after_turn(clock.now(), table, sched, dispatcher, *store);
   }
 
   void turn() {
@@ -328,9 +340,9 @@ struct Loop {
     sched.pump();
     dispatcher.pump();
     engine.run_once(Millis{0});
-    sched.flush();
+    table.flush();
     dispatcher.flush();
-    metrics.after_turn(clock.now(), sched, dispatcher, *store);
+    metrics.after_turn(clock.now(), table, sched, dispatcher, *store);
   }
 
   // Answers every pending DingTalk query with `query_answer` and every
@@ -342,9 +354,9 @@ struct Loop {
       engine.answer(query ? query_answer : FakeEngine::reply(hook_status, ""));
     }
     engine.run_once(Millis{0});
-    sched.flush();
+    table.flush();
     dispatcher.flush();
-    metrics.after_turn(clock.now(), sched, dispatcher, *store);
+    metrics.after_turn(clock.now(), table, sched, dispatcher, *store);
   }
 
   std::vector<MetricFamily> collect() const { return metrics.registry()->Collect(); }
@@ -355,6 +367,7 @@ struct Loop {
   std::unique_ptr<store::Store> store;
   Metrics metrics;
   webhook::Dispatcher dispatcher;
+  tracking::MessageTable table;
   scheduler::Scheduler sched;
 };
 
@@ -403,11 +416,11 @@ TEST_CASE("metrics: driven by the real scheduler and dispatcher, the series foll
     loop.engine.answer(FakeEngine::reply(200, key == "k1" ? page({"u1", "u2"}) : page({"u3"})));
   }
   loop.engine.run_once(Millis{0});
-  loop.sched.flush();
-  loop.metrics.after_turn(loop.clock.now(), loop.sched, loop.dispatcher, *loop.store);
+  loop.table.flush();
+  loop.metrics.after_turn(loop.clock.now(), loop.table, loop.sched, loop.dispatcher, *loop.store);
   f = loop.collect();
   CHECK(value(f, "readreceiptd_dingtalk_requests_total", {{"api", "query"}}) == 4);
-  CHECK(value(f, "readreceiptd_reads_detected_total") == 3);
+  CHECK(value(f, "readreceiptd_reads_detected_total", {{"via", "poll"}}) == 3);
   CHECK(value(f, "readreceiptd_messages_stopped_total", {{"reason", "fully_read"}}) == 1);
   CHECK(value(f, "readreceiptd_messages_tracked") == 1);
   CHECK(
@@ -446,7 +459,7 @@ TEST_CASE("metrics: per webhook, the age of the oldest pending event and the dis
   loop.answer_all(FakeEngine::reply(200, page({"u1"})));
   REQUIRE(loop.dispatcher.pending("ops") == 1);
   loop.clock.advance(Millis{30'000});
-  loop.metrics.after_turn(loop.clock.now(), loop.sched, loop.dispatcher, *loop.store);
+  loop.metrics.after_turn(loop.clock.now(), loop.table, loop.sched, loop.dispatcher, *loop.store);
   f = loop.collect();
   CHECK(value(f, "readreceiptd_webhook_oldest_pending_age_seconds", {{"webhook", "ops"}}) ==
         doctest::Approx(30));
@@ -465,7 +478,7 @@ TEST_CASE("metrics: per webhook, the age of the oldest pending event and the dis
   auto changed = cfg.webhooks;
   changed[0].url += "v2";
   loop.dispatcher.configure(changed);
-  loop.metrics.after_turn(loop.clock.now(), loop.sched, loop.dispatcher, *loop.store);
+  loop.metrics.after_turn(loop.clock.now(), loop.table, loop.sched, loop.dispatcher, *loop.store);
   CHECK(value(loop.collect(), "readreceiptd_webhook_disabled", {{"webhook", "ops"}}) == 0);
   for (int i = 0; i < 10 && loop.dispatcher.pending("ops") > 0; ++i) {
     loop.dispatcher.pump();
@@ -483,8 +496,8 @@ TEST_CASE("metrics: an answer to a message removed while its poll was in flight 
   Loop loop(cfg);
   loop.turn();
   REQUIRE(loop.engine.pending().size() == 1);
-  REQUIRE(loop.sched.remove("gone"));
-  loop.sched.flush();
+  REQUIRE(loop.table.remove("gone"));
+  loop.table.flush();
   loop.answer_all(FakeEngine::reply(500, R"({"code":"system.error","message":"x"})"));
   const auto f = loop.collect();
   CHECK(value(f, "readreceiptd_dingtalk_requests_total", {{"api", "query"}}) == 1);
@@ -530,10 +543,10 @@ TEST_CASE("metrics: state gauges are right from start-up, from the store and the
 
   // A replay (as the API does it) lowers the gauge at the next count.
   REQUIRE(loop.store->replay_dead("evt_1", loop.clock.now()) == 2);
-  loop.metrics.after_turn(loop.clock.now(), loop.sched, loop.dispatcher, *loop.store);
+  loop.metrics.after_turn(loop.clock.now(), loop.table, loop.sched, loop.dispatcher, *loop.store);
   CHECK(value(loop.collect(), "readreceiptd_webhook_dead_letters", {{"webhook", "ops"}}) == 1);
   loop.clock.advance(metrics::k_dead_letter_sync_interval);
-  loop.metrics.after_turn(loop.clock.now(), loop.sched, loop.dispatcher, *loop.store);
+  loop.metrics.after_turn(loop.clock.now(), loop.table, loop.sched, loop.dispatcher, *loop.store);
   f = loop.collect();
   CHECK(value(f, "readreceiptd_webhook_dead_letters", {{"webhook", "ops"}}) == 0);
   CHECK(value(f, "readreceiptd_webhook_dead_letters", {{"webhook", "old"}}) == 0);
@@ -626,12 +639,14 @@ TEST_CASE("metrics: GET /metrics serves the registry and the process metrics, no
   Metrics m(cfg);
   REQUIRE(m.port().has_value());
   REQUIRE(*m.port() > 0);
-  m.reads_detected(4);
+  for (int i = 0; i < 4; ++i) {
+    m.read_committed(ReadVia::poll, std::nullopt);
+  }
   httplib::Client client("127.0.0.1", *m.port());
   const auto res = client.Get("/metrics");
   REQUIRE(res);
   CHECK(res->status == 200);
-  CHECK(res->body.find("readreceiptd_reads_detected_total 4") != std::string::npos);
+  CHECK(res->body.find("readreceiptd_reads_detected_total{via=\"poll\"} 4") != std::string::npos);
   CHECK(res->body.find("# TYPE readreceiptd_dingtalk_request_duration_seconds histogram") !=
         std::string::npos);
   CHECK(res->body.find("process_resident_memory_bytes ") != std::string::npos);

@@ -1,8 +1,8 @@
 // docs/openapi.yaml against the router: every route and method that route()
 // serves (api::routes(), the table it dispatches through) is described, and
 // every one described is served; with the same path and query parameters,
-// the same need for the bearer token, and message and dead-letter schemas
-// that list exactly the fields the API renders. Every $ref resolves.
+// the same need for the bearer token, and message, reader and dead-letter
+// schemas that list exactly the fields the API renders. Every $ref resolves.
 #include "readreceiptd/api/router.hpp"
 
 #include <algorithm>
@@ -218,7 +218,7 @@ TEST_CASE("openapi: every $ref resolves and every error answer is the Error sche
   }
 }
 
-TEST_CASE("openapi: the Message and DeadLetter schemas list the fields the API renders") {
+TEST_CASE("openapi: the Message, Reader and DeadLetter schemas list the fields the API renders") {
   const YAML::Node doc = load_openapi();
   MessageRecord m;
   m.spec.process_query_key = "k";
@@ -230,6 +230,21 @@ TEST_CASE("openapi: the Message and DeadLetter schemas list the fields the API r
     required.insert(r.as<std::string>());
   }
   CHECK(required == keys_of(message));
+
+  // Each of readers is the Reader schema, all its fields required.
+  m.read_user_ids = {"u1"};
+  m.read_info = {ReadInfo{}};
+  const auto reader = nlohmann::json::parse(api::message_json(m))["readers"].at(0);
+  const YAML::Node items =
+      doc["components"]["schemas"]["Message"]["properties"]["readers"]["items"];
+  REQUIRE(items["$ref"]);
+  CHECK(items["$ref"].as<std::string>() == "#/components/schemas/Reader");
+  CHECK(schema_properties(doc, "Reader") == keys_of(reader));
+  std::set<std::string> reader_required;
+  for (const auto& r : doc["components"]["schemas"]["Reader"]["required"]) {
+    reader_required.insert(r.as<std::string>());
+  }
+  CHECK(reader_required == keys_of(reader));
 
   store::DeadLetter d;
   CHECK(schema_properties(doc, "DeadLetter") ==

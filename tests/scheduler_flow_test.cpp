@@ -4,6 +4,7 @@
 #include "fakes/fake_engine.hpp"
 #include "fakes/log_capture.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
+#include "readreceiptd/tracking/table.hpp"
 
 #include <algorithm>
 #include <doctest/doctest.h>
@@ -55,26 +56,41 @@ std::string body_key(const http::Request& r) {
 struct Harness {
   explicit Harness(config::Config cfg, std::unique_ptr<store::Store> existing = nullptr)
       : store(existing ? std::move(existing) : store::Store::open(":memory:")), engine(&clock),
-        sched(
-            std::move(cfg), *store, engine, clock,
+        table(
+            cfg, *store, clock,
             [this](std::vector<Delivery> d) {
               deliveries.insert(deliveries.end(), d.begin(), d.end());
             },
-            observer, 42) {}
+            table_observer, 42),
+        sched(std::move(cfg), table, *store, engine, clock, observer, 42) {}
+
+  // What the daemon does at start: the poller listens, the table loads.
+  void start() {
+    sched.start();
+    table.start();
+  }
+
+  // A reload, as the daemon applies it.
+  void reconfigure(const config::Config& cfg) {
+    sched.reconfigure(cfg);
+    table.reconfigure(cfg);
+  }
 
   // Runs one loop iteration a little later: pump, callbacks, flush.
   void turn() {
     clock.advance(Millis{100});
     sched.pump();
     engine.run_once(Millis{0});
-    sched.flush();
+    table.flush();
   }
 
   FakeClock clock;
   std::unique_ptr<store::Store> store;
   FakeEngine engine;
   scheduler::Observer observer;
+  tracking::Observer table_observer;
   std::vector<Delivery> deliveries;
+  tracking::MessageTable table;
   scheduler::Scheduler sched;
 };
 
@@ -95,14 +111,14 @@ int max_in_any_window(std::vector<TimePoint> times, Millis window) {
 
 TEST_CASE("scheduler: never more than requests_per_second calls in any 1 s window") {
   Harness h(base_config(60, 5));
-  h.sched.start();
+  h.start();
   for (int step = 0; step < 400; ++step) {
     h.turn();
     while (!h.engine.pending().empty()) {
       h.engine.answer(FakeEngine::reply(200, page({})));
     }
     h.engine.run_once(Millis{0});
-    h.sched.flush();
+    h.table.flush();
     h.clock.advance(Millis{37});
   }
   REQUIRE(h.engine.submitted().size() >= 60);
@@ -114,7 +130,7 @@ TEST_CASE("scheduler: token calls count against the rate limit too") {
   cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::internal_app;
   cfg.dingtalk.internal_app = {"key", "secret"};
   Harness h(cfg);
-  h.sched.start();
+  h.start();
   for (int step = 0; step < 200; ++step) {
     h.turn();
     while (!h.engine.pending().empty()) {
@@ -123,7 +139,7 @@ TEST_CASE("scheduler: token calls count against the rate limit too") {
           FakeEngine::reply(200, token ? R"({"accessToken":"abc","expireIn":7200})" : page({})));
     }
     h.engine.run_once(Millis{0});
-    h.sched.flush();
+    h.table.flush();
     h.clock.advance(Millis{50});
   }
   const auto& sub = h.engine.submitted();
@@ -134,18 +150,18 @@ TEST_CASE("scheduler: token calls count against the rate limit too") {
 
 TEST_CASE("scheduler: pages are followed and their union becomes one read event") {
   Harness h(base_config(1, 100));
-  h.sched.start();
+  h.start();
   h.turn();
   auto first = h.engine.answer(FakeEngine::reply(200, page({"u1", "u2"}, "n1")));
   CHECK(nlohmann::json::parse(first.body).count("nextToken") == 0);
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   CHECK(h.deliveries.empty()); // nothing is emitted from a partial answer
   h.turn();
   auto second = h.engine.answer(FakeEngine::reply(200, page({"u2", "u4"})));
   CHECK(nlohmann::json::parse(second.body).at("nextToken") == "n1");
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   REQUIRE(h.deliveries.size() == 1);
   const auto body = nlohmann::json::parse(h.deliveries[0].body);
   CHECK(body["type"] == "message.read");
@@ -161,14 +177,14 @@ TEST_CASE("scheduler: pages are followed and their union becomes one read event"
 
 TEST_CASE("scheduler: fully read stops the message with a tracking_stopped event") {
   Harness h(base_config(1, 100));
-  h.sched.start();
+  h.start();
   h.turn();
   h.engine.answer(FakeEngine::reply(200, page({"u1", "u2", "u3"})));
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   REQUIRE(h.deliveries.size() == 2);
   CHECK(nlohmann::json::parse(h.deliveries[1].body)["data"]["reason"] == "fully_read");
-  CHECK(h.sched.tracked() == 0);
+  CHECK(h.table.tracked() == 0);
   h.clock.advance(Millis{3'600'000});
   h.turn();
   CHECK(h.engine.pending().empty()); // never polled again
@@ -179,7 +195,7 @@ TEST_CASE("scheduler: InvalidAuthentication refreshes the token once and repeats
   cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::internal_app;
   cfg.dingtalk.internal_app = {"key", "secret"};
   Harness h(cfg);
-  h.sched.start();
+  h.start();
   h.turn();
   h.engine.answer(FakeEngine::reply(200, R"({"accessToken":"t1","expireIn":7200})"),
                   "/accessToken");
@@ -202,23 +218,23 @@ TEST_CASE("scheduler: InvalidAuthentication refreshes the token once and repeats
         std::find(q2.headers.begin(), q2.headers.end(),
                   std::make_pair(std::string("x-acs-dingtalk-access-token"), std::string("t2"))));
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   CHECK(h.deliveries.size() == 1);
 }
 
 TEST_CASE("scheduler: the longest overdue message goes first") {
   auto cfg = base_config(0, 1);
   Harness h(cfg);
-  h.sched.start();
+  h.start();
   MessageSpec late;
   late.process_query_key = "zz-late";
   late.robot_code = "robot";
-  h.sched.add(late);
+  h.table.add(late);
   h.clock.advance(Millis{5'000});
   MessageSpec early;
   early.process_query_key = "aa-new";
   early.robot_code = "robot";
-  h.sched.add(early);
+  h.table.add(early);
   h.turn();
   REQUIRE(h.engine.pending().size() == 1);
   CHECK(body_key(h.engine.pending().front().request) == "zz-late");
@@ -229,21 +245,21 @@ TEST_CASE("scheduler: a restart on the same store repeats no event and resumes p
   std::unique_ptr<store::Store> kept;
   {
     Harness h(cfg);
-    h.sched.start();
+    h.start();
     h.turn();
     h.engine.answer(FakeEngine::reply(200, page({"u1"})));
     h.engine.run_once(Millis{0});
-    h.sched.flush();
+    h.table.flush();
     REQUIRE(h.deliveries.size() == 1);
     kept = std::move(h.store);
   }
   Harness h2(cfg, std::move(kept));
-  h2.sched.start();
+  h2.start();
   h2.clock.advance(Millis{3'600'000});
   h2.turn();
   h2.engine.answer(FakeEngine::reply(200, page({"u1", "u2"})));
   h2.engine.run_once(Millis{0});
-  h2.sched.flush();
+  h2.table.flush();
   REQUIRE(h2.deliveries.size() == 1);
   const auto body = nlohmann::json::parse(h2.deliveries[0].body);
   CHECK(body["data"]["newly_read_user_ids"] == nlohmann::json({"u2"}));
@@ -253,38 +269,38 @@ TEST_CASE("scheduler: a restart on the same store repeats no event and resumes p
 TEST_CASE("scheduler: removing a message from the configuration stops it with reason removed") {
   auto cfg = base_config(2, 100);
   Harness h(cfg);
-  h.sched.start();
-  CHECK(h.sched.tracked() == 2);
+  h.start();
+  CHECK(h.table.tracked() == 2);
   auto smaller = cfg;
   smaller.messages.pop_back();
-  h.sched.reconfigure(smaller);
-  CHECK(h.sched.tracked() == 1);
+  h.reconfigure(smaller);
+  CHECK(h.table.tracked() == 1);
   REQUIRE(h.deliveries.size() == 1);
   CHECK(nlohmann::json::parse(h.deliveries[0].body)["data"]["reason"] == "removed");
   // Stopped stays stopped even if the file lists it again.
-  h.sched.reconfigure(cfg);
-  CHECK(h.sched.tracked() == 1);
+  h.reconfigure(cfg);
+  CHECK(h.table.tracked() == 1);
 }
 
 TEST_CASE("scheduler: a poll that changes only the poll times is written within a second, "
           "not at once") {
   Harness h(base_config(1, 100));
-  h.sched.start();
+  h.start();
   const auto added = h.store->load_message("key0");
   REQUIRE(added); // a new message is written at once
   h.turn();
   h.engine.answer(FakeEngine::reply(200, page({})));
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   // Nothing was read: the new poll times wait for a commit that must be durable.
   CHECK(h.store->load_message("key0")->last_poll == added->last_poll);
-  REQUIRE(h.sched.next_wakeup());
-  CHECK(*h.sched.next_wakeup() <= h.clock.now() + scheduler::k_bookkeeping_flush_interval);
-  h.clock.advance(scheduler::k_bookkeeping_flush_interval);
-  h.sched.flush();
+  REQUIRE(h.table.next_flush());
+  CHECK(*h.table.next_flush() <= h.clock.now() + tracking::k_bookkeeping_flush_interval);
+  h.clock.advance(tracking::k_bookkeeping_flush_interval);
+  h.table.flush();
   const auto written = h.store->load_message("key0");
-  CHECK(written->last_poll == h.sched.find("key0")->last_poll);
-  CHECK(written->next_poll == h.sched.find("key0")->next_poll);
+  CHECK(written->last_poll == h.table.find("key0")->last_poll);
+  CHECK(written->next_poll == h.table.find("key0")->next_poll);
 }
 
 TEST_CASE("scheduler: a message polled several times within a second has its latest poll "
@@ -292,7 +308,7 @@ TEST_CASE("scheduler: a message polled several times within a second has its lat
   auto cfg = base_config(1, 100);
   cfg.poll.schedule = {{std::nullopt, Millis{100}}};
   Harness h(cfg);
-  h.sched.start();
+  h.start();
   const auto added = h.store->load_message("key0");
   REQUIRE(added);
   std::optional<TimePoint> polled_at;
@@ -300,47 +316,47 @@ TEST_CASE("scheduler: a message polled several times within a second has its lat
     h.turn();
     h.engine.answer(FakeEngine::reply(200, page({})));
     h.engine.run_once(Millis{0});
-    h.sched.flush();
-    CHECK(h.sched.find("key0")->last_poll > polled_at); // polled again
-    polled_at = h.sched.find("key0")->last_poll;
+    h.table.flush();
+    CHECK(h.table.find("key0")->last_poll > polled_at); // polled again
+    polled_at = h.table.find("key0")->last_poll;
   }
   CHECK(h.store->load_message("key0")->last_poll == added->last_poll); // nothing written yet
-  h.clock.advance(scheduler::k_bookkeeping_flush_interval);
-  h.sched.flush();
+  h.clock.advance(tracking::k_bookkeeping_flush_interval);
+  h.table.flush();
   const auto written = h.store->load_message("key0");
   CHECK(written->last_poll == polled_at);
-  CHECK(written->next_poll == h.sched.find("key0")->next_poll);
-  CHECK(*written == *h.sched.find("key0"));
+  CHECK(written->next_poll == h.table.find("key0")->next_poll);
+  CHECK(*written == *h.table.find("key0"));
 }
 
 TEST_CASE("scheduler: a read is written at once, with the poll times waiting before it") {
   Harness h(base_config(1, 100));
-  h.sched.start();
+  h.start();
   h.turn();
   h.engine.answer(FakeEngine::reply(200, page({})));
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   h.clock.advance(Millis{15'000});
   h.turn();
   h.engine.answer(FakeEngine::reply(200, page({"u1"})));
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   const auto stored = h.store->load_message("key0");
   CHECK(stored->read_user_ids == std::vector<std::string>{"u1"});
-  CHECK(stored->last_poll == h.sched.find("key0")->last_poll);
+  CHECK(stored->last_poll == h.table.find("key0")->last_poll);
   CHECK(h.deliveries.size() == 1);
 }
 
 TEST_CASE("scheduler: poll times still waiting are written when the loop stops") {
   Harness h(base_config(1, 100));
-  h.sched.start();
+  h.start();
   h.turn();
   h.engine.answer(FakeEngine::reply(200, page({})));
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   h.sched.cancel_all();
-  h.sched.flush();
-  CHECK(h.store->load_message("key0")->last_poll == h.sched.find("key0")->last_poll);
+  h.table.flush(/*all=*/true); // as the daemon does when it stops
+  CHECK(h.store->load_message("key0")->last_poll == h.table.find("key0")->last_poll);
 }
 
 TEST_CASE("scheduler: DingTalk's answers that quote the app secret or the token are not logged") {
@@ -352,7 +368,7 @@ TEST_CASE("scheduler: DingTalk's answers that quote the app secret or the token 
   cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::internal_app;
   cfg.dingtalk.internal_app = {"key", app_secret};
   Harness h(cfg);
-  h.sched.start();
+  h.start();
   h.turn();
   // A refused token call whose message echoes the request.
   h.engine.answer(FakeEngine::reply(400, nlohmann::json{{"code", "invalidClientIdOrSecret"},
@@ -377,7 +393,7 @@ TEST_CASE("scheduler: DingTalk's answers that quote the app secret or the token 
                                              .dump()),
                   "/query");
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
   // A transport failure whose engine text quotes the endpoint.
   h.clock.advance(Millis{600'000});
   h.turn();
@@ -386,7 +402,7 @@ TEST_CASE("scheduler: DingTalk's answers that quote the app secret or the token 
   failed.error = "Failed sending to " + cfg.dingtalk.endpoint;
   h.engine.answer(failed, "/query");
   h.engine.run_once(Millis{0});
-  h.sched.flush();
+  h.table.flush();
 
   const std::string text = log.text();
   INFO(text);
@@ -404,21 +420,21 @@ TEST_CASE("scheduler: DingTalk's answers that quote the app secret or the token 
 TEST_CASE("scheduler: adding a stopped message again is unchanged with the same fields, a "
           "conflict with others") {
   Harness h(base_config(0, 100));
-  h.sched.start();
+  h.start();
   MessageSpec spec;
   spec.process_query_key = "once";
   spec.robot_code = "robot";
   spec.expected_readers = {"u1"};
-  REQUIRE(h.sched.add(spec) == scheduler::Scheduler::AddOutcome::created);
-  REQUIRE(h.sched.remove("once"));
-  h.sched.flush();
-  REQUIRE(h.sched.find("once")->stopped);
-  CHECK(h.sched.add(spec) == scheduler::Scheduler::AddOutcome::unchanged);
+  REQUIRE(h.table.add(spec) == tracking::MessageTable::AddOutcome::created);
+  REQUIRE(h.table.remove("once"));
+  h.table.flush();
+  REQUIRE(h.table.find("once")->stopped);
+  CHECK(h.table.add(spec) == tracking::MessageTable::AddOutcome::unchanged);
   MessageSpec other = spec;
   other.expected_readers = {"u2"};
-  CHECK(h.sched.add(other) == scheduler::Scheduler::AddOutcome::conflict);
-  CHECK(h.sched.find("once")->stopped); // never tracked again
-  CHECK(h.sched.tracked() == 0);
+  CHECK(h.table.add(other) == tracking::MessageTable::AddOutcome::conflict);
+  CHECK(h.table.find("once")->stopped); // never tracked again
+  CHECK(h.table.tracked() == 0);
 }
 
 TEST_CASE("scheduler: messages are visited in key order from any key, new ones included") {
@@ -430,10 +446,10 @@ TEST_CASE("scheduler: messages are visited in key order from any key, new ones i
     cfg.messages.push_back(m);
   }
   Harness h(cfg);
-  h.sched.start();
+  h.start();
   auto keys_after = [&](std::string_view after, std::size_t at_most = 100) {
     std::vector<std::string> out;
-    h.sched.visit_from(after, [&](const MessageRecord& m) {
+    h.table.visit_from(after, [&](const MessageRecord& m) {
       out.push_back(m.spec.process_query_key);
       return out.size() < at_most;
     });
@@ -443,13 +459,13 @@ TEST_CASE("scheduler: messages are visited in key order from any key, new ones i
   MessageSpec late;
   late.process_query_key = "m2";
   late.robot_code = "robot";
-  h.sched.add(late);
+  h.table.add(late);
   late.process_query_key = "m9";
-  h.sched.add(late);
+  h.table.add(late);
   late.process_query_key = "m0";
-  h.sched.add(late);
-  REQUIRE(h.sched.remove("m3"));
-  h.sched.flush();
+  h.table.add(late);
+  REQUIRE(h.table.remove("m3"));
+  h.table.flush();
   CHECK(keys_after("") == std::vector<std::string>{"m0", "m1", "m2", "m3", "m5", "m9"});
   CHECK(keys_after("m2") == std::vector<std::string>{"m3", "m5", "m9"});
   CHECK(keys_after("m25") == std::vector<std::string>{"m3", "m5", "m9"});

@@ -38,6 +38,7 @@ MessageRecord full_record(const std::string& key) {
   r.sent_at = at(-5'000);
   r.added_at = at(0);
   r.read_user_ids = {"user2", "user1"}; // first-seen order, not sorted
+  r.read_info = {{at(7'000), ReadVia::push}, {std::nullopt, ReadVia::poll}};
   r.last_sequence = 7;
   r.send_status = "SUCCESS";
   r.stopped = true;
@@ -143,7 +144,7 @@ TEST_CASE("open creates the directory and a WAL-mode database file") {
   }
   RawDb raw(path);
   CHECK(raw.text("PRAGMA journal_mode") == "wal");
-  CHECK(raw.text("PRAGMA user_version") == "1");
+  CHECK(raw.text("PRAGMA user_version") == "2");
 }
 
 TEST_CASE("an in-memory store opens and works") {
@@ -171,7 +172,7 @@ TEST_CASE("reopening applies no migration twice and keeps the data") {
   CHECK(s->load_messages().size() == 1);
   s.reset();
   RawDb raw(path);
-  CHECK(raw.text("PRAGMA user_version") == "1");
+  CHECK(raw.text("PRAGMA user_version") == "2");
 }
 
 TEST_CASE("a database with a newer schema version is refused and left untouched") {
@@ -296,6 +297,7 @@ TEST_CASE("committing a message again replaces its state") {
   s->commit(c);
   c.message = bare_record("k");
   c.message.read_user_ids = {"u9"};
+  c.message.read_info = {{std::nullopt, ReadVia::poll}};
   s->commit(c);
   CHECK(s->load_message("k") == c.message);
   CHECK(s->load_messages().size() == 1);
@@ -656,4 +658,90 @@ TEST_CASE("a refused open releases the lock") {
   CHECK(open_error(path).find("newer") != std::string::npos);
   // Refused for its version again, not because the lock is still held.
   CHECK(open_error(path).find("newer") != std::string::npos);
+}
+
+TEST_CASE("read times and via round-trip, and a row without them reads as polls of unknown time") {
+  auto s = Store::open(":memory:");
+  Commit c;
+  c.message = bare_record("k");
+  c.message.read_user_ids = {"a", "b", "c"};
+  c.message.read_info = {{at(1'000), ReadVia::push}, {std::nullopt, ReadVia::push}};
+  s->commit(c); // one short: written as polls of unknown time
+  const auto loaded = s->load_message("k");
+  REQUIRE(loaded);
+  CHECK(loaded->read_info == std::vector<ReadInfo>{{at(1'000), ReadVia::push},
+                                                   {std::nullopt, ReadVia::push},
+                                                   {std::nullopt, ReadVia::poll}});
+}
+
+TEST_CASE("the month's call count is kept per month and survives reopening") {
+  TempDir dir;
+  const std::string path = (std::filesystem::path(dir.path()) / "state.db").string();
+  {
+    auto s = Store::open(path);
+    CHECK_FALSE(s->load_month("2026-12"));
+    s->save_month({"2026-12", 40, 3, false});
+    s->save_month({"2026-12", 50, 4, true});
+    s->save_month({"2027-01", 1, 1, false});
+  }
+  auto s = Store::open(path);
+  CHECK(s->load_month("2026-12") ==
+        std::optional<store::MonthCalls>(store::MonthCalls{"2026-12", 50, 4, true}));
+  CHECK(s->load_month("2027-01") ==
+        std::optional<store::MonthCalls>(store::MonthCalls{"2027-01", 1, 1, false}));
+}
+
+// tests/fixtures/state-schema1.db was written by the release before push and
+// the budget (schema 1): the demo's messages, read and stopped in every way,
+// one added through the API, delivered, pending and dead deliveries, a
+// disabled webhook.
+TEST_CASE("a state database of the previous release is migrated and loses nothing") {
+  TempDir dir;
+  const auto path = std::filesystem::path(dir.path()) / "state.db";
+  std::filesystem::copy_file(
+      std::filesystem::path(__FILE__).parent_path() / "fixtures" / "state-schema1.db", path);
+  std::string before_messages;
+  std::string before_events;
+  std::string before_deliveries;
+  {
+    RawDb raw(path.string());
+    CHECK(raw.text("PRAGMA user_version") == "1");
+    before_messages =
+        raw.text("SELECT group_concat(process_query_key || '|' || read_user_ids || '|' || "
+                 "stopped || '|' || coalesce(stop_reason, '') || '|' || last_sequence, "
+                 "';') FROM (SELECT * FROM messages ORDER BY process_query_key)");
+    before_events = raw.text("SELECT count(*) || '/' || group_concat(id, ',') FROM "
+                             "(SELECT id FROM events ORDER BY id)");
+    before_deliveries =
+        raw.text("SELECT group_concat(event_id || webhook || state || attempts, ',') "
+                 "FROM (SELECT * FROM deliveries ORDER BY event_id, webhook)");
+  }
+  {
+    auto s = Store::open(path.string());
+    const auto messages = s->load_messages();
+    CHECK(messages.size() == 6);
+    for (const auto& m : messages) {
+      CAPTURE(m.spec.process_query_key);
+      CHECK(m.read_info.size() == m.read_user_ids.size());
+      for (const auto& info : m.read_info) {
+        CHECK(info == ReadInfo{std::nullopt, ReadVia::poll});
+      }
+    }
+    CHECK(s->load_pending_deliveries().size() == 1);
+    CHECK(s->load_dead_letters().size() == 1);
+    CHECK(s->webhook_disabled_fingerprint("old-hook") == std::optional<std::string>("fp-123"));
+    CHECK_FALSE(s->load_month("2026-12"));
+    CHECK(s->integrity_ok());
+  }
+  RawDb raw(path.string());
+  CHECK(raw.text("PRAGMA user_version") == std::to_string(2));
+  CHECK(raw.text("SELECT group_concat(process_query_key || '|' || read_user_ids || '|' || "
+                 "stopped || '|' || coalesce(stop_reason, '') || '|' || last_sequence, "
+                 "';') FROM (SELECT * FROM messages ORDER BY process_query_key)") ==
+        before_messages);
+  CHECK(raw.text("SELECT count(*) || '/' || group_concat(id, ',') FROM "
+                 "(SELECT id FROM events ORDER BY id)") == before_events);
+  CHECK(raw.text("SELECT group_concat(event_id || webhook || state || attempts, ',') "
+                 "FROM (SELECT * FROM deliveries ORDER BY event_id, webhook)") ==
+        before_deliveries);
 }

@@ -102,6 +102,8 @@ TEST_CASE("new_record: sent_at defaults to now and the first poll is due right a
   CHECK(given.added_at == now);
 }
 
+// The documented fields, with those added beside them: newly_read (each new
+// reader's read time and via) and unread_user_ids (with expected_readers).
 TEST_CASE("message.read and tracking_stopped bodies match the documented shape exactly") {
   const config::Poll poll;
   auto rec = tracked(outage_spec());
@@ -117,8 +119,11 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
   CHECK(e1.body == R"({"type":"message.read","timestamp":"2026-11-25T10:03:12.123Z","data":{)"
                    R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
                    R"("open_conversation_id":"cid6KeBBLo7EeiodoA==","robot_code":"dingrobotcode",)"
-                   R"("newly_read_user_ids":["user1"],"read_user_ids":["user1"],"read_count":1,)"
-                   R"("expected_reader_count":2,"send_status":"SUCCESS","sequence":1,)"
+                   R"("newly_read_user_ids":["user1"],)"
+                   R"("newly_read":[{"user_id":"user1","read_at":null,"via":"poll"}],)"
+                   R"("read_user_ids":["user1"],"read_count":1,)"
+                   R"("expected_reader_count":2,"send_status":"SUCCESS",)"
+                   R"("unread_user_ids":["user2"],"sequence":1,)"
                    R"("labels":{"campaign":"outage-42"}}})");
   CHECK_FALSE(s1.record.stopped);
 
@@ -129,8 +134,10 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
         R"({"type":"message.read","timestamp":"2026-11-25T10:03:27.125Z","data":{)"
         R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
         R"("open_conversation_id":"cid6KeBBLo7EeiodoA==","robot_code":"dingrobotcode",)"
-        R"("newly_read_user_ids":["user2"],"read_user_ids":["user1","user2"],"read_count":2,)"
-        R"("expected_reader_count":2,"send_status":"SUCCESS","sequence":2,)"
+        R"("newly_read_user_ids":["user2"],)"
+        R"("newly_read":[{"user_id":"user2","read_at":null,"via":"poll"}],)"
+        R"("read_user_ids":["user1","user2"],"read_count":2,)"
+        R"("expected_reader_count":2,"send_status":"SUCCESS","unread_user_ids":[],"sequence":2,)"
         R"("labels":{"campaign":"outage-42"}}})");
   CHECK(s2.events[1].type == EventType::tracking_stopped);
   CHECK(s2.events[1].sequence == 3);
@@ -139,7 +146,7 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
         R"({"type":"message.tracking_stopped","timestamp":"2026-11-25T10:03:27.125Z","data":{)"
         R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
         R"("reason":"fully_read","detail":"","read_user_ids":["user1","user2"],)"
-        R"("read_count":2,"sequence":3,"labels":{"campaign":"outage-42"}}})");
+        R"("read_count":2,"unread_user_ids":[],"sequence":3,"labels":{"campaign":"outage-42"}}})");
   CHECK(s2.record.stopped);
   CHECK(s2.record.stop_reason == StopReason::fully_read);
   CHECK(s2.record.stop_detail.empty());
@@ -551,4 +558,84 @@ TEST_CASE("interval_for_age picks the first step whose until lies beyond the age
   // The tracker schedules the next poll by the age at the poll.
   auto step = tracker::apply(tracked(open_spec()), answer({}), ctx_at(poll, k_t0 + 10 * k_min));
   CHECK(step.record.next_poll == k_t0 + 11 * k_min);
+}
+
+TEST_CASE("apply_push: new readers with their read times, one event, and the fully_read stop") {
+  const config::Poll poll;
+  auto rec = tracked(outage_spec());
+  rec.next_poll = k_t0 + 15 * k_s;
+  const TimePoint now = at("2026-11-25T10:03:12.123Z");
+  const TimePoint read1 = at("2026-11-25T10:03:11.000Z");
+  const TimePoint read2 = at("2026-11-25T10:03:12.000Z");
+  SUBCASE("two pushes of one turn make one event") {
+    const auto step = tracker::apply_push(
+        rec, {{"user1", read1}, {"stranger", std::nullopt}, {"user1", read2}}, now);
+    REQUIRE(step.events.size() == 1);
+    const auto body = nlohmann::json::parse(step.events[0].body);
+    CHECK(body["data"]["newly_read_user_ids"] == nlohmann::json::parse(R"(["user1","stranger"])"));
+    CHECK(body["data"]["newly_read"] ==
+          nlohmann::json::parse(
+              R"([{"user_id":"user1","read_at":"2026-11-25T10:03:11.000Z","via":"push"},)"
+              R"({"user_id":"stranger","read_at":null,"via":"push"}])"));
+    CHECK(body["data"]["unread_user_ids"] == nlohmann::json::parse(R"(["user2"])"));
+    CHECK(step.record.read_user_ids == std::vector<std::string>{"user1", "stranger"});
+    CHECK(step.record.read_info ==
+          std::vector<ReadInfo>{{read1, ReadVia::push}, {std::nullopt, ReadVia::push}});
+    CHECK(step.record.next_poll == rec.next_poll); // poll times untouched
+    CHECK(step.record.last_poll == rec.last_poll);
+    CHECK_FALSE(step.record.stopped);
+  }
+  SUBCASE("known readers change nothing") {
+    auto first = tracker::apply_push(rec, {{"user1", read1}}, now);
+    const auto again = tracker::apply_push(first.record, {{"user1", read2}}, now);
+    CHECK(again.events.empty());
+    CHECK(again.record == first.record);
+  }
+  SUBCASE("the last expected reader stops it fully_read") {
+    auto first = tracker::apply_push(rec, {{"user1", read1}}, now);
+    const auto last = tracker::apply_push(first.record, {{"user2", read2}}, now);
+    REQUIRE(last.events.size() == 2);
+    CHECK(last.events[1].type == EventType::tracking_stopped);
+    CHECK(sequences(last.events) == std::vector<std::int64_t>{2, 3});
+    CHECK(last.record.stop_reason == StopReason::fully_read);
+  }
+  SUBCASE("a poll after a push keeps the push's read time and via, and adds its own") {
+    auto pushed = tracker::apply_push(rec, {{"user1", read1}}, now);
+    const auto polled =
+        tracker::apply(pushed.record, answer({"user2", "user1"}), ctx_at(poll, now + k_s));
+    CHECK(polled.record.read_user_ids == std::vector<std::string>{"user1", "user2"});
+    CHECK(polled.record.read_info ==
+          std::vector<ReadInfo>{{read1, ReadVia::push}, {std::nullopt, ReadVia::poll}});
+  }
+}
+
+TEST_CASE("a poll's read times (oto's readTimestamp) go into the read set and the event") {
+  const config::Poll poll;
+  const auto rec = tracked(open_spec());
+  auto result = answer({"a", "b"});
+  result.read_at = {at("2026-11-25T10:01:00Z"), std::nullopt};
+  const auto step = tracker::apply(rec, result, ctx_at(poll, k_t0 + k_min));
+  CHECK(step.record.read_info == std::vector<ReadInfo>{{at("2026-11-25T10:01:00Z"), ReadVia::poll},
+                                                       {std::nullopt, ReadVia::poll}});
+  const auto body = nlohmann::json::parse(step.events.at(0).body);
+  CHECK(body["data"]["newly_read"][0]["read_at"] == "2026-11-25T10:01:00.000Z");
+  CHECK_FALSE(body["data"].contains("unread_user_ids")); // no list of expected readers
+}
+
+TEST_CASE("the next poll follows the schedule it is given, stretched by the budget") {
+  config::Poll poll;
+  const std::vector<config::ScheduleStep> reconcile{{k_h, 20 * k_min}, {std::nullopt, 4 * k_h}};
+  const auto rec = tracked(open_spec());
+  const TimePoint now = k_t0 + k_min;
+  auto ctx = ctx_at(poll, now);
+  CHECK(tracker::apply(rec, answer({}), ctx).record.next_poll == now + 15 * k_s);
+  ctx.schedule = &reconcile;
+  CHECK(tracker::apply(rec, answer({}), ctx).record.next_poll == now + 20 * k_min);
+  ctx.stretch = 2.5;
+  CHECK(tracker::apply(rec, answer({}), ctx).record.next_poll == now + 50 * k_min);
+  // Backoff is capped at the stretched interval; paused waits the stretched slowest step.
+  CHECK(tracker::apply(rec, failure(PollResult::Kind::paused), ctx).record.next_poll ==
+        now + 10 * k_h);
+  ctx.stretch = 1e9; // never past the max_age deadline
+  CHECK(tracker::apply(rec, answer({}), ctx).record.next_poll == k_t0 + poll.max_age);
 }

@@ -1,17 +1,104 @@
 // FakeEngine: an http::Engine for unit tests. It records each submitted
 // request; the test answers them by hand (answer()), and the callbacks run in
-// the next run_once(), as the real engine's contract says. Not thread-safe.
+// the next run_once(), as the real engine's contract says. Raw streams
+// (open_stream()) are FakeStreams the test drives: open them, feed them the
+// server's bytes, read what the client wrote, close them. Not thread-safe.
 #pragma once
 
 #include "readreceiptd/http/http_engine.hpp"
 
 #include <deque>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace rrd::testing {
+
+// The test's side of a raw stream. Its handler hears of it only from
+// FakeEngine::run_once(), as from the real engine.
+class FakeRawStream {
+public:
+  http::StreamRequest request;
+  bool dropped = false;     // the client destroyed its handle
+  bool close_asked = false; // the client called close()
+  std::string written;      // every byte the client sent, in order
+
+  // What happens at the next run_once(): the connection opens, the server
+  // sends bytes, the connection ends.
+  void open() { m_events.push_back({Kind::open, {}, http::Failure::none}); }
+  void deliver(std::string bytes) { m_events.push_back({Kind::data, std::move(bytes), {}}); }
+  void end(http::Failure f = http::Failure::network,
+           std::string why = "connection closed by the peer") {
+    m_events.push_back({Kind::closed, std::move(why), f});
+  }
+  // Bytes written since the last call.
+  std::string take_written() {
+    std::string out = written.substr(m_read);
+    m_read = written.size();
+    return out;
+  }
+  bool ended() const { return m_ended; }
+
+private:
+  friend class FakeEngine;
+  friend class FakeRawStreamHandle;
+  enum class Kind { open, data, closed };
+  struct Event {
+    Kind kind;
+    std::string bytes; // data: the bytes; closed: why
+    http::Failure failure;
+  };
+  // Runs what was queued; false once nothing more can happen.
+  void run() {
+    auto events = std::move(m_events);
+    m_events.clear();
+    for (auto& e : events) {
+      if (m_ended || dropped || m_handler == nullptr) {
+        return;
+      }
+      switch (e.kind) {
+      case Kind::open:
+        m_handler->on_open();
+        break;
+      case Kind::data:
+        m_handler->on_data(e.bytes);
+        break;
+      case Kind::closed:
+        m_ended = true;
+        m_handler->on_closed(e.failure, e.bytes);
+        break;
+      }
+    }
+    if (close_asked && !m_ended && !dropped && m_handler != nullptr) {
+      m_ended = true;
+      m_handler->on_closed(http::Failure::none, "");
+    }
+  }
+  http::StreamHandler* m_handler = nullptr;
+  std::vector<Event> m_events;
+  std::size_t m_read = 0;
+  bool m_ended = false;
+};
+
+class FakeRawStreamHandle final : public http::StreamConnection {
+public:
+  explicit FakeRawStreamHandle(std::shared_ptr<FakeRawStream> s) : m_stream(std::move(s)) {}
+  FakeRawStreamHandle(const FakeRawStreamHandle&) = delete;
+  FakeRawStreamHandle& operator=(const FakeRawStreamHandle&) = delete;
+  ~FakeRawStreamHandle() override { m_stream->dropped = true; }
+  void send(std::string_view bytes) override {
+    if (!m_stream->close_asked && !m_stream->ended()) {
+      m_stream->written.append(bytes);
+    }
+  }
+  std::size_t unsent() const override { return 0; }
+  void close() override { m_stream->close_asked = true; }
+
+private:
+  std::shared_ptr<FakeRawStream> m_stream;
+};
 
 class FakeEngine final : public http::Engine {
 public:
@@ -38,7 +125,21 @@ public:
     for (auto& [done, response] : ready) {
       done(std::move(response));
     }
+    const auto streams = m_streams; // a handler may open another
+    for (const auto& s : streams) {
+      s->run();
+    }
   }
+  std::unique_ptr<http::StreamConnection> open_stream(const http::StreamRequest& request,
+                                                      http::StreamHandler& handler) override {
+    auto s = std::make_shared<FakeRawStream>();
+    s->request = request;
+    s->m_handler = &handler;
+    m_streams.push_back(s);
+    return std::make_unique<FakeRawStreamHandle>(s);
+  }
+  // Every stream ever opened, oldest first.
+  const std::vector<std::shared_ptr<FakeRawStream>>& streams() const { return m_streams; }
   void wakeup() override {}
   std::size_t in_flight() const override { return m_pending.size(); }
 
@@ -85,6 +186,7 @@ private:
   std::deque<Pending> m_pending;
   std::vector<std::pair<http::Callback, http::Response>> m_ready;
   std::vector<http::Request> m_submitted;
+  std::vector<std::shared_ptr<FakeRawStream>> m_streams;
 };
 
 } // namespace rrd::testing

@@ -94,7 +94,18 @@ std::string describe(const Delivery& d) {
   const std::string type = field<std::string>(body, "type", "(not JSON)");
   line << type << " " << short_key(field<std::string>(data, "process_query_key", "?"));
   if (type == "message.read") {
-    line << " newly read: " << join(data.value("newly_read_user_ids", json::array()));
+    // Each new reader with how the read became known (push, poll).
+    json readers = json::array();
+    const json newly = data.value("newly_read", json::array());
+    if (newly.is_array() && !newly.empty()) {
+      for (const auto& n : newly) {
+        readers.push_back(field<std::string>(n, "user_id", "?") + " (" +
+                          field<std::string>(n, "via", "?") + ")");
+      }
+    } else {
+      readers = data.value("newly_read_user_ids", json::array());
+    }
+    line << " newly read: " << join(readers);
     const int read = field<int>(data, "read_count", -1);
     const int expected = field<int>(data, "expected_reader_count", -1);
     if (read >= 0) {

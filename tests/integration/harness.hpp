@@ -66,7 +66,8 @@ public:
   // The `dingtalk.auth` block; default: the internal app the fake knows.
   std::string auth_yaml = "{ app_key: dingfakeappkey, app_secret_file: app_secret }";
   std::string schedule_yaml = "[ { every: 200ms } ]";
-  std::string extra_yaml; // appended to the file as is
+  std::string reconcile_yaml; // poll.reconcile_schedule; "" leaves it out
+  std::string extra_yaml;     // appended to the file as is
   // api.listen ("" disables the API), e.g. "127.0.0.1:" + free_port().
   std::string api_listen;
   // When set, written to a file that api.token_file names.
@@ -100,6 +101,9 @@ public:
     y += "  page_size: " + std::to_string(page_size) + "\n";
     y += dingtalk_extra_yaml;
     y += "poll:\n  schedule: " + schedule_yaml + "\n  not_ready_grace: 2s\n  max_age: 1h\n";
+    if (!reconcile_yaml.empty()) {
+      y += "  reconcile_schedule: " + reconcile_yaml + "\n";
+    }
     y += "state:\n  path: " + state_path() + "\n";
     y += "metrics:\n  listen: \"" + metrics_listen + "\"\n";
     y += "api:\n  listen: \"" + api_listen + "\"\n";

@@ -116,7 +116,8 @@ void check_every_known_series(const Scrape& s, const std::vector<std::string>& w
   for (const auto& reason : k_stop_reasons) {
     CHECK(s.has("readreceiptd_messages_stopped_total", {{"reason", reason}}));
   }
-  CHECK(s.has("readreceiptd_reads_detected_total"));
+  CHECK(s.has("readreceiptd_reads_detected_total", {{"via", "poll"}}));
+  CHECK(s.has("readreceiptd_reads_detected_total", {{"via", "push"}}));
   for (const std::string api : {"query", "token"}) {
     CHECK(s.has("readreceiptd_dingtalk_requests_total", {{"api", api}}));
     for (const auto& reason : k_dingtalk_reasons) {
@@ -191,7 +192,7 @@ TEST_CASE("metrics: a scrape after a run shows the reads, deliveries, stops and 
     return x.value_or("readreceiptd_webhook_deliveries_total", {{"webhook", "ops"}}, -1) ==
                static_cast<double>(h.sink.accepted().size()) &&
            x.value_or("readreceiptd_webhook_pending_events", {{"webhook", "ops"}}, -1) == 0 &&
-           x.value_or("readreceiptd_reads_detected_total", {}, -1) ==
+           x.value_or("readreceiptd_reads_detected_total", {{"via", "poll"}}, -1) ==
                static_cast<double>(h.dingtalk.reads_served().size());
   });
   INFO(s.text);
@@ -202,7 +203,7 @@ TEST_CASE("metrics: a scrape after a run shows the reads, deliveries, stops and 
   CHECK(s.get("readreceiptd_webhook_dead_letters", {{"webhook", "ops"}}) == 0);
   CHECK(s.get("readreceiptd_webhook_delivery_duration_seconds_count", {{"webhook", "ops"}}) >=
         static_cast<double>(h.sink.accepted().size()));
-  CHECK(s.get("readreceiptd_reads_detected_total") ==
+  CHECK(s.get("readreceiptd_reads_detected_total", {{"via", "poll"}}) ==
         static_cast<double>(h.dingtalk.reads_served().size()));
   CHECK(h.dingtalk.reads_served().size() == 6);
   CHECK(s.get("readreceiptd_messages_stopped_total", {{"reason", "fully_read"}}) == 3);

@@ -33,6 +33,23 @@ json time_or_null(const std::optional<TimePoint>& t) {
   return t ? json(format_rfc3339(*t)) : json(nullptr);
 }
 
+// Each reader with what is known of the read, in first-read order. A
+// reader without read_info (a record that should not exist) is one a poll
+// saw at an unknown time.
+json readers_to_json(const MessageRecord& m) {
+  json out = json::array();
+  for (std::size_t i = 0; i < m.read_user_ids.size(); ++i) {
+    const ReadInfo info = i < m.read_info.size() ? m.read_info[i] : ReadInfo{};
+    out.push_back(json{{"user_id", m.read_user_ids[i]},
+                       {"read_at", time_or_null(info.read_at)},
+                       {"via", to_string(info.via)}});
+  }
+  return out;
+}
+
+// The resource keeps one set of fields: unread_user_ids is null, not
+// absent, when no list of expected readers says who is missing (the
+// webhook event leaves it out instead).
 json message_to_json(const MessageRecord& m) {
   json j;
   j["process_query_key"] = m.spec.process_query_key;
@@ -42,7 +59,9 @@ json message_to_json(const MessageRecord& m) {
   j["state"] = m.stopped ? "stopped" : "tracking";
   j["read_count"] = m.read_user_ids.size();
   j["read_user_ids"] = m.read_user_ids;
+  j["readers"] = readers_to_json(m);
   j["expected_readers"] = m.spec.expected_readers;
+  j["unread_user_ids"] = m.spec.expected_readers.empty() ? json(nullptr) : json(unread_user_ids(m));
   const auto expected = expected_count(m.spec);
   j["expected_reader_count"] = expected ? json(*expected) : json(nullptr);
   j["send_status"] = m.send_status;

@@ -14,6 +14,8 @@
 #include "readreceiptd/metrics/metrics.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
 #include "readreceiptd/store/store.hpp"
+#include "readreceiptd/stream/client.hpp"
+#include "readreceiptd/tracking/table.hpp"
 #include "readreceiptd/webhook/dispatcher.hpp"
 
 #include <algorithm>
@@ -44,42 +46,42 @@ std::chrono::steady_clock::time_point steady_now() {
 // (the CommandQueue calls it from run_pending()).
 class LoopBackend final : public api::Backend {
 public:
-  LoopBackend(scheduler::Scheduler& sched, store::Store& store, webhook::Dispatcher& dispatcher,
+  LoopBackend(tracking::MessageTable& table, store::Store& store, webhook::Dispatcher& dispatcher,
               const Clock& clock)
-      : m_sched(sched), m_store(store), m_dispatcher(dispatcher), m_clock(clock) {}
+      : m_table(table), m_store(store), m_dispatcher(dispatcher), m_clock(clock) {}
 
-  const config::Config& config() const override { return m_sched.config(); }
+  const config::Config& config() const override { return m_table.config(); }
 
   void visit_messages(const std::string& after,
                       const std::function<bool(const MessageRecord&)>& visit) const override {
-    m_sched.visit_from(after, visit);
+    m_table.visit_from(after, visit);
   }
 
   std::optional<MessageRecord> message(const std::string& key) const override {
-    const auto* m = m_sched.find(key);
+    const auto* m = m_table.find(key);
     return m ? std::optional<MessageRecord>(*m) : std::nullopt;
   }
 
   api::AddOutcome add_message(const MessageSpec& spec) override {
-    const auto outcome = m_sched.add(spec);
-    m_sched.flush(); // persisted before the API answers
+    const auto outcome = m_table.add(spec);
+    m_table.flush(); // persisted before the API answers
     switch (outcome) {
-    case scheduler::Scheduler::AddOutcome::created:
+    case tracking::MessageTable::AddOutcome::created:
       return api::AddOutcome::created;
-    case scheduler::Scheduler::AddOutcome::unchanged:
+    case tracking::MessageTable::AddOutcome::unchanged:
       return api::AddOutcome::unchanged;
-    case scheduler::Scheduler::AddOutcome::conflict:
+    case tracking::MessageTable::AddOutcome::conflict:
       return api::AddOutcome::conflict;
     }
     return api::AddOutcome::conflict;
   }
 
   bool remove_message(const std::string& key) override {
-    const bool known = m_sched.remove(key);
+    const bool known = m_table.remove(key);
     if (known) {
       logging::info("message removed through the API", {{"key", key}});
     }
-    m_sched.flush();
+    m_table.flush();
     return known;
   }
 
@@ -97,7 +99,7 @@ public:
   }
 
 private:
-  scheduler::Scheduler& m_sched;
+  tracking::MessageTable& m_table;
   store::Store& m_store;
   webhook::Dispatcher& m_dispatcher;
   const Clock& m_clock;
@@ -152,17 +154,34 @@ public:
     dispatcher.set_observer(m_metrics->webhook_observer());
     dispatcher.configure(m_cfg.webhooks);
     dispatcher.load(store->load_pending_deliveries());
-    scheduler::Scheduler sched(
-        m_cfg, *store, *engine, clock,
+    // The message table, and its two sources of reads: the poller and the
+    // Stream client.
+    tracking::MessageTable table(
+        m_cfg, *store, clock,
         [&dispatcher](const std::vector<Delivery>& d) { dispatcher.enqueue(d); }, *m_metrics,
         seeder());
+    scheduler::Scheduler sched(m_cfg, table, *store, *engine, clock, *m_metrics, seeder());
     try {
       sched.start();
+      table.start();
     } catch (const store::StoreError& e) {
       logging::error("cannot load the state database", {{"reason", e.what()}});
       return k_exit_failure;
     }
-    m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
+    std::unique_ptr<stream::Client> push;
+    const auto push_seed = seeder();
+    const auto configure_push = [&] {
+      if (!m_cfg.dingtalk.stream.enabled || !stream::credentials(m_cfg.dingtalk)) {
+        push.reset();
+      } else if (push) {
+        push->reconfigure(m_cfg.dingtalk);
+      } else {
+        push = std::make_unique<stream::Client>(m_cfg.dingtalk, *engine, clock, sched.limiter(),
+                                                table, *m_metrics, push_seed);
+      }
+    };
+    configure_push();
+    m_metrics->after_turn(clock.now(), table, sched, dispatcher, *store);
 
     // Listeners: the HTTP API. Its threads only talk to the loop through
     // `commands` and read `loop_status`.
@@ -181,12 +200,13 @@ public:
         return k_exit_failure;
       }
     }
-    LoopBackend backend(sched, *store, dispatcher, clock);
+    LoopBackend backend(table, *store, dispatcher, clock);
     SystemdNotifier notifier;
     loop_status.set_readiness(api::Readiness::waiting_for_token);
-    logging::info("readreceiptd started: " + count_of(sched.tracked(), "message") + " tracked, " +
-                      count_of(m_cfg.webhooks.size(), "webhook"),
-                  {{"version", k_version}, {"state", m_cfg.state.path}});
+    logging::info(
+        "readreceiptd started: " + count_of(table.tracked(), "message") + " tracked, " +
+            count_of(m_cfg.webhooks.size(), "webhook"),
+        {{"version", k_version}, {"state", m_cfg.state.path}, {"push", push ? "stream" : "off"}});
 
     while (!signals.stop_requested()) {
       loop_status.beat(steady_now());
@@ -196,12 +216,18 @@ public:
         if (was_ready) {
           notifier.reloading();
         }
-        reload(sched, dispatcher, api_server.get());
+        if (reload(table, sched, dispatcher, api_server.get())) {
+          configure_push();
+        }
         if (was_ready) {
           notifier.ready();
         }
       }
       commands.run_pending(backend);
+      if (push) {
+        push->pump();
+        sched.set_push_state(push->connected(), push->state_since());
+      }
       sched.pump();
       dispatcher.pump();
       const TimePoint now = clock.now();
@@ -209,26 +235,29 @@ public:
       if (auto watchdog = notifier.watchdog_interval()) {
         wait = std::min(wait, *watchdog);
       }
-      for (auto next : {sched.next_wakeup(), dispatcher.next_due()}) {
+      for (auto next : {sched.next_wakeup(), dispatcher.next_due(), table.next_flush(),
+                        push ? push->next_wakeup() : std::nullopt}) {
         if (next) {
           wait = std::min(wait, std::max(Millis{0}, *next - now));
         }
       }
       engine->run_once(wait);
+      // Polled and pushed reads of this turn, committed together; pushes are
+      // acknowledged once this returns.
       try {
-        sched.flush();
+        table.flush();
       } catch (const std::exception& e) {
-        logging::error("cannot commit the polls' results", {{"reason", e.what()}});
+        logging::error("cannot commit the reads", {{"reason", e.what()}});
       }
       dispatcher.flush();
-      m_metrics->after_turn(clock.now(), sched, dispatcher, *store);
+      m_metrics->after_turn(clock.now(), table, sched, dispatcher, *store);
       if (!notifier.ready_sent() && sched.has_token()) {
         // Store, listeners and a first token are in place.
         notifier.ready();
         loop_status.set_readiness(api::Readiness::ready);
-        logging::info("ready: " + count_of(sched.tracked(), "message") + " tracked");
+        logging::info("ready: " + count_of(table.tracked(), "message") + " tracked");
       }
-      notifier.status(status_text(sched, dispatcher, notifier.ready_sent()), steady_now());
+      notifier.status(status_text(table, dispatcher, notifier.ready_sent()), steady_now());
     }
 
     logging::info("stopping");
@@ -239,12 +268,18 @@ public:
       api_server->request_stop(); // its requests finish while deliveries drain
     }
     sched.cancel_all();
+    table.flush(true); // what was pushed is committed and acknowledged
+    if (push) {
+      push->stop();
+    }
     const TimePoint deadline = clock.now() + k_drain_timeout;
     while (!dispatcher.idle() && clock.now() < deadline) {
       engine->run_once(Millis{100});
       dispatcher.flush();
     }
-    sched.flush();
+    engine->run_once(Millis{0}); // the Stream's close frames
+    table.flush(true);
+    push.reset();
     if (api_server) {
       api_server->stop();
     }
@@ -255,19 +290,20 @@ public:
   }
 
 private:
-  std::string status_text(const scheduler::Scheduler& sched, const webhook::Dispatcher& dispatcher,
-                          bool ready) const {
+  std::string status_text(const tracking::MessageTable& table,
+                          const webhook::Dispatcher& dispatcher, bool ready) const {
     std::size_t pending = 0;
     for (const auto& hook : m_cfg.webhooks) {
       pending += dispatcher.pending(hook.name);
     }
-    std::string text = "tracking " + count_of(sched.tracked(), "message") + ", " +
+    std::string text = "tracking " + count_of(table.tracked(), "message") + ", " +
                        count_of(pending, "pending delivery", "pending deliveries");
     return ready ? text : "waiting for the first DingTalk access token; " + text;
   }
 
-  void reload(scheduler::Scheduler& sched, webhook::Dispatcher& dispatcher,
-              api::Server* api_server) {
+  // True when the new configuration took effect.
+  bool reload(tracking::MessageTable& table, scheduler::Scheduler& sched,
+              webhook::Dispatcher& dispatcher, api::Server* api_server) {
     logging::info("reloading the configuration", {{"path", m_options.config_path}});
     config::Config cfg;
     try {
@@ -277,7 +313,7 @@ private:
         spdlog::error("configuration rejected, keeping the previous one: {}", error);
       }
       m_metrics->reload_failed();
-      return;
+      return false;
     }
     for (const auto& warning : cfg.warnings) {
       logging::warn("configuration warning", {{"warning", warning}});
@@ -294,13 +330,15 @@ private:
     try {
       dispatcher.configure(cfg.webhooks);
       sched.reconfigure(cfg);
+      table.reconfigure(cfg);
     } catch (const std::exception& e) {
       logging::error("applying the new configuration failed", {{"reason", e.what()}});
     }
     m_cfg = std::move(cfg);
     m_metrics->reload_succeeded(m_cfg, RealClock().now());
-    logging::info("configuration reloaded: " + count_of(sched.tracked(), "message") + " tracked, " +
+    logging::info("configuration reloaded: " + count_of(table.tracked(), "message") + " tracked, " +
                   count_of(m_cfg.webhooks.size(), "webhook"));
+    return true;
   }
 
   Options m_options;

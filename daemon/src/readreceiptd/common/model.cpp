@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <unordered_set>
 
 namespace rrd {
 
@@ -53,6 +54,21 @@ std::optional<std::int64_t> expected_count(const MessageSpec& spec) {
     return static_cast<std::int64_t>(spec.expected_readers.size());
   }
   return spec.expected_reader_count;
+}
+
+std::vector<std::string> unread_user_ids(const MessageRecord& m) {
+  std::vector<std::string> out;
+  const std::unordered_set<std::string_view> read(m.read_user_ids.begin(), m.read_user_ids.end());
+  for (const auto& id : m.spec.expected_readers) {
+    if (read.count(id) == 0) {
+      out.push_back(id);
+    }
+  }
+  return out;
+}
+
+const char* to_string(ReadVia v) {
+  return v == ReadVia::push ? "push" : "poll";
 }
 
 const char* to_string(EventType t) {

@@ -28,6 +28,17 @@ enum class MessageSource { config, api };
 const char* to_string(MessageSource s);
 std::optional<MessageSource> message_source_from_string(std::string_view s);
 
+// How a read became known: a poll's answer, or a pushed robot_msg_read.
+enum class ReadVia { poll, push };
+const char* to_string(ReadVia v);
+
+// What is known of one reader's read, beside the user id.
+struct ReadInfo {
+  std::optional<TimePoint> read_at; // when the person read it, where DingTalk said
+  ReadVia via = ReadVia::poll;
+  bool operator==(const ReadInfo&) const = default;
+};
+
 // A watched message as the user describes it: one `messages:` item.
 struct MessageSpec {
   std::string process_query_key;
@@ -52,6 +63,7 @@ struct MessageRecord {
   TimePoint sent_at;                      // spec.sent_at, else when first seen
   TimePoint added_at;                     // when the daemon first saw it
   std::vector<std::string> read_user_ids; // in the order they were first seen
+  std::vector<ReadInfo> read_info;        // read_info[i] is of read_user_ids[i]
   std::int64_t last_sequence = 0;         // sequence of the last event emitted
   std::string send_status;                // last sendStatus seen, "" before any
   bool stopped = false;
@@ -63,6 +75,10 @@ struct MessageRecord {
 
   bool operator==(const MessageRecord&) const = default;
 };
+
+// The expected readers who have not read yet, in expected_readers order
+// (empty when no list of expected readers is known).
+std::vector<std::string> unread_user_ids(const MessageRecord& m);
 
 enum class EventType { message_read, tracking_stopped };
 // "message.read" / "message.tracking_stopped"

@@ -54,6 +54,13 @@ struct FixedTokenAuth {
   std::string access_token; // secret
 };
 
+// Push over DingTalk's Stream mode.
+struct Stream {
+  bool enabled = false;
+  Millis fallback_after{30'000}; // down this long: poll.schedule again
+  bool operator==(const Stream&) const = default;
+};
+
 struct DingTalk {
   std::string endpoint = "https://api.dingtalk.com"; // no trailing '/'
   enum class AuthKind { internal_app, third_party, fixed_token } auth_kind = AuthKind::internal_app;
@@ -65,6 +72,10 @@ struct DingTalk {
   Millis request_timeout{10'000};
   int page_size = 200; // 1..200
   std::string ca_file; // empty: the system's CAs
+  // At most this many read-status calls (every page) per calendar month,
+  // Beijing time; nullopt: no budget.
+  std::optional<std::int64_t> monthly_call_budget;
+  Stream stream;
 };
 
 struct ScheduleStep {
@@ -79,6 +90,12 @@ struct Poll {
       {Millis{2 * 3'600'000}, Millis{60'000}},
       {Millis{24 * 3'600'000}, Millis{10 * 60'000}},
       {std::nullopt, Millis{3'600'000}},
+  };
+  // The schedule while the Stream connection is up: polls only reconcile.
+  std::vector<ScheduleStep> reconcile_schedule{
+      {Millis{3'600'000}, Millis{20 * 60'000}},
+      {Millis{24 * 3'600'000}, Millis{4 * 3'600'000}},
+      {std::nullopt, Millis{24 * 3'600'000}},
   };
   Millis not_ready_grace{2 * 60'000};
   Millis max_age{72 * 3'600'000};

@@ -344,6 +344,26 @@ std::optional<double> read_number(Context& ctx, Value v, const std::string& path
   return out;
 }
 
+std::optional<bool> read_bool(Context& ctx, Value v, const std::string& path) {
+  if (v.kind() != Kind::plain && v.kind() != Kind::boolean) {
+    type_error(ctx, v, path, "true or false");
+    return std::nullopt;
+  }
+  const auto text = scalar_text(ctx, v, path);
+  if (!text) {
+    return std::nullopt;
+  }
+  const std::string lower = lowercase(*text);
+  if (lower == "true") {
+    return true;
+  }
+  if (lower == "false") {
+    return false;
+  }
+  ctx.error(v.mark(), path, "must be true or false, not " + quote_text(*text));
+  return std::nullopt;
+}
+
 std::optional<Millis> read_duration(Context& ctx, Value v, const std::string& path) {
   if (v.kind() != Kind::plain && v.kind() != Kind::string) {
     ctx.error(v.mark(), path,

@@ -99,6 +99,8 @@ std::optional<std::string> read_string(Context& ctx, Value v, const std::string&
 std::optional<std::string> read_nonempty_string(Context& ctx, Value v, const std::string& path);
 std::optional<std::int64_t> read_integer(Context& ctx, Value v, const std::string& path);
 std::optional<double> read_number(Context& ctx, Value v, const std::string& path);
+// true/false (YAML's plain true/false, any case; JSON booleans).
+std::optional<bool> read_bool(Context& ctx, Value v, const std::string& path);
 std::optional<Millis> read_duration(Context& ctx, Value v, const std::string& path);
 std::optional<Millis> read_positive_duration(Context& ctx, Value v, const std::string& path);
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <arpa/inet.h>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <netinet/in.h>
 #include <set>
@@ -447,6 +448,18 @@ bool read_dingtalk(MapReader& map, DingTalk& d) {
   map.read("request_timeout", d.request_timeout, reader::read_positive_duration);
   map.read("page_size", d.page_size, integer_between(1, k_max_page_size));
   map.read("ca_file", d.ca_file, reader::read_ca_file);
+  map.read("monthly_call_budget", d.monthly_call_budget,
+           integer_between(1, std::numeric_limits<std::int32_t>::max()));
+  if (const auto stream = map.find("stream")) {
+    reader::read_map(map.ctx(), *stream, map.path("stream"), [&](MapReader& s) {
+      s.read("enabled", d.stream.enabled, reader::read_bool);
+      s.read("fallback_after", d.stream.fallback_after, reader::read_positive_duration);
+      if (d.stream.enabled && d.auth_kind == DingTalk::AuthKind::fixed_token) {
+        s.error("enabled", "needs the internal-app (app_key) or the third-party (suite_key) auth: "
+                           "a fixed access_token cannot open a Stream connection");
+      }
+    });
+  }
   return robot_code_refused || !map.valid();
 }
 
@@ -503,6 +516,7 @@ std::optional<std::vector<ScheduleStep>> schedule(Context& ctx, Value v, const s
 
 void read_poll(MapReader& map, Poll& p) {
   map.read("schedule", p.schedule, schedule);
+  map.read("reconcile_schedule", p.reconcile_schedule, schedule);
   map.read("not_ready_grace", p.not_ready_grace, reader::read_duration);
   map.read("max_age", p.max_age, reader::read_positive_duration);
 }

@@ -16,8 +16,10 @@ constexpr std::string_view k_code_invalid_auth = "InvalidAuthentication";
 constexpr std::string_view k_code_cursor_invalid = "invalidParameter.cursor.invalid";
 constexpr std::string_view k_prefix_auth_failed = "AuthenticationFailed.";
 constexpr std::string_view k_prefix_forbidden = "Forbidden.";
-constexpr std::array<std::string_view, 2> k_throttle_prefixes = {
-    "Forbidden.AccessDenied.Qps", "Forbidden.AccessDenied.ApiCountLimit"};
+constexpr std::array<std::string_view, 3> k_throttle_prefixes = {
+    "Forbidden.AccessDenied.Qps", "Forbidden.AccessDenied.Qpm",
+    "Forbidden.AccessDenied.ApiCountLimit"};
+constexpr std::string_view k_prefix_quota = "Forbidden.AccessDenied.ApiCountLimit";
 
 constexpr std::array<std::string_view, 9> k_invalid_codes = {
     "invalid.processQueryKey",
@@ -176,6 +178,10 @@ Decision classify_answer(const http::Response& r, Api api, Page* page, Token* to
   const auto body = parse_error_body(r.body);
   const std::string code = body ? body->code : std::string();
   const std::string message = body ? body->message : std::string();
+  if (api == Api::query && code.rfind(k_prefix_quota, 0) == 0) {
+    return make(Action::quota_exhausted, FailureReason::throttled, code,
+                message.empty() ? status_text(r.status) : message);
+  }
   if (r.status == 429 || is_throttle_code(code)) {
     return make(Action::throttled, FailureReason::throttled, code,
                 message.empty() ? status_text(r.status) : message);
@@ -219,6 +225,8 @@ const char* to_string(Action a) {
     return "transient";
   case Action::bad_response:
     return "bad_response";
+  case Action::quota_exhausted:
+    return "quota_exhausted";
   case Action::auth_failed:
     return "auth_failed";
   }

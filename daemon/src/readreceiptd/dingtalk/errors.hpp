@@ -13,8 +13,10 @@
 //   2xx that parses (page / token)            ok            none
 //   2xx that does not parse                   bad_response  bad_response
 //   429                                       throttled     throttled
-//   code Forbidden.AccessDenied.Qps* or
-//     Forbidden.AccessDenied.ApiCountLimit*   throttled     throttled
+//   code Forbidden.AccessDenied.ApiCountLimit*,
+//     query calls (the monthly quota)         quota_exhausted throttled
+//   code Forbidden.AccessDenied.Qps*, Qpm*,
+//     ApiCountLimit* (token calls)            throttled     throttled
 //   5xx, or code system.error                 transient     server
 //   4xx without a JSON {"code"} body          bad_response  bad_response
 //   4xx with a code, query calls:
@@ -59,6 +61,8 @@
 //   client_bug: log redact_request() of the request as a bug; retry on the
 //     message's schedule.
 //   throttled: slow every DingTalk call down; retry the message.
+//   quota_exhausted: DingTalk's monthly call quota is spent: no read-status
+//     call until the month turns (Beijing time); the message is polled then.
 //   transient, bad_response: retry with backoff, count it, log it; a partial
 //     answer is never used.
 // `reason` is FailureReason::none exactly when the call did not fail (ok, or
@@ -86,6 +90,7 @@ enum class Action {
   transient,
   bad_response,
   auth_failed,
+  quota_exhausted,
 };
 const char* to_string(Action a);
 

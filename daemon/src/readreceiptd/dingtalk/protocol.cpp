@@ -545,4 +545,8 @@ std::string redact_request(const http::Request& request) {
   return out;
 }
 
+http::Request request_for(const config::DingTalk& cfg, std::string_view path) {
+  return base_request(cfg, path);
+}
+
 } // namespace rrd::dingtalk

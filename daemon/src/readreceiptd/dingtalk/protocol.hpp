@@ -114,4 +114,8 @@ bool has_control_character(std::string_view text);
 // with control characters replaced by spaces and "..." appended when cut.
 std::string cap_text(std::string_view text, std::size_t max_bytes = k_max_message_chars);
 
+// A POST to `path` under cfg.endpoint with the headers, timeouts, size cap,
+// CA file and `hot` flag every DingTalk call shares, and no body yet.
+http::Request request_for(const config::DingTalk& cfg, std::string_view path);
+
 } // namespace rrd::dingtalk

@@ -23,6 +23,11 @@
 // sent once more on another connection, as libcurl does; the total timeout
 // runs from submit(); the connect timeout covers TCP and the TLS handshake.
 //
+// Raw streams (open_stream(): the Stream mode's WebSocket) use the same
+// connection code, name look-ups and TLS checks, outside the pools: a
+// stream connection is never idle, never reused, and its bytes go to its
+// StreamHandler instead of the response parser.
+//
 // Thread-safety: as Engine. wakeup() writes to an eventfd from any thread;
 // the resolver threads only touch ResolverBox.
 #include "readreceiptd/http/engine_parts.hpp"
@@ -246,6 +251,13 @@ using ExchangePtr = std::unique_ptr<Exchange>;
 
 struct Conn;
 
+// What a stream's handle and its connection share: the handle clears
+// `handler` when it goes, the engine clears `conn` when the connection does.
+struct StreamLink {
+  Conn* conn = nullptr;
+  StreamHandler* handler = nullptr;
+};
+
 struct Origin {
   bool tls = false;
   std::string host;
@@ -255,13 +267,14 @@ struct Origin {
   std::vector<Address> addresses;
   SteadyClock::time_point resolved_at;
   bool resolving = false;
-  std::vector<Conn*> idle;         // most recently used last
-  std::deque<ExchangePtr> waiting; // for a connection, oldest first
-  std::size_t open = 0;            // connections, whatever their state
-  std::size_t connecting = 0;      // of which not ready yet
+  std::vector<Conn*> idle;            // most recently used last
+  std::deque<ExchangePtr> waiting;    // for a connection, oldest first
+  std::vector<Conn*> streams_waiting; // raw streams waiting for addresses
+  std::size_t open = 0;               // connections, whatever their state
+  std::size_t connecting = 0;         // of which not ready yet
 };
 
-enum class ConnState { connecting, handshaking, idle, busy };
+enum class ConnState { connecting, handshaking, idle, busy, stream };
 
 struct Conn {
   Origin* origin = nullptr;
@@ -277,9 +290,11 @@ struct Conn {
   bool reused = false; // has carried an exchange to its end before
   bool closed = false; // closed; freed after the current batch of events
   ExchangePtr exchange;
-  std::string out; // the request's bytes
+  std::string out; // the request's bytes (a stream's queued bytes)
   std::size_t sent = 0;
   http1::ResponseParser parser;
+  std::shared_ptr<StreamLink> stream; // set for a raw stream
+  bool stream_closing = false;        // close() asked: close once `out` is written
 };
 
 class DirectEngine final : public Engine {
@@ -308,8 +323,16 @@ public:
   DirectEngine(const DirectEngine&) = delete;
   DirectEngine& operator=(const DirectEngine&) = delete;
 
-  // Cancels what is in flight without calling any callback.
-  ~DirectEngine() override = default;
+  // Cancels what is in flight without calling any callback; stream handles
+  // still held only forget their connection.
+  ~DirectEngine() override {
+    for (auto& [conn, owned] : m_conns) {
+      if (conn->stream) {
+        conn->stream->conn = nullptr;
+        conn->stream->handler = nullptr;
+      }
+    }
+  }
 
   void submit(Request request, Callback done) override {
     if (!request.hot) {
@@ -346,6 +369,7 @@ public:
   }
 
   void run_once(Millis max_wait) override {
+    const InLoop in_loop(m_in_loop);
     expire(SteadyClock::now());
     if (m_completed.empty()) {
       wait_and_act(max_wait);
@@ -366,8 +390,59 @@ public:
     return m_exchanges + m_completed.size() + m_fallback->in_flight();
   }
 
+  std::unique_ptr<StreamConnection> open_stream(const StreamRequest& request,
+                                                StreamHandler& handler) override;
+
+  // ---- raw streams: what their handles ask ----
+
+  void stream_send(Conn& c, std::string_view bytes) {
+    if (c.closed || c.stream_closing) {
+      return;
+    }
+    if (c.sent == c.out.size()) {
+      c.out.clear();
+      c.sent = 0;
+    }
+    c.out.append(bytes);
+    if (c.state == ConnState::stream) {
+      stream_write(c);
+    }
+  }
+
+  void stream_close(Conn& c) {
+    if (c.closed) {
+      return;
+    }
+    c.stream_closing = true;
+    if (c.state != ConnState::stream) {
+      close(c); // never opened: nothing to write
+      stream_ended(c, Failure::none, "");
+      return;
+    }
+    stream_write(c);
+  }
+
+  void stream_drop(Conn& c) {
+    c.stream->handler = nullptr;
+    close(c);
+  }
+
 private:
   // ---- the loop ----
+
+  // Marks run_once() as running: stream handlers are called directly then,
+  // and deferred to its next call otherwise.
+  class InLoop {
+  public:
+    explicit InLoop(bool& flag) : m_flag(flag), m_was(flag) { m_flag = true; }
+    InLoop(const InLoop&) = delete;
+    InLoop& operator=(const InLoop&) = delete;
+    ~InLoop() { m_flag = m_was; }
+
+  private:
+    bool& m_flag;
+    bool m_was;
+  };
 
   void watch_fd(int fd, void* tag) {
     epoll_event ev{};
@@ -554,15 +629,23 @@ private:
       if (answer.error.empty()) {
         o.addresses = std::move(answer.addresses);
         o.resolved_at = SteadyClock::now();
+        start_waiting_streams(o);
         dispatch(o);
       } else if (o.addresses.empty()) {
         resolve_failed(o, answer.error);
+      } else {
+        start_waiting_streams(o);
       }
       // Otherwise a refresh failed: the addresses known keep serving.
     }
   }
 
   void resolve_failed(Origin& o, const std::string& why) {
+    const std::vector<Conn*> streams = std::move(o.streams_waiting);
+    o.streams_waiting.clear();
+    for (Conn* c : streams) {
+      fail_connect(*c, Failure::network, "Could not resolve host: " + o.host + " (" + why + ")");
+    }
     if (o.open > 0) {
       return; // the connections open take the waiting requests in turn
     }
@@ -757,6 +840,10 @@ private:
 
   // The connection is open (and its TLS set up): it joins the idle ones.
   void ready(Conn& c) {
+    if (c.stream) {
+      stream_ready(c);
+      return;
+    }
     --c.origin->connecting;
     make_idle(c);
   }
@@ -773,6 +860,11 @@ private:
   // (each failed attempt fails one request, as with libcurl, where each
   // transfer makes its own).
   void fail_connect(Conn& c, Failure kind, const std::string& why) {
+    if (c.stream) {
+      close(c);
+      stream_ended(c, kind, why);
+      return;
+    }
     Origin& o = *c.origin;
     close(c);
     if (!o.waiting.empty()) {
@@ -788,12 +880,18 @@ private:
     }
     c.closed = true;
     Origin& o = *c.origin;
-    if (c.state == ConnState::connecting || c.state == ConnState::handshaking) {
-      --o.connecting;
-    } else if (c.state == ConnState::idle) {
-      o.idle.erase(std::remove(o.idle.begin(), o.idle.end(), &c), o.idle.end());
+    if (c.stream) {
+      auto& waiting = o.streams_waiting;
+      waiting.erase(std::remove(waiting.begin(), waiting.end(), &c), waiting.end());
+      c.stream->conn = nullptr;
+    } else {
+      if (c.state == ConnState::connecting || c.state == ConnState::handshaking) {
+        --o.connecting;
+      } else if (c.state == ConnState::idle) {
+        o.idle.erase(std::remove(o.idle.begin(), o.idle.end(), &c), o.idle.end());
+      }
+      --o.open;
     }
-    --o.open;
     c.ssl.reset();
     c.fd.reset(); // closing drops it from the epoll set
     const auto it = m_conns.find(&c);
@@ -986,6 +1084,9 @@ private:
     case ConnState::idle:
       idle_event(c);
       break;
+    case ConnState::stream:
+      stream_event(c, events);
+      return;
     case ConnState::busy:
       if ((events & EPOLLOUT) != 0 && c.sent < c.out.size()) {
         send_some(c);
@@ -1015,6 +1116,164 @@ private:
     close(c);
   }
 
+  // ---- raw streams ----
+
+  void start_waiting_streams(Origin& o) {
+    const std::vector<Conn*> streams = std::move(o.streams_waiting);
+    o.streams_waiting.clear();
+    for (Conn* c : streams) {
+      if (!c->closed) {
+        c->next_address = 0;
+        connect_next(*c);
+      }
+    }
+  }
+
+  // Calls the handler now inside run_once(), else from the next one.
+  void notify(const std::shared_ptr<StreamLink>& link, std::function<void(StreamHandler&)> call) {
+    if (m_in_loop) {
+      if (link->handler != nullptr) {
+        call(*link->handler);
+      }
+      return;
+    }
+    m_completed.push(
+        [link, call = std::move(call)](Response) {
+          if (link->handler != nullptr) {
+            call(*link->handler);
+          }
+        },
+        Response{});
+  }
+
+  void stream_ready(Conn& c) {
+    c.state = ConnState::stream;
+    watch(c, EPOLLIN);
+    notify(c.stream, [](StreamHandler& h) { h.on_open(); });
+    if (!c.closed && c.sent < c.out.size()) {
+      stream_write(c);
+    }
+  }
+
+  // The connection is closed: the handler hears it last.
+  void stream_ended(Conn& c, Failure failure, std::string why) {
+    const std::shared_ptr<StreamLink> link = c.stream;
+    notify(link, [link, failure, why = std::move(why)](StreamHandler& h) {
+      link->handler = nullptr; // nothing after on_closed()
+      h.on_closed(failure, why);
+    });
+  }
+
+  void stream_failed(Conn& c, const std::string& why) {
+    close(c);
+    stream_ended(c, Failure::network, why);
+  }
+
+  void stream_write(Conn& c) {
+    while (c.sent < c.out.size()) {
+      const std::size_t left = c.out.size() - c.sent;
+      if (c.ssl) {
+        ERR_clear_error();
+        const int n = SSL_write(c.ssl.get(), c.out.data() + c.sent,
+                                static_cast<int>(std::min<std::size_t>(left, INT_MAX)));
+        if (n > 0) {
+          c.sent += static_cast<std::size_t>(n);
+          continue;
+        }
+        const int err = SSL_get_error(c.ssl.get(), n);
+        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+          watch(c, EPOLLIN | EPOLLOUT);
+          return;
+        }
+        stream_failed(c, "TLS send failure: " + tls_failure(c, err));
+        return;
+      }
+      const ssize_t n = ::send(c.fd.get(), c.out.data() + c.sent, left, MSG_NOSIGNAL);
+      if (n >= 0) {
+        c.sent += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (would_block(errno)) {
+        watch(c, EPOLLIN | EPOLLOUT);
+        return;
+      }
+      stream_failed(c, "Send failure: " + errno_text(errno));
+      return;
+    }
+    c.out.clear();
+    c.sent = 0;
+    if (c.stream_closing) {
+      close(c);
+      stream_ended(c, Failure::none, "");
+      return;
+    }
+    watch(c, EPOLLIN);
+  }
+
+  void stream_event(Conn& c, std::uint32_t events) {
+    if ((events & EPOLLOUT) != 0 && c.sent < c.out.size()) {
+      stream_write(c);
+    }
+    if (!c.closed && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+      stream_read(c);
+    }
+  }
+
+  void stream_read(Conn& c) {
+    char* buffer = m_read_buffer.data();
+    while (!c.closed) {
+      if (c.ssl) {
+        ERR_clear_error();
+        const int n = SSL_read(c.ssl.get(), buffer, static_cast<int>(k_read_chunk));
+        if (n > 0) {
+          deliver_stream_bytes(c, std::string_view(buffer, static_cast<std::size_t>(n)));
+          continue;
+        }
+        const int err = SSL_get_error(c.ssl.get(), n);
+        if (err == SSL_ERROR_WANT_READ) {
+          return;
+        }
+        if (err == SSL_ERROR_WANT_WRITE) {
+          watch(c, EPOLLIN | EPOLLOUT);
+          return;
+        }
+        if (err == SSL_ERROR_ZERO_RETURN ||
+            (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && n == 0)) {
+          stream_failed(c, "connection closed by the peer");
+          return;
+        }
+        stream_failed(c, "TLS receive failure: " + tls_failure(c, err));
+        return;
+      }
+      const ssize_t n = ::recv(c.fd.get(), buffer, k_read_chunk, 0);
+      if (n > 0) {
+        deliver_stream_bytes(c, std::string_view(buffer, static_cast<std::size_t>(n)));
+        if (static_cast<std::size_t>(n) < k_read_chunk) {
+          return; // drained; epoll says when more comes
+        }
+        continue;
+      }
+      if (n == 0) {
+        stream_failed(c, "connection closed by the peer");
+        return;
+      }
+      if (errno == EINTR) {
+        continue;
+      }
+      if (!would_block(errno)) {
+        stream_failed(c, errno == ECONNRESET ? "Connection reset by peer"
+                                             : "Receive failure: " + errno_text(errno));
+      }
+      return;
+    }
+  }
+
+  void deliver_stream_bytes(Conn& c, std::string_view bytes) {
+    if (c.stream->handler != nullptr) {
+      c.stream->handler->on_data(bytes); // may close or drop the connection
+    }
+  }
+
   // ---- timeouts ----
 
   void expire(SteadyClock::time_point now) {
@@ -1027,6 +1286,8 @@ private:
       const Conn& c = *conn;
       SteadyClock::time_point due;
       switch (c.state) {
+      case ConnState::stream:
+        continue; // keep-alive is the stream's owner's business
       case ConnState::busy:
         due = c.exchange->deadline;
         break;
@@ -1046,6 +1307,8 @@ private:
     }
     for (Conn* c : late) {
       switch (c->state) {
+      case ConnState::stream:
+        break;
       case ConnState::busy:
         fail_exchange(*c, Failure::timeout, timed_out(*c->exchange, now));
         break;
@@ -1102,7 +1365,82 @@ private:
   SteadyClock::time_point m_next_scan = SteadyClock::time_point::max(); // earliest deadline
   std::string m_key;                                                    // origin_for's scratch
   std::vector<char> m_read_buffer;
+  bool m_in_loop = false; // inside run_once()
 };
+
+// The handle of a raw stream.
+class DirectStream final : public StreamConnection {
+public:
+  DirectStream(DirectEngine& engine, std::shared_ptr<StreamLink> link)
+      : m_engine(engine), m_link(std::move(link)) {}
+  DirectStream(const DirectStream&) = delete;
+  DirectStream& operator=(const DirectStream&) = delete;
+
+  ~DirectStream() override {
+    m_link->handler = nullptr;
+    if (m_link->conn != nullptr) {
+      m_engine.stream_drop(*m_link->conn);
+    }
+  }
+
+  void send(std::string_view bytes) override {
+    if (m_link->conn != nullptr) {
+      m_engine.stream_send(*m_link->conn, bytes);
+    }
+  }
+  std::size_t unsent() const override {
+    const Conn* c = m_link->conn;
+    return c == nullptr ? 0 : c->out.size() - c->sent;
+  }
+  void close() override {
+    if (m_link->conn != nullptr) {
+      m_engine.stream_close(*m_link->conn);
+    }
+  }
+
+private:
+  DirectEngine& m_engine;
+  std::shared_ptr<StreamLink> m_link;
+};
+
+std::unique_ptr<StreamConnection> DirectEngine::open_stream(const StreamRequest& request,
+                                                            StreamHandler& handler) {
+  auto link = std::make_shared<StreamLink>();
+  link->handler = &handler;
+  auto stream = std::make_unique<DirectStream>(*this, link);
+  std::string why;
+  const auto target = http1::parse_url(request.url, why);
+  if (!target) {
+    notify(link, [link, why](StreamHandler& h) {
+      link->handler = nullptr;
+      h.on_closed(Failure::network, why);
+    });
+    return stream;
+  }
+  auto owned = std::make_unique<Conn>();
+  Conn& c = *owned;
+  c.stream = link;
+  link->conn = &c;
+  Origin& o = origin_for(*target, request.ca_file);
+  c.origin = &o;
+  c.connect_timeout = clamp_timeout(request.connect_timeout);
+  c.connect_deadline = SteadyClock::now() + c.connect_timeout;
+  note_deadline(c.connect_deadline);
+  m_conns.emplace(&c, std::move(owned));
+  const bool stale =
+      !o.numeric && (o.addresses.empty() || SteadyClock::now() - o.resolved_at >= k_address_ttl);
+  if (stale) {
+    o.streams_waiting.push_back(&c);
+    const bool known = !o.addresses.empty();
+    resolve(o); // refreshes in the background when addresses are known
+    if (known && !c.closed) {
+      start_waiting_streams(o);
+    }
+    return stream;
+  }
+  connect_next(c);
+  return stream;
+}
 
 } // namespace
 

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -75,6 +76,44 @@ std::string describe(const Response& r);
 
 using Callback = std::function<void(Response)>;
 
+// A raw, long-lived byte stream to one origin (the Stream mode's WebSocket),
+// over the engine's own TCP and TLS code in the same loop: the same name
+// look-ups, the same certificate and host name checks, the same connect
+// timeout (covering TCP and the TLS handshake).
+struct StreamRequest {
+  std::string url; // http:// or https:// host, port (and path, which is not used)
+  Millis connect_timeout = k_default_connect_timeout;
+  std::string ca_file; // empty: the system's CAs
+};
+
+// What a stream reports, always from inside Engine::run_once() (never from
+// open_stream(), send() or close()). The handler may destroy the connection
+// from any of these; on_closed() is the last call.
+class StreamHandler {
+public:
+  virtual ~StreamHandler() = default;
+  // Connected (and TLS set up): bytes can flow.
+  virtual void on_open() = 0;
+  virtual void on_data(std::string_view bytes) = 0;
+  // The connection ended: refused, timed out, reset, closed by the peer
+  // (`failure` network, `why` "connection closed by the peer") or after
+  // close() once the queued bytes are out (failure none).
+  virtual void on_closed(Failure failure, const std::string& why) = 0;
+};
+
+class StreamConnection {
+public:
+  // Closes the connection at once, without calling the handler again.
+  virtual ~StreamConnection() = default;
+  // Queues bytes; they are written in order as the socket allows (those
+  // queued before the connection opened, once it has).
+  virtual void send(std::string_view bytes) = 0;
+  // Bytes queued and not written yet.
+  virtual std::size_t unsent() const = 0;
+  // Writes what is queued, then closes; on_closed(none) follows.
+  virtual void close() = 0;
+};
+
 class Engine {
 public:
   // Cancels the requests still in flight WITHOUT calling their callbacks.
@@ -87,6 +126,12 @@ public:
   // Makes a run_once() that is waiting return early. Any thread.
   virtual void wakeup() = 0;
   virtual std::size_t in_flight() const = 0;
+  // Opens a raw stream; `handler` must outlive the connection. nullptr when
+  // this engine carries no raw streams (the libcurl engine, proxies).
+  virtual std::unique_ptr<StreamConnection> open_stream(const StreamRequest& /*request*/,
+                                                        StreamHandler& /*handler*/) {
+    return nullptr;
+  }
 };
 
 // The libcurl multi engine.

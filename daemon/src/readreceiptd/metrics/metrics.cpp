@@ -20,7 +20,9 @@ template <typename T, std::size_t N> std::size_t index_of(const T (&values)[N], 
   return N;
 }
 
-constexpr scheduler::Api k_all_apis[] = {scheduler::Api::query, scheduler::Api::token};
+constexpr scheduler::Api k_all_apis[] = {scheduler::Api::query, scheduler::Api::token,
+                                         scheduler::Api::gateway};
+constexpr ReadVia k_all_vias[] = {ReadVia::poll, ReadVia::push};
 
 double seconds(Millis d) {
   return std::chrono::duration<double>(d).count();
@@ -96,7 +98,12 @@ Metrics::Metrics(const config::Config& cfg, TimePoint loaded_at)
       m_dead_letters_family(prometheus::BuildGauge()
                                 .Name("readreceiptd_webhook_dead_letters")
                                 .Help("Events given up on after the last retry, by webhook.")
-                                .Register(*m_registry)) {
+                                .Register(*m_registry)),
+      m_budget_family(prometheus::BuildGauge()
+                          .Name("readreceiptd_dingtalk_month_call_budget")
+                          .Help("dingtalk.monthly_call_budget: read-status calls allowed per "
+                                "calendar month (Beijing time); exported only when set.")
+                          .Register(*m_registry)) {
   prometheus::BuildGauge()
       .Name("readreceiptd_build_info")
       .Help("Always 1; the version of readreceiptd as a label.")
@@ -108,11 +115,63 @@ Metrics::Metrics(const config::Config& cfg, TimePoint loaded_at)
                    .Help("Messages being tracked (not stopped).")
                    .Register(*m_registry)
                    .Add({});
-  m_reads = &prometheus::BuildCounter()
-                 .Name("readreceiptd_reads_detected_total")
-                 .Help("Newly read (message, user) pairs detected.")
-                 .Register(*m_registry)
-                 .Add({});
+  auto& reads = prometheus::BuildCounter()
+                    .Name("readreceiptd_reads_detected_total")
+                    .Help("Newly read (message, user) pairs committed, by how they became known: "
+                          "poll or push.")
+                    .Register(*m_registry);
+  auto& read_delay = prometheus::BuildHistogram()
+                         .Name("readreceiptd_read_delay_seconds")
+                         .Help("From a person's read (where DingTalk says when) to its event's "
+                               "commit, by how it became known.")
+                         .Register(*m_registry);
+  for (std::size_t v = 0; v < k_vias; ++v) {
+    m_reads[v] = &reads.Add({{"via", to_string(k_all_vias[v])}});
+    m_read_delay[v] = &read_delay.Add({{"via", to_string(k_all_vias[v])}}, k_read_delay_buckets);
+  }
+  m_month_calls = &prometheus::BuildGauge()
+                       .Name("readreceiptd_dingtalk_month_calls")
+                       .Help("Read-status calls (every page) counted this calendar month, "
+                             "Beijing time (UTC+8).")
+                       .Register(*m_registry)
+                       .Add({});
+  m_quota_exhausted = &prometheus::BuildGauge()
+                           .Name("readreceiptd_dingtalk_quota_exhausted")
+                           .Help("1 while DingTalk says its monthly API call quota is spent "
+                                 "(read-status calls pause until the month turns), else 0.")
+                           .Register(*m_registry)
+                           .Add({});
+  m_stream_connected = &prometheus::BuildGauge()
+                            .Name("readreceiptd_stream_connected")
+                            .Help("1 while a DingTalk Stream connection is open, else 0.")
+                            .Register(*m_registry)
+                            .Add({});
+  m_stream_connections = &prometheus::BuildCounter()
+                              .Name("readreceiptd_stream_connections_total")
+                              .Help("DingTalk Stream connections opened.")
+                              .Register(*m_registry)
+                              .Add({});
+  auto& disconnects = prometheus::BuildCounter()
+                          .Name("readreceiptd_stream_disconnects_total")
+                          .Help("DingTalk Stream connections lost, by reason.")
+                          .Register(*m_registry);
+  for (std::size_t i = 0; i < k_disconnect_reasons; ++i) {
+    m_stream_disconnects[i] =
+        &disconnects.Add({{"reason", stream::to_string(stream::k_all_disconnect_reasons[i])}});
+  }
+  auto& events = prometheus::BuildCounter()
+                     .Name("readreceiptd_stream_events_total")
+                     .Help("Frames and events received over the Stream, by what became of "
+                           "them.")
+                     .Register(*m_registry);
+  for (std::size_t i = 0; i < k_event_results; ++i) {
+    m_stream_events[i] =
+        &events.Add({{"result", stream::to_string(stream::k_all_event_results[i])}});
+  }
+  if (cfg.dingtalk.monthly_call_budget) {
+    m_budget = &m_budget_family.Add({});
+    m_budget->Set(static_cast<double>(*cfg.dingtalk.monthly_call_budget));
+  }
   m_poll_delay = &prometheus::BuildHistogram()
                       .Name("readreceiptd_poll_delay_seconds")
                       .Help("How late polls start versus their schedule.")
@@ -226,8 +285,43 @@ void Metrics::poll_succeeded(TimePoint at) {
   m_last_success->Set(seconds(at.time_since_epoch()));
 }
 
-void Metrics::reads_detected(std::size_t count) {
-  m_reads->Increment(static_cast<double>(count));
+void Metrics::read_committed(ReadVia via, std::optional<Millis> delay) {
+  const std::size_t v = index_of(k_all_vias, via);
+  if (v >= k_vias) {
+    return;
+  }
+  m_reads[v]->Increment();
+  if (delay) {
+    m_read_delay[v]->Observe(seconds(*delay));
+  }
+}
+
+// ------------------------------------------------------------- stream
+
+void Metrics::gateway_finished(Millis duration, dingtalk::FailureReason reason) {
+  request_finished(scheduler::Api::gateway, duration, reason);
+}
+
+void Metrics::connection_opened() {
+  m_stream_connections->Increment();
+}
+
+void Metrics::connected_changed(bool connected) {
+  m_stream_connected->Set(connected ? 1 : 0);
+}
+
+void Metrics::disconnected(stream::DisconnectReason reason) {
+  const std::size_t i = index_of(stream::k_all_disconnect_reasons, reason);
+  if (i < k_disconnect_reasons) {
+    m_stream_disconnects[i]->Increment();
+  }
+}
+
+void Metrics::event(stream::EventResult result) {
+  const std::size_t i = index_of(stream::k_all_event_results, result);
+  if (i < k_event_results) {
+    m_stream_events[i]->Increment();
+  }
 }
 
 void Metrics::message_stopped(StopReason reason) {
@@ -300,9 +394,11 @@ void Metrics::reload_failed() {
 
 // ------------------------------------------------------------- state
 
-void Metrics::after_turn(TimePoint now, const scheduler::Scheduler& sched,
-                         const webhook::Dispatcher& dispatcher, store::Store& store) {
-  set_tracked(sched.tracked());
+void Metrics::after_turn(TimePoint now, const tracking::MessageTable& table,
+                         const scheduler::Scheduler& sched, const webhook::Dispatcher& dispatcher,
+                         store::Store& store) {
+  set_tracked(table.tracked());
+  set_call_budget(sched.call_budget());
   set_webhook_state(dispatcher, now);
   if (m_next_dead_letter_sync && now < *m_next_dead_letter_sync) {
     return;
@@ -312,6 +408,22 @@ void Metrics::after_turn(TimePoint now, const scheduler::Scheduler& sched,
     set_dead_letters(store.count_dead_by_webhook());
   } catch (const store::StoreError& e) {
     logging::warn("cannot count the dead letters for the metrics", {{"reason", e.what()}});
+  }
+}
+
+void Metrics::set_call_budget(const scheduler::CallBudget& b) {
+  m_month_calls->Set(static_cast<double>(b.calls));
+  m_quota_exhausted->Set(b.quota_exhausted ? 1 : 0);
+  if (b.budget && m_budget == nullptr) {
+    const std::lock_guard lock(m_reload_mutex);
+    m_budget = &m_budget_family.Add({});
+  } else if (!b.budget && m_budget != nullptr) {
+    const std::lock_guard lock(m_reload_mutex);
+    m_budget_family.Remove(m_budget);
+    m_budget = nullptr;
+  }
+  if (m_budget != nullptr) {
+    m_budget->Set(static_cast<double>(*b.budget));
   }
 }
 

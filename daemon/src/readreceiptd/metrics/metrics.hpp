@@ -24,6 +24,8 @@
 #include "readreceiptd/metrics/exposer.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
 #include "readreceiptd/store/store.hpp"
+#include "readreceiptd/stream/client.hpp"
+#include "readreceiptd/tracking/table.hpp"
 #include "readreceiptd/webhook/dispatcher.hpp"
 
 #include <array>
@@ -49,6 +51,10 @@ class ProcessCollector;
 // default request timeouts) ...
 inline const std::vector<double> k_request_duration_buckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                             0.5,   1,    2.5,   5,    10};
+// ... how long after a person read a message its event was committed (a
+// push: milliseconds; a poll: up to the schedule's interval) ...
+inline const std::vector<double> k_read_delay_buckets{
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400};
 // ... and how late polls start (rate limiting can delay them by minutes).
 inline const std::vector<double> k_poll_delay_buckets{0.01, 0.05, 0.1, 0.25, 0.5, 1,   2.5,
                                                       5,    10,   30,  60,   300, 900, 3600};
@@ -56,7 +62,9 @@ inline const std::vector<double> k_poll_delay_buckets{0.01, 0.05, 0.1, 0.25, 0.5
 // (an API replay lowers them; new ones are counted as they die).
 inline constexpr Millis k_dead_letter_sync_interval{15'000};
 
-class Metrics final : public scheduler::Observer {
+class Metrics final : public scheduler::Observer,
+                      public tracking::Observer,
+                      public stream::Observer {
 public:
   // Registers every metric, with series for `cfg.webhooks`, and listens on
   // `cfg.metrics.listen` unless it is empty. `loaded_at`: when `cfg` was
@@ -80,9 +88,16 @@ public:
                         dingtalk::FailureReason reason) override;
   void poll_started(Millis delay) override;
   void poll_succeeded(TimePoint at) override;
-  void reads_detected(std::size_t count) override;
+  // --- tracking::Observer
+  void read_committed(ReadVia via, std::optional<Millis> delay) override;
   void message_stopped(StopReason reason) override;
   void tracked_changed(std::size_t tracked) override;
+  // --- stream::Observer
+  void gateway_finished(Millis duration, dingtalk::FailureReason reason) override;
+  void connection_opened() override;
+  void connected_changed(bool connected) override;
+  void disconnected(stream::DisconnectReason reason) override;
+  void event(stream::EventResult result) override;
 
   // Hooks for the webhook dispatcher. REQUIRES: this Metrics outlives the
   // dispatcher that holds them.
@@ -102,8 +117,12 @@ public:
   // lookups per webhook), and, at start-up, after a reload and then every
   // k_dead_letter_sync_interval, the dead letters per webhook from the store
   // (a store error is logged and tried again next time).
-  void after_turn(TimePoint now, const scheduler::Scheduler& sched,
-                  const webhook::Dispatcher& dispatcher, store::Store& store);
+  void after_turn(TimePoint now, const tracking::MessageTable& table,
+                  const scheduler::Scheduler& sched, const webhook::Dispatcher& dispatcher,
+                  store::Store& store);
+  // The month's read-status calls, the budget (its series exists only while
+  // one is configured) and DingTalk's quota state.
+  void set_call_budget(const scheduler::CallBudget& b);
   void set_tracked(std::size_t tracked);
   // Every webhook's pending events, the age of the oldest at `now` (0 when
   // none) and whether it is disabled.
@@ -112,7 +131,10 @@ public:
   void set_dead_letters(const std::map<std::string, std::int64_t>& by_webhook);
 
 private:
-  static constexpr std::size_t k_apis = 2;
+  static constexpr std::size_t k_apis = 3;
+  static constexpr std::size_t k_vias = 2;
+  static constexpr std::size_t k_disconnect_reasons = std::size(stream::k_all_disconnect_reasons);
+  static constexpr std::size_t k_event_results = std::size(stream::k_all_event_results);
   static constexpr std::size_t k_dingtalk_reasons = std::size(dingtalk::k_all_failure_reasons);
   static constexpr std::size_t k_webhook_reasons = std::size(webhook::k_all_failure_reasons);
   static constexpr std::size_t k_stop_reasons = std::size(k_all_stop_reasons);
@@ -157,7 +179,16 @@ private:
   prometheus::Family<prometheus::Gauge>& m_dead_letters_family;
 
   prometheus::Gauge* m_tracked = nullptr;
-  prometheus::Counter* m_reads = nullptr;
+  std::array<prometheus::Counter*, k_vias> m_reads{};
+  std::array<prometheus::Histogram*, k_vias> m_read_delay{};
+  prometheus::Gauge* m_month_calls = nullptr;
+  prometheus::Family<prometheus::Gauge>& m_budget_family;
+  prometheus::Gauge* m_budget = nullptr; // while monthly_call_budget is set
+  prometheus::Gauge* m_quota_exhausted = nullptr;
+  prometheus::Gauge* m_stream_connected = nullptr;
+  prometheus::Counter* m_stream_connections = nullptr;
+  std::array<prometheus::Counter*, k_disconnect_reasons> m_stream_disconnects{};
+  std::array<prometheus::Counter*, k_event_results> m_stream_events{};
   prometheus::Histogram* m_poll_delay = nullptr;
   prometheus::Gauge* m_last_success = nullptr;
   prometheus::Counter* m_reloads = nullptr;

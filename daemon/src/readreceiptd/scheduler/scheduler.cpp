@@ -3,24 +3,25 @@
 #include "readreceiptd/app/logging.hpp"
 #include "readreceiptd/common/plural.hpp"
 #include "readreceiptd/dingtalk/protocol.hpp"
+#include "readreceiptd/scheduler/schedule.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <spdlog/spdlog.h>
-#include <unordered_set>
 
 namespace rrd::scheduler {
 
 const char* to_string(Api api) {
-  return api == Api::query ? "query" : "token";
+  switch (api) {
+  case Api::query:
+    return "query";
+  case Api::token:
+    return "token";
+  case Api::gateway:
+    return "gateway";
+  }
+  return "query";
 }
-
-Scheduler::Scheduler(config::Config cfg, store::Store& store, http::Engine& engine,
-                     const Clock& clock, DeliverySink deliveries, Observer& observer,
-                     std::uint64_t seed)
-    : m_cfg(std::move(cfg)), m_store(store), m_engine(engine), m_clock(clock),
-      m_deliveries(std::move(deliveries)), m_observer(observer), m_rng(seed),
-      m_limiter(m_cfg.dingtalk.requests_per_second), m_tokens(m_cfg.dingtalk) {}
 
 namespace {
 // The HTTP status, when an answer came.
@@ -31,30 +32,34 @@ std::optional<int> answer_status(const http::Response& r) {
 std::optional<std::string_view> non_empty(const std::string& text) {
   return text.empty() ? std::nullopt : std::optional<std::string_view>(text);
 }
+// The pages a poll of `m` is expected to take.
+double pages_per_poll(const MessageRecord& m, int page_size) {
+  const auto per_page = static_cast<double>(std::max(page_size, 1));
+  return std::max(1.0, std::ceil(static_cast<double>(m.read_user_ids.size()) / per_page));
+}
 } // namespace
 
-double Scheduler::random01() {
-  return std::uniform_real_distribution<double>(0.0, 1.0)(m_rng);
+Scheduler::Scheduler(config::Config cfg, tracking::MessageTable& table, store::Store& store,
+                     http::Engine& engine, const Clock& clock, Observer& observer,
+                     std::uint64_t /*seed*/)
+    : m_cfg(std::move(cfg)), m_table(table), m_store(store), m_engine(engine), m_clock(clock),
+      m_observer(observer), m_limiter(m_cfg.dingtalk.requests_per_second),
+      m_tokens(m_cfg.dingtalk) {
+  m_push.enabled = m_cfg.dingtalk.stream.enabled;
+  m_push.fallback_after = m_cfg.dingtalk.stream.fallback_after;
+  m_push.since = clock.now();
+  // Until the Stream says otherwise, polls reconcile: a connection that opens
+  // within fallback_after changes no schedule. The start is an outage: what
+  // was pushed while the daemon was not running never arrived.
+  m_mode = m_push.enabled ? PollMode::reconcile : PollMode::normal;
+  m_catch_up_owed = m_push.enabled;
 }
 
 // ---------------------------------------------------------------- messages
 
 void Scheduler::start() {
-  for (auto& record : m_store.load_messages()) {
-    const std::string key = record.spec.process_query_key;
-    if (!record.stopped) {
-      m_due.upsert(key, record.next_poll);
-      ++m_tracked;
-    }
-    auto [pos, inserted] = m_messages.emplace(key, Entry{std::move(record)});
-    if (inserted) {
-      m_unsorted.push_back(&*pos);
-    }
-  }
-  reconcile();
-  flush();
-  logging::info("tracking " + count_of(m_tracked, "message") + " (" +
-                count_of(m_messages.size(), "message") + " known in the state database)");
+  m_table.set_listener(this);
+  roll_month(m_clock.now());
 }
 
 void Scheduler::reconfigure(config::Config cfg) {
@@ -71,113 +76,100 @@ void Scheduler::reconfigure(config::Config cfg) {
       cfg.dingtalk.third_party.suite_ticket != m_cfg.dingtalk.third_party.suite_ticket ||
       cfg.dingtalk.endpoint != m_cfg.dingtalk.endpoint ||
       cfg.dingtalk.ca_file != m_cfg.dingtalk.ca_file;
+  const bool push_was = m_push.enabled;
   m_cfg = std::move(cfg);
   if (auth_changed) {
     m_tokens = dingtalk::TokenCache(m_cfg.dingtalk);
   }
-  reconcile();
-  flush();
+  m_push.enabled = m_cfg.dingtalk.stream.enabled;
+  m_push.fallback_after = m_cfg.dingtalk.stream.fallback_after;
+  if (m_push.enabled && !push_was) {
+    m_push.connected = false;
+    m_push.since = m_clock.now();
+    m_catch_up_owed = true;
+  }
+  m_next_review = m_clock.now(); // the budget may have changed
 }
 
-void Scheduler::reconcile() {
-  const TimePoint now = m_clock.now();
-  std::unordered_set<std::string> in_config;
-  for (const auto& spec : m_cfg.messages) {
-    in_config.insert(spec.process_query_key);
-    auto it = m_messages.find(spec.process_query_key);
-    if (it == m_messages.end()) {
-      auto record = tracker::new_record(spec, MessageSource::config, now);
-      auto [pos, inserted] = m_messages.emplace(spec.process_query_key, Entry{record});
-      (void)inserted;
-      m_unsorted.push_back(&*pos);
-      m_due.upsert(spec.process_query_key, record.next_poll);
-      ++m_tracked;
-      logging::info("message added", {{"key", spec.process_query_key}, {"source", "config"}});
-      queue_step(pos->second, tracker::Step{std::move(record), {}});
-      continue;
-    }
-    Entry& entry = it->second;
-    if (entry.record.stopped) {
-      continue; // a processQueryKey is tracked at most once
-    }
-    if (entry.record.spec != spec || entry.record.source != MessageSource::config) {
-      MessageRecord updated = entry.record;
-      updated.spec = spec;
-      updated.source = MessageSource::config;
-      if (spec.sent_at) {
-        updated.sent_at = *spec.sent_at;
-      }
-      logging::info("message updated", {{"key", spec.process_query_key}, {"source", "config"}});
-      queue_step(entry, tracker::Step{std::move(updated), {}});
-    }
+void Scheduler::scheduled(const MessageRecord& record) {
+  const std::string& key = record.spec.process_query_key;
+  if (m_active.count(key) != 0) {
+    return; // queued again when its poll finishes
   }
-  std::vector<std::string> removed;
-  for (const auto& [key, entry] : m_messages) {
-    if (!entry.record.stopped && entry.record.source == MessageSource::config &&
-        in_config.count(key) == 0) {
-      removed.push_back(key);
-    }
-  }
-  std::sort(removed.begin(), removed.end());
-  for (const auto& key : removed) {
-    remove(key);
+  if (!record.last_poll) {
+    m_due.erase(key);
+    m_first.upsert(key, record.next_poll);
+  } else {
+    m_first.erase(key);
+    m_due.upsert(key, record.next_poll);
   }
 }
 
-Scheduler::AddOutcome Scheduler::add(const MessageSpec& spec) {
-  auto it = m_messages.find(spec.process_query_key);
-  if (it != m_messages.end()) {
-    // Stopped or not: a processQueryKey is tracked at most once.
-    return it->second.record.spec == spec ? AddOutcome::unchanged : AddOutcome::conflict;
-  }
-  const TimePoint now = m_clock.now();
-  auto record = tracker::new_record(spec, MessageSource::api, now);
-  auto [pos, inserted] = m_messages.emplace(spec.process_query_key, Entry{record});
-  (void)inserted;
-  m_unsorted.push_back(&*pos);
-  m_due.upsert(spec.process_query_key, record.next_poll);
-  ++m_tracked;
-  m_observer.tracked_changed(m_tracked);
-  logging::info("message added", {{"key", spec.process_query_key}, {"source", "api"}});
-  queue_step(pos->second, tracker::Step{std::move(record), {}});
-  return AddOutcome::created;
-}
-
-bool Scheduler::remove(const std::string& key) {
-  auto it = m_messages.find(key);
-  if (it == m_messages.end()) {
-    return false;
-  }
-  if (it->second.record.stopped) {
-    return true;
-  }
+void Scheduler::stopped(const std::string& key) {
+  m_first.erase(key);
+  m_due.erase(key);
   m_active.erase(key); // an answer still on its way is ignored
-  queue_step(it->second, tracker::stop(it->second.record, StopReason::removed, "", m_clock.now()));
-  return true;
 }
 
-const MessageRecord* Scheduler::find(const std::string& key) const {
-  auto it = m_messages.find(key);
-  return it == m_messages.end() ? nullptr : &it->second.record;
+const std::vector<config::ScheduleStep>& Scheduler::active_schedule() const {
+  return m_mode == PollMode::reconcile ? m_cfg.poll.reconcile_schedule : m_cfg.poll.schedule;
 }
 
-void Scheduler::visit_from(std::string_view after,
-                           const std::function<bool(const MessageRecord&)>& visit) const {
-  const auto by_key = [](const Slot* a, const Slot* b) { return a->first < b->first; };
-  if (!m_unsorted.empty()) {
-    std::sort(m_unsorted.begin(), m_unsorted.end(), by_key);
-    const auto middle = static_cast<std::ptrdiff_t>(m_sorted.size());
-    m_sorted.insert(m_sorted.end(), m_unsorted.begin(), m_unsorted.end());
-    std::inplace_merge(m_sorted.begin(), m_sorted.begin() + middle, m_sorted.end(), by_key);
-    m_unsorted.clear();
-    m_unsorted.shrink_to_fit(); // a start-up's worth of keys is not kept twice
+// ---------------------------------------------------------------- push
+
+void Scheduler::set_push_state(bool connected, TimePoint since) {
+  if (!m_push.enabled) {
+    return;
   }
-  auto it = std::upper_bound(m_sorted.begin(), m_sorted.end(), after,
-                             [](std::string_view a, const Slot* b) { return a < b->first; });
-  for (; it != m_sorted.end(); ++it) {
-    if (!visit((*it)->second.record)) {
-      return;
+  if (m_push.connected && !connected) {
+    m_down_since = since; // an outage begins
+  }
+  m_push.connected = connected;
+  m_push.since = since;
+  apply_mode(decide_mode(m_mode, m_catch_up_owed, m_push, m_clock.now()), m_clock.now());
+}
+
+void Scheduler::apply_mode(const ModeDecision& d, TimePoint now) {
+  const PollMode before = m_mode;
+  m_mode = d.mode;
+  m_catch_up_owed = d.catch_up_owed;
+  if (d.fell_back) {
+    logging::warn("Stream down: polls follow poll.schedule until it is back",
+                  {{"down_seconds",
+                    std::chrono::duration_cast<std::chrono::seconds>(now - m_push.since).count()}});
+    std::vector<std::pair<std::string, TimePoint>> moves;
+    m_table.visit_tracked([&](const MessageRecord& m) {
+      const TimePoint next = fallback_next_poll(m, m_cfg.poll.schedule, now);
+      if (next != m.next_poll) {
+        moves.emplace_back(m.spec.process_query_key, next);
+      }
+    });
+    for (const auto& [key, next] : moves) {
+      m_table.reschedule(key, next);
     }
+  }
+  if (d.catch_up) {
+    std::vector<std::pair<std::string, TimePoint>> moves;
+    m_table.visit_tracked([&](const MessageRecord& m) {
+      // Since start: from the message's last poll (or its addition).
+      const TimePoint down = m_down_since.value_or(m.last_poll.value_or(m.added_at));
+      const TimePoint next = std::min(m.next_poll, catch_up_time(m, down));
+      if (next != m.next_poll) {
+        moves.emplace_back(m.spec.process_query_key, next);
+      }
+    });
+    logging::info("Stream up: polls reconcile; a catch-up poll for each message tracked while it "
+                  "was down",
+                  {{"messages", moves.size()}});
+    for (const auto& [key, next] : moves) {
+      m_table.reschedule(key, next);
+    }
+    m_down_since.reset();
+  } else if (before != m_mode && m_mode == PollMode::reconcile) {
+    logging::info("Stream up: polls reconcile");
+  }
+  if (before != m_mode) {
+    m_next_review = now; // the projection follows the schedule
   }
 }
 
@@ -244,11 +236,152 @@ void Scheduler::on_token_answer(http::Response r) {
   m_tokens.on_refresh_failed(now);
 }
 
+// ---------------------------------------------------------------- the month's calls
+
+void Scheduler::roll_month(TimePoint now) {
+  const Month bounds = month_of(now);
+  if (bounds.name == m_month.month) {
+    return;
+  }
+  const bool turned = !m_month.month.empty();
+  if (turned) {
+    m_previous_first_polls = m_month.first_polls;
+    logging::info("a new month (Beijing time): the read-status call count starts again",
+                  {{"month", bounds.name}, {"last_month_calls", m_month.calls}});
+  } else if (const auto previous = m_store.load_month(month_of(bounds.start - Millis{1}).name)) {
+    m_previous_first_polls = previous->first_polls;
+  }
+  m_bounds = bounds;
+  m_month = m_store.load_month(bounds.name).value_or(store::MonthCalls{bounds.name, 0, 0, false});
+  m_reserved = m_month.calls;
+  m_quota_logged = m_month.quota_exhausted;
+  m_blocked_until.reset();
+  m_blocked_all = false;
+  m_next_review = now;
+}
+
+void Scheduler::review_budget(TimePoint now) {
+  m_next_review = now + k_budget_review_interval;
+  if (!m_cfg.dingtalk.monthly_call_budget) {
+    m_decision = BudgetDecision{};
+    return;
+  }
+  const auto& schedule = active_schedule();
+  double projected = 0;
+  m_table.visit_tracked([&](const MessageRecord& m) {
+    const Millis from = now - m.sent_at;
+    const Millis to = std::min(m_cfg.poll.max_age, m_bounds.end - m.sent_at);
+    projected += projected_calls(schedule, from, to, pages_per_poll(m, m_cfg.dingtalk.page_size));
+  });
+  // Messages still to come: their first polls held back, the rest of their
+  // lives (cut at the month's end, on average half-way) projected.
+  const Month last = month_of(m_bounds.start - Millis{1});
+  const double arrivals = expected_arrivals(
+      m_month.first_polls + m_previous_first_polls,
+      (now - m_bounds.start) + (m_previous_first_polls > 0 ? last.end - last.start : Millis{0}),
+      m_bounds.end - now);
+  const Millis life = std::min(m_cfg.poll.max_age, (m_bounds.end - now) / 2);
+  projected += arrivals * std::max(projected_calls(schedule, Millis{0}, life) - 1.0, 0.0);
+  const BudgetDecision before = m_decision;
+  m_decision = decide({*m_cfg.dingtalk.monthly_call_budget, m_month.calls, projected, arrivals});
+  if (m_decision.stretch > 1.0 &&
+      std::abs(m_decision.stretch - before.stretch) >= 0.05 * before.stretch) {
+    logging::info("monthly call budget: polls spread out to last the month",
+                  {{"stretch", std::round(m_decision.stretch * 100) / 100},
+                   {"calls", m_month.calls},
+                   {"budget", *m_cfg.dingtalk.monthly_call_budget},
+                   {"projected", std::llround(projected)}});
+  }
+}
+
+bool Scheduler::may_call(TimePoint now, bool first) {
+  roll_month(now);
+  if (m_month.quota_exhausted) {
+    m_blocked_until = m_bounds.end;
+    m_blocked_all = true;
+    return false;
+  }
+  if (now >= m_next_review) {
+    review_budget(now);
+  }
+  const auto& budget = m_cfg.dingtalk.monthly_call_budget;
+  if (!budget) {
+    m_blocked_until.reset();
+    m_blocked_all = false;
+    return true;
+  }
+  const std::int64_t left = *budget - m_month.calls;
+  if (left <= 0) {
+    if (!m_blocked_until) {
+      logging::warn("monthly call budget spent: no read-status call until the month turns",
+                    {{"budget", *budget}, {"month", m_month.month}});
+    }
+    m_blocked_until = m_bounds.end;
+    m_blocked_all = true;
+    return false;
+  }
+  m_blocked_all = false;
+  if (!first && left <= m_decision.first_polls_only_below) {
+    m_blocked_until = std::min(m_bounds.end, m_next_review); // first polls still go
+    return false;
+  }
+  m_blocked_until.reset();
+  return true;
+}
+
+void Scheduler::count_call(bool first) {
+  ++m_month.calls;
+  m_month.first_polls += first ? 1 : 0;
+  if (m_month.calls > m_reserved) {
+    // Counted before it is made: a crash forgets no call.
+    store::MonthCalls saved = m_month;
+    saved.calls = m_month.calls + k_call_reservation - 1;
+    if (m_cfg.dingtalk.monthly_call_budget) {
+      saved.calls =
+          std::min(saved.calls, std::max(*m_cfg.dingtalk.monthly_call_budget, m_month.calls));
+    }
+    try {
+      m_store.save_month(saved);
+      m_reserved = saved.calls;
+    } catch (const store::StoreError& e) {
+      logging::error("cannot write the month's call count", {{"reason", e.what()}});
+    }
+  }
+}
+
+void Scheduler::quota_spent(TimePoint now, const std::string& code) {
+  roll_month(now);
+  m_month.quota_exhausted = true;
+  m_blocked_until = m_bounds.end;
+  m_blocked_all = true;
+  store::MonthCalls saved = m_month;
+  saved.calls = std::max(m_reserved, m_month.calls);
+  try {
+    m_store.save_month(saved);
+  } catch (const store::StoreError& e) {
+    logging::error("cannot write the month's call count", {{"reason", e.what()}});
+  }
+  if (!m_quota_logged) {
+    m_quota_logged = true;
+    logging::error("DingTalk's monthly API call quota is spent: read-status calls pause until the "
+                   "month turns (Beijing time); pushes still arrive",
+                   {{"code", code}, {"month", m_month.month}});
+  }
+}
+
+CallBudget Scheduler::call_budget() const {
+  return CallBudget{m_month.month,           m_month.calls,      m_cfg.dingtalk.monthly_call_budget,
+                    m_month.quota_exhausted, m_decision.stretch, m_mode};
+}
+
 // ---------------------------------------------------------------- polling
 
 void Scheduler::pump() {
   const TimePoint now = m_clock.now();
   m_waiting_for_slot = false;
+  if (m_push.enabled && !m_push.connected) {
+    apply_mode(decide_mode(m_mode, m_catch_up_owed, m_push, now), now); // a fallback is due?
+  }
   maybe_refresh_token(now);
   if (m_cancelled) {
     return;
@@ -258,27 +391,56 @@ void Scheduler::pump() {
     return; // polls wait for the token; the refresh above is on its way
   }
   while (!m_continuations.empty()) {
+    const std::string& key = m_continuations.front();
+    const auto active = m_active.find(key);
+    if (active == m_active.end()) {
+      m_continuations.pop_front();
+      continue;
+    }
+    if (!may_call(now, active->second.first)) {
+      // The budget ran out inside a poll: it is abandoned (never emit from a
+      // partial answer), the message polled again when calls may go.
+      const std::string abandoned = key;
+      m_continuations.pop_front();
+      tracker::PollResult result;
+      result.kind = tracker::PollResult::Kind::transient;
+      finish(abandoned, result);
+      continue;
+    }
     if (!m_limiter.try_acquire(now)) {
       m_waiting_for_slot = true;
       return;
     }
-    const std::string key = std::move(m_continuations.front());
+    const std::string next = key;
     m_continuations.pop_front();
-    if (m_active.count(key) != 0) {
-      send_page(key);
-    }
+    count_call(m_active.at(next).first);
+    send_page(next);
   }
   while (m_active.size() < k_max_polls_in_flight) {
-    const auto due = m_due.next_due();
-    if (!due || *due > now) {
+    DueQueue* queue = nullptr;
+    std::optional<TimePoint> due;
+    for (DueQueue* q : {&m_first, &m_due}) {
+      const auto d = q->next_due();
+      if (d && *d <= now) {
+        queue = q;
+        due = d;
+        break;
+      }
+    }
+    if (queue == nullptr) {
+      break;
+    }
+    const bool first = queue == &m_first;
+    if (!may_call(now, first)) {
       break;
     }
     if (!m_limiter.try_acquire(now)) {
       m_waiting_for_slot = true;
       break;
     }
-    auto popped = m_due.pop_due(now);
-    start_poll(popped->first, popped->second, now);
+    auto popped = queue->pop_due(now);
+    count_call(first);
+    start_poll(popped->first, popped->second, first, now);
   }
 }
 
@@ -302,20 +464,28 @@ std::optional<TimePoint> Scheduler::next_wakeup() const {
     }
   }
   if (!m_cancelled && m_active.size() < k_max_polls_in_flight) {
-    if (auto due = m_due.next_due()) {
-      consider(*due);
+    for (const DueQueue* q : {&m_first, &m_due}) {
+      if (auto due = q->next_due()) {
+        // Blocked by the budget: not before calls may go again.
+        const bool blocked = m_blocked_until && (q == &m_due || m_blocked_all);
+        consider(blocked ? std::max(*due, *m_blocked_until) : *due);
+      }
+    }
+    if (m_blocked_until) {
+      consider(*m_blocked_until);
     }
   }
-  if (!nothing_unwritten()) {
-    consider(m_pending_since + k_bookkeeping_flush_interval); // flush() writes them then
+  if (m_push.enabled && !m_push.connected && m_mode == PollMode::reconcile) {
+    consider(m_push.since + m_push.fallback_after); // the fallback
   }
   return next;
 }
 
-void Scheduler::start_poll(const std::string& key, TimePoint due, TimePoint now) {
+void Scheduler::start_poll(const std::string& key, TimePoint due, bool first, TimePoint now) {
   m_observer.poll_started(now > due ? now - due : Millis{0});
   ActivePoll poll;
   poll.id = m_next_poll_id++;
+  poll.first = first;
   (void)poll.walk.start();
   m_active[key] = std::move(poll);
   send_page(key);
@@ -323,7 +493,7 @@ void Scheduler::start_poll(const std::string& key, TimePoint due, TimePoint now)
 
 void Scheduler::send_page(const std::string& key) {
   auto& poll = m_active.at(key);
-  const auto& spec = m_messages.at(key).record.spec;
+  const auto& spec = m_table.find(key)->spec;
   poll.token = current_token(m_clock.now()).value_or("");
   auto request = dingtalk::build_query_request(m_cfg.dingtalk, spec, poll.token,
                                                poll.next_token ? &*poll.next_token : nullptr);
@@ -404,6 +574,9 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
   case dingtalk::Action::throttled:
     note_throttled(now);
     break;
+  case dingtalk::Action::quota_exhausted:
+    quota_spent(now, decision.code);
+    break;
   case dingtalk::Action::client_bug:
     // The request shape, logged as a bug with its secrets redacted.
     logging::error("DingTalk rejected a request as malformed",
@@ -412,7 +585,7 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
                     {"reason", decision.message},
                     {"status", answer_status(r)},
                     {"request", dingtalk::redact_request(dingtalk::build_query_request(
-                                    m_cfg.dingtalk, m_messages.at(key).record.spec, poll.token,
+                                    m_cfg.dingtalk, m_table.find(key)->spec, poll.token,
                                     poll.next_token ? &*poll.next_token : nullptr))}});
     break;
   case dingtalk::Action::auth_failed:
@@ -454,215 +627,11 @@ void Scheduler::note_failure(const std::string& key, const std::string& what, Ti
 
 void Scheduler::finish(const std::string& key, const tracker::PollResult& result) {
   m_active.erase(key);
-  Entry& entry = m_messages.at(key);
-  const TimePoint now = m_clock.now();
-  const tracker::Context ctx{m_cfg.poll, now, entry.failures, random01()};
-  auto step = tracker::apply(entry.record, result, ctx);
-  if (result.kind == tracker::PollResult::Kind::transient) {
-    ++entry.failures;
-  } else {
-    entry.failures = 0;
-  }
-  if (result.kind == tracker::PollResult::Kind::paused) {
-    if (!entry.warned_paused) {
-      entry.warned_paused = true;
-      logging::warn("message paused: polling it at the slowest schedule step until DingTalk's "
-                    "answer changes",
-                    {{"key", key}, {"code", result.code}});
-    }
-  } else if (result.kind == tracker::PollResult::Kind::answer) {
-    entry.warned_paused = false;
-  }
-  // tracker::apply emits an event for every read and every stop: a step
-  // without one changed only the poll times (and sendStatus).
-  const bool durable = !step.events.empty();
-  queue_step(entry, std::move(step), durable);
-}
-
-namespace {
-
-// True when `a` and `b` differ in send_status, last_poll and next_poll at
-// most (store::Commit::poll_state_only). Compares everything else with the
-// record's own operator==, so that a field added later counts as a change.
-bool only_poll_state_differs(const MessageRecord& a, MessageRecord& b) {
-  std::string status = std::move(b.send_status);
-  const auto last_poll = b.last_poll;
-  const auto next_poll = b.next_poll;
-  b.send_status = a.send_status;
-  b.last_poll = a.last_poll;
-  b.next_poll = a.next_poll;
-  const bool same = a == b;
-  b.send_status = std::move(status);
-  b.last_poll = last_poll;
-  b.next_poll = next_poll;
-  return same;
-}
-
-} // namespace
-
-void Scheduler::queue_step(Entry& entry, tracker::Step step, bool durable) {
-  const std::string& key = step.record.spec.process_query_key;
-  if (nothing_unwritten()) {
-    m_pending_since = m_clock.now();
-  }
-  if (!durable && step.events.empty() && only_poll_state_differs(entry.record, step.record)) {
-    // A poll that found nothing new: no commit of its own, and no copy of
-    // the record to roll back to; flush() writes the poll times as they are
-    // then.
-    entry.record = std::move(step.record); // `key` pointed into step.record
-    const std::string& moved_key = entry.record.spec.process_query_key;
-    m_due.upsert(moved_key, entry.record.next_poll);
-    if (!entry.poll_state_dirty) {
-      entry.poll_state_dirty = true;
-      m_dirty.push_back(moved_key);
-    }
+  const MessageRecord* m = m_table.find(key);
+  if (m == nullptr || m->stopped) {
     return;
   }
-  PendingCommit pending;
-  m_pending_durable += durable ? 1 : 0;
-  pending.previous = entry.record;
-  std::size_t newly_read = 0;
-  for (auto& event : step.events) {
-    event.id = make_event_id(event.created_at, m_rng(), m_rng());
-    pending.commit.routes.push_back(routes_for(step.record, event.type));
-    if (event.type == EventType::message_read) {
-      newly_read += step.record.read_user_ids.size() - entry.record.read_user_ids.size();
-    }
-  }
-  if (newly_read > 0) {
-    m_observer.reads_detected(newly_read);
-    logging::debug(
-        "new readers",
-        {{"key", key}, {"new_readers", newly_read}, {"readers", step.record.read_user_ids.size()}});
-  }
-  const bool was_stopped = entry.record.stopped;
-  entry.record = step.record;
-  if (entry.record.stopped) {
-    m_due.erase(key);
-    if (!was_stopped) {
-      --m_tracked;
-      m_observer.message_stopped(*entry.record.stop_reason);
-      m_observer.tracked_changed(m_tracked);
-      // DingTalk calling a message invalid wants a look (a wrong key, robot
-      // or conversation); the other stops are the normal end of tracking.
-      const StopReason reason = *entry.record.stop_reason;
-      logging::log(reason == StopReason::invalid ? spdlog::level::warn : spdlog::level::info,
-                   "message stopped",
-                   {{"key", key},
-                    {"reason", to_string(reason)},
-                    {"detail", non_empty(entry.record.stop_detail)},
-                    {"readers", entry.record.read_user_ids.size()}});
-    }
-  } else {
-    m_due.upsert(key, entry.record.next_poll);
-  }
-  pending.commit.message = std::move(step.record);
-  pending.commit.events = std::move(step.events);
-  m_pending.push_back(std::move(pending));
-}
-
-std::vector<std::string> Scheduler::routes_for(const MessageRecord& m, EventType type) const {
-  std::vector<std::string> out;
-  for (const auto& hook : m_cfg.webhooks) {
-    if (m.spec.webhooks && std::find(m.spec.webhooks->begin(), m.spec.webhooks->end(), hook.name) ==
-                               m.spec.webhooks->end()) {
-      continue;
-    }
-    if (std::find(hook.events.begin(), hook.events.end(), type) == hook.events.end()) {
-      continue;
-    }
-    out.push_back(hook.name);
-  }
-  return out;
-}
-
-void Scheduler::flush() {
-  if (nothing_unwritten()) {
-    return;
-  }
-  if (m_pending_durable == 0 && !m_cancelled &&
-      m_clock.now() - m_pending_since < k_bookkeeping_flush_interval) {
-    return; // only poll times: they wait for a durable commit, or a second
-  }
-  std::vector<PendingCommit> pending;
-  pending.swap(m_pending);
-  std::vector<std::string> dirty;
-  dirty.swap(m_dirty);
-  m_pending_durable = 0;
-  std::vector<store::Commit> commits;
-  commits.reserve(pending.size() + dirty.size());
-  for (auto& p : pending) {
-    commits.push_back(std::move(p.commit)); // a rollback needs only p.previous
-  }
-  // After the whole rows above: these carry the newest poll times.
-  for (const auto& key : dirty) {
-    auto found = m_messages.find(key);
-    if (found == m_messages.end() || !found->second.poll_state_dirty) {
-      continue;
-    }
-    found->second.poll_state_dirty = false;
-    store::Commit c;
-    c.message = found->second.record;
-    c.poll_state_only = true;
-    commits.push_back(std::move(c));
-  }
-  try {
-    m_store.commit_all(commits);
-  } catch (const store::StoreError& e) {
-    // Nothing was written: forget the in-memory changes too, and ask again
-    // later. The reads are still on DingTalk's side; the next poll finds them.
-    // Poll times are kept, and written by the next flush.
-    logging::error("cannot write to the state database, will poll again", {{"reason", e.what()}});
-    for (const auto& key : dirty) {
-      auto found = m_messages.find(key);
-      if (found != m_messages.end() && !found->second.poll_state_dirty) {
-        found->second.poll_state_dirty = true;
-        m_dirty.push_back(key);
-      }
-    }
-    if (!nothing_unwritten()) {
-      m_pending_since = m_clock.now();
-    }
-    const TimePoint retry_at = m_clock.now() + k_store_failure_retry;
-    for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
-      const std::string& key = it->previous.spec.process_query_key;
-      auto found = m_messages.find(key);
-      if (found == m_messages.end()) {
-        continue;
-      }
-      const bool was_stopped = found->second.record.stopped;
-      found->second.record = it->previous;
-      if (!it->previous.stopped) {
-        if (was_stopped) {
-          ++m_tracked;
-        }
-        found->second.record.next_poll = std::min(found->second.record.next_poll, retry_at);
-        m_due.upsert(key, retry_at);
-      }
-    }
-    m_observer.tracked_changed(m_tracked);
-    return;
-  }
-  std::vector<Delivery> deliveries;
-  for (const auto& c : commits) {
-    for (std::size_t i = 0; i < c.events.size(); ++i) {
-      const auto& event = c.events[i];
-      for (const auto& hook : c.routes[i]) {
-        Delivery d;
-        d.event_id = event.id;
-        d.webhook = hook;
-        d.process_query_key = event.process_query_key;
-        d.type = event.type;
-        d.sequence = event.sequence;
-        d.body = event.body;
-        d.next_attempt = event.created_at;
-        deliveries.push_back(std::move(d));
-      }
-    }
-  }
-  if (!deliveries.empty() && m_deliveries) {
-    m_deliveries(std::move(deliveries));
-  }
+  m_table.apply_poll(key, result, tracking::PollPlan{&active_schedule(), m_decision.stretch});
 }
 
 void Scheduler::cancel_all() {

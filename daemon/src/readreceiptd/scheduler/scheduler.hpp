@@ -1,9 +1,12 @@
-// Scheduler: the heart of the daemon's loop. It owns the table of watched
-// messages, the due queue, the client-side rate limiter, the token cache and
-// the polls in flight; it asks DingTalk (through the HTTP engine) for the
-// read lists of due messages, page by page, feeds each completed poll to the
-// tracker, and commits the new read sets and their events to the store
-// (transactional outbox) before handing the deliveries to the dispatcher.
+// Scheduler: the poller. It keeps the due queue in step with the message
+// table (tracking/), the client-side rate limiter (shared with the Stream
+// client's gateway calls), the token cache, the polls in flight and the
+// month's read-status calls against dingtalk.monthly_call_budget; it asks
+// DingTalk (through the HTTP engine) for the read lists of due messages,
+// page by page, and hands each completed poll to the table. Which schedule
+// a poll's next time follows is its choice: poll.schedule, or
+// poll.reconcile_schedule while push works (push_mode.hpp), stretched by the
+// budget (budget.hpp).
 //
 // Thread-safety: none. Everything runs on the loop thread; other threads talk
 // to it through the app's command queue.
@@ -16,19 +19,19 @@
 #include "readreceiptd/dingtalk/pagination.hpp"
 #include "readreceiptd/dingtalk/token_cache.hpp"
 #include "readreceiptd/http/http_engine.hpp"
+#include "readreceiptd/scheduler/budget.hpp"
 #include "readreceiptd/scheduler/due_queue.hpp"
+#include "readreceiptd/scheduler/push_mode.hpp"
 #include "readreceiptd/scheduler/rate_limiter.hpp"
 #include "readreceiptd/store/store.hpp"
-#include "readreceiptd/tracker/tracker.hpp"
+#include "readreceiptd/tracking/table.hpp"
 
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
 #include <string>
-#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -39,25 +42,24 @@ namespace rrd::scheduler {
 // its request_timeout runs; enough for DingTalk's 20 calls/s with answers
 // that take up to 3.2 s (bench/rate_limit.sh).
 inline constexpr std::size_t k_max_polls_in_flight = 64;
-// After the store refuses a commit, the affected messages are polled again
-// after this long (their reads are detected again: nothing is lost).
-inline constexpr Millis k_store_failure_retry{5'000};
-// A poll that changed nothing but the message's poll times (no reads, no
-// stop: no event) is written with the next commit that must be durable, or
-// after this long at the latest, instead of in a commit (a sync) of its own
-// every turn of the loop: at high poll rates that sync took most of the
-// loop's time (bench/poll_throughput.sh). Losing such a write in a crash only
-// makes the message be polled again sooner.
-inline constexpr Millis k_bookkeeping_flush_interval{1'000};
 // Throttling answers and failed calls are logged (at warn) at most this
 // often each, with a count of what happened in between.
 inline constexpr Millis k_throttle_log_interval{10'000};
 inline constexpr Millis k_failure_log_interval{10'000};
+// The budget's stretch is decided again this often (and when the month
+// turns, and after a reload).
+inline constexpr Millis k_budget_review_interval{60'000};
+// Calls are counted in the store this many at a time before they are made,
+// so that a crash can never forget a call it made (it may forget up to this
+// many it did not make: the count errs on the side of the budget).
+inline constexpr std::int64_t k_call_reservation = 10;
 
-enum class Api { query, token };
+// The `api` label: read-status queries (every page), token calls, Stream
+// gateway calls (stream/client.hpp reports those).
+enum class Api { query, token, gateway };
 const char* to_string(Api api);
 
-// What the scheduler reports as it works; the metrics module implements it.
+// What the poller reports as it works; the metrics module implements it.
 // Every method has a no-op default.
 class Observer {
 public:
@@ -65,34 +67,35 @@ public:
   virtual void request_finished(Api, Millis /*duration*/, dingtalk::FailureReason) {}
   virtual void poll_started(Millis /*delay*/) {}
   virtual void poll_succeeded(TimePoint) {}
-  virtual void reads_detected(std::size_t) {}
-  virtual void message_stopped(StopReason) {}
-  virtual void tracked_changed(std::size_t) {}
 };
 
-// Receives the deliveries of committed events (the webhook dispatcher).
-using DeliverySink = std::function<void(std::vector<Delivery>)>;
+// The month's read-status calls, as the poller counts them.
+struct CallBudget {
+  std::string month;                  // "2026-12", Beijing time
+  std::int64_t calls = 0;             // read-status calls counted this month (every page)
+  std::optional<std::int64_t> budget; // dingtalk.monthly_call_budget
+  bool quota_exhausted = false;       // DingTalk said its own monthly quota is spent
+  double stretch = 1.0;               // every interval is multiplied by this
+  PollMode mode = PollMode::normal;
+};
 
-class Scheduler {
+class Scheduler final : public tracking::Listener {
 public:
-  Scheduler(config::Config cfg, store::Store& store, http::Engine& engine, const Clock& clock,
-            DeliverySink deliveries, Observer& observer, std::uint64_t seed);
+  // REQUIRES: `table` outlives the scheduler, and start() comes before
+  // table.start() (the table tells the scheduler what is due as it loads).
+  Scheduler(config::Config cfg, tracking::MessageTable& table, store::Store& store,
+            http::Engine& engine, const Clock& clock, Observer& observer, std::uint64_t seed);
 
-  // Loads the state database and reconciles it with the configuration's
-  // messages (new ones added, removed ones stopped, stopped ones stay so).
-  // REQUIRES: called once, before pump().
+  // Loads the month's call count and listens to the table.
   void start();
   // Applies a new configuration (after SIGHUP).
   void reconfigure(config::Config cfg);
+  // The Stream connection's state (each turn, before pump()).
+  void set_push_state(bool connected, TimePoint since);
 
   // Starts what is due now: a token refresh, next pages, new polls, within
-  // the rate limit.
+  // the rate limit and the budget.
   void pump();
-  // Commits what completed polls produced, in one transaction, then hands
-  // the deliveries on. Call after the engine ran callbacks. Polls that
-  // changed only poll times wait up to k_bookkeeping_flush_interval (none
-  // wait after cancel_all()).
-  void flush();
   // When pump() has work next, if ever.
   std::optional<TimePoint> next_wakeup() const;
 
@@ -103,92 +106,80 @@ public:
 
   // A token is in hand (always true with a fixed token).
   bool has_token() const;
-  std::size_t tracked() const { return m_tracked; }
   const config::Config& config() const { return m_cfg; }
+  // The rate limit every DingTalk call shares (the Stream's gateway calls too).
+  RateLimiter& limiter() { return m_limiter; }
+  CallBudget call_budget() const;
 
-  enum class AddOutcome { created, unchanged, conflict };
-  // Adds a message at run time (the HTTP API); persisted like the others.
-  // A known key, tracking or stopped, is never tracked again: unchanged
-  // when its fields are `spec`'s, a conflict otherwise.
-  AddOutcome add(const MessageSpec& spec);
-  // Stops tracking a message with reason `removed`. False if unknown.
-  bool remove(const std::string& key);
-  const MessageRecord* find(const std::string& key) const;
-  // Visits the messages, tracking and stopped, whose key sorts after
-  // `after` ("": from the first), in key order, until `visit` returns false.
-  // Nothing is copied; `visit` must not add messages. Keys added since the
-  // last visit are sorted in first (O(k log k + n) after k additions).
-  void visit_from(std::string_view after,
-                  const std::function<bool(const MessageRecord&)>& visit) const;
+  // tracking::Listener
+  void scheduled(const MessageRecord& record) override;
+  void stopped(const std::string& key) override;
 
 private:
-  struct Entry {
-    MessageRecord record;
-    int failures = 0;              // consecutive failed polls
-    bool warned_paused = false;    // "bot stopped"-like warning logged
-    bool poll_state_dirty = false; // in m_dirty: its poll times wait to be written
-  };
   struct ActivePoll {
     std::uint64_t id = 0;
     dingtalk::PageWalk walk;
     std::optional<std::string> next_token;
     std::string token; // the access token the last page was sent with
     bool token_retried = false;
-  };
-  struct PendingCommit {
-    MessageRecord previous;
-    store::Commit commit;
+    bool first = false; // the message's first poll
   };
 
-  void reconcile();
   std::optional<std::string> current_token(TimePoint now) const;
   void maybe_refresh_token(TimePoint now);
   void on_token_answer(http::Response r);
-  void start_poll(const std::string& key, TimePoint due, TimePoint now);
+  void start_poll(const std::string& key, TimePoint due, bool first, TimePoint now);
   void send_page(const std::string& key);
   void on_page(const std::string& key, std::uint64_t id, http::Response r);
   void finish(const std::string& key, const tracker::PollResult& result);
-  void queue_step(Entry& entry, tracker::Step step, bool durable = true);
-  bool nothing_unwritten() const { return m_pending.empty() && m_dirty.empty(); }
-  std::vector<std::string> routes_for(const MessageRecord& m, EventType type) const;
   void note_throttled(TimePoint now);
   void note_failure(const std::string& key, const std::string& what, TimePoint now);
-  double random01();
+  const std::vector<config::ScheduleStep>& active_schedule() const;
+
+  // The month's calls.
+  void roll_month(TimePoint now);
+  bool may_call(TimePoint now, bool first);
+  void count_call(bool first);
+  void quota_spent(TimePoint now, const std::string& code);
+  void review_budget(TimePoint now);
+  void apply_mode(const ModeDecision& d, TimePoint now);
 
   config::Config m_cfg;
+  tracking::MessageTable& m_table;
   store::Store& m_store;
   http::Engine& m_engine;
   const Clock& m_clock;
-  DeliverySink m_deliveries;
   Observer& m_observer;
-  std::mt19937_64 m_rng;
 
-  std::unordered_map<std::string, Entry> m_messages; // never erased from
-  // m_messages in key order, for visit_from(): pointers to the map's
-  // elements (stable: nothing is erased). m_sorted is sorted; keys added since
-  // the last visit wait in m_unsorted (8 bytes a message in all).
-  using Slot = std::unordered_map<std::string, Entry>::value_type;
-  mutable std::vector<const Slot*> m_sorted;
-  mutable std::vector<const Slot*> m_unsorted;
-  std::size_t m_tracked = 0;
+  DueQueue m_first; // messages never polled: their first poll goes before the rest
   DueQueue m_due;
   RateLimiter m_limiter;
   dingtalk::TokenCache m_tokens;
   std::unordered_map<std::string, ActivePoll> m_active;
   std::deque<std::string> m_continuations; // polls whose next page waits for a slot
   std::uint64_t m_next_poll_id = 1;
-  std::vector<PendingCommit> m_pending;
-  // Messages whose poll times (and sendStatus) changed since the last write,
-  // and nothing else: written once each by the next flush(), from the
-  // record as it is then, however often they were polled meanwhile.
-  std::vector<std::string> m_dirty;
-  std::size_t m_pending_durable = 0; // entries of m_pending that must not wait
-  TimePoint m_pending_since{};       // when m_pending or m_dirty last became non-empty
   bool m_waiting_for_slot = false;
   bool m_cancelled = false;
   std::optional<TimePoint> m_last_throttle_log;
   std::optional<TimePoint> m_last_failure_log;
   std::size_t m_failures_since_log = 0;
+
+  // Push.
+  PushState m_push;
+  PollMode m_mode = PollMode::normal;
+  bool m_catch_up_owed = false;
+  std::optional<TimePoint> m_down_since; // the outage a catch-up covers; nullopt: since start
+
+  // The month's calls (persisted in reservations of k_call_reservation).
+  store::MonthCalls m_month;
+  std::int64_t m_reserved = 0;             // the count the store holds for this month
+  std::int64_t m_previous_first_polls = 0; // last month's, for the arrivals estimate
+  Month m_bounds;
+  BudgetDecision m_decision;
+  TimePoint m_next_review{};
+  std::optional<TimePoint> m_blocked_until; // no later poll may start before then (budget, quota)
+  bool m_blocked_all = false;               // nor a first poll (nothing left)
+  bool m_quota_logged = false;
 };
 
 } // namespace rrd::scheduler

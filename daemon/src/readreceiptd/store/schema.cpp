@@ -66,8 +66,23 @@ CREATE TABLE disabled_webhooks (
 ) STRICT;
 )sql";
 
+// Push and the monthly budget: what is known of each read (its time and how
+// it became known), and the read-status calls made per calendar month.
+constexpr const char* k_migration_2 = R"sql(
+-- JSON array, one [read_at (Unix ms) or null, "poll" | "push"] per entry of
+-- read_user_ids, in the same order; '[]' for rows from before (read by polls).
+ALTER TABLE messages ADD COLUMN read_info TEXT NOT NULL DEFAULT '[]';
+
+CREATE TABLE call_months (
+  month           TEXT PRIMARY KEY NOT NULL,  -- "2026-12", Beijing time (UTC+8)
+  calls           INTEGER NOT NULL,           -- read-status calls (every page), counted before they go
+  first_polls     INTEGER NOT NULL,           -- first polls of new messages among them
+  quota_exhausted INTEGER NOT NULL CHECK (quota_exhausted IN (0, 1))  -- DingTalk said so
+) STRICT;
+)sql";
+
 // Append new migrations here; never edit one that has shipped.
-constexpr std::array<const char*, 1> k_migrations{k_migration_1};
+constexpr std::array<const char*, 2> k_migrations{k_migration_1, k_migration_2};
 
 } // namespace
 

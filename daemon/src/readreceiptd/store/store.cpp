@@ -151,6 +151,51 @@ std::map<std::string, std::string> string_map(const nlohmann::json& j, const std
   return out;
 }
 
+// [[read_at ms or null, "poll" | "push"], ...]: one per read user id. A
+// shorter list (rows written before it was kept) is padded with reads by
+// poll whose time is unknown.
+std::vector<ReadInfo> read_info_list(const nlohmann::json& j, const std::string& key,
+                                     std::size_t readers) {
+  if (!j.is_array() || j.size() > readers) {
+    throw StoreError("message " + key + ": stored read_info is not a list of one entry per reader");
+  }
+  std::vector<ReadInfo> out;
+  out.reserve(readers);
+  for (const auto& item : j) {
+    if (!item.is_array() || item.size() != 2 ||
+        !(item[0].is_null() || item[0].is_number_integer()) || !item[1].is_string()) {
+      throw StoreError("message " + key + ": stored read_info holds a malformed entry");
+    }
+    ReadInfo info;
+    if (item[0].is_number_integer()) {
+      info.read_at = from_unix_ms(item[0].get<std::int64_t>());
+    }
+    const auto& via = item[1].get_ref<const std::string&>();
+    if (via != "poll" && via != "push") {
+      std::string what = "message " + key;
+      what += ": stored read_info names an unknown source \"";
+      what += via;
+      what += "\"";
+      throw StoreError(what);
+    }
+    info.via = via == "push" ? ReadVia::push : ReadVia::poll;
+    out.push_back(info);
+  }
+  out.resize(readers);
+  return out;
+}
+
+nlohmann::json read_info_json(const MessageRecord& m) {
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t i = 0; i < m.read_user_ids.size(); ++i) {
+    const ReadInfo info = i < m.read_info.size() ? m.read_info[i] : ReadInfo{};
+    out.push_back(nlohmann::json::array(
+        {info.read_at ? nlohmann::json(to_unix_ms(*info.read_at)) : nlohmann::json(nullptr),
+         to_string(info.via)}));
+  }
+  return out;
+}
+
 EventType event_type_column(const std::string& text) {
   auto t = event_type_from_string(text);
   if (!t) {
@@ -178,14 +223,14 @@ constexpr const char* k_select_all_messages = R"sql(
 SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
        expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
        read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
-       stopped_at, last_poll, next_poll
+       stopped_at, last_poll, next_poll, read_info
 FROM messages ORDER BY added_at, process_query_key)sql";
 
 constexpr const char* k_select_message = R"sql(
 SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
        expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
        read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
-       stopped_at, last_poll, next_poll
+       stopped_at, last_poll, next_poll, read_info
 FROM messages WHERE process_query_key = ?1)sql";
 
 // Column positions in the message SELECTs above.
@@ -210,15 +255,17 @@ enum MessageColumn : int {
   c_stopped_at,
   c_last_poll,
   c_next_poll,
+  c_read_info,
 };
 
-// Parameters ?1..?20 in the order of MessageColumn (plus one).
+// Parameters ?1..?21 in the order of MessageColumn (plus one).
 constexpr const char* k_upsert_message = R"sql(
 INSERT INTO messages (process_query_key, source, open_conversation_id, robot_code,
                       expected_readers, expected_reader_count, spec_sent_at, webhooks, labels,
                       sent_at, added_at, read_user_ids, last_sequence, send_status, stopped,
-                      stop_reason, stop_detail, stopped_at, last_poll, next_poll)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                      stop_reason, stop_detail, stopped_at, last_poll, next_poll, read_info)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+        ?21)
 ON CONFLICT (process_query_key) DO UPDATE SET
   source = excluded.source,
   open_conversation_id = excluded.open_conversation_id,
@@ -238,7 +285,18 @@ ON CONFLICT (process_query_key) DO UPDATE SET
   stop_detail = excluded.stop_detail,
   stopped_at = excluded.stopped_at,
   last_poll = excluded.last_poll,
-  next_poll = excluded.next_poll)sql";
+  next_poll = excluded.next_poll,
+  read_info = excluded.read_info)sql";
+
+constexpr const char* k_select_month = R"sql(
+SELECT calls, first_polls, quota_exhausted FROM call_months WHERE month = ?1)sql";
+
+constexpr const char* k_upsert_month = R"sql(
+INSERT INTO call_months (month, calls, first_polls, quota_exhausted) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (month) DO UPDATE SET
+  calls = excluded.calls,
+  first_polls = excluded.first_polls,
+  quota_exhausted = excluded.quota_exhausted)sql";
 
 // What a poll that found nothing new changes.
 constexpr const char* k_update_poll_state = R"sql(
@@ -345,6 +403,8 @@ MessageRecord read_message(const Statement& row) {
   r.added_at = from_unix_ms(row.integer(c_added_at));
   r.read_user_ids = string_list(parse_json(row.text(c_read_user_ids), key, "read_user_ids"), key,
                                 "read_user_ids");
+  r.read_info = read_info_list(parse_json(row.text(c_read_info), key, "read_info"), key,
+                               r.read_user_ids.size());
   r.last_sequence = row.integer(c_last_sequence);
   r.send_status = row.text(c_send_status);
   r.stopped = row.integer(c_stopped) != 0;
@@ -527,6 +587,7 @@ void Store::Impl::write_commit(const Commit& c) {
   nlohmann::json expected_readers = m.spec.expected_readers;
   nlohmann::json labels = m.spec.labels;
   nlohmann::json read_user_ids = m.read_user_ids;
+  nlohmann::json read_info = read_info_json(m);
   std::optional<std::string> webhooks;
   if (m.spec.webhooks) {
     webhooks = dump_json(nlohmann::json(*m.spec.webhooks), key, "webhooks");
@@ -551,7 +612,8 @@ void Store::Impl::write_commit(const Commit& c) {
         .bind(c_stop_detail + 1, m.stop_detail)
         .bind(c_stopped_at + 1, ms(m.stopped_at))
         .bind(c_last_poll + 1, ms(m.last_poll))
-        .bind(c_next_poll + 1, ms(m.next_poll));
+        .bind(c_next_poll + 1, ms(m.next_poll))
+        .bind(c_read_info + 1, dump_json(read_info, key, "read_info"));
     if (webhooks) {
       q.bind(c_webhooks + 1, *webhooks);
     } else {
@@ -723,6 +785,30 @@ std::optional<std::string> Store::webhook_disabled_fingerprint(const std::string
     return std::nullopt;
   }
   return q.text(0);
+}
+
+std::optional<MonthCalls> Store::load_month(const std::string& month) {
+  Statement q(m_impl->conn, k_select_month, "cannot read the month's calls");
+  q.bind(1, month);
+  if (!q.step()) {
+    return std::nullopt;
+  }
+  MonthCalls m;
+  m.month = month;
+  m.calls = q.integer(0);
+  m.first_polls = q.integer(1);
+  m.quota_exhausted = q.integer(2) != 0;
+  return m;
+}
+
+void Store::save_month(const MonthCalls& m) {
+  Transaction tx(m_impl->conn, "cannot write the month's calls");
+  {
+    Statement q(m_impl->conn, k_upsert_month, "cannot write the month's calls");
+    q.bind(1, m.month).bind(2, m.calls).bind(3, m.first_polls).bind(4, m.quota_exhausted ? 1 : 0);
+    q.run();
+  }
+  tx.commit();
 }
 
 bool Store::integrity_ok() {

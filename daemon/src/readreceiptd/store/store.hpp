@@ -45,6 +45,15 @@ struct Commit {
   bool poll_state_only = false;
 };
 
+// The read-status calls of one calendar month (scheduler/budget.hpp).
+struct MonthCalls {
+  std::string month; // "2026-12"
+  std::int64_t calls = 0;
+  std::int64_t first_polls = 0;
+  bool quota_exhausted = false; // DingTalk answered ApiCountLimit this month
+  bool operator==(const MonthCalls&) const = default;
+};
+
 struct DeadLetter {
   Delivery delivery;
   std::optional<TimePoint> died_at;
@@ -111,6 +120,13 @@ public:
   void clear_webhook_disabled(const std::string& name);
   // The fingerprint the webhook was disabled under, if it is disabled.
   std::optional<std::string> webhook_disabled_fingerprint(const std::string& name);
+
+  // --- the monthly call count
+  // The month's record, if any calls were counted in it.
+  std::optional<MonthCalls> load_month(const std::string& month);
+  // Writes the month's record (in a transaction of its own: it is durable
+  // when this returns).
+  void save_month(const MonthCalls& m);
 
   // PRAGMA integrity_check == "ok" (false also when the check cannot run).
   bool integrity_ok();

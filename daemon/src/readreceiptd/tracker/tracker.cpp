@@ -41,15 +41,48 @@ OutboxEvent make_event(const MessageRecord& rec, EventType type, TimePoint now, 
   return ev;
 }
 
-// Appends a message.read event for `newly`, consuming the next sequence.
-void emit_read(Step& step, const std::vector<std::string>& newly, TimePoint now) {
+Json time_or_null(const std::optional<TimePoint>& t) {
+  return t ? Json(format_rfc3339(*t)) : Json(nullptr);
+}
+
+// The fields both event types carry about who is still expected.
+void add_unread(Json& data, const MessageRecord& rec) {
+  if (!rec.spec.expected_readers.empty()) {
+    data["unread_user_ids"] = unread_user_ids(rec);
+  }
+}
+
+// Appends the readers of `newly` (ids not in the record) to the record, with
+// what is known of each read.
+void add_readers(MessageRecord& rec, const std::vector<std::string>& newly,
+                 const std::vector<ReadInfo>& info) {
+  rec.read_info.resize(rec.read_user_ids.size()); // a record from before read_info
+  rec.read_user_ids.insert(rec.read_user_ids.end(), newly.begin(), newly.end());
+  rec.read_info.insert(rec.read_info.end(), info.begin(), info.end());
+}
+
+// Appends a message.read event for the last `count` readers of the record,
+// consuming the next sequence.
+void emit_read(Step& step, std::size_t count, TimePoint now) {
   MessageRecord& rec = step.record;
   rec.last_sequence += 1;
+  const std::size_t first = rec.read_user_ids.size() - count;
+  Json newly_ids = Json::array();
+  Json newly = Json::array();
+  for (std::size_t i = first; i < rec.read_user_ids.size(); ++i) {
+    newly_ids.push_back(rec.read_user_ids[i]);
+    Json reader = Json::object();
+    reader["user_id"] = rec.read_user_ids[i];
+    reader["read_at"] = time_or_null(rec.read_info[i].read_at);
+    reader["via"] = to_string(rec.read_info[i].via);
+    newly.push_back(std::move(reader));
+  }
   Json data = Json::object();
   data["process_query_key"] = rec.spec.process_query_key;
   data["open_conversation_id"] = rec.spec.open_conversation_id;
   data["robot_code"] = rec.spec.robot_code;
-  data["newly_read_user_ids"] = newly;
+  data["newly_read_user_ids"] = std::move(newly_ids);
+  data["newly_read"] = std::move(newly);
   data["read_user_ids"] = rec.read_user_ids;
   data["read_count"] = rec.read_user_ids.size();
   if (const auto expected = expected_count(rec.spec)) {
@@ -58,6 +91,7 @@ void emit_read(Step& step, const std::vector<std::string>& newly, TimePoint now)
     data["expected_reader_count"] = nullptr;
   }
   data["send_status"] = rec.send_status;
+  add_unread(data, rec);
   data["sequence"] = rec.last_sequence;
   data["labels"] = labels_json(rec.spec.labels);
   step.events.push_back(make_event(rec, EventType::message_read, now, std::move(data)));
@@ -77,22 +111,33 @@ void emit_stop(Step& step, StopReason reason, std::string detail, TimePoint now)
   data["detail"] = rec.stop_detail;
   data["read_user_ids"] = rec.read_user_ids;
   data["read_count"] = rec.read_user_ids.size();
+  add_unread(data, rec);
   data["sequence"] = rec.last_sequence;
   data["labels"] = labels_json(rec.spec.labels);
   step.events.push_back(make_event(rec, EventType::tracking_stopped, now, std::move(data)));
 }
 
-// The ids of `answer` not yet in `known`, deduplicated, in answer order.
-std::vector<std::string> newly_read(const std::vector<std::string>& known,
+// The positions in `answer` of ids not yet in `known`, deduplicated, in
+// answer order.
+std::vector<std::size_t> newly_read(const std::vector<std::string>& known,
                                     const std::vector<std::string>& answer) {
-  std::unordered_set<std::string> seen(known.begin(), known.end());
-  std::vector<std::string> out;
-  for (const auto& id : answer) {
-    if (!id.empty() && seen.insert(id).second) {
-      out.push_back(id);
+  std::unordered_set<std::string_view> seen(known.begin(), known.end());
+  std::vector<std::size_t> out;
+  for (std::size_t i = 0; i < answer.size(); ++i) {
+    if (!answer[i].empty() && seen.insert(answer[i]).second) {
+      out.push_back(i);
     }
   }
   return out;
+}
+
+Millis stretched(Millis interval, double stretch) {
+  if (!(stretch > 1.0)) {
+    return interval;
+  }
+  const double ms = static_cast<double>(interval.count()) * stretch;
+  constexpr double k_cap = 365.0 * 24 * 3'600'000; // a year: the max_age cap comes first
+  return Millis{static_cast<Millis::rep>(std::min(ms, k_cap))};
 }
 
 } // namespace
@@ -134,8 +179,8 @@ Step apply(const MessageRecord& record, const PollResult& result, const Context&
   MessageRecord& rec = step.record;
   const TimePoint now = ctx.now;
   const Millis msg_age = age(rec, now);
-  const auto& schedule = ctx.poll.schedule;
-  const Millis normal = scheduler::interval_for_age(schedule, msg_age);
+  const auto& schedule = ctx.schedule != nullptr ? *ctx.schedule : ctx.poll.schedule;
+  const Millis normal = stretched(scheduler::interval_for_age(schedule, msg_age), ctx.stretch);
   rec.last_poll = now;
 
   Millis delay = normal;
@@ -144,8 +189,15 @@ Step apply(const MessageRecord& record, const PollResult& result, const Context&
     rec.send_status = result.send_status;
     const auto newly = newly_read(rec.read_user_ids, result.read_user_ids);
     if (!newly.empty()) {
-      rec.read_user_ids.insert(rec.read_user_ids.end(), newly.begin(), newly.end());
-      emit_read(step, newly, now);
+      std::vector<std::string> ids;
+      std::vector<ReadInfo> info;
+      for (const std::size_t i : newly) {
+        ids.push_back(result.read_user_ids[i]);
+        info.push_back(
+            {i < result.read_at.size() ? result.read_at[i] : std::nullopt, ReadVia::poll});
+      }
+      add_readers(rec, ids, info);
+      emit_read(step, ids.size(), now);
     }
     if (rec.send_status == k_send_status_recalled) {
       emit_stop(step, StopReason::recalled, "", now);
@@ -168,7 +220,7 @@ Step apply(const MessageRecord& record, const PollResult& result, const Context&
     emit_stop(step, StopReason::invalid, result.code, now);
     return step;
   case PollResult::Kind::paused:
-    delay = scheduler::slowest_interval(schedule);
+    delay = stretched(scheduler::slowest_interval(schedule), ctx.stretch);
     break;
   case PollResult::Kind::transient:
     delay = scheduler::backoff_delay(ctx.consecutive_failures, normal, ctx.jitter);
@@ -182,6 +234,29 @@ Step apply(const MessageRecord& record, const PollResult& result, const Context&
   // Here sent_at + max_age > now, so the next poll lies in (now, deadline]
   // for any positive delay.
   rec.next_poll = std::min(now + delay, rec.sent_at + ctx.poll.max_age);
+  return step;
+}
+
+Step apply_push(const MessageRecord& record, const std::vector<PushedRead>& reads, TimePoint now) {
+  Step step{record, {}};
+  MessageRecord& rec = step.record;
+  std::vector<std::string> ids;
+  std::vector<ReadInfo> info;
+  std::unordered_set<std::string_view> seen(rec.read_user_ids.begin(), rec.read_user_ids.end());
+  for (const auto& r : reads) {
+    if (!r.user_id.empty() && seen.insert(r.user_id).second) {
+      ids.push_back(r.user_id);
+      info.push_back({r.read_at, ReadVia::push});
+    }
+  }
+  if (ids.empty()) {
+    return step;
+  }
+  add_readers(rec, ids, info);
+  emit_read(step, ids.size(), now);
+  if (fully_read(rec)) {
+    emit_stop(step, StopReason::fully_read, "", now);
+  }
   return step;
 }
 

@@ -16,9 +16,10 @@
 //
 // Rules, in the order apply() checks them:
 //  * answer: the ids in the answer not yet in the read set (deduplicated, in
-//    answer order; empty ids ignored) are appended; ids missing from a later
-//    answer are ignored (a user never un-reads). Any new ids produce one
-//    message.read event. Then, at most one stop, in this precedence:
+//    answer order; empty ids ignored) are appended, with via poll and the
+//    answer's read time if it gives one; ids missing from a later answer are
+//    ignored (a user never un-reads). Any new ids produce one message.read
+//    event. Then, at most one stop, in this precedence:
 //      recalled  (sendStatus RECALLED; wins over fully_read: the message is
 //                 gone, whoever read it; the read set is in the event anyway)
 //      fully_read (every expected reader has read it, or the read count
@@ -47,6 +48,7 @@
 #include "readreceiptd/common/model.hpp"
 #include "readreceiptd/config/config.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,7 +73,10 @@ struct PollResult {
   Kind kind = Kind::answer;
   std::string send_status;                // answer: SUCCESS | PROCESSING | RECALLED | other
   std::vector<std::string> read_user_ids; // answer: union of all pages, first-seen order
-  std::string code;                       // expire_time/invalid/paused: the DingTalk code
+  // answer: when each of read_user_ids read it, where the answer says (the
+  // oto API's readTimestamp); empty when the answer gives no times.
+  std::vector<std::optional<TimePoint>> read_at;
+  std::string code; // expire_time/invalid/paused: the DingTalk code
 };
 
 struct Context {
@@ -79,6 +84,17 @@ struct Context {
   TimePoint now;
   int consecutive_failures = 0; // transient failures of this message before this result
   double jitter = 0.0;          // uniform in [0, 1), for the backoff
+  // The schedule the next poll follows (poll.reconcile_schedule while the
+  // Stream is up); nullptr: poll.schedule.
+  const std::vector<config::ScheduleStep>* schedule = nullptr;
+  // Every interval is multiplied by this (the monthly budget's stretch, >= 1).
+  double stretch = 1.0;
+};
+
+// One read pushed over the Stream (robot_msg_read).
+struct PushedRead {
+  std::string user_id;
+  std::optional<TimePoint> read_at; // operatTime
 };
 
 // The new state and the events it produced, in sequence order. Event ids are
@@ -97,6 +113,14 @@ MessageRecord new_record(const MessageSpec& spec, MessageSource source, TimePoin
 // next_poll is left unchanged when the message stops.
 // REQUIRES: !record.stopped
 Step apply(const MessageRecord& record, const PollResult& result, const Context& ctx);
+
+// Applies the reads pushed for one message in one turn of the loop: the new
+// readers (not yet read, deduplicated, in push order) are appended with via
+// push and their read times, and make one message.read event; the message
+// stops `fully_read` when they complete it. Poll times are left as they are.
+// Nothing changes when no reader is new.
+// REQUIRES: !record.stopped
+Step apply_push(const MessageRecord& record, const std::vector<PushedRead>& reads, TimePoint now);
 
 // Stops tracking for a reason from outside a poll (e.g. `removed`), emitting
 // one message.tracking_stopped event. A record that is already stopped is

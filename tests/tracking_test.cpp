@@ -1,0 +1,236 @@
+// The message table's one path for reads: pushed reads of a turn make one
+// event, are acknowledged only after their commit (and refused when it
+// fails), and meet polled reads in the same read set. Plus the pure schedule
+// switches of push mode.
+#include "fakes/fake_engine.hpp"
+#include "readreceiptd/scheduler/push_mode.hpp"
+#include "readreceiptd/scheduler/scheduler.hpp"
+#include "readreceiptd/tracking/table.hpp"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+using namespace rrd;
+using nlohmann::json;
+using rrd::testing::FakeEngine;
+
+namespace {
+
+constexpr Millis k_s{1'000};
+constexpr Millis k_min{60'000};
+
+config::Config base_config() {
+  config::Config cfg;
+  cfg.dingtalk.endpoint = "http://dingtalk.test";
+  cfg.dingtalk.auth_kind = config::DingTalk::AuthKind::fixed_token;
+  cfg.dingtalk.fixed_token.access_token = "tok-0123456789abcdef";
+  cfg.dingtalk.robot_code = "robot";
+  cfg.dingtalk.requests_per_second = 1000;
+  config::Webhook hook;
+  hook.name = "ops";
+  cfg.webhooks.push_back(hook);
+  MessageSpec m;
+  m.process_query_key = "key";
+  m.robot_code = "robot";
+  m.expected_readers = {"a", "b", "c"};
+  cfg.messages.push_back(m);
+  return cfg;
+}
+
+struct Counting final : tracking::Observer {
+  std::map<ReadVia, int> reads;
+  std::vector<Millis> delays;
+  void read_committed(ReadVia via, std::optional<Millis> delay) override {
+    ++reads[via];
+    if (delay) {
+      delays.push_back(*delay);
+    }
+  }
+};
+
+stream::ReadEvent read(const std::string& user, std::optional<TimePoint> at = std::nullopt,
+                       const std::string& key = "key") {
+  stream::ReadEvent e;
+  e.process_query_key = key;
+  e.user_id = user;
+  e.read_at = at;
+  return e;
+}
+
+struct Harness {
+  explicit Harness(config::Config cfg = base_config())
+      : store(store::Store::open(":memory:")), engine(&clock),
+        table(
+            cfg, *store, clock,
+            [this](std::vector<Delivery> d) {
+              deliveries.insert(deliveries.end(), d.begin(), d.end());
+            },
+            observer, 7),
+        sched(cfg, table, *store, engine, clock, poller_observer, 7) {
+    sched.start();
+    table.start();
+  }
+
+  // Pushes `e`, recording what the Stream client would send back.
+  stream::ReadSink::Outcome push(const stream::ReadEvent& e) {
+    const std::size_t i = acks.size();
+    acks.push_back(std::nullopt);
+    return table.push_read(e, [this, i](bool ok) { acks[i] = ok; });
+  }
+
+  FakeClock clock;
+  std::unique_ptr<store::Store> store;
+  FakeEngine engine;
+  Counting observer;
+  scheduler::Observer poller_observer;
+  std::vector<Delivery> deliveries;
+  std::vector<std::optional<bool>> acks;
+  tracking::MessageTable table;
+  scheduler::Scheduler sched;
+};
+
+} // namespace
+
+TEST_CASE("table: the pushes of one turn make one event, acknowledged after the commit") {
+  Harness h;
+  h.deliveries.clear();
+  const TimePoint read_at = h.clock.now() - 3 * k_s;
+  CHECK(h.push(read("a", read_at)) == stream::ReadSink::Outcome::pending);
+  CHECK(h.push(read("b")) == stream::ReadSink::Outcome::pending);
+  CHECK(h.push(read("a", read_at)) == stream::ReadSink::Outcome::pending); // redelivered
+  CHECK(h.push(read("z", std::nullopt, "unknown")) == stream::ReadSink::Outcome::untracked);
+  CHECK(h.acks == std::vector<std::optional<bool>>(4, std::nullopt)); // nothing before the commit
+  REQUIRE(h.table.next_flush() == std::optional<TimePoint>(h.clock.now()));
+  h.table.flush();
+  CHECK(h.acks[0] == std::optional<bool>(true));
+  CHECK(h.acks[1] == std::optional<bool>(true));
+  CHECK(h.acks[2] == std::optional<bool>(true));
+  REQUIRE(h.deliveries.size() == 1);
+  const json body = json::parse(h.deliveries[0].body);
+  CHECK(body["data"]["newly_read_user_ids"] == json{"a", "b"});
+  CHECK(body["data"]["newly_read"][0]["via"] == "push");
+  CHECK(body["data"]["newly_read"][0]["read_at"] == format_rfc3339(read_at));
+  CHECK(body["data"]["unread_user_ids"] == json{"c"});
+  // Durable before the acknowledgement.
+  const auto stored = h.store->load_message("key");
+  CHECK(stored->read_user_ids == std::vector<std::string>{"a", "b"});
+  CHECK(stored->read_info[0] == ReadInfo{read_at, ReadVia::push});
+  CHECK(h.observer.reads[ReadVia::push] == 2);
+  CHECK(h.observer.delays == std::vector<Millis>{3 * k_s});
+  // Known now: a duplicate, acknowledged by the client at once.
+  CHECK(h.push(read("a")) == stream::ReadSink::Outcome::duplicate);
+}
+
+TEST_CASE("table: a push that completes the message stops it fully_read") {
+  Harness h;
+  h.deliveries.clear();
+  h.push(read("a"));
+  h.push(read("b"));
+  h.push(read("c"));
+  h.table.flush();
+  REQUIRE(h.deliveries.size() == 2);
+  CHECK(json::parse(h.deliveries[1].body)["data"]["reason"] == "fully_read");
+  CHECK(h.table.find("key")->stopped);
+  CHECK(h.table.tracked() == 0);
+  CHECK(h.push(read("d")) == stream::ReadSink::Outcome::untracked);
+}
+
+TEST_CASE("table: a failed commit refuses the pushes' acknowledgements and forgets them") {
+  Harness h;
+  h.deliveries.clear();
+  h.push(read("a"));
+  // A label that is not UTF-8 makes the store refuse the commit it is in,
+  // and the turn's commit is all or nothing: the push goes with it.
+  MessageSpec bad;
+  bad.process_query_key = "bad-label";
+  bad.robot_code = "robot";
+  bad.labels = {{"k", "\xff"}};
+  REQUIRE(h.table.add(bad) == tracking::MessageTable::AddOutcome::created);
+  h.table.flush();
+  CHECK(h.acks[0] == std::optional<bool>(false)); // DingTalk sends it again
+  CHECK(h.table.find("key")->read_user_ids.empty());
+  CHECK(h.deliveries.empty());
+  CHECK(h.store->load_message("key")->read_user_ids.empty());
+  // Sent again, it is applied (the refused commit is not tried again).
+  h.push(read("a"));
+  h.table.flush();
+  CHECK(h.acks[1] == std::optional<bool>(true));
+  CHECK(h.store->load_message("key")->read_user_ids == std::vector<std::string>{"a"});
+}
+
+TEST_CASE("table: a poll and a push of the same reader in one turn report it once") {
+  Harness h;
+  h.deliveries.clear();
+  h.sched.pump(); // the first poll goes out
+  REQUIRE(h.engine.pending().size() == 1);
+  h.push(read("a"));
+  h.engine.answer(FakeEngine::reply(200, R"({"sendStatus":"SUCCESS","readUserIds":["a","b"]})"));
+  h.engine.run_once(Millis{0});
+  h.table.flush();
+  std::vector<std::string> reported;
+  for (const auto& d : h.deliveries) {
+    const json body = json::parse(d.body);
+    for (const auto& id : body["data"]["newly_read_user_ids"]) {
+      reported.push_back(id.get<std::string>());
+    }
+  }
+  std::sort(reported.begin(), reported.end());
+  CHECK(reported == std::vector<std::string>{"a", "b"});
+  CHECK(h.acks[0] == std::optional<bool>(true));
+}
+
+TEST_CASE(
+    "push mode: reconcile while up, poll.schedule after fallback_after down, then a catch-up") {
+  using scheduler::decide_mode;
+  using scheduler::ModeDecision;
+  using scheduler::PollMode;
+  const TimePoint t0 = from_unix_ms(1'764'064'800'000);
+  scheduler::PushState push{true, false, t0, 30 * k_s};
+  // Just started: polls reconcile, a catch-up is owed (what was pushed while
+  // the daemon was down never arrived).
+  CHECK(decide_mode(PollMode::reconcile, true, push, t0 + 10 * k_s) ==
+        ModeDecision{PollMode::reconcile, false, false, true});
+  // It connects: the catch-up, once.
+  push.connected = true;
+  push.since = t0 + 12 * k_s;
+  CHECK(decide_mode(PollMode::reconcile, true, push, t0 + 12 * k_s) ==
+        ModeDecision{PollMode::reconcile, false, true, false});
+  // A short gap changes nothing.
+  push.connected = false;
+  push.since = t0 + k_min;
+  CHECK(decide_mode(PollMode::reconcile, false, push, t0 + k_min + 29 * k_s) ==
+        ModeDecision{PollMode::reconcile, false, false, false});
+  // Down fallback_after: poll.schedule, once; a catch-up will be owed.
+  CHECK(decide_mode(PollMode::reconcile, false, push, t0 + k_min + 30 * k_s) ==
+        ModeDecision{PollMode::normal, true, false, true});
+  CHECK(decide_mode(PollMode::normal, true, push, t0 + 5 * k_min) ==
+        ModeDecision{PollMode::normal, false, false, true});
+  // Back: reconcile, and the catch-up.
+  push.connected = true;
+  push.since = t0 + 6 * k_min;
+  CHECK(decide_mode(PollMode::normal, true, push, t0 + 6 * k_min) ==
+        ModeDecision{PollMode::reconcile, false, true, false});
+  // Push off: poll.schedule, nothing owed.
+  push.enabled = false;
+  CHECK(decide_mode(PollMode::reconcile, true, push, t0) ==
+        ModeDecision{PollMode::normal, false, false, false});
+}
+
+TEST_CASE("push mode: the next poll after a fallback, and the catch-up's order") {
+  const TimePoint t0 = from_unix_ms(1'764'064'800'000);
+  const config::Poll poll;
+  MessageRecord m;
+  m.sent_at = t0;
+  m.added_at = t0;
+  m.last_poll = t0 + k_min;      // age 1 min: poll.schedule says every 15 s
+  m.next_poll = t0 + 21 * k_min; // the reconcile schedule's 20 min
+  CHECK(scheduler::fallback_next_poll(m, poll.schedule, t0 + 2 * k_min) == t0 + 2 * k_min);
+  CHECK(scheduler::fallback_next_poll(m, poll.schedule, t0 + k_min + 5 * k_s) ==
+        t0 + k_min + 15 * k_s);
+  m.next_poll = t0 + k_min + 10 * k_s; // sooner already: kept
+  CHECK(scheduler::fallback_next_poll(m, poll.schedule, t0 + k_min + 5 * k_s) ==
+        t0 + k_min + 10 * k_s);
+  // Catch-up: from the outage's start, or the message's addition if later.
+  CHECK(scheduler::catch_up_time(m, t0 + 30 * k_s) == t0 + 30 * k_s);
+  CHECK(scheduler::catch_up_time(m, t0 - k_min) == t0);
+}
