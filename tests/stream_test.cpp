@@ -266,6 +266,16 @@ TEST_CASE("stream frames: robot_msg_read data, every reading accepted, hostile o
       }
     }
   }
+  SUBCASE("a C1 control (U+0080..U+009F) in an id is refused, as in a polled answer") {
+    const auto user = parse_read_event(R"({"processQueryKey":"k","userId":"a\u0085b"})");
+    REQUIRE_FALSE(user);
+    CHECK(user.error() == "`userId` holds a control character");
+    const auto key = parse_read_event(R"({"processQueryKey":"k\u009f"})");
+    REQUIRE_FALSE(key);
+    CHECK(key.error() == "`processQueryKey` holds a control character");
+    // The neighbours of the C1 range are ordinary characters.
+    CHECK(parse_read_event(R"({"processQueryKey":"k\u00a0","userId":"\u007e\u00ff"})"));
+  }
 }
 
 TEST_CASE("websocket handshake: RFC 6455's example key and the answer's checks") {

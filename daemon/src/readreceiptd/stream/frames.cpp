@@ -289,7 +289,7 @@ Result<ReadEvent, std::string> parse_read_event(std::string_view data) {
     if (out.size() > k_max_field_bytes) {
       problem = std::string("`") + name + "` is longer than " + std::to_string(k_max_field_bytes) +
                 " bytes";
-    } else if (has_control(out)) {
+    } else if (dingtalk::has_control_character(out)) {
       problem = std::string("`") + name + "` holds a control character";
     }
     return true;
