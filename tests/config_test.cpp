@@ -1398,8 +1398,9 @@ TEST_CASE("keys with control characters are escaped in key paths") {
   CHECK(
       json_errors_of(std::string(R"({"process_query_key":"k","a\u0000\u001b[2J":1})"), defaults) ==
       std::vector<std::string>{"\"a\\x00\\x1b[2J\": unknown key (expected one of: "
-                               "process_query_key, open_conversation_id, robot_code, "
-                               "expected_readers, expected_reader_count, sent_at, webhooks, "
+                               "process_query_key, kind, open_conversation_id, token, "
+                               "token_file, robot_code, expected_readers, "
+                               "expected_reader_count, sent_at, webhooks, "
                                "labels)"});
   CHECK(errors_of(k_min + "state: { path: /x, \"p\\e\": 1 }\n") ==
         std::vector<std::string>{
