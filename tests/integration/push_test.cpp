@@ -162,10 +162,11 @@ TEST_CASE("push: a Stream that drops every few seconds and loses a fifth of the 
   const Reported r = reported(h.sink);
   CHECK(r.times.size() == all.size());
   int by_push = 0;
-  for (const auto& [k, n] : r.times) {
+  for (const auto& entry : r.times) {
+    const auto& k = entry.first;
     CAPTURE(k.first);
     CAPTURE(k.second);
-    CHECK(n == 1); // exactly once per reader
+    CHECK(entry.second == 1); // exactly once per reader
     by_push += r.via.at(k) == "push" ? 1 : 0;
   }
   const auto stats = h.dingtalk.stream().stats();
@@ -206,9 +207,9 @@ TEST_CASE("push: a crash between a push and its acknowledgement loses nothing an
   REQUIRE_MESSAGE(h.wait_for_stop("crash", 60s), h.log());
   const Reported r = reported(h.sink);
   CHECK(r.times.size() == readers.size());
-  for (const auto& [k, n] : r.times) {
-    CAPTURE(k.second);
-    CHECK(n == 1);
+  for (const auto& entry : r.times) {
+    CAPTURE(entry.first.second);
+    CHECK(entry.second == 1);
   }
   check_sequences(h.sink);
   h.stop();
