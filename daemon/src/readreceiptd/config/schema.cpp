@@ -604,7 +604,7 @@ void read_message_fields(MapReader& map, MessageSpec& m, const MessageDefaults& 
     m.token = *token.value;
   }
   if (m.kind == MessageKind::oto && !m.open_conversation_id.empty()) {
-    map.error("open_conversation_id",
+    ctx.error(map.find("open_conversation_id")->mark(), map.path("open_conversation_id"),
               "not for kind oto (oToMessages/readStatus asks by robot_code and key alone)");
   }
   if (m.kind == MessageKind::group && !token.given && m.open_conversation_id.empty() &&

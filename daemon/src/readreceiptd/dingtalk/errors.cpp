@@ -155,7 +155,9 @@ Decision classify_answer(const http::Response& r, Api api, Page* page, Token* to
   }
   if (r.status >= 200 && r.status < 300) {
     if (api != Api::token) {
-      auto parsed = api == Api::oto_query ? parse_oto_status(r.body) : parse_query_page(r.body);
+      auto parsed = api == Api::oto_query     ? parse_oto_status(r.body)
+                    : api == Api::group_query ? parse_group_page(r.body)
+                                              : parse_query_page(r.body);
       if (!parsed) {
         return make(Action::bad_response, FailureReason::bad_response, "",
                     status_text(r.status) +

@@ -430,6 +430,47 @@ constexpr std::int64_t k_max_read_time_ms = 7'258'118'400'000;
 
 } // namespace
 
+Result<Page, std::string> parse_group_page(std::string_view body) {
+  json j = parse_json(body);
+  if (!j.is_object() || !j.contains("readUsers") || j["readUsers"].is_null()) {
+    return parse_query_page(body); // and its errors for what is not an object
+  }
+  const json users = std::move(j["readUsers"]);
+  j.erase("readUsers");
+  if (!users.is_array()) {
+    return err(std::string("readUsers: expected an array, got ") + type_name(users));
+  }
+  Page page;
+  if (j.contains("sendStatus") || j.contains("readUserIds") || j.contains("hasMore") ||
+      j.contains("nextToken")) {
+    auto rest = parse_query_page(dump(j));
+    if (!rest) {
+      return rest;
+    }
+    page = std::move(rest).value();
+  }
+  std::unordered_set<std::string> seen(page.read_user_ids.begin(), page.read_user_ids.end());
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    const json& u = users[i];
+    const std::string where = "readUsers[" + std::to_string(i) + "]";
+    if (!u.is_object()) {
+      return err(where + ": expected an object, got " + type_name(u));
+    }
+    const auto id = u.find("userId");
+    if (id == u.end() || !id->is_string() || id->get_ref<const std::string&>().empty()) {
+      return err(where + ".userId: expected a non-empty string");
+    }
+    const std::string& text = id->get_ref<const std::string&>();
+    if (has_control_character(text)) {
+      return err(where + ".userId: control character in a user id");
+    }
+    if (seen.insert(text).second) {
+      page.read_user_ids.push_back(text);
+    }
+  }
+  return page;
+}
+
 Result<Page, std::string> parse_oto_status(std::string_view body) {
   const json j = parse_json(body);
   if (j.is_discarded()) {
@@ -457,8 +498,7 @@ Result<Page, std::string> parse_oto_status(std::string_view body) {
     return err(std::string("messageReadInfoList: expected an array, got ") + type_name(*list));
   }
   if (list->size() > k_max_oto_entries) {
-    return err("messageReadInfoList: more than " + std::to_string(k_max_oto_entries) +
-               " entries");
+    return err("messageReadInfoList: more than " + std::to_string(k_max_oto_entries) + " entries");
   }
   std::unordered_map<std::string, std::size_t> read_index;
   std::unordered_set<std::string> listed;

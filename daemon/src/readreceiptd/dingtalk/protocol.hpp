@@ -98,6 +98,14 @@ std::optional<http::Request> build_token_request(const config::DingTalk& cfg);
 // names the offending field and never quotes values.
 Result<Page, std::string> parse_query_page(std::string_view body);
 
+// Parses a 200 answer of groupMessages/query: parse_query_page's answer,
+// which newer SDKs also read as `readUsers`, an array of objects each with a
+// non-empty `userId` (and a `unionId`, ignored). Both readings are accepted:
+// the read set is readUserIds followed by the readUsers' ids not already in
+// it, and an answer with readUsers alone is a page. A bad readUsers is an
+// error named by its index, as readUserIds' are.
+Result<Page, std::string> parse_group_page(std::string_view body);
+
 // Parses a 200 answer of oToMessages/readStatus: a JSON object with
 // `sendStatus` (a string, optional) and `messageReadInfoList`, an array of
 // objects with a non-empty `userId` (no control characters), `readStatus`
