@@ -3,7 +3,11 @@
 // body; it goes through classify() / classify_token(), the parsers behind
 // them, and a PageWalk fed with the parsed pages. Nothing may crash, throw or
 // hang, and the decisions must be consistent with the parsers. The page
-// parser must also agree with a reference built on a document tree.
+// parser must also agree with a reference built on a document tree. The same
+// answer is classified for each message kind: errors as one table (groups
+// adding invalidParameter.invalid), 2xx answers by the kind's parser (the
+// group page with readUsers, the oto recipients list), whose pages must hold
+// no empty, repeated or control-character ids.
 // Thread-safety: libFuzzer calls it from one thread.
 #include "readreceiptd/dingtalk/errors.hpp"
 #include "readreceiptd/dingtalk/pagination.hpp"
@@ -16,6 +20,7 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -258,6 +263,78 @@ Result<Page, std::string> reference_parse_query_page(std::string_view body) {
   }
 }
 
+void check_user_ids(const std::vector<std::string>& ids) {
+  for (const auto& id : ids) {
+    check(!id.empty(), "user ids are not empty");
+    check(!rrd::dingtalk::has_control_character(id), "user ids hold no control characters");
+  }
+}
+
+bool unique(const std::vector<std::string>& ids) {
+  std::set<std::string> seen(ids.begin(), ids.end());
+  return seen.size() == ids.size();
+}
+
+// What classify() must hand out for a message of `kind`, against the
+// private-chat decision `base` and the kind's own parser.
+void check_kind(const rrd::http::Response& r, rrd::MessageKind kind, const Decision& base) {
+  rrd::dingtalk::Page page;
+  page.send_status = "sentinel";
+  const Decision d = rrd::dingtalk::classify(r, kind, &page);
+  check_decision(d, r);
+  const bool answered = r.failure == rrd::http::Failure::none && r.status >= 200 &&
+                        r.status < 300 && base.action != Action::throttled;
+  if (!answered) {
+    // Errors are one table for every kind; groups add invalidParameter.invalid.
+    const auto e = rrd::dingtalk::parse_error_body(r.body);
+    const bool group_invalid = kind == rrd::MessageKind::group && e &&
+                               e->code == "invalidParameter.invalid" &&
+                               base.action == Action::client_bug;
+    check(group_invalid ? d.action == Action::stop_invalid : d.action == base.action,
+          "every kind classifies an error as private_chat does");
+    if (!group_invalid) {
+      check(d.reason == base.reason && d.code == base.code, "same reason and code");
+    }
+  }
+  const auto parsed = kind == rrd::MessageKind::oto ? rrd::dingtalk::parse_oto_status(r.body)
+                                                    : rrd::dingtalk::parse_group_page(r.body);
+  if (d.action == Action::ok) {
+    check(static_cast<bool>(parsed), "ok implies the kind's answer parsed");
+    check(parsed.value() == page, "classify hands out the kind's parsed page");
+  } else {
+    check(page.send_status == "sentinel" && page.read_user_ids.empty(),
+          "no page is handed out unless ok");
+  }
+  if (!parsed) {
+    return;
+  }
+  const auto& p = parsed.value();
+  check_user_ids(p.read_user_ids);
+  if (kind == rrd::MessageKind::group) {
+    // readUserIds may repeat an id, as privateChatMessages/query's may (the
+    // tracker counts each once); readUsers add only ids not yet listed.
+    check(!p.lists_recipients && p.read_at.empty(), "a group answer has no recipients or times");
+    check(!p.has_more || !p.next_token.empty(), "hasMore implies a nextToken");
+    const auto plain = rrd::dingtalk::parse_query_page(r.body);
+    if (plain) {
+      const auto& ids = plain.value().read_user_ids;
+      check(p.read_user_ids.size() >= std::set<std::string>(ids.begin(), ids.end()).size(),
+            "readUsers only add to readUserIds");
+    }
+    return;
+  }
+  check(p.lists_recipients && !p.has_more && p.next_token.empty(), "one oto page");
+  check(unique(p.read_user_ids), "each oto reader once");
+  check(p.read_at.size() == p.read_user_ids.size(), "a read time slot per reader");
+  check(unique(p.recipients), "each recipient once");
+  check(p.recipients.size() <= rrd::dingtalk::k_max_oto_entries, "recipients are capped");
+  check_user_ids(p.recipients);
+  const std::set<std::string> recipients(p.recipients.begin(), p.recipients.end());
+  for (const auto& id : p.read_user_ids) {
+    check(recipients.count(id) == 1, "every reader is a listed recipient");
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -267,6 +344,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     page.send_status = "sentinel";
     const Decision d = rrd::dingtalk::classify(r, &page);
     check_decision(d, r);
+    check(rrd::dingtalk::classify(r, rrd::MessageKind::private_chat, nullptr).action == d.action,
+          "private_chat is the default kind");
+    check_kind(r, rrd::MessageKind::group, d);
+    check_kind(r, rrd::MessageKind::oto, d);
 
     const auto parsed = rrd::dingtalk::parse_query_page(r.body);
     const auto reference = reference_parse_query_page(r.body);

@@ -467,6 +467,56 @@ TEST_CASE("api: POST adds (201), repeats (200), conflicts (409) and validates (4
             .status == 400);
 }
 
+TEST_CASE("api: kinds - a group message's token is taken, compared and never shown") {
+  FakeBackend b;
+  const std::string token = "grp-SECRET-5d1c7e90aa";
+  const std::string body =
+      R"({"process_query_key": "g1", "kind": "group", "token": ")" + token + R"("})";
+  auto created = call(b, "POST", "/v1/messages", body);
+  REQUIRE(created.status == 201);
+  CHECK(body_of(created)["kind"] == "group");
+  CHECK(created.body.find(token) == std::string::npos);
+  CHECK(b.records.at("g1").spec.token == token);
+  CHECK(call(b, "POST", "/v1/messages", body).status == 200);
+  // Another token is another message: the 409 names the field, not the value.
+  auto other =
+      call(b, "POST", "/v1/messages",
+           R"({"process_query_key": "g1", "kind": "group", "token": "grp-SECRET-other000"})");
+  CHECK(other.status == 409);
+  CHECK(body_of(other)["error"].get<std::string>().find("(token)") != std::string::npos);
+  CHECK(other.body.find("SECRET") == std::string::npos);
+  auto kind = call(b, "POST", "/v1/messages", R"({"process_query_key": "g1", "kind": "oto"})");
+  CHECK(kind.status == 409);
+  CHECK(body_of(kind)["error"].get<std::string>().find("(kind, token)") != std::string::npos);
+  const auto listed = call(b, "GET", "/v1/messages");
+  CHECK(listed.body.find(token) == std::string::npos);
+  // A token for another kind is refused, still without its value.
+  auto wrong = call(b, "POST", "/v1/messages",
+                    R"({"process_query_key": "p1", "token": "grp-SECRET-5d1c7e90aa"})");
+  CHECK(wrong.status == 400);
+  CHECK(wrong.body.find("SECRET") == std::string::npos);
+  CHECK(body_of(wrong)["error"].get<std::string>().find("token: only for kind group") !=
+        std::string::npos);
+}
+
+TEST_CASE("api: kinds - an oto message expects the recipients DingTalk lists") {
+  MessageRecord m = record("o1");
+  m.spec.kind = MessageKind::oto;
+  m.spec.expected_readers.clear();
+  m.recipients = {"u1", "u2", "u3"};
+  const json j = json::parse(message_json(m));
+  CHECK(j["kind"] == "oto");
+  CHECK(j["expected_readers"] == json({"u1", "u2", "u3"}));
+  CHECK(j["expected_reader_count"] == 3);
+  CHECK(j["unread_user_ids"] == json({"u2", "u3"}));
+  m.recipients.clear(); // before the first answer: nothing known
+  const json before = json::parse(message_json(m));
+  CHECK(before["expected_readers"] == json::array());
+  CHECK(before["unread_user_ids"].is_null());
+  CHECK(before["expected_reader_count"].is_null());
+  CHECK(json::parse(message_json(record("p")))["kind"] == "private_chat");
+}
+
 TEST_CASE("api: POSTing a stopped message again: 200 with it as it is, 409 for other fields") {
   FakeBackend b;
   b.records["done"] = record("done", true);

@@ -905,6 +905,7 @@ TEST_CASE("the annotated example configuration loads") {
   credentials.write("app_secret", "example-app-secret\n");
   credentials.write("api_token", "example-api-token\n");
   credentials.write("audit_webhook_secret", "whsec_YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4\n");
+  credentials.write("group_bot_token", "example-group-bot-token\n");
   const ScopedEnv env("CREDENTIALS_DIRECTORY", credentials.path().string());
   const ScopedEnv hook("OPS_WEBHOOK_SECRET", k_secret);
   const Config c = load_file((source_dir() / "config" / "example.yaml").string());
@@ -916,11 +917,16 @@ TEST_CASE("the annotated example configuration loads") {
   CHECK(c.webhooks[0].secret == k_secret);
   CHECK(c.webhooks[0].headers ==
         std::vector<std::pair<std::string, std::string>>{{"X-Team", "ops"}});
-  REQUIRE(c.messages.size() == 2);
+  REQUIRE(c.messages.size() == 4);
+  CHECK(c.messages[0].kind == MessageKind::private_chat);
   CHECK(c.messages[0].expected_readers == std::vector<std::string>{"user1", "user2"});
   CHECK(c.messages[0].labels.at("campaign") == "outage-42");
-  CHECK(c.messages[1].robot_code == "dingrobotcode");
-  CHECK_FALSE(c.messages[1].webhooks.has_value());
+  CHECK(c.messages[1].kind == MessageKind::group);
+  CHECK(c.messages[1].token == "example-group-bot-token");
+  CHECK(c.messages[2].kind == MessageKind::oto);
+  CHECK(c.messages[2].expected_readers.empty());
+  CHECK(c.messages[3].robot_code == "dingrobotcode");
+  CHECK_FALSE(c.messages[3].webhooks.has_value());
 }
 
 TEST_CASE("parse_message_json applies the messages: rules to one JSON object") {
@@ -1398,8 +1404,9 @@ TEST_CASE("keys with control characters are escaped in key paths") {
   CHECK(
       json_errors_of(std::string(R"({"process_query_key":"k","a\u0000\u001b[2J":1})"), defaults) ==
       std::vector<std::string>{"\"a\\x00\\x1b[2J\": unknown key (expected one of: "
-                               "process_query_key, open_conversation_id, robot_code, "
-                               "expected_readers, expected_reader_count, sent_at, webhooks, "
+                               "process_query_key, kind, open_conversation_id, token, "
+                               "token_file, robot_code, expected_readers, "
+                               "expected_reader_count, sent_at, webhooks, "
                                "labels)"});
   CHECK(errors_of(k_min + "state: { path: /x, \"p\\e\": 1 }\n") ==
         std::vector<std::string>{

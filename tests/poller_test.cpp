@@ -4,8 +4,10 @@
 // push mode.
 #include "fakes/fake_engine.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
+#include "readreceiptd/tracker/tracker.hpp"
 #include "readreceiptd/tracking/table.hpp"
 
+#include <algorithm>
 #include <doctest/doctest.h>
 
 using namespace rrd;
@@ -211,4 +213,88 @@ TEST_CASE("poller: reconcile schedule while push is up, poll.schedule after the 
   h.run(2 * k_s);
   CHECK(*h.table.find("key0")->last_poll > polled);
   CHECK(h.table.find("key0")->next_poll == *h.table.find("key0")->last_poll + 20 * k_min);
+}
+
+TEST_CASE("poller: each kind asks its own API, and the oto window closes without a call") {
+  config::Config cfg = base_config(0, std::nullopt);
+  cfg.poll.schedule = {{std::nullopt, 3 * k_h}};
+  const TimePoint start = at("2026-12-10T00:00:00Z");
+  for (const MessageKind kind : k_all_message_kinds) {
+    MessageSpec m;
+    m.process_query_key = std::string(to_string(kind)) + "+/=";
+    m.kind = kind;
+    m.robot_code = "robot";
+    m.sent_at = start;
+    if (kind == MessageKind::group) {
+      m.token = "group-bot-token-0123";
+    }
+    cfg.messages.push_back(m);
+  }
+  Harness h(cfg, start);
+  const std::string oto_key = "oto+/=";
+  std::vector<std::string> requests;
+  std::vector<TimePoint> oto_polls;
+  const std::int64_t read_ms = to_unix_ms(start + 5 * k_min);
+  const auto answer_all = [&] {
+    while (!h.engine.pending().empty()) {
+      const http::Request& r = h.engine.pending().front().request;
+      const std::string path = r.url.substr(std::string("http://dingtalk.test").size());
+      requests.push_back(r.method + " " + path);
+      if (r.method == "GET") {
+        oto_polls.push_back(h.clock.now());
+        h.engine.answer(FakeEngine::reply(
+            200, R"({"sendStatus":"SUCCESS","messageReadInfoList":[)"
+                 R"({"name":"A","userId":"a","readStatus":"READ","readTimestamp":)" +
+                     std::to_string(read_ms) +
+                     R"(},{"name":"B","userId":"b","readStatus":"UNREAD"}]})"));
+      } else {
+        h.engine.answer(FakeEngine::reply(200, R"({"sendStatus":"SUCCESS","readUserIds":["a"]})"));
+      }
+    }
+  };
+  const auto turn = [&] {
+    h.sched.pump();
+    answer_all();
+    h.engine.run_once(Millis{0});
+    h.table.flush();
+  };
+  for (int i = 0; i < 5; ++i) {
+    turn();
+    h.clock.advance(Millis{10}); // the rate limit's next slot
+  }
+  std::sort(requests.begin(), requests.end());
+  CHECK(requests ==
+        std::vector<std::string>{
+            "GET /v1.0/robot/oToMessages/readStatus?robotCode=robot&processQueryKey=oto%2B%2F%3D",
+            "POST /v1.0/robot/groupMessages/query", "POST /v1.0/robot/privateChatMessages/query"});
+  const MessageRecord* oto = h.table.find(oto_key);
+  REQUIRE(oto != nullptr);
+  CHECK(oto->recipients == std::vector<std::string>{"a", "b"});
+  CHECK(oto->read_info == std::vector<ReadInfo>{{from_unix_ms(read_ms), ReadVia::poll}});
+  CHECK(unread_user_ids(*oto) == std::vector<std::string>{"b"});
+
+  // A day in 10 s steps: polls every 3 h, the last one in the window's last
+  // minute, then the close, which makes no call.
+  const TimePoint close = start + tracker::k_oto_window;
+  while (h.clock.now() < close + k_min) {
+    turn();
+    h.clock.advance(10 * k_s);
+  }
+  REQUIRE_FALSE(oto_polls.empty());
+  CHECK(oto_polls.back() >= close - k_min);
+  CHECK(oto_polls.back() < close);
+  CHECK(oto_polls.size() <= 10); // 8 scheduled, the last poll, the first
+  oto = h.table.find(oto_key);
+  REQUIRE(oto != nullptr);
+  CHECK(oto->stopped);
+  CHECK(oto->stop_reason == StopReason::expired);
+  CHECK(oto->stop_detail == "read status window closed");
+  const auto stored = h.store->load_message(oto_key);
+  REQUIRE(stored);
+  CHECK(stored->spec.kind == MessageKind::oto);
+  CHECK(stored->recipients == std::vector<std::string>{"a", "b"});
+  const auto group = h.store->load_message("group+/=");
+  REQUIRE(group);
+  CHECK(group->spec.token == "group-bot-token-0123");
+  CHECK_FALSE(group->stopped); // groups and private chats have no window
 }

@@ -144,7 +144,7 @@ TEST_CASE("open creates the directory and a WAL-mode database file") {
   }
   RawDb raw(path);
   CHECK(raw.text("PRAGMA journal_mode") == "wal");
-  CHECK(raw.text("PRAGMA user_version") == "2");
+  CHECK(raw.text("PRAGMA user_version") == "3");
 }
 
 TEST_CASE("an in-memory store opens and works") {
@@ -172,7 +172,7 @@ TEST_CASE("reopening applies no migration twice and keeps the data") {
   CHECK(s->load_messages().size() == 1);
   s.reset();
   RawDb raw(path);
-  CHECK(raw.text("PRAGMA user_version") == "2");
+  CHECK(raw.text("PRAGMA user_version") == "3");
 }
 
 TEST_CASE("a database with a newer schema version is refused and left untouched") {
@@ -691,57 +691,96 @@ TEST_CASE("the month's call count is kept per month and survives reopening") {
         std::optional<store::MonthCalls>(store::MonthCalls{"2027-01", 1, 1, false}));
 }
 
-// tests/fixtures/state-schema1.db was written by the release before push and
-// the budget (schema 1): the demo's messages, read and stopped in every way,
-// one added through the API, delivered, pending and dead deliveries, a
-// disabled webhook.
-TEST_CASE("a state database of the previous release is migrated and loses nothing") {
+// The state databases of earlier releases, kept in tests/fixtures/: each
+// written by the demo of that release, its messages read and stopped in
+// every way, one added through the API, delivered, pending and dead
+// deliveries, a disabled webhook. state-schema1.db is from before push and
+// the budget; state-schema2.db from before message kinds (with pushed reads
+// and a month's call count).
+namespace {
+
+struct Snapshot {
+  std::string messages;
+  std::string read_info;
+  std::string events;
+  std::string deliveries;
+  std::string months;
+};
+
+Snapshot snapshot(RawDb& raw, bool with_push_columns) {
+  Snapshot out;
+  out.messages = raw.text("SELECT group_concat(process_query_key || '|' || read_user_ids || '|' || "
+                          "stopped || '|' || coalesce(stop_reason, '') || '|' || last_sequence, "
+                          "';') FROM (SELECT * FROM messages ORDER BY process_query_key)");
+  out.events = raw.text("SELECT count(*) || '/' || group_concat(id, ',') FROM "
+                        "(SELECT id FROM events ORDER BY id)");
+  out.deliveries = raw.text("SELECT group_concat(event_id || webhook || state || attempts, ',') "
+                            "FROM (SELECT * FROM deliveries ORDER BY event_id, webhook)");
+  if (with_push_columns) {
+    out.read_info = raw.text("SELECT group_concat(read_info, ';') FROM "
+                             "(SELECT read_info FROM messages ORDER BY process_query_key)");
+    out.months = raw.text("SELECT group_concat(month || '|' || calls || '|' || first_polls || '|' "
+                          "|| quota_exhausted, ';') "
+                          "FROM (SELECT * FROM call_months ORDER BY month)");
+  }
+  return out;
+}
+
+void check_migrates_losing_nothing(const char* fixture, int version, std::size_t messages) {
+  CAPTURE(fixture);
   TempDir dir;
   const auto path = std::filesystem::path(dir.path()) / "state.db";
-  std::filesystem::copy_file(
-      std::filesystem::path(__FILE__).parent_path() / "fixtures" / "state-schema1.db", path);
-  std::string before_messages;
-  std::string before_events;
-  std::string before_deliveries;
+  std::filesystem::copy_file(std::filesystem::path(__FILE__).parent_path() / "fixtures" / fixture,
+                             path);
+  const bool had_push = version >= 2;
+  Snapshot before;
   {
     RawDb raw(path.string());
-    CHECK(raw.text("PRAGMA user_version") == "1");
-    before_messages =
-        raw.text("SELECT group_concat(process_query_key || '|' || read_user_ids || '|' || "
-                 "stopped || '|' || coalesce(stop_reason, '') || '|' || last_sequence, "
-                 "';') FROM (SELECT * FROM messages ORDER BY process_query_key)");
-    before_events = raw.text("SELECT count(*) || '/' || group_concat(id, ',') FROM "
-                             "(SELECT id FROM events ORDER BY id)");
-    before_deliveries =
-        raw.text("SELECT group_concat(event_id || webhook || state || attempts, ',') "
-                 "FROM (SELECT * FROM deliveries ORDER BY event_id, webhook)");
+    REQUIRE(raw.text("PRAGMA user_version") == std::to_string(version));
+    before = snapshot(raw, had_push);
   }
   {
     auto s = Store::open(path.string());
-    const auto messages = s->load_messages();
-    CHECK(messages.size() == 6);
-    for (const auto& m : messages) {
+    const auto loaded = s->load_messages();
+    CHECK(loaded.size() == messages);
+    for (const auto& m : loaded) {
       CAPTURE(m.spec.process_query_key);
+      CHECK(m.spec.kind == MessageKind::private_chat);
+      CHECK(m.spec.token.empty());
+      CHECK(m.recipients.empty());
       CHECK(m.read_info.size() == m.read_user_ids.size());
-      for (const auto& info : m.read_info) {
-        CHECK(info == ReadInfo{std::nullopt, ReadVia::poll});
+      if (!had_push) {
+        for (const auto& info : m.read_info) {
+          CHECK(info == ReadInfo{std::nullopt, ReadVia::poll});
+        }
       }
     }
     CHECK(s->load_pending_deliveries().size() == 1);
     CHECK(s->load_dead_letters().size() == 1);
     CHECK(s->webhook_disabled_fingerprint("old-hook") == std::optional<std::string>("fp-123"));
-    CHECK_FALSE(s->load_month("2026-12"));
     CHECK(s->integrity_ok());
+    if (!had_push) {
+      CHECK_FALSE(s->load_month("2026-12"));
+    }
   }
   RawDb raw(path.string());
-  CHECK(raw.text("PRAGMA user_version") == std::to_string(2));
-  CHECK(raw.text("SELECT group_concat(process_query_key || '|' || read_user_ids || '|' || "
-                 "stopped || '|' || coalesce(stop_reason, '') || '|' || last_sequence, "
-                 "';') FROM (SELECT * FROM messages ORDER BY process_query_key)") ==
-        before_messages);
-  CHECK(raw.text("SELECT count(*) || '/' || group_concat(id, ',') FROM "
-                 "(SELECT id FROM events ORDER BY id)") == before_events);
-  CHECK(raw.text("SELECT group_concat(event_id || webhook || state || attempts, ',') "
-                 "FROM (SELECT * FROM deliveries ORDER BY event_id, webhook)") ==
-        before_deliveries);
+  CHECK(raw.text("PRAGMA user_version") == "3");
+  const Snapshot after = snapshot(raw, had_push);
+  CHECK(after.messages == before.messages);
+  CHECK(after.events == before.events);
+  CHECK(after.deliveries == before.deliveries);
+  CHECK(after.read_info == before.read_info);
+  CHECK(after.months == before.months);
+  CHECK(raw.text("SELECT group_concat(DISTINCT kind || token || recipients) FROM messages") ==
+        "private_chat[]");
+}
+
+} // namespace
+
+TEST_CASE("a state database from before push is migrated and loses nothing") {
+  check_migrates_losing_nothing("state-schema1.db", 1, 6);
+}
+
+TEST_CASE("a state database from before message kinds is migrated and loses nothing") {
+  check_migrates_losing_nothing("state-schema2.db", 2, 5);
 }

@@ -116,15 +116,16 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
   CHECK(e1.type == EventType::message_read);
   CHECK(e1.sequence == 1);
   CHECK(e1.created_at == t1);
-  CHECK(e1.body == R"({"type":"message.read","timestamp":"2026-11-25T10:03:12.123Z","data":{)"
-                   R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
-                   R"("open_conversation_id":"cid6KeBBLo7EeiodoA==","robot_code":"dingrobotcode",)"
-                   R"("newly_read_user_ids":["user1"],)"
-                   R"("newly_read":[{"user_id":"user1","read_at":null,"via":"poll"}],)"
-                   R"("read_user_ids":["user1"],"read_count":1,)"
-                   R"("expected_reader_count":2,"send_status":"SUCCESS",)"
-                   R"("unread_user_ids":["user2"],"sequence":1,)"
-                   R"("labels":{"campaign":"outage-42"}}})");
+  CHECK(e1.body ==
+        R"({"type":"message.read","timestamp":"2026-11-25T10:03:12.123Z","data":{)"
+        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=","kind":"private_chat",)"
+        R"("open_conversation_id":"cid6KeBBLo7EeiodoA==","robot_code":"dingrobotcode",)"
+        R"("newly_read_user_ids":["user1"],)"
+        R"("newly_read":[{"user_id":"user1","read_at":null,"via":"poll"}],)"
+        R"("read_user_ids":["user1"],"read_count":1,)"
+        R"("expected_reader_count":2,"send_status":"SUCCESS",)"
+        R"("unread_user_ids":["user2"],"sequence":1,)"
+        R"("labels":{"campaign":"outage-42"}}})");
   CHECK_FALSE(s1.record.stopped);
 
   const TimePoint t2 = at("2026-11-25T10:03:27.125Z");
@@ -132,7 +133,7 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
   REQUIRE(s2.events.size() == 2);
   CHECK(s2.events[0].body ==
         R"({"type":"message.read","timestamp":"2026-11-25T10:03:27.125Z","data":{)"
-        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
+        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=","kind":"private_chat",)"
         R"("open_conversation_id":"cid6KeBBLo7EeiodoA==","robot_code":"dingrobotcode",)"
         R"("newly_read_user_ids":["user2"],)"
         R"("newly_read":[{"user_id":"user2","read_at":null,"via":"poll"}],)"
@@ -144,7 +145,7 @@ TEST_CASE("message.read and tracking_stopped bodies match the documented shape e
   CHECK(s2.events[1].created_at == t2);
   CHECK(s2.events[1].body ==
         R"({"type":"message.tracking_stopped","timestamp":"2026-11-25T10:03:27.125Z","data":{)"
-        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
+        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=","kind":"private_chat",)"
         R"("reason":"fully_read","detail":"","read_user_ids":["user1","user2"],)"
         R"("read_count":2,"unread_user_ids":[],"sequence":3,"labels":{"campaign":"outage-42"}}})");
   CHECK(s2.record.stopped);
@@ -384,7 +385,7 @@ TEST_CASE("invalid stops with the DingTalk code as detail") {
   CHECK(s2.events[0].sequence == 2);
   CHECK(s2.events[0].body ==
         R"({"type":"message.tracking_stopped","timestamp":"2026-11-25T10:00:20.000Z","data":{)"
-        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=",)"
+        R"("process_query_key":"Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=","kind":"private_chat",)"
         R"("reason":"invalid","detail":"invalid.openConversationId","read_user_ids":["a"],)"
         R"("read_count":1,"sequence":2,"labels":{"campaign":"outage-42"}}})");
 }

@@ -53,6 +53,7 @@ json readers_to_json(const MessageRecord& m) {
 json message_to_json(const MessageRecord& m) {
   json j;
   j["process_query_key"] = m.spec.process_query_key;
+  j["kind"] = to_string(m.spec.kind); // the token, a secret, is never shown
   j["open_conversation_id"] = m.spec.open_conversation_id;
   j["robot_code"] = m.spec.robot_code;
   j["source"] = to_string(m.source);
@@ -60,9 +61,12 @@ json message_to_json(const MessageRecord& m) {
   j["read_count"] = m.read_user_ids.size();
   j["read_user_ids"] = m.read_user_ids;
   j["readers"] = readers_to_json(m);
-  j["expected_readers"] = m.spec.expected_readers;
-  j["unread_user_ids"] = m.spec.expected_readers.empty() ? json(nullptr) : json(unread_user_ids(m));
-  const auto expected = expected_count(m.spec);
+  // The readers it waits for: the configured ones, else (oto) the
+  // recipients DingTalk lists.
+  const auto& expected_ids = expected_reader_ids(m);
+  j["expected_readers"] = expected_ids;
+  j["unread_user_ids"] = expected_ids.empty() ? json(nullptr) : json(unread_user_ids(m));
+  const auto expected = expected_count(m);
   j["expected_reader_count"] = expected ? json(*expected) : json(nullptr);
   j["send_status"] = m.send_status;
   j["stop_reason"] = m.stop_reason ? json(to_string(*m.stop_reason)) : json(nullptr);
@@ -558,6 +562,8 @@ std::vector<std::string> differing_fields(const MessageSpec& a, const MessageSpe
     }
   };
   check(a.process_query_key == b.process_query_key, "process_query_key");
+  check(a.kind == b.kind, "kind");
+  check(a.token == b.token, "token"); // named, never shown
   check(a.open_conversation_id == b.open_conversation_id, "open_conversation_id");
   check(a.robot_code == b.robot_code, "robot_code");
   check(a.expected_readers == b.expected_readers, "expected_readers");

@@ -56,10 +56,49 @@ std::optional<std::int64_t> expected_count(const MessageSpec& spec) {
   return spec.expected_reader_count;
 }
 
+const char* to_string(MessageKind k) {
+  switch (k) {
+  case MessageKind::private_chat:
+    return "private_chat";
+  case MessageKind::group:
+    return "group";
+  case MessageKind::oto:
+    return "oto";
+  }
+  return "private_chat";
+}
+
+std::optional<MessageKind> message_kind_from_string(std::string_view s) {
+  for (const MessageKind k : k_all_message_kinds) {
+    if (s == to_string(k)) {
+      return k;
+    }
+  }
+  return std::nullopt;
+}
+
+const std::vector<std::string>& expected_reader_ids(const MessageRecord& m) {
+  if (m.spec.expected_readers.empty() && !m.spec.expected_reader_count &&
+      m.spec.kind == MessageKind::oto) {
+    return m.recipients;
+  }
+  return m.spec.expected_readers;
+}
+
+std::optional<std::int64_t> expected_count(const MessageRecord& m) {
+  if (const auto n = expected_count(m.spec)) {
+    return n;
+  }
+  if (m.spec.kind == MessageKind::oto && !m.recipients.empty()) {
+    return static_cast<std::int64_t>(m.recipients.size());
+  }
+  return std::nullopt;
+}
+
 std::vector<std::string> unread_user_ids(const MessageRecord& m) {
   std::vector<std::string> out;
   const std::unordered_set<std::string_view> read(m.read_user_ids.begin(), m.read_user_ids.end());
-  for (const auto& id : m.spec.expected_readers) {
+  for (const auto& id : expected_reader_ids(m)) {
     if (read.count(id) == 0) {
       out.push_back(id);
     }

@@ -39,9 +39,22 @@ struct ReadInfo {
   bool operator==(const ReadInfo&) const = default;
 };
 
+// How the bot sent the message, and so which read-status API answers for it.
+enum class MessageKind {
+  private_chat, // into a person-to-person chat: privateChatMessages/query
+  group,        // into a group chat (groupMessages/send): groupMessages/query
+  oto,          // one-to-one to up to 20 users (oToMessages/batchSend): oToMessages/readStatus
+};
+const char* to_string(MessageKind k);
+std::optional<MessageKind> message_kind_from_string(std::string_view s);
+inline constexpr MessageKind k_all_message_kinds[] = {MessageKind::private_chat,
+                                                      MessageKind::group, MessageKind::oto};
+
 // A watched message as the user describes it: one `messages:` item.
 struct MessageSpec {
   std::string process_query_key;
+  MessageKind kind = MessageKind::private_chat;
+  std::string token;                // group only: the template bot's token (a secret)
   std::string open_conversation_id; // empty: omitted from requests
   std::string robot_code;           // resolved: the item's, else dingtalk.robot_code
   std::vector<std::string> expected_readers;
@@ -53,7 +66,8 @@ struct MessageSpec {
   bool operator==(const MessageSpec&) const = default;
 };
 
-// The number of readers after which a message is fully read, if known.
+// The number of readers after which a message is fully read, if the
+// specification says.
 std::optional<std::int64_t> expected_count(const MessageSpec& spec);
 
 // A message's tracking state: everything that must survive a restart.
@@ -64,6 +78,9 @@ struct MessageRecord {
   TimePoint added_at;                     // when the daemon first saw it
   std::vector<std::string> read_user_ids; // in the order they were first seen
   std::vector<ReadInfo> read_info;        // read_info[i] is of read_user_ids[i]
+  // oto: the recipients DingTalk's last answer listed, in its order; the
+  // expected readers when the specification names none.
+  std::vector<std::string> recipients;
   std::int64_t last_sequence = 0;         // sequence of the last event emitted
   std::string send_status;                // last sendStatus seen, "" before any
   bool stopped = false;
@@ -76,7 +93,14 @@ struct MessageRecord {
   bool operator==(const MessageRecord&) const = default;
 };
 
-// The expected readers who have not read yet, in expected_readers order
+// The readers a message waits for: spec.expected_readers, else (oto, with
+// no expected_reader_count either) the recipients DingTalk lists. Empty when
+// no list is known.
+const std::vector<std::string>& expected_reader_ids(const MessageRecord& m);
+// The number of readers after which the message is fully read, if known:
+// the specification's, else the recipients' number (oto).
+std::optional<std::int64_t> expected_count(const MessageRecord& m);
+// The expected readers who have not read yet, in expected_reader_ids order
 // (empty when no list of expected readers is known).
 std::vector<std::string> unread_user_ids(const MessageRecord& m);
 

@@ -567,10 +567,50 @@ struct MessageDefaults {
   std::vector<std::string> webhook_names;
 };
 
+// messages[].kind
+std::optional<MessageKind> message_kind(Context& ctx, Value v, const std::string& path) {
+  const auto text = reader::read_string(ctx, v, path);
+  if (!text) {
+    return std::nullopt;
+  }
+  if (const auto k = message_kind_from_string(*text)) {
+    return k;
+  }
+  std::vector<std::string> known;
+  for (const MessageKind k : k_all_message_kinds) {
+    known.emplace_back(to_string(k));
+  }
+  ctx.error(v.mark(), path,
+            "unknown kind " + quote_text(*text) + reader::did_you_mean(*text, known) +
+                " (private_chat: a bot's person-to-person chat; group: groupMessages/send; "
+                "oto: oToMessages/batchSend)");
+  return std::nullopt;
+}
+
 void read_message_fields(MapReader& map, MessageSpec& m, const MessageDefaults& defaults) {
   Context& ctx = map.ctx();
   map.read_required("process_query_key", m.process_query_key, reader::read_nonempty_identifier);
-  map.read("open_conversation_id", m.open_conversation_id, reader::read_identifier);
+  const bool kind_refused = map.has("kind") && !map.read("kind", m.kind, message_kind);
+  const bool conversation_refused =
+      map.has("open_conversation_id") &&
+      !map.read("open_conversation_id", m.open_conversation_id, reader::read_identifier);
+  // A group message sent by a template bot is queried with its token.
+  const reader::Secret token = reader::read_secret(map, "token");
+  if (token.given && !kind_refused && m.kind != MessageKind::group) {
+    ctx.error(token.mark, token.path,
+              "only for kind group (a template bot's token), not " +
+                  std::string(to_string(m.kind)));
+  } else if (token.value) {
+    m.token = *token.value;
+  }
+  if (m.kind == MessageKind::oto && !m.open_conversation_id.empty()) {
+    ctx.error(map.find("open_conversation_id")->mark(), map.path("open_conversation_id"),
+              "not for kind oto (oToMessages/readStatus asks by robot_code and key alone)");
+  }
+  if (m.kind == MessageKind::group && !token.given && m.open_conversation_id.empty() &&
+      map.valid() && !conversation_refused) {
+    map.error("open_conversation_id", "required for kind group (or token, for a template bot)");
+  }
   const bool own_robot_code = map.read("robot_code", m.robot_code, reader::read_identifier);
   const auto readers = map.find("expected_readers");
   const auto count = map.find("expected_reader_count");

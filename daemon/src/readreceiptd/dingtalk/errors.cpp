@@ -8,12 +8,15 @@
 namespace rrd::dingtalk {
 namespace {
 
-enum class Api { query, token };
+// query: privateChatMessages; group_query, oto_query: the other kinds'.
+enum class Api { query, group_query, oto_query, token };
 
 constexpr std::string_view k_code_not_ready = "processQueryKey.expireTime";
 constexpr std::string_view k_code_system_error = "system.error";
 constexpr std::string_view k_code_invalid_auth = "InvalidAuthentication";
 constexpr std::string_view k_code_cursor_invalid = "invalidParameter.cursor.invalid";
+// groupMessages/query: the token names no robot.
+constexpr std::string_view k_code_group_invalid = "invalidParameter.invalid";
 constexpr std::string_view k_prefix_auth_failed = "AuthenticationFailed.";
 constexpr std::string_view k_prefix_forbidden = "Forbidden.";
 constexpr std::array<std::string_view, 3> k_throttle_prefixes = {
@@ -106,7 +109,7 @@ Decision classify_code(Api api, const ErrorBody& e) {
   if (code == k_code_not_ready) {
     return make(Action::not_ready_or_expired, FailureReason::none, e.code, e.message);
   }
-  if (one_of(code, k_invalid_codes)) {
+  if (one_of(code, k_invalid_codes) || (api == Api::group_query && code == k_code_group_invalid)) {
     return make(Action::stop_invalid, FailureReason::client, e.code, e.message);
   }
   if (one_of(code, k_pause_bot_codes)) {
@@ -151,8 +154,10 @@ Decision classify_answer(const http::Response& r, Api api, Page* page, Token* to
                 "HTML page instead of JSON (" + status_text(r.status) + ")");
   }
   if (r.status >= 200 && r.status < 300) {
-    if (api == Api::query) {
-      auto parsed = parse_query_page(r.body);
+    if (api != Api::token) {
+      auto parsed = api == Api::oto_query     ? parse_oto_status(r.body)
+                    : api == Api::group_query ? parse_group_page(r.body)
+                                              : parse_query_page(r.body);
       if (!parsed) {
         return make(Action::bad_response, FailureReason::bad_response, "",
                     status_text(r.status) +
@@ -178,7 +183,7 @@ Decision classify_answer(const http::Response& r, Api api, Page* page, Token* to
   const auto body = parse_error_body(r.body);
   const std::string code = body ? body->code : std::string();
   const std::string message = body ? body->message : std::string();
-  if (api == Api::query && code.rfind(k_prefix_quota, 0) == 0) {
+  if (api != Api::token && code.rfind(k_prefix_quota, 0) == 0) {
     return make(Action::quota_exhausted, FailureReason::throttled, code,
                 message.empty() ? status_text(r.status) : message);
   }
@@ -276,6 +281,18 @@ void withhold_quoted_secrets(Decision& d, std::string_view body,
 }
 
 Decision classify(const http::Response& r, Page* page) {
+  return classify_answer(r, Api::query, page, nullptr);
+}
+
+Decision classify(const http::Response& r, MessageKind kind, Page* page) {
+  switch (kind) {
+  case MessageKind::private_chat:
+    break;
+  case MessageKind::group:
+    return classify_answer(r, Api::group_query, page, nullptr);
+  case MessageKind::oto:
+    return classify_answer(r, Api::oto_query, page, nullptr);
+  }
   return classify_answer(r, Api::query, page, nullptr);
 }
 

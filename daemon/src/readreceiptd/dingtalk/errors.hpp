@@ -26,7 +26,8 @@
 //       openConversationId.notExisted,
 //       conversation.org.dismatch,
 //       invalidParameter.robotCode.*,
-//       resource.not.found                    stop_invalid  client
+//       resource.not.found,
+//       invalidParameter.invalid (group)      stop_invalid  client
 //     bot.stopped, template.not.existed,
 //       template.stopped                      pause         client
 //     unauthorized, auth.error, any other
@@ -112,6 +113,12 @@ struct Decision {
 
   bool failed() const { return reason != FailureReason::none; }
 };
+
+// Classifies the answer to a read-status call of a message of `kind`: the
+// table above for all three, with groupMessages/query's
+// invalidParameter.invalid (the token names no robot) a stop_invalid too, and
+// a 2xx parsed as the kind's answer (parse_query_page, parse_oto_status).
+Decision classify(const http::Response& r, MessageKind kind, Page* page);
 
 // Classifies the answer to a privateChatMessages/query call. When the answer
 // is a good page and `page` is not null, the parsed page is moved into *page

@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <tuple>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace rrd::dingtalk {
 namespace {
@@ -128,16 +131,48 @@ std::string cap_text(std::string_view text, std::size_t max_bytes) {
   return out;
 }
 
+std::string url_encode(std::string_view text) {
+  static constexpr char k_hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size() + 8);
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u >= 'A' && u <= 'Z') || (u >= 'a' && u <= 'z') || (u >= '0' && u <= '9') || u == '-' ||
+        u == '.' || u == '_' || u == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += k_hex[u >> 4];
+      out += k_hex[u & 0x0F];
+    }
+  }
+  return out;
+}
+
 http::Request build_query_request(const config::DingTalk& cfg, const MessageSpec& m,
                                   const std::string& token, const std::string* next_token) {
-  http::Request r = base_request(cfg, k_query_path);
+  if (m.kind == MessageKind::oto) {
+    http::Request r = base_request(cfg, k_oto_status_path);
+    r.method = "GET";
+    r.url += "?robotCode=" + url_encode(m.robot_code) +
+             "&processQueryKey=" + url_encode(m.process_query_key);
+    // A GET has no body, hence no Content-Type.
+    r.headers.erase(std::remove_if(r.headers.begin(), r.headers.end(),
+                                   [](const auto& h) { return h.first == "Content-Type"; }),
+                    r.headers.end());
+    r.headers.insert(r.headers.begin(), {std::string(k_token_header), token});
+    return r;
+  }
+  http::Request r =
+      base_request(cfg, m.kind == MessageKind::group ? k_group_query_path : k_query_path);
   r.headers.insert(r.headers.begin(), {std::string(k_token_header), token});
 
   // Written directly (this runs for every page of every poll): the same
   // bytes nlohmann::json would write, keys in its (sorted) order.
   std::string& body = r.body;
   body.reserve(64 + m.open_conversation_id.size() + m.robot_code.size() +
-               m.process_query_key.size() + (next_token == nullptr ? 0 : next_token->size()));
+               m.process_query_key.size() + m.token.size() +
+               (next_token == nullptr ? 0 : next_token->size()));
   body += R"({"maxResults":)";
   body += std::to_string(cfg.page_size);
   if (next_token != nullptr) {
@@ -153,6 +188,10 @@ http::Request build_query_request(const config::DingTalk& cfg, const MessageSpec
   if (!m.robot_code.empty()) {
     body += R"(,"robotCode":)";
     append_json_string(body, m.robot_code);
+  }
+  if (m.kind == MessageKind::group && !m.token.empty()) {
+    body += R"(,"token":)";
+    append_json_string(body, m.token);
   }
   body += '}';
   return r;
@@ -381,6 +420,145 @@ Result<Page, std::string> parse_query_page(std::string_view body) {
   } catch (...) {
     return err(std::string("body could not be parsed"));
   }
+}
+
+namespace {
+
+// The earliest and latest read time believed (2015 .. 2200).
+constexpr std::int64_t k_min_read_time_ms = 1'420'070'400'000;
+constexpr std::int64_t k_max_read_time_ms = 7'258'118'400'000;
+
+} // namespace
+
+Result<Page, std::string> parse_group_page(std::string_view body) {
+  json j = parse_json(body);
+  if (!j.is_object() || !j.contains("readUsers") || j["readUsers"].is_null()) {
+    return parse_query_page(body); // and its errors for what is not an object
+  }
+  const json users = std::move(j["readUsers"]);
+  j.erase("readUsers");
+  if (!users.is_array()) {
+    return err(std::string("readUsers: expected an array, got ") + type_name(users));
+  }
+  Page page;
+  if (j.contains("sendStatus") || j.contains("readUserIds") || j.contains("hasMore") ||
+      j.contains("nextToken")) {
+    auto rest = parse_query_page(dump(j));
+    if (!rest) {
+      return rest;
+    }
+    page = std::move(rest).value();
+  }
+  std::unordered_set<std::string> seen(page.read_user_ids.begin(), page.read_user_ids.end());
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    const json& u = users[i];
+    const std::string where = "readUsers[" + std::to_string(i) + "]";
+    if (!u.is_object()) {
+      return err(where + ": expected an object, got " + type_name(u));
+    }
+    const auto id = u.find("userId");
+    if (id == u.end() || !id->is_string() || id->get_ref<const std::string&>().empty()) {
+      return err(where + ".userId: expected a non-empty string");
+    }
+    const std::string& text = id->get_ref<const std::string&>();
+    if (has_control_character(text)) {
+      return err(where + ".userId: control character in a user id");
+    }
+    if (seen.insert(text).second) {
+      page.read_user_ids.push_back(text);
+    }
+  }
+  return page;
+}
+
+Result<Page, std::string> parse_oto_status(std::string_view body) {
+  const json j = parse_json(body);
+  if (j.is_discarded()) {
+    return err(std::string("body is not valid JSON"));
+  }
+  if (!j.is_object()) {
+    return err(std::string("body: expected a JSON object, got ") + type_name(j));
+  }
+  Page page;
+  page.lists_recipients = true;
+  if (const auto status = j.find("sendStatus"); status != j.end() && !status->is_null()) {
+    if (!status->is_string()) {
+      return err(std::string("sendStatus: expected a string, got ") + type_name(*status));
+    }
+    page.send_status = status->get<std::string>();
+  }
+  const auto list = j.find("messageReadInfoList");
+  if (list == j.end() || list->is_null()) {
+    if (j.find("sendStatus") == j.end()) {
+      return err(std::string("body: neither sendStatus nor messageReadInfoList"));
+    }
+    return page;
+  }
+  if (!list->is_array()) {
+    return err(std::string("messageReadInfoList: expected an array, got ") + type_name(*list));
+  }
+  if (list->size() > k_max_oto_entries) {
+    return err("messageReadInfoList: more than " + std::to_string(k_max_oto_entries) + " entries");
+  }
+  std::unordered_map<std::string, std::size_t> read_index;
+  std::unordered_set<std::string> listed;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const json& e = (*list)[i];
+    const std::string where = "messageReadInfoList[" + std::to_string(i) + "]";
+    if (!e.is_object()) {
+      return err(where + ": expected an object, got " + type_name(e));
+    }
+    const auto user = e.find("userId");
+    if (user == e.end() || !user->is_string() || user->get_ref<const std::string&>().empty()) {
+      return err(where + ".userId: expected a non-empty string");
+    }
+    const std::string& id = user->get_ref<const std::string&>();
+    if (has_control_character(id)) {
+      return err(where + ".userId: holds a control character");
+    }
+    const auto status = e.find("readStatus");
+    if (status == e.end() || !status->is_string() ||
+        (status->get_ref<const std::string&>() != "READ" &&
+         status->get_ref<const std::string&>() != "UNREAD")) {
+      return err(where + ".readStatus: expected \"READ\" or \"UNREAD\"");
+    }
+    std::optional<TimePoint> read_at;
+    if (const auto t = e.find("readTimestamp"); t != e.end() && !t->is_null()) {
+      std::int64_t ms = 0;
+      bool ok = false;
+      if (t->is_number_integer()) {
+        ms = t->get<std::int64_t>();
+        ok = true;
+      } else if (t->is_string()) {
+        const std::string& text = t->get_ref<const std::string&>();
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+        ok = !text.empty() && ec == std::errc() && end == text.data() + text.size();
+      }
+      if (!ok || ms < 0) {
+        return err(where + ".readTimestamp: expected epoch milliseconds");
+      }
+      if (ms != 0) {
+        if (ms < k_min_read_time_ms || ms > k_max_read_time_ms) {
+          return err(where + ".readTimestamp: not a plausible time");
+        }
+        read_at = from_unix_ms(ms);
+      }
+    }
+    if (listed.insert(id).second) {
+      page.recipients.push_back(id);
+    }
+    if (status->get_ref<const std::string&>() != "READ") {
+      continue;
+    }
+    const auto [it, fresh] = read_index.try_emplace(id, page.read_user_ids.size());
+    if (fresh) {
+      page.read_user_ids.push_back(id);
+      page.read_at.push_back(read_at);
+    } else if (!page.read_at[it->second]) {
+      page.read_at[it->second] = read_at;
+    }
+  }
+  return page;
 }
 
 Result<Token, std::string> parse_token_answer(std::string_view body) {

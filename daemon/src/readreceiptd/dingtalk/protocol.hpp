@@ -28,17 +28,29 @@ inline constexpr std::size_t k_max_message_chars = 200;
 inline constexpr std::int64_t k_max_token_lifetime_seconds = 24 * 3600;
 
 inline constexpr std::string_view k_query_path = "/v1.0/robot/privateChatMessages/query";
+inline constexpr std::string_view k_group_query_path = "/v1.0/robot/groupMessages/query";
+inline constexpr std::string_view k_oto_status_path = "/v1.0/robot/oToMessages/readStatus";
+// An oto answer lists at most batchSend's 20 recipients; a longer list is
+// refused as a bad answer beyond this (a hostile or broken answer).
+inline constexpr std::size_t k_max_oto_entries = 1000;
 inline constexpr std::string_view k_internal_token_path = "/v1.0/oauth2/accessToken";
 inline constexpr std::string_view k_third_party_token_path = "/v1.0/oauth2/corpAccessToken";
 inline constexpr std::string_view k_token_header = "x-acs-dingtalk-access-token";
 inline constexpr std::string_view k_redacted = "<redacted>";
 
-// One page of a privateChatMessages/query answer.
+// One page of a read-status answer: privateChatMessages/query and
+// groupMessages/query (paginated), or oToMessages/readStatus (one page that
+// lists every recipient, read or not, with read times).
 struct Page {
   std::string send_status;                // "" when the answer omits it
   std::vector<std::string> read_user_ids; // in the answer's order
   bool has_more = false;
   std::string next_token; // non-empty whenever has_more
+  // oto only: read_at[i] is when read_user_ids[i] read it; every recipient
+  // listed, read or not, in the answer's order, each once.
+  std::vector<std::optional<TimePoint>> read_at;
+  bool lists_recipients = false;
+  std::vector<std::string> recipients;
 
   bool operator==(const Page&) const = default;
 };
@@ -60,10 +72,13 @@ struct ErrorBody {
   bool operator==(const ErrorBody&) const = default;
 };
 
-// The read-list query for one page of message `m`. `next_token` is null for
-// the first page. The body carries only the fields that are set:
-// openConversationId and robotCode are omitted when empty, nextToken is sent
-// only on later pages; maxResults is cfg.page_size.
+// The read-status call for one page of message `m`, by its kind:
+// private_chat and group POST a JSON body with only the fields that are set
+// (openConversationId and robotCode omitted when empty, nextToken only on
+// later pages, maxResults cfg.page_size; group adds `token` when set); oto
+// GETs oToMessages/readStatus?robotCode=&processQueryKey= (both
+// percent-encoded, `+`, `/` and `=` included) and has no pages. `next_token`
+// is null for the first page.
 http::Request build_query_request(const config::DingTalk& cfg, const MessageSpec& m,
                                   const std::string& token, const std::string* next_token);
 
@@ -82,6 +97,27 @@ std::optional<http::Request> build_token_request(const config::DingTalk& cfg);
 // `hasMore: true` without a non-empty nextToken is an error. The error text
 // names the offending field and never quotes values.
 Result<Page, std::string> parse_query_page(std::string_view body);
+
+// Parses a 200 answer of groupMessages/query: parse_query_page's answer,
+// which newer SDKs also read as `readUsers`, an array of objects each with a
+// non-empty `userId` (and a `unionId`, ignored). Both readings are accepted:
+// the read set is readUserIds followed by the readUsers' ids not already in
+// it, and an answer with readUsers alone is a page. A bad readUsers is an
+// error named by its index, as readUserIds' are.
+Result<Page, std::string> parse_group_page(std::string_view body);
+
+// Parses a 200 answer of oToMessages/readStatus: a JSON object with
+// `sendStatus` (a string, optional) and `messageReadInfoList`, an array of
+// objects with a non-empty `userId` (no control characters), `readStatus`
+// "READ" or "UNREAD", and for READ a `readTimestamp` in epoch milliseconds
+// (a number or a string of digits; 0 or absent: unknown). A user listed twice
+// counts once (read if any entry says so). The page it gives has no more
+// pages; read_user_ids are the READ entries, in order, with read_at.
+Result<Page, std::string> parse_oto_status(std::string_view body);
+
+// Percent-encodes a query-string value: everything but RFC 3986's
+// unreserved characters.
+std::string url_encode(std::string_view text);
 
 // Parses a 200 answer of a token endpoint: {"accessToken": non-empty string,
 // "expireIn": positive integer seconds}. expireIn is clamped to

@@ -439,6 +439,9 @@ void Scheduler::pump() {
       break;
     }
     auto popped = queue->pop_due(now);
+    if (m_table.close_window(popped->first)) {
+      continue; // an oto message whose read status window closed: no call
+    }
     count_call(first);
     start_poll(popped->first, popped->second, first, now);
   }
@@ -512,9 +515,10 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
   }
   ActivePoll& poll = it->second;
   const TimePoint now = m_clock.now();
+  const MessageSpec& spec = m_table.find(key)->spec;
   dingtalk::Page page;
-  auto decision = dingtalk::classify(r, &page);
-  dingtalk::withhold_quoted_secrets(decision, r.body, {poll.token});
+  auto decision = dingtalk::classify(r, spec.kind, &page);
+  dingtalk::withhold_quoted_secrets(decision, r.body, {poll.token, spec.token});
   m_observer.request_finished(Api::query, r.duration, decision.reason);
 
   tracker::PollResult result;
@@ -522,6 +526,17 @@ void Scheduler::on_page(const std::string& key, std::uint64_t id, http::Response
   switch (decision.action) {
   case dingtalk::Action::ok: {
     m_limiter.on_success(now);
+    if (page.lists_recipients) {
+      // oto: one answer, every recipient listed, with read times.
+      result.kind = tracker::PollResult::Kind::answer;
+      result.send_status = std::move(page.send_status);
+      result.read_user_ids = std::move(page.read_user_ids);
+      result.read_at = std::move(page.read_at);
+      result.lists_recipients = true;
+      result.recipients = std::move(page.recipients);
+      m_observer.poll_succeeded(now);
+      break;
+    }
     const auto next = poll.walk.on_page(page);
     if (next.kind == dingtalk::Next::Kind::fetch) {
       poll.next_token = next.next_token;

@@ -81,8 +81,18 @@ CREATE TABLE call_months (
 ) STRICT;
 )sql";
 
+// Every kind of bot message: which read-status API answers for it, the
+// template bot's token of a group message, and the recipients an oto
+// answer lists. Existing messages are private-chat ones.
+constexpr const char* k_migration_3 = R"sql(
+ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'private_chat'
+  CHECK (kind IN ('private_chat', 'group', 'oto'));
+ALTER TABLE messages ADD COLUMN token TEXT NOT NULL DEFAULT '';        -- group: a secret
+ALTER TABLE messages ADD COLUMN recipients TEXT NOT NULL DEFAULT '[]';  -- oto: JSON array
+)sql";
+
 // Append new migrations here; never edit one that has shipped.
-constexpr std::array<const char*, 2> k_migrations{k_migration_1, k_migration_2};
+constexpr std::array<const char*, 3> k_migrations{k_migration_1, k_migration_2, k_migration_3};
 
 } // namespace
 

@@ -223,14 +223,14 @@ constexpr const char* k_select_all_messages = R"sql(
 SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
        expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
        read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
-       stopped_at, last_poll, next_poll, read_info
+       stopped_at, last_poll, next_poll, read_info, kind, token, recipients
 FROM messages ORDER BY added_at, process_query_key)sql";
 
 constexpr const char* k_select_message = R"sql(
 SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
        expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
        read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
-       stopped_at, last_poll, next_poll, read_info
+       stopped_at, last_poll, next_poll, read_info, kind, token, recipients
 FROM messages WHERE process_query_key = ?1)sql";
 
 // Column positions in the message SELECTs above.
@@ -256,16 +256,20 @@ enum MessageColumn : int {
   c_last_poll,
   c_next_poll,
   c_read_info,
+  c_kind,
+  c_token,
+  c_recipients,
 };
 
-// Parameters ?1..?21 in the order of MessageColumn (plus one).
+// Parameters ?1..?24 in the order of MessageColumn (plus one).
 constexpr const char* k_upsert_message = R"sql(
 INSERT INTO messages (process_query_key, source, open_conversation_id, robot_code,
                       expected_readers, expected_reader_count, spec_sent_at, webhooks, labels,
                       sent_at, added_at, read_user_ids, last_sequence, send_status, stopped,
-                      stop_reason, stop_detail, stopped_at, last_poll, next_poll, read_info)
+                      stop_reason, stop_detail, stopped_at, last_poll, next_poll, read_info, kind,
+                      token, recipients)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-        ?21)
+        ?21, ?22, ?23, ?24)
 ON CONFLICT (process_query_key) DO UPDATE SET
   source = excluded.source,
   open_conversation_id = excluded.open_conversation_id,
@@ -286,7 +290,10 @@ ON CONFLICT (process_query_key) DO UPDATE SET
   stopped_at = excluded.stopped_at,
   last_poll = excluded.last_poll,
   next_poll = excluded.next_poll,
-  read_info = excluded.read_info)sql";
+  read_info = excluded.read_info,
+  kind = excluded.kind,
+  token = excluded.token,
+  recipients = excluded.recipients)sql";
 
 constexpr const char* k_select_month = R"sql(
 SELECT calls, first_polls, quota_exhausted FROM call_months WHERE month = ?1)sql";
@@ -405,6 +412,14 @@ MessageRecord read_message(const Statement& row) {
                                 "read_user_ids");
   r.read_info = read_info_list(parse_json(row.text(c_read_info), key, "read_info"), key,
                                r.read_user_ids.size());
+  const auto kind = message_kind_from_string(row.text(c_kind));
+  if (!kind) {
+    throw StoreError("message " + key + ": stored kind is unknown");
+  }
+  r.spec.kind = *kind;
+  r.spec.token = row.text(c_token);
+  r.recipients =
+      string_list(parse_json(row.text(c_recipients), key, "recipients"), key, "recipients");
   r.last_sequence = row.integer(c_last_sequence);
   r.send_status = row.text(c_send_status);
   r.stopped = row.integer(c_stopped) != 0;
@@ -588,6 +603,7 @@ void Store::Impl::write_commit(const Commit& c) {
   nlohmann::json labels = m.spec.labels;
   nlohmann::json read_user_ids = m.read_user_ids;
   nlohmann::json read_info = read_info_json(m);
+  nlohmann::json recipients = m.recipients;
   std::optional<std::string> webhooks;
   if (m.spec.webhooks) {
     webhooks = dump_json(nlohmann::json(*m.spec.webhooks), key, "webhooks");
@@ -613,7 +629,10 @@ void Store::Impl::write_commit(const Commit& c) {
         .bind(c_stopped_at + 1, ms(m.stopped_at))
         .bind(c_last_poll + 1, ms(m.last_poll))
         .bind(c_next_poll + 1, ms(m.next_poll))
-        .bind(c_read_info + 1, dump_json(read_info, key, "read_info"));
+        .bind(c_read_info + 1, dump_json(read_info, key, "read_info"))
+        .bind(c_kind + 1, to_string(m.spec.kind))
+        .bind(c_token + 1, m.spec.token)
+        .bind(c_recipients + 1, dump_json(recipients, key, "recipients"));
     if (webhooks) {
       q.bind(c_webhooks + 1, *webhooks);
     } else {

@@ -103,24 +103,6 @@ http::Request build_gateway_request(const config::DingTalk& cfg, const Credentia
   return r;
 }
 
-std::string url_encode(std::string_view text) {
-  static constexpr char k_hex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(text.size());
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if ((u >= 'A' && u <= 'Z') || (u >= 'a' && u <= 'z') || (u >= '0' && u <= '9') || u == '-' ||
-        u == '.' || u == '_' || u == '~') {
-      out += c;
-    } else {
-      out += '%';
-      out += k_hex[u >> 4];
-      out += k_hex[u & 0x0F];
-    }
-  }
-  return out;
-}
-
 GatewayAnswer classify_gateway(const http::Response& r, bool allow_plain) {
   GatewayAnswer a;
   if (r.failure != http::Failure::none) {
@@ -197,7 +179,7 @@ GatewayAnswer classify_gateway(const http::Response& r, bool allow_plain) {
   a.outcome = GatewayOutcome::ok;
   a.ticket.ticket = ticket->get<std::string>();
   a.ticket.url = url + (url.find('?') == std::string::npos ? "?" : "&") +
-                 "ticket=" + url_encode(a.ticket.ticket);
+                 "ticket=" + dingtalk::url_encode(a.ticket.ticket);
   return a;
 }
 

@@ -64,9 +64,6 @@ struct GatewayAnswer {
 // the simulator); otherwise only wss://.
 GatewayAnswer classify_gateway(const http::Response& r, bool allow_plain);
 
-// Percent-encodes everything but RFC 3986's unreserved characters.
-std::string url_encode(std::string_view text);
-
 // ---- frames from the server -----------------------------------------------
 
 // A text frame from the server, read strictly: a JSON object with a string

@@ -47,7 +47,7 @@ Json time_or_null(const std::optional<TimePoint>& t) {
 
 // The fields both event types carry about who is still expected.
 void add_unread(Json& data, const MessageRecord& rec) {
-  if (!rec.spec.expected_readers.empty()) {
+  if (!expected_reader_ids(rec).empty()) {
     data["unread_user_ids"] = unread_user_ids(rec);
   }
 }
@@ -79,13 +79,14 @@ void emit_read(Step& step, std::size_t count, TimePoint now) {
   }
   Json data = Json::object();
   data["process_query_key"] = rec.spec.process_query_key;
+  data["kind"] = to_string(rec.spec.kind);
   data["open_conversation_id"] = rec.spec.open_conversation_id;
   data["robot_code"] = rec.spec.robot_code;
   data["newly_read_user_ids"] = std::move(newly_ids);
   data["newly_read"] = std::move(newly);
   data["read_user_ids"] = rec.read_user_ids;
   data["read_count"] = rec.read_user_ids.size();
-  if (const auto expected = expected_count(rec.spec)) {
+  if (const auto expected = expected_count(rec)) {
     data["expected_reader_count"] = *expected;
   } else {
     data["expected_reader_count"] = nullptr;
@@ -107,6 +108,7 @@ void emit_stop(Step& step, StopReason reason, std::string detail, TimePoint now)
   rec.last_sequence += 1;
   Json data = Json::object();
   data["process_query_key"] = rec.spec.process_query_key;
+  data["kind"] = to_string(rec.spec.kind);
   data["reason"] = to_string(reason);
   data["detail"] = rec.stop_detail;
   data["read_user_ids"] = rec.read_user_ids;
@@ -157,17 +159,27 @@ Millis age(const MessageRecord& record, TimePoint now) {
 }
 
 bool fully_read(const MessageRecord& record) {
-  const MessageSpec& spec = record.spec;
-  if (!spec.expected_readers.empty()) {
+  const auto& expected = expected_reader_ids(record);
+  if (!expected.empty()) {
     const std::unordered_set<std::string> read(record.read_user_ids.begin(),
                                                record.read_user_ids.end());
-    return std::all_of(spec.expected_readers.begin(), spec.expected_readers.end(),
+    return std::all_of(expected.begin(), expected.end(),
                        [&](const std::string& id) { return read.count(id) != 0; });
   }
-  if (spec.expected_reader_count) {
-    return static_cast<std::int64_t>(record.read_user_ids.size()) >= *spec.expected_reader_count;
+  if (const auto count = expected_count(record)) {
+    return static_cast<std::int64_t>(record.read_user_ids.size()) >= *count;
   }
   return false;
+}
+
+std::optional<Step> close_window(const MessageRecord& record, TimePoint now) {
+  if (record.stopped || record.spec.kind != MessageKind::oto ||
+      age(record, now) < k_oto_window) {
+    return std::nullopt;
+  }
+  Step step{record, {}};
+  emit_stop(step, StopReason::expired, k_detail_window_closed, now);
+  return step;
 }
 
 bool due(const MessageRecord& record, TimePoint now) {
@@ -187,6 +199,9 @@ Step apply(const MessageRecord& record, const PollResult& result, const Context&
   switch (result.kind) {
   case PollResult::Kind::answer: {
     rec.send_status = result.send_status;
+    if (result.lists_recipients) {
+      rec.recipients = result.recipients;
+    }
     const auto newly = newly_read(rec.read_user_ids, result.read_user_ids);
     if (!newly.empty()) {
       std::vector<std::string> ids;
@@ -231,9 +246,19 @@ Step apply(const MessageRecord& record, const PollResult& result, const Context&
     emit_stop(step, StopReason::max_age, "", now);
     return step;
   }
+  if (rec.spec.kind == MessageKind::oto && msg_age >= k_oto_window) {
+    emit_stop(step, StopReason::expired, k_detail_window_closed, now);
+    return step;
+  }
   // Here sent_at + max_age > now, so the next poll lies in (now, deadline]
   // for any positive delay.
   rec.next_poll = std::min(now + delay, rec.sent_at + ctx.poll.max_age);
+  if (rec.spec.kind == MessageKind::oto) {
+    // The window's last poll, then its close (close_window(), no call).
+    const TimePoint close = rec.sent_at + k_oto_window;
+    const TimePoint last = close - k_oto_last_poll_before_close;
+    rec.next_poll = std::min(rec.next_poll, now < last ? last : close);
+  }
   return step;
 }
 

@@ -34,6 +34,11 @@
 //  * Whatever the result, a message still tracked whose age has reached
 //    poll.max_age stops with `max_age` (so a message that keeps failing, or
 //    whose bot stays stopped, does not live for ever).
+//  * oto: an answer's recipients become the expected readers when the
+//    specification names none; its next poll is never later than the read
+//    status window's last poll (k_oto_last_poll_before_close before it
+//    closes), then the close itself; a poll at or after the close stops
+//    `expired`, detail k_detail_window_closed, after its reads.
 // A stop emits one message.tracking_stopped event; sequences continue from
 // record.last_sequence with no gaps (read first, then stopped).
 //
@@ -53,6 +58,13 @@
 #include <vector>
 
 namespace rrd::tracker {
+
+// DingTalk answers an oto message's read status only this long after it
+// was sent; its last poll is made this long before the window closes, and
+// at the close it stops `expired` with k_detail_window_closed.
+inline constexpr Millis k_oto_window{24 * 3'600'000};
+inline constexpr Millis k_oto_last_poll_before_close{30'000};
+inline constexpr const char* k_detail_window_closed = "read status window closed";
 
 // The sendStatus that stops a message with reason `recalled`.
 inline constexpr const char* k_send_status_recalled = "RECALLED";
@@ -76,6 +88,9 @@ struct PollResult {
   // answer: when each of read_user_ids read it, where the answer says (the
   // oto API's readTimestamp); empty when the answer gives no times.
   std::vector<std::optional<TimePoint>> read_at;
+  // answer (oto): every recipient DingTalk lists, read or not, in its order.
+  bool lists_recipients = false;
+  std::vector<std::string> recipients;
   std::string code; // expire_time/invalid/paused: the DingTalk code
 };
 
@@ -121,6 +136,11 @@ Step apply(const MessageRecord& record, const PollResult& result, const Context&
 // Nothing changes when no reader is new.
 // REQUIRES: !record.stopped
 Step apply_push(const MessageRecord& record, const std::vector<PushedRead>& reads, TimePoint now);
+
+// An oto message whose read status window has closed (age >= k_oto_window):
+// stopped `expired` with k_detail_window_closed, without a poll. nullopt for
+// any other message, or one still inside its window.
+std::optional<Step> close_window(const MessageRecord& record, TimePoint now);
 
 // Stops tracking for a reason from outside a poll (e.g. `removed`), emitting
 // one message.tracking_stopped event. A record that is already stopped is

@@ -208,6 +208,19 @@ void MessageTable::apply_poll(const std::string& key, const tracker::PollResult&
   queue_step(entry, std::move(step), durable);
 }
 
+bool MessageTable::close_window(const std::string& key) {
+  auto it = m_messages.find(key);
+  if (it == m_messages.end()) {
+    return false;
+  }
+  auto step = tracker::close_window(it->second.record, m_clock.now());
+  if (!step) {
+    return false;
+  }
+  queue_step(it->second, std::move(*step), true);
+  return true;
+}
+
 void MessageTable::reschedule(const std::string& key, TimePoint next_poll) {
   auto it = m_messages.find(key);
   if (it == m_messages.end() || it->second.record.stopped ||

@@ -110,6 +110,9 @@ public:
   // A completed poll of a tracked message.
   // REQUIRES: find(key) is tracking
   void apply_poll(const std::string& key, const tracker::PollResult& result, const PollPlan& plan);
+  // Stops an oto message whose read status window has closed
+  // (tracker::close_window), without a poll; false when it is not one.
+  bool close_window(const std::string& key);
   // Moves a tracked message's next poll (a schedule switch, a catch-up):
   // kept in memory and written with the next commit.
   void reschedule(const std::string& key, TimePoint next_poll);
