@@ -907,6 +907,9 @@ TEST_CASE("fake dingtalk: group query validates the request as DingTalk does") {
   b["robotCode"] = "dingotherrobot"; // known, but not this message's robot
   CHECK(code_for(b) == "invalidParameter.robotCode.notExsit");
   CHECK(code_for(group_body("no-such-key")) == "invalid.processQueryKey");
+  b = group_body();
+  b["openConversationId"] = "cidother"; // as the private-chat API answers it
+  CHECK(code_for(b) == "invalid.openConversationId");
   // Each kind's key is unknown to the other kinds' APIs.
   CHECK(code_for(group_body(k_key)) == "invalid.processQueryKey");
   CHECK(client.post(k_query_path, query_body(k_group_key), "t").code() ==

@@ -1325,7 +1325,7 @@ std::optional<FakeDingTalk::Answer> FakeDingTalk::group_refusal(const json& body
     return refused_with(400, "invalidParameter.robotCode.notExsit");
   }
   if (!conversation.empty() && conversation != m.spec.open_conversation_id) {
-    return refused_with(400, "openConversationId.notExisted");
+    return refused_with(400, "invalid.openConversationId");
   }
   return page_refusal(body, key, m, t);
 }

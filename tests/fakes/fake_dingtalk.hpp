@@ -20,12 +20,11 @@
 //   invalid.processQueryKey, as for a key that names no message.
 // - Group: a query needs openConversationId or token; with neither, 400
 //   openConversationId.notExisted ("openConversationId is empty"). An
-//   openConversationId other than the message's is a conversation in which
-//   that message does not exist: 400 openConversationId.notExisted too (the
-//   code's name; the other org's conversation.org.dismatch is left to
-//   Fault::error). A token no group message was sent with names no robot:
-//   400 invalidParameter.invalid; a known token of another message's robot:
-//   invalid.processQueryKey. robotCode is required unless a token is given.
+//   openConversationId other than the message's is 400
+//   invalid.openConversationId, as the private-chat API answers it (the
+//   other org's conversation.org.dismatch is left to Fault::error). A token no group message was
+//   sent with names no robot: 400 invalidParameter.invalid; a known token of another message's
+//   robot: invalid.processQueryKey. robotCode is required unless a token is given.
 // - Oto: the parameters are decoded once, as a servlet container does (the
 //   value runs from the first '=' to the '&', "%XX" is a byte, '+' is a
 //   space), so a key whose '+' was not encoded names no message (400
