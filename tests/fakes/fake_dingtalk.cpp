@@ -1485,6 +1485,17 @@ void FakeDingTalk::spoil(Answer& answer, FaultKind kind, MessageKind api, Steady
     }
     return;
   case FaultKind::duplicate_users:
+    if (oto) {
+      // A reader twice: the first READ entry, or the first of all if none is.
+      json& list = body["messageReadInfoList"];
+      const auto read = std::find_if(list.begin(), list.end(),
+                                     [](const json& e) { return e["readStatus"] == "READ"; });
+      if (read != list.end()) {
+        const json entry = *read;
+        list.push_back(entry);
+        return;
+      }
+    }
     for (const char* list : {"messageReadInfoList", "readUserIds", "readUsers"}) {
       if (body.contains(list) && !body[list].empty()) {
         const json first = body[list].front();

@@ -94,7 +94,8 @@ enum class FaultKind {
                         //   READ entry {name, readStatus, readTimestamp}; group: a
                         //   readUsers entry {unionId}); the read ids are unchanged
   timestamp_not_number, // oto only: every readTimestamp is a string of its digits
-  duplicate_users,      // the answer names a reader twice: oto, its first entry again;
+  duplicate_users,      // the answer names a reader twice: oto, its first READ entry
+                        //   again (the first entry when none is READ);
                         //   the others, the page's first id again (readUsers too);
                         //   an empty page is left as it is
 };
