@@ -845,7 +845,8 @@ TEST_CASE("fake dingtalk: a message of each kind holds only what a send can prod
   for (const auto& attempt : std::vector<std::function<void()>>{
            [&] { fake.read("oto-20", "stranger"); },
            [&] { fake.read("oto-20", "stranger", SteadyClock::now()); },
-           [&] { fake.schedule_read("oto-20", "stranger", SteadyClock::now()); }}) {
+           [&] { fake.schedule_read("oto-20", "stranger", SteadyClock::now()); },
+           [&] { fake.read_by_outsider("oto-20", "stranger"); }}) {
     try {
       attempt();
       FAIL("a non-recipient read an oto message");

@@ -563,7 +563,12 @@ bool FakeDingTalk::add_read(const std::string& key, Message& m, const std::strin
 
 void FakeDingTalk::read_by_outsider(const std::string& key, const std::string& union_id) {
   std::lock_guard lock(m_mutex);
-  push_read(key, message(key), "", union_id, now());
+  const Message& m = message(key);
+  if (m.spec.kind == MessageKind::oto) { // batchSend reaches only the organisation's users
+    throw std::invalid_argument("FakeDingTalk: " + union_id + " did not receive the oto message " +
+                                key);
+  }
+  push_read(key, m, "", union_id, now());
 }
 
 std::string FakeDingTalk::union_id_of(const std::string& user_id) {

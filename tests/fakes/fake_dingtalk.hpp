@@ -246,6 +246,8 @@ public:
   std::int64_t epoch_ms(SteadyTime t) const;
   // A person outside the organisation reads the message: a robot_msg_read
   // push without userId; the read list (which holds user ids) is unchanged.
+  // REQUIRES: not an oto message, whose recipients are all users of the
+  // organisation (std::invalid_argument).
   void read_by_outsider(const std::string& key, const std::string& union_id);
   // The unionId the fake gives a user id in its pushes (a stable function of it).
   static std::string union_id_of(const std::string& user_id);
