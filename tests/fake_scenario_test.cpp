@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 #include <filesystem>
+#include <map>
 
 using namespace rrd::testing;
 using namespace std::chrono_literals;
@@ -131,4 +132,84 @@ TEST_CASE("fake scenario: each bad value is refused, naming the file and the key
         "scenario.yaml: stream.faults.push_loss: must be 0..1");
   CHECK(error_of("messages: []\nstream:\n  distribution: fair\n") ==
         "scenario.yaml: stream.distribution: random or round_robin, not fair");
+}
+
+TEST_CASE("fake scenario: messages of every kind, with kind, recipients, token and conversation") {
+  const Scenario s = load(R"(
+messages:
+  - process_query_key: "private-1"
+    kind: private_chat
+    recipients: [alice]
+  - process_query_key: "group-1"
+    kind: group
+    open_conversation_id: "cidGr0up=="
+    recipients: [alice, bob, carol]
+  - process_query_key: "group-by-token"
+    kind: group
+    token: template-bot-token
+    recipients: 2
+  - process_query_key: "oto+1/=="
+    kind: oto
+    recipients: [bob, dave]
+    names: { bob: Bob Li }
+)");
+  REQUIRE(s.messages.size() == 4);
+  CHECK(s.messages[0].spec.kind == MessageKind::private_chat);
+  const FakeMessage& group = s.messages[1].spec;
+  CHECK(group.kind == MessageKind::group);
+  CHECK(group.open_conversation_id == "cidGr0up==");
+  CHECK(group.token.empty());
+  CHECK(group.recipients == std::vector<std::string>{"alice", "bob", "carol"});
+  const FakeMessage& by_token = s.messages[2].spec;
+  CHECK(by_token.kind == MessageKind::group);
+  CHECK(by_token.token == "template-bot-token");
+  CHECK(by_token.open_conversation_id.empty());
+  CHECK(by_token.recipients == std::vector<std::string>{"user1", "user2"});
+  const FakeMessage& oto = s.messages[3].spec;
+  CHECK(s.messages[3].key == "oto+1/==");
+  CHECK(oto.kind == MessageKind::oto);
+  CHECK(oto.recipients == std::vector<std::string>{"bob", "dave"});
+  CHECK(oto.names == std::map<std::string, std::string>{{"bob", "Bob Li"}});
+  CHECK(oto.robot_code == "dingdefaultrobot");
+  // What the file says, the fake holds.
+  FakeDingTalk fake;
+  for (const auto& m : s.messages) {
+    fake.add_message(m.key, m.spec);
+  }
+  fake.read("oto+1/==", "dave");
+  CHECK(fake.read_list("oto+1/==") == std::vector<std::string>{"dave"});
+}
+
+TEST_CASE("fake scenario: a message no send could produce is refused, naming the key") {
+  const std::string head = "messages:\n  - process_query_key: k\n";
+  CHECK(error_of(head + "    kind: broadcast\n") ==
+        "scenario.yaml: messages[0].kind: private_chat, group or oto, not broadcast");
+  CHECK(error_of(head + "    kind: group\n    recipients: 2\n") ==
+        "scenario.yaml: messages[0]: a group message needs open_conversation_id or token");
+  CHECK(error_of(head + "    token: t\n") ==
+        "scenario.yaml: messages[0].token: only group messages have one");
+  CHECK(error_of(head + "    kind: oto\n") ==
+        "scenario.yaml: messages[0].recipients: an oto message has 1..20 (batchSend's limit), "
+        "not 0");
+  CHECK(error_of(head + "    kind: oto\n    recipients: 21\n") ==
+        "scenario.yaml: messages[0].recipients: an oto message has 1..20 (batchSend's limit), "
+        "not 21");
+  CHECK(error_of(head + "    kind: oto\n    recipients: [a, b, a]\n") ==
+        "scenario.yaml: messages[0].recipients[2]: a is listed twice");
+  CHECK(error_of(head + "    kind: oto\n    recipients: [a]\n    open_conversation_id: c\n") ==
+        "scenario.yaml: messages[0].open_conversation_id: oto messages (oToMessages/batchSend) "
+        "have none");
+  CHECK(error_of(head + "    kind: oto\n    recipients: [a]\n    names: {b: B}\n") ==
+        "scenario.yaml: messages[0].names: b is not a recipient");
+  // A value of the wrong type names its key too.
+  CHECK(error_of(head + "    recipients: {a: 1}\n") ==
+        "scenario.yaml: messages[0].recipients: a list of user ids or a count");
+  CHECK(error_of(head + "    never_read_fraction: [1]\n") ==
+        "scenario.yaml: messages[0].never_read_fraction: bad conversion");
+  CHECK(error_of(head + "    names: [a]\n") ==
+        "scenario.yaml: messages[0].names: a map of user id to name");
+  CHECK(error_of("messages: []\ncolour: red\n") == "scenario.yaml: colour: unknown key");
+  CHECK(error_of("messages: []\nstream:\n  max_redeliveries: many\n") ==
+        "scenario.yaml: stream.max_redeliveries: bad conversion");
+  CHECK(error_of("messages: [3]\n") == "scenario.yaml: messages[0]: expected a map");
 }

@@ -230,50 +230,6 @@ json decode_query(const std::string& target) {
   return out;
 }
 
-// What no send could produce, or "" for a message DingTalk could hold.
-std::string problem_with(const FakeMessage& m) {
-  switch (m.kind) {
-  case MessageKind::private_chat:
-    if (!m.token.empty()) {
-      return "token: only group messages have one";
-    }
-    break;
-  case MessageKind::group:
-    if (m.open_conversation_id.empty() && m.token.empty()) {
-      return "a group message needs open_conversation_id or token";
-    }
-    break;
-  case MessageKind::oto:
-    if (!m.token.empty()) {
-      return "token: only group messages have one";
-    }
-    if (!m.open_conversation_id.empty()) {
-      return "open_conversation_id: oto messages (oToMessages/batchSend) have none";
-    }
-    if (m.recipients.empty() || m.recipients.size() > FakeDingTalk::k_max_oto_recipients) {
-      return "recipients: an oto message has 1.." +
-             std::to_string(FakeDingTalk::k_max_oto_recipients) + " (batchSend's limit), not " +
-             std::to_string(m.recipients.size());
-    }
-    for (std::size_t i = 0; i < m.recipients.size(); ++i) {
-      if (m.recipients[i].empty()) {
-        return "recipients[" + std::to_string(i) + "]: an empty user id";
-      }
-      if (std::find(m.recipients.begin(), m.recipients.begin() + static_cast<std::ptrdiff_t>(i),
-                    m.recipients[i]) != m.recipients.begin() + static_cast<std::ptrdiff_t>(i)) {
-        return "recipients[" + std::to_string(i) + "]: " + m.recipients[i] + " is listed twice";
-      }
-    }
-    break;
-  }
-  for (const auto& [user, name] : m.names) {
-    if (std::find(m.recipients.begin(), m.recipients.end(), user) == m.recipients.end()) {
-      return "names: " + user + " is not a recipient";
-    }
-  }
-  return "";
-}
-
 // REQUIRES: `user_id` can read the message: anyone, or for oto a recipient.
 void require_reader(const std::string& key, const FakeMessage& m, const std::string& user_id) {
   if (m.kind == MessageKind::oto &&
@@ -319,6 +275,51 @@ private:
 };
 
 } // namespace
+
+// --- messages ---
+
+std::string message_problem(const FakeMessage& m) {
+  switch (m.kind) {
+  case MessageKind::private_chat:
+    if (!m.token.empty()) {
+      return "token: only group messages have one";
+    }
+    break;
+  case MessageKind::group:
+    if (m.open_conversation_id.empty() && m.token.empty()) {
+      return "a group message needs open_conversation_id or token";
+    }
+    break;
+  case MessageKind::oto:
+    if (!m.token.empty()) {
+      return "token: only group messages have one";
+    }
+    if (!m.open_conversation_id.empty()) {
+      return "open_conversation_id: oto messages (oToMessages/batchSend) have none";
+    }
+    if (m.recipients.empty() || m.recipients.size() > FakeDingTalk::k_max_oto_recipients) {
+      return "recipients: an oto message has 1.." +
+             std::to_string(FakeDingTalk::k_max_oto_recipients) + " (batchSend's limit), not " +
+             std::to_string(m.recipients.size());
+    }
+    for (std::size_t i = 0; i < m.recipients.size(); ++i) {
+      if (m.recipients[i].empty()) {
+        return "recipients[" + std::to_string(i) + "]: an empty user id";
+      }
+      if (std::find(m.recipients.begin(), m.recipients.begin() + static_cast<std::ptrdiff_t>(i),
+                    m.recipients[i]) != m.recipients.begin() + static_cast<std::ptrdiff_t>(i)) {
+        return "recipients[" + std::to_string(i) + "]: " + m.recipients[i] + " is listed twice";
+      }
+    }
+    break;
+  }
+  for (const auto& [user, name] : m.names) {
+    if (std::find(m.recipients.begin(), m.recipients.end(), user) == m.recipients.end()) {
+      return "names: " + user + " is not a recipient";
+    }
+  }
+  return "";
+}
 
 // --- Fault ---
 
@@ -519,7 +520,7 @@ FakeDingTalk::Message& FakeDingTalk::message(const std::string& key) {
 }
 
 void FakeDingTalk::add_message(const std::string& key, FakeMessage spec) {
-  if (const std::string problem = problem_with(spec); !problem.empty()) {
+  if (const std::string problem = message_problem(spec); !problem.empty()) {
     throw std::invalid_argument("FakeDingTalk: message " + key + ": " + problem);
   }
   std::lock_guard lock(m_mutex);

@@ -167,6 +167,12 @@ struct FakeMessage {
   SteadyTime expires_at = SteadyTime::max();
 };
 
+// What no send could produce in `message`, or "" when DingTalk could hold
+// it: the field at fault first where there is one ("recipients[2]: a is
+// listed twice"), else the rule ("a group message needs ..."). What
+// add_message() refuses.
+std::string message_problem(const FakeMessage& message);
+
 struct FakeDingTalkOptions {
   int port = 0; // 0: ephemeral
   std::string app_key = "dingfakeappkey";
