@@ -1,5 +1,7 @@
 // fake-dingtalk: the fake DingTalk as a stand-alone simulator, for the demo
-// and the official SDK's compatibility test. Simulated people read the
+// and the official SDK's compatibility test. It serves the token APIs and
+// the read-status API of each message kind (privateChatMessages/query,
+// groupMessages/query, oToMessages/readStatus). Simulated people read the
 // scenario's messages at random (seeded) times after start; a message can be
 // recalled. The first line on stdout is "listening on 127.0.0.1:PORT".
 //
@@ -7,12 +9,17 @@
 //                 [--page-size N] [--token-lifetime SECONDS] [--seed N]
 //                 [--scenario FILE]
 //
-// The scenario (YAML or JSON):
+// The scenario (YAML or JSON; fakes/scenario.hpp loads it):
 //   messages:
 //     - process_query_key: "demo-1"
-//       open_conversation_id: "cid-demo-1"   # optional
+//       kind: private_chat                   # optional: private_chat (default), group, oto
+//       open_conversation_id: "cid-demo-1"   # private_chat: optional; group: this or
+//                                            #   token; oto: none
+//       token: template-bot-token            # group only, optional: the template bot's
 //       robot_code: dingxxx                  # optional; default --robot-code
-//       recipients: [alice, bob]             # or a count: 5 (ids <key>-user1..5)
+//       recipients: [alice, bob]             # or a count: 5 (ids user1..5); oto: 1..20,
+//                                            #   and only they can read it
+//       names: { alice: Alice Wang }         # oto, optional: the names readStatus lists
 //       read_delay_mean: 20s                 # exponential; 0s: read at once
 //       read_delay_max: 45s                  # optional cap
 //       never_read_fraction: 0.1             # round(n * f) recipients never read
@@ -111,9 +118,12 @@ constexpr const char* k_usage =
     "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
     "                     [--scenario FILE]\n"
     "\n"
-    "A DingTalk simulator: the read-status and token APIs on 127.0.0.1, with\n"
-    "simulated people reading the scenario's messages. The first line on stdout\n"
-    "is \"listening on 127.0.0.1:PORT\".\n"
+    "A DingTalk simulator on 127.0.0.1: the token APIs and the read-status API\n"
+    "of each message kind (POST /v1.0/robot/privateChatMessages/query,\n"
+    "POST /v1.0/robot/groupMessages/query, GET /v1.0/robot/oToMessages/readStatus),\n"
+    "with simulated people reading the scenario's messages; Stream mode when the\n"
+    "scenario has a stream block. The first line on stdout is\n"
+    "\"listening on 127.0.0.1:PORT\".\n"
     "\n"
     "  --port N                 port to listen on (default 0: an ephemeral one)\n"
     "  --app-key K              the internal app's key (default dingfakeappkey)\n"
@@ -122,7 +132,8 @@ constexpr const char* k_usage =
     "  --page-size N            the largest page served, 1..200 (default 200)\n"
     "  --token-lifetime SECONDS expireIn of the tokens issued (default 7200)\n"
     "  --seed N                 seed of the simulated reading times (default 1)\n"
-    "  --scenario FILE          the messages and their readers (YAML or JSON)\n"
+    "  --scenario FILE          the messages and their readers (YAML or JSON); each\n"
+    "                           message has a kind: private_chat, group or oto\n"
     "  --help                   print this help and exit\n";
 
 // A bad command line: one line, a pointer to --help, exit 2.
@@ -284,8 +295,9 @@ int main(int argc, char** argv) {
       happenings.push_back({start + *m.recall_after, m.key, ""});
     }
     reader_counts[m.key] = 0;
-    std::string line = "message " + short_key(m.key) + ": " + std::to_string(order.size()) +
-                       " recipients, " + std::to_string(readers) + " will read";
+    std::string line = "message " + short_key(m.key) + " (" + to_string(spec.kind) +
+                       "): " + std::to_string(order.size()) + " recipients, " +
+                       std::to_string(readers) + " will read";
     if (m.recall_after) {
       line += ", recalled after " + std::to_string(m.recall_after->count() / 1000) + "s";
     }
