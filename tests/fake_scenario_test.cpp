@@ -213,3 +213,19 @@ TEST_CASE("fake scenario: a message no send could produce is refused, naming the
         "scenario.yaml: stream.max_redeliveries: bad conversion");
   CHECK(error_of("messages: [3]\n") == "scenario.yaml: messages[0]: expected a map");
 }
+
+TEST_CASE("fake scenario: the demo's scenario loads, with a message of every kind") {
+  const auto path =
+      std::filesystem::path(__FILE__).parent_path().parent_path() / "config" / "demo-scenario.yaml";
+  const Scenario s = load_scenario(path.string(), "dingdemorobot");
+  std::map<MessageKind, std::vector<std::string>> keys;
+  FakeDingTalk fake;
+  for (const auto& m : s.messages) {
+    keys[m.spec.kind].push_back(m.key);
+    fake.add_message(m.key, m.spec); // what the simulator does with it
+  }
+  CHECK(keys[MessageKind::private_chat].size() == 5);
+  CHECK(keys[MessageKind::group] == std::vector<std::string>{"demo-group-1"});
+  CHECK(keys[MessageKind::oto] == std::vector<std::string>{"demo-oto-1"});
+  CHECK(s.stream);
+}
