@@ -39,6 +39,7 @@ public:
   explicit TestClient(int port) : m_client("127.0.0.1", port) {
     m_client.set_connection_timeout(2, 0);
     m_client.set_read_timeout(5, 0);
+    m_client.set_url_encode(false); // targets are sent exactly as written
   }
   httplib::Client& raw() { return m_client; }
 
@@ -48,6 +49,14 @@ public:
       headers.emplace("x-acs-dingtalk-access-token", token);
     }
     return convert(m_client.Post(path.c_str(), headers, body.dump(), "application/json"));
+  }
+
+  Answer get(const std::string& target, const std::string& token = "") {
+    httplib::Headers headers;
+    if (!token.empty()) {
+      headers.emplace("x-acs-dingtalk-access-token", token);
+    }
+    return convert(m_client.Get(target, headers));
   }
 
   // The official SDK's way: Transfer-Encoding: chunked, no Content-Length.
@@ -120,12 +129,13 @@ void add_read_message(FakeDingTalk& fake, int readers, const std::string& key = 
 }
 
 // Follows nextToken to the end; returns the union of the pages' readUserIds.
+// `path`: the API, privateChatMessages/query or groupMessages/query.
 std::vector<std::string> read_all_pages(TestClient& client, const std::string& token, json body,
-                                        int* pages = nullptr) {
+                                        int* pages = nullptr, const char* path = k_query_path) {
   std::vector<std::string> users;
   int count = 0;
   while (true) {
-    const auto a = client.post(k_query_path, body, token);
+    const auto a = client.post(path, body, token);
     REQUIRE(a.status == 200);
     ++count;
     for (const auto& u : a.parsed["readUserIds"]) {
@@ -701,6 +711,695 @@ TEST_CASE("fake dingtalk: observes concurrency and call times") {
   CHECK(FakeDingTalk::max_in_window({}, 1s) == 0);
   CHECK(FakeDingTalk::max_in_window({t0, t0 + 999ms, t0 + 1000ms, t0 + 1500ms}, 1s) == 3);
   CHECK(FakeDingTalk::max_in_window({t0 + 3s, t0, t0 + 2s, t0 + 1s}, 1s) == 1);
+}
+
+// --- message kinds: the group and one-to-one read-status APIs ---
+
+namespace {
+
+constexpr char k_group_path[] = "/v1.0/robot/groupMessages/query";
+constexpr char k_oto_path[] = "/v1.0/robot/oToMessages/readStatus";
+// Keys as DingTalk makes them: base64, with '+', '/' and '='.
+constexpr char k_group_key[] = "Gr0up+Key/Zt8mQw3Lr+e5KpDs0vYh2NcXaBu7TgJ1iWo9f=";
+constexpr char k_oto_key[] = "0to+Key/Wd1eHs6Kb9Nq3Tv7Yc2Lm5Rx8Pf0Ga4Jz+Uo1E==";
+constexpr char k_group_cid[] = "cidGr0up7EeiodoA==";
+constexpr char k_template_token[] = "template-bot-token";
+
+// Every byte but RFC 3986's unreserved ones as %XX, as the official SDK
+// (Node's querystring) encodes a query parameter.
+std::string url_encode(const std::string& s) {
+  static constexpr char k_hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const unsigned char c : s) {
+    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += k_hex[c >> 4];
+      out += k_hex[c & 0xf];
+    }
+  }
+  return out;
+}
+
+std::string oto_target(const std::string& key = k_oto_key,
+                       const std::string& robot = "dingfakerobot") {
+  return std::string(k_oto_path) + "?robotCode=" + url_encode(robot) +
+         "&processQueryKey=" + url_encode(key);
+}
+
+json group_body(const std::string& key = k_group_key) {
+  return {{"processQueryKey", key},
+          {"robotCode", "dingfakerobot"},
+          {"openConversationId", k_group_cid}};
+}
+
+// A group message in k_group_cid, sent with `token` ("" none), read by
+// user0..user<readers-1>.
+void add_group(FakeDingTalk& fake, int readers, const std::string& key = k_group_key,
+               const std::string& token = "") {
+  FakeMessage m;
+  m.kind = MessageKind::group;
+  m.open_conversation_id = k_group_cid;
+  m.token = token;
+  fake.add_message(key, m);
+  for (const auto& u : user_ids(readers)) {
+    fake.read(key, u);
+  }
+}
+
+void add_oto(FakeDingTalk& fake, std::vector<std::string> recipients,
+             const std::string& key = k_oto_key) {
+  FakeMessage m;
+  m.kind = MessageKind::oto;
+  m.recipients = std::move(recipients);
+  fake.add_message(key, m);
+}
+
+// The userIds of an oto answer's messageReadInfoList entries that are READ.
+std::vector<std::string> oto_readers(const json& answer) {
+  std::vector<std::string> out;
+  for (const auto& e : answer["messageReadInfoList"]) {
+    if (e["readStatus"] == "READ") {
+      out.push_back(e["userId"].get<std::string>());
+    }
+  }
+  return out;
+}
+
+// add_message()'s refusal of `m`, or "" when it accepted it.
+std::string refusal_of(FakeDingTalk& fake, const std::string& key, FakeMessage m) {
+  try {
+    fake.add_message(key, std::move(m));
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+} // namespace
+
+TEST_CASE("fake dingtalk: a message of each kind holds only what a send can produce") {
+  FakeDingTalk fake;
+  auto refused = [&](FakeMessage m, const std::string& why) {
+    CAPTURE(why);
+    const std::string error = refusal_of(fake, "bad-key", std::move(m));
+    CHECK(error.find("message bad-key: " + why) != std::string::npos);
+  };
+  FakeMessage group;
+  group.kind = MessageKind::group;
+  refused(group, "a group message needs open_conversation_id or token");
+  FakeMessage private_chat;
+  private_chat.token = "t";
+  refused(private_chat, "token: only group messages have one");
+  FakeMessage oto;
+  oto.kind = MessageKind::oto;
+  refused(oto, "recipients: an oto message has 1..20 (batchSend's limit), not 0");
+  oto.recipients = user_ids(21);
+  refused(oto, "recipients: an oto message has 1..20 (batchSend's limit), not 21");
+  oto.recipients = {"a", "b", "a"};
+  refused(oto, "recipients[2]: a is listed twice");
+  oto.recipients = {""};
+  refused(oto, "recipients[0]: an empty user id");
+  oto.recipients = {"a"};
+  oto.open_conversation_id = "cid";
+  refused(oto, "open_conversation_id: oto messages (oToMessages/batchSend) have none");
+  oto.open_conversation_id.clear();
+  oto.token = "t";
+  refused(oto, "token: only group messages have one");
+  oto.token.clear();
+  oto.names = {{"zed", "Zed"}};
+  refused(oto, "names: zed is not a recipient");
+  CHECK_THROWS_AS(fake.read("bad-key", "a"), std::invalid_argument); // none was added
+
+  group.token = k_template_token; // a template bot's message: a token, no conversation
+  CHECK(refusal_of(fake, "group-by-token", group).empty());
+  oto.names = {{"a", "Ann"}};
+  oto.recipients = user_ids(20);
+  oto.recipients[0] = "a";
+  CHECK(refusal_of(fake, "oto-20", oto).empty());
+
+  // Anyone may read a group message; only its recipients an oto message.
+  fake.read("group-by-token", "anyone");
+  CHECK(fake.read_list("group-by-token") == std::vector<std::string>{"anyone"});
+  for (const auto& attempt : std::vector<std::function<void()>>{
+           [&] { fake.read("oto-20", "stranger"); },
+           [&] { fake.read("oto-20", "stranger", SteadyClock::now()); },
+           [&] { fake.schedule_read("oto-20", "stranger", SteadyClock::now()); },
+           [&] { fake.read_by_outsider("oto-20", "stranger"); }}) {
+    try {
+      attempt();
+      FAIL("a non-recipient read an oto message");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()) ==
+            "FakeDingTalk: stranger did not receive the oto message oto-20");
+    }
+  }
+  CHECK(fake.read_list("oto-20").empty());
+  fake.read("oto-20", "a");
+  CHECK(fake.read_list("oto-20") == std::vector<std::string>{"a"});
+}
+
+TEST_CASE("fake dingtalk: group query validates the request as DingTalk does") {
+  ManualTime time;
+  FakeDingTalk fake;
+  fake.set_time_source(time.source());
+  add_group(fake, 1, k_group_key, k_template_token);
+  add_group(fake, 1, "other-group", "other-token");
+  add_read_message(fake, 1); // a private-chat message
+  FakeMessage elsewhere;     // a group message of another robot
+  elsewhere.kind = MessageKind::group;
+  elsewhere.open_conversation_id = "cidelsewhere";
+  elsewhere.robot_code = "dingotherrobot";
+  fake.add_message("other-robot", elsewhere);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  auto code_for = [&](const json& body) {
+    const auto a = client.post(k_group_path, body, "t");
+    CHECK(a.status == 400);
+    CHECK(a.parsed.contains("requestid"));
+    return a.code();
+  };
+
+  CHECK(client.post(k_group_path, group_body()).code() == "AuthenticationFailed.MissingParameter");
+  CHECK(client.post(k_group_path, group_body(), "wrong").code() == "InvalidAuthentication");
+  CHECK(code_for("not an object") == "invalidParameter.param.invalid");
+  json b = group_body();
+  b["robotCode"] = 5;
+  CHECK(code_for(b) == "invalidParameter.param.invalid");
+  b = group_body();
+  b["token"] = json::array();
+  CHECK(code_for(b) == "invalidParameter.param.invalid");
+  b = group_body();
+  b.erase("processQueryKey");
+  CHECK(code_for(b) == "invalidParameter.processQueryKey.missing");
+  b = group_body();
+  b.erase("openConversationId");
+  CHECK(code_for(b) == "openConversationId.notExisted"); // neither it nor token
+  b["token"] = "no-such-token";
+  CHECK(code_for(b) == "invalidParameter.invalid"); // the token's robot does not exist
+  b = group_body();
+  b.erase("robotCode");
+  CHECK(code_for(b) == "invalidParameter.robotCode.missing");
+  b = group_body();
+  b["robotCode"] = "dingnosuchrobot";
+  CHECK(code_for(b) == "invalidParameter.robotCode.notExsit");
+  b = group_body();
+  b["robotCode"] = "dingotherrobot"; // known, but not this message's robot
+  CHECK(code_for(b) == "invalidParameter.robotCode.notExsit");
+  CHECK(code_for(group_body("no-such-key")) == "invalid.processQueryKey");
+  b = group_body();
+  b["openConversationId"] = "cidother"; // as the private-chat API answers it
+  CHECK(code_for(b) == "invalid.openConversationId");
+  // Each kind's key is unknown to the other kinds' APIs.
+  CHECK(code_for(group_body(k_key)) == "invalid.processQueryKey");
+  CHECK(client.post(k_query_path, query_body(k_group_key), "t").code() ==
+        "invalid.processQueryKey");
+  CHECK(client.get(oto_target(k_group_key), "t").code() == "invalid.processQueryKey");
+  b = group_body();
+  b.erase("openConversationId");
+  b["token"] = "other-token"; // a known token, another message's
+  CHECK(code_for(b) == "invalid.processQueryKey");
+  b = group_body();
+  b["maxResults"] = 201;
+  CHECK(code_for(b) == "invalidParameter.pageSize.invalid");
+  b["maxResults"] = 0;
+  CHECK(code_for(b) == "invalidParameter.pageSize.invalid");
+  b["maxResults"] = "5";
+  CHECK(code_for(b) == "invalidParameter.param.invalid");
+  b = group_body();
+  b["nextToken"] = "50";
+  CHECK(code_for(b) == "invalidParameter.cursor.invalid");
+
+  // Either the conversation or the template bot's token names the message.
+  CHECK(client.post(k_group_path, group_body(), "t").status == 200);
+  b = group_body();
+  b.erase("openConversationId");
+  b.erase("robotCode"); // the token names the robot
+  b["token"] = k_template_token;
+  CHECK(client.post(k_group_path, b, "t").status == 200);
+  b = group_body();
+  b["token"] = k_template_token;
+  b["maxResults"] = 200;
+  CHECK(client.post(k_group_path, b, "t").status == 200);
+
+  fake.set_ready_at(k_group_key, time.now() + 5s);
+  CHECK(code_for(group_body()) == "processQueryKey.expireTime");
+  time.advance(5s);
+  CHECK(client.post(k_group_path, group_body(), "t").status == 200);
+  time.advance(30 * 24h); // no window is documented for a group's key
+  CHECK(client.post(k_group_path, group_body(), "t").status == 200);
+  fake.set_expires_at(k_group_key, time.now() + 1s);
+  time.advance(1s);
+  CHECK(code_for(group_body()) == "processQueryKey.expireTime");
+}
+
+TEST_CASE("fake dingtalk: group read lists page like private chats', with readUsers too") {
+  FakeDingTalkOptions options;
+  options.page_size = 7;
+  FakeDingTalk fake(options);
+  add_group(fake, 23);
+  add_group(fake, 3, "other-group");
+  TestClient client(fake.port());
+  const std::string token = get_token(client);
+
+  int pages = 0;
+  CHECK(read_all_pages(client, token, group_body(), &pages, k_group_path) == user_ids(23));
+  CHECK(pages == 4); // 7 + 7 + 7 + 2
+  json b = group_body();
+  b["maxResults"] = 5;
+  CHECK(read_all_pages(client, token, b, &pages, k_group_path) == user_ids(23));
+  CHECK(pages == 5);
+
+  const auto first = client.post(k_group_path, group_body(), token);
+  REQUIRE(first.status == 200);
+  CHECK(first.parsed["sendStatus"] == "SUCCESS");
+  CHECK(first.parsed["hasMore"] == true);
+  // readUsers, which newer SDKs read: the same ids with their unionIds.
+  json readers = json::array();
+  for (const auto& u : user_ids(7)) {
+    readers.push_back({{"unionId", FakeDingTalk::union_id_of(u)}, {"userId", u}});
+  }
+  CHECK(first.parsed["readUsers"] == readers);
+  // A nextToken is bound to its message, and a private chat's API does not
+  // take a group message's.
+  b = group_body("other-group");
+  b["nextToken"] = first.parsed["nextToken"];
+  CHECK(client.post(k_group_path, b, token).code() == "invalidParameter.cursor.invalid");
+  CHECK(client.post(k_query_path, query_body(), token).code() == "invalid.processQueryKey");
+
+  std::set<std::pair<std::string, std::string>> expected;
+  for (const auto& u : user_ids(23)) {
+    expected.emplace(k_group_key, u);
+  }
+  CHECK(fake.reads_served() == expected);
+  CHECK(fake.query_calls(k_group_key) == 10); // 4 + 5 pages, and the first again
+  const auto records = fake.queries();
+  REQUIRE(records.size() == 12);
+  CHECK(records[0].kind == MessageKind::group);
+  CHECK(records[0].target == k_group_path);
+  CHECK(records[0].body == group_body());
+  CHECK(records[0].params.is_null());
+  CHECK(records[11].kind == MessageKind::private_chat);
+
+  fake.set_send_status(k_group_key, "RECALLED");
+  CHECK(client.post(k_group_path, group_body(), token).parsed["sendStatus"] == "RECALLED");
+}
+
+TEST_CASE("fake dingtalk: oto readStatus lists every recipient in send order, READ with its time") {
+  ManualTime time;
+  FakeDingTalk fake;
+  fake.set_time_source(time.source());
+  FakeMessage m;
+  m.kind = MessageKind::oto;
+  m.recipients = {"u3", "u1", "u2"};
+  m.names = {{"u1", "Ann"}};
+  fake.add_message(k_oto_key, m);
+  fake.add_token("t");
+  TestClient client(fake.port());
+
+  const SteadyTime read_at = time.now() - 5s; // read before the fake heard of it
+  fake.read(k_oto_key, "u1", read_at);
+  fake.schedule_read(k_oto_key, "u2", time.now() + 10s);
+  auto a = client.get(oto_target(), "t");
+  REQUIRE(a.status == 200);
+  CHECK(a.content_type.find("application/json") == 0);
+  CHECK(
+      a.parsed ==
+      json{{"sendStatus", "SUCCESS"},
+           {"messageReadInfoList",
+            {{{"name", "u3"}, {"userId", "u3"}, {"readStatus", "UNREAD"}, {"readTimestamp", 0}},
+             {{"name", "Ann"},
+              {"userId", "u1"},
+              {"readStatus", "READ"},
+              {"readTimestamp", fake.epoch_ms(read_at)}},
+             {{"name", "u2"}, {"userId", "u2"}, {"readStatus", "UNREAD"}, {"readTimestamp", 0}}}}});
+  // The epoch is today's, in ms.
+  const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
+  CHECK(std::abs(fake.epoch_ms(read_at) + 5000 - wall) < 60'000);
+  CHECK(fake.read_time(k_oto_key, "u1") == read_at);
+  CHECK_FALSE(fake.read_time(k_oto_key, "u2"));
+
+  time.advance(10s); // the scheduled read shows, with its own time
+  a = client.get(oto_target(), "t");
+  CHECK(oto_readers(a.parsed) == std::vector<std::string>{"u1", "u2"});
+  CHECK(a.parsed["messageReadInfoList"][2]["readTimestamp"] == fake.epoch_ms(time.now()));
+  CHECK(fake.read_time(k_oto_key, "u2") == time.now());
+  fake.read(k_oto_key, "u1"); // reading twice changes nothing, its time included
+  CHECK(fake.read_time(k_oto_key, "u1") == read_at);
+  fake.set_send_status(k_oto_key, "RECALLED");
+  CHECK(client.get(oto_target(), "t").parsed["sendStatus"] == "RECALLED");
+
+  CHECK(fake.reads_served() ==
+        std::set<std::pair<std::string, std::string>>{{k_oto_key, "u1"}, {k_oto_key, "u2"}});
+  const auto records = fake.queries();
+  REQUIRE(records.size() == 3);
+  CHECK(records[0].kind == MessageKind::oto);
+  CHECK(records[0].target == oto_target());
+  CHECK(records[0].body.is_null());
+  CHECK(records[0].params == json{{"robotCode", "dingfakerobot"}, {"processQueryKey", k_oto_key}});
+  CHECK(records[0].access_token == "t");
+  CHECK(records[0].status == 200);
+  CHECK(fake.query_calls(k_oto_key) == 3);
+}
+
+TEST_CASE("fake dingtalk: oto parameters are URL-decoded once, so keys with + / = round-trip") {
+  FakeDingTalk fake;
+  add_oto(fake, {"alice"});
+  fake.read(k_oto_key, "alice");
+  add_read_message(fake, 1); // a private-chat message
+  FakeMessage elsewhere;     // an oto message of another robot
+  elsewhere.kind = MessageKind::oto;
+  elsewhere.recipients = {"bob"};
+  elsewhere.robot_code = "dingotherrobot";
+  fake.add_message("other-robot", elsewhere);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  const std::string path = k_oto_path;
+  auto code_for = [&](const std::string& target) {
+    CAPTURE(target);
+    const auto a = client.get(target, "t");
+    CHECK(a.status == 400);
+    CHECK(a.parsed.contains("requestid"));
+    return a.code();
+  };
+  auto reads = [&](const std::string& target) {
+    CAPTURE(target);
+    const auto a = client.get(target, "t");
+    CHECK(a.status == 200);
+    return oto_readers(a.parsed);
+  };
+  const std::vector<std::string> alice{"alice"};
+
+  CHECK(reads(oto_target()) == alice);
+  // The parameters in either order, with escapes in lower case.
+  CHECK(reads(path + "?processQueryKey=" + url_encode(k_oto_key) + "&robotCode=dingfakerobot") ==
+        alice);
+  std::string lower = url_encode(k_oto_key); // the key's own letters kept: only the escapes
+  for (const char* escape : {"%2B", "%2F", "%3D"}) {
+    for (auto pos = lower.find(escape); pos != std::string::npos; pos = lower.find(escape)) {
+      lower[pos + 2] = static_cast<char>(std::tolower(lower[pos + 2]));
+    }
+  }
+  CHECK(reads(path + "?robotCode=dingfakerobot&processQueryKey=" + lower) == alice);
+  // '/' and '=' need no escape in a query; '+' does: unescaped it is a space.
+  std::string slash_equals = k_oto_key;
+  for (auto pos = slash_equals.find('+'); pos != std::string::npos; pos = slash_equals.find('+')) {
+    slash_equals.replace(pos, 1, "%2B");
+  }
+  CHECK(reads(path + "?robotCode=dingfakerobot&processQueryKey=" + slash_equals) == alice);
+  CHECK(code_for(path + "?robotCode=dingfakerobot&processQueryKey=" + k_oto_key) ==
+        "invalid.processQueryKey");
+  CHECK(code_for(path + "?robotCode=dingfakerobot&processQueryKey=" +
+                 url_encode(url_encode(k_oto_key))) == "invalid.processQueryKey"); // twice
+  CHECK(fake.query_calls(k_oto_key) == 4);
+
+  CHECK(code_for(oto_target() + "&robotCode=dingfakerobot") == "invalidParameter.param.invalid");
+  CHECK(code_for(path + "?robotCode=dingfakerobot&processQueryKey=%zz") ==
+        "invalidParameter.param.invalid");
+  CHECK(code_for(path + "?robotCode=dingfakerobot&processQueryKey=%2") ==
+        "invalidParameter.param.invalid");
+  CHECK(code_for(path + "?robotCode=dingfakerobot&processQueryKey=%FF") ==
+        "invalidParameter.param.invalid"); // not UTF-8
+  CHECK(code_for(path + "?robotCode=dingfakerobot") == "invalidParameter.processQueryKey.missing");
+  CHECK(code_for(path + "?robotCode=dingfakerobot&processQueryKey=") ==
+        "invalidParameter.processQueryKey.missing");
+  CHECK(code_for(path + "?processQueryKey=" + url_encode(k_oto_key)) ==
+        "invalidParameter.robotCode.missing");
+  CHECK(code_for(path) == "invalidParameter.processQueryKey.missing");
+  CHECK(code_for(oto_target(k_oto_key, "dingnosuchrobot")) ==
+        "invalidParameter.robotCode.notExsit");
+  CHECK(code_for(oto_target(k_oto_key, "dingotherrobot")) == "invalidParameter.robotCode.notExsit");
+  CHECK(code_for(oto_target("no-such-key")) == "invalid.processQueryKey");
+  CHECK(code_for(oto_target(k_key)) == "invalid.processQueryKey"); // a private chat's key
+  CHECK(client.post(k_query_path, query_body(k_oto_key), "t").code() == "invalid.processQueryKey");
+  CHECK(client.get(oto_target()).code() == "AuthenticationFailed.MissingParameter");
+  CHECK(client.get(oto_target(), "wrong").code() == "InvalidAuthentication");
+  CHECK(fake.queries().back().params ==
+        json{{"robotCode", "dingfakerobot"}, {"processQueryKey", k_oto_key}});
+}
+
+TEST_CASE("fake dingtalk: an oto key answers for 24 h after sending, then expires") {
+  ManualTime time;
+  FakeDingTalk fake;
+  fake.set_time_source(time.source());
+  add_oto(fake, {"alice"}); // sent now
+  FakeMessage earlier;
+  earlier.kind = MessageKind::oto;
+  earlier.recipients = {"bob"};
+  earlier.sent_at = time.now() - 23h;
+  fake.add_message("sent-earlier", earlier);
+  FakeMessage not_ready = earlier;
+  not_ready.sent_at.reset();
+  not_ready.ready_at = time.now() + 3s;
+  fake.add_message("not-ready", not_ready);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  auto status = [&](const std::string& key) {
+    const auto a = client.get(oto_target(key), "t");
+    if (a.status == 400) {
+      CHECK(a.code() == "processQueryKey.expireTime");
+    }
+    return a.status;
+  };
+
+  CHECK(status(k_oto_key) == 200);
+  CHECK(status("sent-earlier") == 200);
+  CHECK(status("not-ready") == 400); // not generated yet: the same code
+  time.advance(3s);
+  CHECK(status("not-ready") == 200);
+  time.advance(1h - 3s - 1ms);
+  CHECK(status("sent-earlier") == 200);
+  time.advance(1ms);
+  CHECK(status("sent-earlier") == 400);
+  time.advance(23h - 1ms);
+  CHECK(status(k_oto_key) == 200);
+  time.advance(1ms);
+  CHECK(status(k_oto_key) == 400);
+  fake.set_expires_at(k_oto_key, time.now() + 1h); // a test may move the end
+  CHECK(status(k_oto_key) == 200);
+}
+
+TEST_CASE("fake dingtalk: every fault switch works on each read-status API, or on one") {
+  FakeDingTalkOptions options;
+  options.page_size = 1;
+  FakeDingTalk fake(options);
+  add_read_message(fake, 2);
+  add_group(fake, 2);
+  add_oto(fake, {"alice", "bob"});
+  fake.read(k_oto_key, "alice");
+  fake.add_token("t");
+  TestClient client(fake.port());
+  const std::vector<MessageKind> kinds{MessageKind::private_chat, MessageKind::group,
+                                       MessageKind::oto};
+  auto call = [&](MessageKind kind) {
+    switch (kind) {
+    case MessageKind::private_chat:
+      return client.post(k_query_path, query_body(), "t");
+    case MessageKind::group:
+      return client.post(k_group_path, group_body(), "t");
+    case MessageKind::oto:
+      break;
+    }
+    return client.get(oto_target(), "t");
+  };
+  // The list each API answers with, as it should be.
+  auto list_of = [](MessageKind kind) {
+    return kind == MessageKind::oto ? "messageReadInfoList" : "readUserIds";
+  };
+
+  SUBCASE("errors, throttling and HTML pages") {
+    for (const auto& fault : {Fault::throttled(), Fault::quota_exceeded(), Fault::server_error(),
+                              Fault::error(429, "Throttling"), Fault::html(403)}) {
+      for (const auto kind : kinds) {
+        CAPTURE(to_string(kind));
+        CAPTURE(fault.code);
+        fake.inject(fault); // Endpoint::query: whatever read-status call comes next
+        const auto a = call(kind);
+        CHECK(a.status == fault.status);
+        CHECK(a.code() == fault.code);
+        CHECK(call(kind).status == 200);
+      }
+    }
+  }
+  SUBCASE("bodies that are not the answer take the API's shape") {
+    for (const auto kind : kinds) {
+      CAPTURE(to_string(kind));
+      for (auto bad : {FaultKind::malformed_json, FaultKind::truncated_json}) {
+        fake.inject(Fault::of(bad));
+        const auto a = call(kind);
+        CHECK(a.status == 200);
+        CHECK(a.parsed.is_null());
+        CHECK(a.body.find(list_of(kind)) != std::string::npos);
+      }
+      fake.inject(Fault::of(FaultKind::wrong_shape)); // the list is not a list
+      auto a = call(kind);
+      CHECK(a.status == 200);
+      REQUIRE(a.parsed.is_object());
+      CHECK(a.parsed.contains(list_of(kind)));
+      CHECK_FALSE(a.parsed[list_of(kind)].is_array());
+      for (const bool chunked : {false, true}) {
+        Fault oversized = Fault::of(FaultKind::oversized_body);
+        oversized.chunked = chunked;
+        fake.inject(oversized);
+        a = call(kind);
+        CHECK(a.status == 200);
+        CHECK(a.body.size() > 4u * 1024 * 1024);
+        REQUIRE(a.parsed.is_object()); // valid JSON of the API's shape, just too big
+        REQUIRE(a.parsed[list_of(kind)].is_array());
+        CHECK(a.parsed[list_of(kind)].size() > 10'000);
+        if (kind == MessageKind::oto) {
+          const auto& entry = a.parsed["messageReadInfoList"][0];
+          CHECK(entry["readStatus"] == "READ");
+          CHECK(entry["readTimestamp"].is_number_integer());
+        }
+      }
+    }
+    CHECK(fake.reads_served().empty());
+  }
+  SUBCASE("an endless body and a reset connection") {
+    for (const auto kind : kinds) {
+      CAPTURE(to_string(kind));
+      fake.inject(Fault::of(FaultKind::endless_body));
+      httplib::Client raw("127.0.0.1", fake.port());
+      raw.set_url_encode(false);
+      httplib::Request req;
+      req.headers = {{"x-acs-dingtalk-access-token", "t"}};
+      if (kind == MessageKind::oto) {
+        req.method = "GET";
+        req.path = oto_target();
+      } else {
+        req.method = "POST";
+        req.path = kind == MessageKind::group ? k_group_path : k_query_path;
+        req.headers.emplace("Content-Type", "application/json");
+        req.body = (kind == MessageKind::group ? group_body() : query_body()).dump();
+      }
+      std::string head;
+      req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+        head.append(data, n);
+        return head.size() < 64 * 1024;
+      };
+      CHECK(raw.send(req).error() == httplib::Error::Canceled);
+      CHECK(head.find(list_of(kind)) != std::string::npos);
+      fake.inject(Fault::of(FaultKind::connection_reset));
+      CHECK(call(kind).status == 0);
+      CHECK(call(kind).status == 200);
+    }
+  }
+  SUBCASE("aimed at one API, a fault waits for that API's call") {
+    for (const auto kind : kinds) {
+      CAPTURE(to_string(kind));
+      fake.inject(Fault::throttled(), 1, query_endpoint(kind));
+      for (const auto other : kinds) {
+        if (other != kind) {
+          CHECK(call(other).status == 200);
+        }
+      }
+      CHECK(call(kind).status == 403);
+      CHECK(call(kind).status == 200);
+    }
+    fake.set_fault_rate(Fault::server_error(), 1.0, Endpoint::oto_query);
+    CHECK(call(MessageKind::oto).status == 500);
+    CHECK(call(MessageKind::group).status == 200);
+    CHECK(call(MessageKind::private_chat).status == 200);
+    fake.set_fault_rate(Fault::server_error(), 0, Endpoint::oto_query);
+    CHECK(call(MessageKind::oto).status == 200);
+  }
+  SUBCASE("later-page faults never go to oto, which has no cursor") {
+    fake.inject(Fault::of(FaultKind::next_token_loop));
+    fake.inject(Fault::of(FaultKind::cursor_invalid));
+    CHECK(call(MessageKind::oto).status == 200);
+    const auto first = call(MessageKind::group);
+    REQUIRE(first.parsed["hasMore"] == true);
+    json later = group_body();
+    later["nextToken"] = first.parsed["nextToken"];
+    const auto looped = client.post(k_group_path, later, "t");
+    CHECK(looped.parsed["nextToken"] == later["nextToken"]);
+    CHECK(client.post(k_group_path, later, "t").code() == "invalidParameter.cursor.invalid");
+    CHECK(client.post(k_group_path, later, "t").status == 200);
+  }
+  SUBCASE("delays and revoked tokens") {
+    for (const auto kind : kinds) {
+      CAPTURE(to_string(kind));
+      fake.inject(Fault::slow(100ms));
+      const auto started = SteadyClock::now();
+      CHECK(call(kind).status == 200);
+      CHECK(SteadyClock::now() - started >= 100ms);
+      fake.inject(Fault::of(FaultKind::revoke_tokens));
+      CHECK(call(kind).code() == "InvalidAuthentication");
+      fake.add_token("t");
+      CHECK(call(kind).status == 200);
+    }
+  }
+}
+
+TEST_CASE("fake dingtalk: hostile answers of the group and oto shapes") {
+  FakeDingTalk fake;
+  add_read_message(fake, 2);
+  add_group(fake, 2);
+  add_oto(fake, {"alice", "bob", "carol"});
+  const SteadyTime bob_read = SteadyClock::now() - 1min;
+  fake.read(k_oto_key, "bob", bob_read);
+  fake.add_token("t");
+  TestClient client(fake.port());
+  auto oto = [&] { return client.get(oto_target(), "t"); };
+  auto group = [&] { return client.post(k_group_path, group_body(), "t"); };
+  auto private_chat = [&] { return client.post(k_query_path, query_body(), "t"); };
+
+  SUBCASE("a READ entry without userId, a readUsers entry without userId") {
+    fake.inject(Fault::of(FaultKind::read_without_user_id), 2);
+    // Not a private chat's: its answer has no list of objects.
+    CHECK(private_chat().parsed ==
+          json{{"sendStatus", "SUCCESS"}, {"readUserIds", {"user0", "user1"}}, {"hasMore", false}});
+    auto a = oto();
+    REQUIRE(a.status == 200);
+    const auto& list = a.parsed["messageReadInfoList"];
+    REQUIRE(list.size() == 4);
+    CHECK_FALSE(list[3].contains("userId"));
+    CHECK(list[3]["readStatus"] == "READ");
+    CHECK(list[3]["readTimestamp"].is_number_integer());
+    CHECK(oto_readers(json{{"messageReadInfoList", {list[0], list[1], list[2]}}}) ==
+          std::vector<std::string>{"bob"});
+    a = group();
+    REQUIRE(a.status == 200);
+    CHECK(a.parsed["readUserIds"] == json{"user0", "user1"}); // unchanged
+    REQUIRE(a.parsed["readUsers"].size() == 3);
+    CHECK_FALSE(a.parsed["readUsers"][2].contains("userId"));
+    CHECK(a.parsed["readUsers"][2]["unionId"].is_string());
+    CHECK(oto().parsed["messageReadInfoList"].size() == 3); // used up
+  }
+  SUBCASE("readTimestamp not a number") {
+    fake.inject(Fault::of(FaultKind::timestamp_not_number));
+    CHECK(group().parsed.contains("readUsers")); // only oto has timestamps: left for it
+    CHECK(private_chat().status == 200);
+    const auto a = oto();
+    REQUIRE(a.status == 200);
+    const auto& list = a.parsed["messageReadInfoList"];
+    REQUIRE(list.size() == 3);
+    CHECK(list[1]["readTimestamp"] == std::to_string(fake.epoch_ms(bob_read)));
+    CHECK(list[0]["readTimestamp"] == "0");
+    CHECK(oto().parsed["messageReadInfoList"][1]["readTimestamp"].is_number_integer());
+  }
+  SUBCASE("a reader named twice") {
+    fake.inject(Fault::of(FaultKind::duplicate_users), 3);
+    CHECK(private_chat().parsed["readUserIds"] == json{"user0", "user1", "user0"});
+    const auto g = group();
+    CHECK(g.parsed["readUserIds"] == json{"user0", "user1", "user0"});
+    REQUIRE(g.parsed["readUsers"].size() == 3);
+    CHECK(g.parsed["readUsers"][2] == g.parsed["readUsers"][0]);
+    const auto a = oto();
+    const auto& list = a.parsed["messageReadInfoList"];
+    REQUIRE(list.size() == 4);
+    CHECK(list[3] == list[1]); // bob, the first reader: alice has not read it
+    CHECK(oto_readers(a.parsed) == std::vector<std::string>{"bob", "bob"});
+  }
+  const auto records = fake.queries();
+  REQUIRE_FALSE(records.empty());
+  for (const auto& r : records) {
+    CHECK(r.status == 200);
+  }
 }
 
 // --- webhook sink ---

@@ -694,6 +694,56 @@ TEST_CASE("fake stream: a read is pushed as robot_msg_read with DingTalk's heade
   CHECK(s.stream().stats().events == 5);
 }
 
+TEST_CASE("fake stream: a read of every kind is pushed, naming only its processQueryKey") {
+  // The event does not say the message's kind: a group's names its
+  // conversation (when the send named one), an oto message's none.
+  StreamSetup s;
+  FakeMessage group;
+  group.kind = MessageKind::group;
+  group.open_conversation_id = "cidgroup==";
+  s.fake.add_message("group-key", group);
+  FakeMessage template_group;
+  template_group.kind = MessageKind::group;
+  template_group.token = "template-token";
+  s.fake.add_message("template-key", template_group);
+  FakeMessage oto;
+  oto.kind = MessageKind::oto;
+  oto.recipients = {"alice", "bob"};
+  s.fake.add_message("oto+key/=", oto);
+  auto client = s.connect();
+  REQUIRE(s.wait_open(1));
+
+  auto pushed = [&](const std::string& key, const std::string& user, SteadyTime at) {
+    CAPTURE(key);
+    const auto event = client->next_event();
+    REQUIRE(event);
+    CHECK(event->header("eventType") == "robot_msg_read");
+    client->ack(*event);
+    json data = event->data_json();
+    CHECK(data["processQueryKey"] == key);
+    CHECK(data["userId"] == user);
+    CHECK(data["unionId"] == FakeDingTalk::union_id_of(user));
+    CHECK(data["operatTime"] == std::to_string(s.fake.epoch_ms(at)));
+    CHECK(data["robotCode"] == FakeDingTalkOptions{}.robot_code);
+    return data;
+  };
+  const SteadyTime t = s.clock.now();
+  s.fake.read("group-key", "anyone");
+  CHECK(pushed("group-key", "anyone", t)["openConversationId"] == "cidgroup==");
+  s.fake.read("template-key", "carol");
+  CHECK_FALSE(pushed("template-key", "carol", t).contains("openConversationId"));
+  const SteadyTime earlier = t - 3s;
+  s.fake.read("oto+key/=", "bob", earlier); // its push carries the read's own time
+  const json data = pushed("oto+key/=", "bob", earlier);
+  CHECK_FALSE(data.contains("openConversationId"));
+  CHECK(data.size() == 5);
+  s.fake.schedule_read("oto+key/=", "alice", t + 2s);
+  s.advance(2s);
+  pushed("oto+key/=", "alice", t + 2s);
+  CHECK(s.fake.read_list("oto+key/=") == std::vector<std::string>{"bob", "alice"});
+  CHECK(s.stream().stats().pushed == 4);
+}
+
 TEST_CASE("fake stream: unacknowledged events come again with their eventId, a bounded number "
           "of times") {
   FakeStreamOptions o;

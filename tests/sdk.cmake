@@ -1,9 +1,11 @@
 # The official Node SDKs (pinned in tests/sdk) against the fake-dingtalk
 # program: the fake must answer them as DingTalk does. @alicloud/dingtalk
-# pages through the query API; dingtalk-stream opens a Stream connection,
-# answers a ping and acknowledges robot_msg_read events. Skipped (exit code
-# 77) when Node.js or npm is missing. npm installs into the build directory,
-# never into the source tree; the tests share that install.
+# reads every kind's read status (privateChatQuery and orgGroupQuery page
+# through theirs, batchOTOQuery gets a one-to-one message's); dingtalk-stream
+# opens a Stream connection, answers a ping and acknowledges robot_msg_read
+# events. Skipped (exit code 77) when Node.js or npm is missing. npm
+# installs into the build directory, never into the source tree; the tests
+# share that install.
 find_program(RRD_NODE_EXECUTABLE node)
 find_program(RRD_NPM_EXECUTABLE npm)
 set(RRD_SDK_TESTS

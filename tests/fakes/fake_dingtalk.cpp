@@ -39,6 +39,10 @@ const std::map<std::string, std::string>& error_messages() {
       {"processQueryKey.expireTime",
        "processQueryKey has not yet generated message query data or has expired"},
       {"conversation.org.dismatch", "The chat does not belong to the current organization"},
+      {"invalidParameter.invalid", "Invalid parameter: the token's robot does not exist"},
+      {"resource.not.found", "The Bot does not exist"},
+      {"unauthorized", "Unauthorized"},
+      {"auth.error", "Insufficient permissions. The operation is not allowed."},
       {"system.error", "Unknown system error"},
       {"InvalidAuthentication", "The access token is invalid or has expired"},
       {"AuthenticationFailed.MissingParameter", "The access token header is missing"},
@@ -63,8 +67,12 @@ const char* k_html_page =
     "<body><h1>Access denied</h1><p>Your IP address sent too many requests and "
     "has been blocked for 5 minutes.</p></body></html>\n";
 
-const std::string& oversized_body() {
-  static const std::string body = [] {
+// An epoch-ms time for the bodies that replace an answer (2023-11-14).
+constexpr char k_some_epoch_ms[] = "1700000000000";
+
+// Valid JSON of the API's shape, larger than k_oversized_body_bytes.
+const std::string& oversized_body(MessageKind api) {
+  static const std::string ids = [] {
     std::string s = R"({"sendStatus":"SUCCESS","readUserIds":[)";
     for (int i = 0; s.size() < FakeDingTalk::k_oversized_body_bytes; ++i) {
       if (i > 0) {
@@ -75,7 +83,93 @@ const std::string& oversized_body() {
     s += R"(],"hasMore":false})";
     return s;
   }();
-  return body;
+  static const std::string list = [] {
+    std::string s = R"({"sendStatus":"SUCCESS","messageReadInfoList":[)";
+    for (int i = 0; s.size() < FakeDingTalk::k_oversized_body_bytes; ++i) {
+      if (i > 0) {
+        s += ',';
+      }
+      const std::string user = "oversized-user-" + std::to_string(i);
+      s.append(R"({"name":")").append(user).append(R"(","userId":")").append(user);
+      s.append(R"(","readStatus":"READ","readTimestamp":)").append(k_some_epoch_ms).append("}");
+    }
+    s += "]}";
+    return s;
+  }();
+  return api == MessageKind::oto ? list : ids;
+}
+
+const char* malformed_body(MessageKind api) {
+  return api == MessageKind::oto
+             ? R"({"sendStatus": SUCCESS, "messageReadInfoList": [{userId: user-a,}], })"
+             : R"({"sendStatus": SUCCESS, "readUserIds": [user-a,], })";
+}
+
+const char* truncated_body(MessageKind api) {
+  return api == MessageKind::oto
+             ? R"({"sendStatus":"SUCCESS","messageReadInfoList":[{"name":"user-a","userId":"us)"
+             : R"({"sendStatus":"SUCCESS","readUserIds":["user-a","us)";
+}
+
+// JSON, but not the documented object: the list is not a list.
+const char* wrong_shape_body(MessageKind api) {
+  return api == MessageKind::oto
+             ? R"({"sendStatus":"SUCCESS","messageReadInfoList":{"userId":"user-a","readStatus":"READ"}})"
+             : R"({"sendStatus":"SUCCESS","readUserIds":"user-a","hasMore":"no"})";
+}
+
+const char* endless_head(MessageKind api) {
+  return api == MessageKind::oto ? R"({"sendStatus":"SUCCESS","messageReadInfoList":[)"
+                                 : R"({"sendStatus":"SUCCESS","readUserIds":[)";
+}
+
+const char* endless_item(MessageKind api) {
+  return api == MessageKind::oto
+             ? R"({"name":"endless-user","userId":"endless-user","readStatus":"READ","readTimestamp":1},)"
+             : R"("endless-user",)";
+}
+
+// One "%XX"-escaped, '+'-is-space component of a query string, decoded;
+// nullopt for a bad escape or a result that is not UTF-8 text.
+std::optional<std::string> form_decode(const std::string& text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '+') {
+      out += ' ';
+    } else if (c != '%') {
+      out += c;
+    } else {
+      if (i + 2 >= text.size()) {
+        return std::nullopt;
+      }
+      const auto hex = [](char h) {
+        if (h >= '0' && h <= '9') {
+          return h - '0';
+        }
+        if (h >= 'a' && h <= 'f') {
+          return h - 'a' + 10;
+        }
+        if (h >= 'A' && h <= 'F') {
+          return h - 'A' + 10;
+        }
+        return -1;
+      };
+      const int hi = hex(text[i + 1]);
+      const int lo = hex(text[i + 2]);
+      if (hi < 0 || lo < 0) {
+        return std::nullopt;
+      }
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    }
+  }
+  try {
+    (void)nlohmann::json(out).dump();
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+  return out;
 }
 
 bool body_is_chunked(const httplib::Request& req) {
@@ -112,6 +206,53 @@ std::vector<std::string> split(const std::string& s, char sep) {
   }
 }
 
+// The query string of a request target, decoded once as a servlet container
+// does: '&' separates parameters, the first '=' a name from its value. null
+// for a bad escape or a repeated parameter.
+json decode_query(const std::string& target) {
+  json out = json::object();
+  const auto q = target.find('?');
+  if (q == std::string::npos) {
+    return out;
+  }
+  for (const auto& part : split(target.substr(q + 1), '&')) {
+    if (part.empty()) {
+      continue;
+    }
+    const auto eq = part.find('=');
+    const auto name = form_decode(part.substr(0, eq));
+    const auto value = form_decode(eq == std::string::npos ? "" : part.substr(eq + 1));
+    if (!name || !value || out.contains(*name)) {
+      return nullptr;
+    }
+    out[*name] = *value;
+  }
+  return out;
+}
+
+// REQUIRES: `user_id` can read the message: anyone, or for oto a recipient.
+void require_reader(const std::string& key, const FakeMessage& m, const std::string& user_id) {
+  if (m.kind == MessageKind::oto &&
+      std::find(m.recipients.begin(), m.recipients.end(), user_id) == m.recipients.end()) {
+    throw std::invalid_argument("FakeDingTalk: " + user_id + " did not receive the oto message " +
+                                key);
+  }
+}
+
+// The message kind whose read-status API `endpoint` is, or nullopt.
+std::optional<MessageKind> api_of(Endpoint endpoint) {
+  switch (endpoint) {
+  case Endpoint::private_chat_query:
+    return MessageKind::private_chat;
+  case Endpoint::group_query:
+    return MessageKind::group;
+  case Endpoint::oto_query:
+    return MessageKind::oto;
+  default:
+    return std::nullopt;
+  }
+}
+
 // Handlers count themselves in flight for max_concurrent_requests().
 class InFlight {
 public:
@@ -134,6 +275,51 @@ private:
 };
 
 } // namespace
+
+// --- messages ---
+
+std::string message_problem(const FakeMessage& m) {
+  switch (m.kind) {
+  case MessageKind::private_chat:
+    if (!m.token.empty()) {
+      return "token: only group messages have one";
+    }
+    break;
+  case MessageKind::group:
+    if (m.open_conversation_id.empty() && m.token.empty()) {
+      return "a group message needs open_conversation_id or token";
+    }
+    break;
+  case MessageKind::oto:
+    if (!m.token.empty()) {
+      return "token: only group messages have one";
+    }
+    if (!m.open_conversation_id.empty()) {
+      return "open_conversation_id: oto messages (oToMessages/batchSend) have none";
+    }
+    if (m.recipients.empty() || m.recipients.size() > FakeDingTalk::k_max_oto_recipients) {
+      return "recipients: an oto message has 1.." +
+             std::to_string(FakeDingTalk::k_max_oto_recipients) + " (batchSend's limit), not " +
+             std::to_string(m.recipients.size());
+    }
+    for (std::size_t i = 0; i < m.recipients.size(); ++i) {
+      if (m.recipients[i].empty()) {
+        return "recipients[" + std::to_string(i) + "]: an empty user id";
+      }
+      if (std::find(m.recipients.begin(), m.recipients.begin() + static_cast<std::ptrdiff_t>(i),
+                    m.recipients[i]) != m.recipients.begin() + static_cast<std::ptrdiff_t>(i)) {
+        return "recipients[" + std::to_string(i) + "]: " + m.recipients[i] + " is listed twice";
+      }
+    }
+    break;
+  }
+  for (const auto& [user, name] : m.names) {
+    if (std::find(m.recipients.begin(), m.recipients.end(), user) == m.recipients.end()) {
+      return "names: " + user + " is not a recipient";
+    }
+  }
+  return "";
+}
 
 // --- Fault ---
 
@@ -177,7 +363,43 @@ bool Fault::later_pages_only() const {
 
 bool Fault::shapes_answer() const {
   return kind == FaultKind::next_token_loop || kind == FaultKind::cursor_invalid ||
-         kind == FaultKind::delay;
+         kind == FaultKind::delay || kind == FaultKind::read_without_user_id ||
+         kind == FaultKind::timestamp_not_number || kind == FaultKind::duplicate_users;
+}
+
+bool Fault::applies_to(MessageKind api) const {
+  switch (kind) {
+  case FaultKind::read_without_user_id:
+    return api == MessageKind::oto || api == MessageKind::group;
+  case FaultKind::timestamp_not_number:
+    return api == MessageKind::oto;
+  default:
+    return true;
+  }
+}
+
+std::string to_string(MessageKind kind) {
+  switch (kind) {
+  case MessageKind::private_chat:
+    return "private_chat";
+  case MessageKind::group:
+    return "group";
+  case MessageKind::oto:
+    return "oto";
+  }
+  return "unknown";
+}
+
+Endpoint query_endpoint(MessageKind kind) {
+  switch (kind) {
+  case MessageKind::private_chat:
+    return Endpoint::private_chat_query;
+  case MessageKind::group:
+    return Endpoint::group_query;
+  case MessageKind::oto:
+    return Endpoint::oto_query;
+  }
+  return Endpoint::query;
 }
 
 std::string to_string(FaultKind kind) {
@@ -208,6 +430,12 @@ std::string to_string(FaultKind kind) {
     return "revoke_tokens";
   case FaultKind::delay:
     return "delay";
+  case FaultKind::read_without_user_id:
+    return "read_without_user_id";
+  case FaultKind::timestamp_not_number:
+    return "timestamp_not_number";
+  case FaultKind::duplicate_users:
+    return "duplicate_users";
   }
   return "unknown";
 }
@@ -224,6 +452,7 @@ FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
         }
         return key;
       }()),
+      m_epoch_base(std::chrono::system_clock::now()), m_steady_base(SteadyClock::now()),
       m_server(
           [this](httplib::Server& server) {
             server.Post("/v1.0/oauth2/accessToken",
@@ -231,7 +460,15 @@ FakeDingTalk::FakeDingTalk(FakeDingTalkOptions options)
             server.Post("/v1.0/oauth2/corpAccessToken",
                         [this](const auto& req, auto& res) { handle_corp_access_token(req, res); });
             server.Post("/v1.0/robot/privateChatMessages/query",
-                        [this](const auto& req, auto& res) { handle_query(req, res); });
+                        [this](const auto& req, auto& res) {
+                          handle_query(MessageKind::private_chat, req, res);
+                        });
+            server.Post("/v1.0/robot/groupMessages/query", [this](const auto& req, auto& res) {
+              handle_query(MessageKind::group, req, res);
+            });
+            server.Get("/v1.0/robot/oToMessages/readStatus", [this](const auto& req, auto& res) {
+              handle_query(MessageKind::oto, req, res);
+            });
             if (m_options.stream) {
               server.Post("/v1.0/gateway/connections/open",
                           [this](const auto& req, auto& res) { handle_gateway(req, res); });
@@ -283,25 +520,56 @@ FakeDingTalk::Message& FakeDingTalk::message(const std::string& key) {
 }
 
 void FakeDingTalk::add_message(const std::string& key, FakeMessage spec) {
+  if (const std::string problem = message_problem(spec); !problem.empty()) {
+    throw std::invalid_argument("FakeDingTalk: message " + key + ": " + problem);
+  }
   std::lock_guard lock(m_mutex);
   if (spec.robot_code.empty()) {
     spec.robot_code = m_options.robot_code;
   }
-  m_messages[key] = Message{std::move(spec), {}, {}};
+  if (!spec.sent_at) {
+    spec.sent_at = now();
+  }
+  if (spec.kind == MessageKind::oto && spec.expires_at == SteadyTime::max()) {
+    spec.expires_at = *spec.sent_at + k_oto_window;
+  }
+  m_messages[key] = Message{std::move(spec), {}, {}, {}};
 }
 
 void FakeDingTalk::read(const std::string& key, const std::string& user_id) {
   std::lock_guard lock(m_mutex);
+  const SteadyTime t = now();
   auto& m = message(key);
-  if (std::find(m.reads.begin(), m.reads.end(), user_id) == m.reads.end()) {
-    m.reads.push_back(user_id);
-    push_read(key, m, user_id, union_id_of(user_id), now());
+  require_reader(key, m.spec, user_id);
+  add_read(key, m, user_id, t);
+}
+
+void FakeDingTalk::read(const std::string& key, const std::string& user_id, SteadyTime at) {
+  std::lock_guard lock(m_mutex);
+  auto& m = message(key);
+  require_reader(key, m.spec, user_id);
+  add_read(key, m, user_id, at);
+}
+
+bool FakeDingTalk::add_read(const std::string& key, Message& m, const std::string& user_id,
+                            SteadyTime at) {
+  if (std::find(m.reads.begin(), m.reads.end(), user_id) != m.reads.end()) {
+    return false;
   }
+  m.reads.push_back(user_id);
+  m.read_at[user_id] = at;
+  push_read(key, m, user_id, union_id_of(user_id), at);
+  return true;
 }
 
 void FakeDingTalk::read_by_outsider(const std::string& key, const std::string& union_id) {
   std::lock_guard lock(m_mutex);
-  push_read(key, message(key), "", union_id, now());
+  const Message& m = message(key);
+  if (m.spec.kind == MessageKind::oto) { // batchSend reaches only the organisation's users
+    throw std::invalid_argument("FakeDingTalk: " + union_id + " did not receive the oto message " +
+                                key);
+  }
+  push_read(key, m, "", union_id, now());
 }
 
 std::string FakeDingTalk::union_id_of(const std::string& user_id) {
@@ -320,7 +588,7 @@ void FakeDingTalk::push_read(const std::string& key, const Message& m, const std
   if (!user_id.empty()) {
     data["userId"] = user_id;
   }
-  if (!m.spec.open_conversation_id.empty()) {
+  if (!m.spec.open_conversation_id.empty()) { // a group's, or a private chat's
     data["openConversationId"] = m.spec.open_conversation_id;
   }
   StreamEventSpec event;
@@ -334,6 +602,7 @@ void FakeDingTalk::schedule_read(const std::string& key, const std::string& user
                                  SteadyTime at) {
   std::lock_guard lock(m_mutex);
   auto& m = message(key);
+  require_reader(key, m.spec, user_id);
   m.pending.emplace_back(at, user_id);
   std::stable_sort(m.pending.begin(), m.pending.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -361,14 +630,33 @@ std::vector<std::string> FakeDingTalk::read_list(const std::string& key) {
   return m.reads;
 }
 
+std::optional<SteadyTime> FakeDingTalk::read_time(const std::string& key,
+                                                  const std::string& user_id) {
+  std::lock_guard lock(m_mutex);
+  auto& m = message(key);
+  promote_due_reads(key, m, now());
+  const auto it = m.read_at.find(user_id);
+  if (it == m.read_at.end()) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+std::int64_t FakeDingTalk::epoch_ms(SteadyTime t) const {
+  if (m_stream) {
+    return m_stream->epoch_ms(t);
+  }
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  return duration_cast<milliseconds>(m_epoch_base.time_since_epoch()).count() +
+         duration_cast<milliseconds>(t - m_steady_base).count();
+}
+
 void FakeDingTalk::promote_due_reads(const std::string& key, Message& m, SteadyTime t) {
   auto it = m.pending.begin();
   for (; it != m.pending.end() && it->first <= t; ++it) {
-    if (std::find(m.reads.begin(), m.reads.end(), it->second) == m.reads.end()) {
-      m.reads.push_back(it->second);
-      // The person read it at the scheduled time, whenever that is noticed.
-      push_read(key, m, it->second, union_id_of(it->second), it->first);
-    }
+    // The person read it at the scheduled time, whenever that is noticed.
+    add_read(key, m, it->second, it->first);
   }
   m.pending.erase(m.pending.begin(), it);
 }
@@ -446,11 +734,16 @@ void FakeDingTalk::clear_faults() {
 
 std::optional<Fault> FakeDingTalk::take_fault(Endpoint endpoint, bool has_next_token,
                                               bool answerable) {
+  const std::optional<MessageKind> api = api_of(endpoint);
+  const auto aimed = [&](Endpoint target) {
+    return target == endpoint || (target == Endpoint::query && api);
+  };
   const auto applies = [&](const Fault& f) {
-    return (!f.later_pages_only() || has_next_token) && (!f.shapes_answer() || answerable);
+    return (!f.later_pages_only() || has_next_token) && (!f.shapes_answer() || answerable) &&
+           (!api || f.applies_to(*api));
   };
   for (auto it = m_injected.begin(); it != m_injected.end(); ++it) {
-    if (it->endpoint != endpoint || !applies(it->fault)) {
+    if (!aimed(it->endpoint) || !applies(it->fault)) {
       continue;
     }
     Fault f = it->fault;
@@ -461,7 +754,7 @@ std::optional<Fault> FakeDingTalk::take_fault(Endpoint endpoint, bool has_next_t
   }
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   for (const auto& r : m_rate_faults) {
-    if (r.endpoint != endpoint || !applies(r.fault)) {
+    if (!aimed(r.endpoint) || !applies(r.fault)) {
       continue;
     }
     if (uniform(m_rng) < r.p) {
@@ -480,7 +773,8 @@ void FakeDingTalk::hold_until_gone(const httplib::Request& req) const {
 }
 
 bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
-                               httplib::Response& res, const std::string& request_id_text) {
+                               httplib::Response& res, const std::string& request_id_text,
+                               MessageKind api) {
   for (const auto& [name, value] : fault.headers) {
     res.set_header(name, value);
   }
@@ -498,47 +792,47 @@ bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
     return false;
   case FaultKind::malformed_json:
     res.status = 200;
-    res.set_content(R"({"sendStatus": SUCCESS, "readUserIds": [user-a,], })", k_json_type);
+    res.set_content(malformed_body(api), k_json_type);
     return false;
   case FaultKind::truncated_json:
     res.status = 200;
-    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":["user-a","us)", k_json_type);
+    res.set_content(truncated_body(api), k_json_type);
     return false;
   case FaultKind::wrong_shape:
     res.status = 200;
-    res.set_content(R"({"sendStatus":"SUCCESS","readUserIds":"user-a","hasMore":"no"})",
-                    k_json_type);
+    res.set_content(wrong_shape_body(api), k_json_type);
     return false;
   case FaultKind::oversized_body:
     res.status = 200;
     if (!fault.chunked) {
-      res.set_content(oversized_body(), k_json_type);
+      res.set_content(oversized_body(api), k_json_type);
       return false;
     }
-    res.set_chunked_content_provider(k_json_type, [](std::size_t offset, httplib::DataSink& sink) {
-      const std::string& body = oversized_body();
-      if (offset >= body.size()) {
-        sink.done();
-        return true;
-      }
-      constexpr std::size_t k_chunk = 64 * 1024;
-      return sink.write(body.data() + offset, std::min(k_chunk, body.size() - offset));
-    });
+    res.set_chunked_content_provider(
+        k_json_type, [api](std::size_t offset, httplib::DataSink& sink) {
+          const std::string& body = oversized_body(api);
+          if (offset >= body.size()) {
+            sink.done();
+            return true;
+          }
+          constexpr std::size_t k_chunk = 64 * 1024;
+          return sink.write(body.data() + offset, std::min(k_chunk, body.size() - offset));
+        });
     return false;
   case FaultKind::endless_body: {
     res.status = 200;
     const auto deadline = SteadyClock::now() + k_max_hold;
     res.set_chunked_content_provider(
-        k_json_type, [this, deadline](std::size_t offset, httplib::DataSink& sink) {
+        k_json_type, [this, deadline, api](std::size_t offset, httplib::DataSink& sink) {
           if (m_stopping || SteadyClock::now() >= deadline) {
             return false; // the connection is dropped without the last chunk
           }
           std::string chunk;
           if (offset == 0) {
-            chunk = R"({"sendStatus":"SUCCESS","readUserIds":[)";
+            chunk = endless_head(api);
           }
           for (int i = 0; i < 256; ++i) {
-            chunk += "\"endless-user\",";
+            chunk += endless_item(api);
           }
           if (!sink.write(chunk.data(), chunk.size())) {
             return false;
@@ -569,6 +863,9 @@ bool FakeDingTalk::apply_fault(const Fault& fault, const httplib::Request& req,
     return true;
   case FaultKind::next_token_loop:
   case FaultKind::cursor_invalid:
+  case FaultKind::read_without_user_id:
+  case FaultKind::timestamp_not_number:
+  case FaultKind::duplicate_users:
     return true; // applied while answering
   }
   return true;
@@ -682,11 +979,13 @@ void FakeDingTalk::handle_corp_access_token(const httplib::Request& req, httplib
       "application/json;charset=utf-8");
 }
 
-void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& res) {
+void FakeDingTalk::handle_query(MessageKind kind, const httplib::Request& req,
+                                httplib::Response& res) {
   InFlight guard(m_mutex, m_in_flight, m_max_in_flight);
-  const json body = parse_json(req.body);
-  const std::string key = string_field(body, "processQueryKey");
-  const bool has_next_token = !string_field(body, "nextToken").empty();
+  const bool get = kind == MessageKind::oto;
+  const Call call{kind, get ? decode_query(req.target) : parse_json(req.body)};
+  const std::string key = string_field(call.args, "processQueryKey");
+  const bool has_next_token = !get && !string_field(call.args, "nextToken").empty();
   std::optional<Fault> fault;
   std::optional<Answer> shaped; // the answer a fault that shapes it gives, computed on arrival
   std::string rid;
@@ -701,22 +1000,24 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
     // and that answer is fixed now, under the same lock: tokens revoked or a
     // message changed meanwhile (during a delay, say) cannot turn it into an
     // error, so the fault is met as what it is.
-    fault = take_fault(Endpoint::query, has_next_token, !refusal(req, body, t));
+    fault = take_fault(query_endpoint(kind), has_next_token, !refusal(req, call, t));
     if (fault && fault->shapes_answer()) {
-      shaped = answer_query(req, body, fault->kind == FaultKind::next_token_loop,
-                            fault->kind == FaultKind::cursor_invalid);
+      shaped = answer_query(req, call, &*fault);
     }
     rid = request_id();
     QueryRecord r;
     r.at = t;
-    r.body = body;
+    r.kind = kind;
+    r.target = req.target;
+    r.body = get ? json(nullptr) : call.args;
+    r.params = get ? call.args : json(nullptr);
     r.access_token = req.get_header_value(k_token_header);
     r.chunked = body_is_chunked(req);
     r.code = fault ? to_string(fault->kind) : "";
     m_queries.push_back(std::move(r));
     record = m_queries.size() - 1;
   }
-  if (fault && !apply_fault(*fault, req, res, rid)) {
+  if (fault && !apply_fault(*fault, req, res, rid, kind)) {
     std::lock_guard lock(m_mutex);
     const bool cut =
         fault->kind == FaultKind::no_answer || fault->kind == FaultKind::connection_reset;
@@ -727,7 +1028,7 @@ void FakeDingTalk::handle_query(const httplib::Request& req, httplib::Response& 
     return;
   }
   std::lock_guard lock(m_mutex);
-  Answer answer = shaped ? std::move(*shaped) : answer_query(req, body, false, false);
+  Answer answer = shaped ? std::move(*shaped) : answer_query(req, call, nullptr);
   if (answer.status != 200) {
     const std::string code = answer.code;
     const auto it = error_messages().find(code);
@@ -915,83 +1216,200 @@ std::optional<FakeDingTalk::Answer> FakeDingTalk::gateway_refusal(const httplib:
   return std::nullopt;
 }
 
+namespace {
+
+constexpr char k_param_invalid[] = "invalidParameter.param.invalid";
+
+// The body's fields that must be strings when present: DingTalk refuses the
+// rest as invalid parameters.
+bool string_fields_ok(const json& body, std::initializer_list<const char*> fields) {
+  return std::all_of(fields.begin(), fields.end(), [&](const char* field) {
+    return !body.contains(field) || body[field].is_string();
+  });
+}
+
+} // namespace
+
+FakeDingTalk::Answer FakeDingTalk::refused_with(int status, std::string code) {
+  return Answer{status, nullptr, std::move(code)};
+}
+
 std::optional<FakeDingTalk::Answer> FakeDingTalk::refusal(const httplib::Request& req,
-                                                          const json& body, SteadyTime t) const {
-  const auto fail = [](int status, std::string code) {
-    return Answer{status, nullptr, std::move(code)};
-  };
+                                                          const Call& call, SteadyTime t) const {
   if (!req.has_header(k_token_header)) {
-    return fail(400, "AuthenticationFailed.MissingParameter");
+    return refused_with(400, "AuthenticationFailed.MissingParameter");
   }
   const auto token = m_tokens.find(req.get_header_value(k_token_header));
   if (token == m_tokens.end() || token->second.revoked || t >= token->second.expires_at) {
-    return fail(400, "InvalidAuthentication");
+    return refused_with(400, "InvalidAuthentication");
   }
-  if (!body.is_object()) {
-    return fail(400, "invalidParameter.param.invalid");
-  }
-  for (const char* field : {"processQueryKey", "robotCode", "openConversationId", "nextToken"}) {
-    if (body.contains(field) && !body[field].is_string()) {
-      return fail(400, "invalidParameter.param.invalid");
-    }
-  }
-  const std::string key = string_field(body, "processQueryKey");
-  if (key.empty()) {
-    return fail(400, "invalidParameter.processQueryKey.missing");
-  }
-  const std::string robot = string_field(body, "robotCode");
-  if (robot.empty()) {
-    return fail(400, "invalidParameter.robotCode.missing");
-  }
-  bool robot_known = robot == m_options.robot_code;
-  for (const auto& [k, m] : m_messages) {
-    robot_known = robot_known || m.spec.robot_code == robot;
-  }
-  if (!robot_known) {
-    return fail(400, "invalidParameter.robotCode.notExsit");
-  }
-  const auto it = m_messages.find(key);
-  if (it == m_messages.end()) {
-    return fail(400, "invalid.processQueryKey");
-  }
-  const Message& m = it->second;
-  if (m.spec.robot_code != robot) {
-    return fail(400, "invalidParameter.robotCode.notExsit");
-  }
-  if (body.contains("openConversationId") &&
-      body["openConversationId"].get<std::string>() != m.spec.open_conversation_id) {
-    return fail(400, "invalid.openConversationId");
-  }
-  if (body.contains("maxResults")) {
-    const auto& max_results = body["maxResults"];
-    if (!max_results.is_number_integer()) {
-      return fail(400, "invalidParameter.param.invalid");
-    }
-    const auto n = max_results.get<std::int64_t>();
-    if (n < 1 || n > k_max_page_size) {
-      return fail(400, "invalidParameter.pageSize.invalid");
-    }
-  }
-  const std::string next_token = string_field(body, "nextToken");
-  if (!next_token.empty() && !parse_next_token(key, next_token)) {
-    return fail(400, "invalidParameter.cursor.invalid");
-  }
-  if (t < m.spec.ready_at || t >= m.spec.expires_at) {
-    return fail(400, "processQueryKey.expireTime");
+  switch (call.kind) {
+  case MessageKind::private_chat:
+    return private_chat_refusal(call.args, t);
+  case MessageKind::group:
+    return group_refusal(call.args, t);
+  case MessageKind::oto:
+    return oto_refusal(call.args, t);
   }
   return std::nullopt;
 }
 
-FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, const json& body,
-                                                bool loop_fault, bool cursor_fault) {
-  const auto fail = [](int status, std::string code) {
-    return Answer{status, nullptr, std::move(code)};
-  };
+bool FakeDingTalk::robot_known(const std::string& robot_code) const {
+  return robot_code == m_options.robot_code ||
+         std::any_of(m_messages.begin(), m_messages.end(),
+                     [&](const auto& entry) { return entry.second.spec.robot_code == robot_code; });
+}
+
+std::optional<FakeDingTalk::Answer> FakeDingTalk::private_chat_refusal(const json& body,
+                                                                       SteadyTime t) const {
+  if (!body.is_object() || !string_fields_ok(body, {"processQueryKey", "robotCode",
+                                                    "openConversationId", "nextToken"})) {
+    return refused_with(400, k_param_invalid);
+  }
+  const std::string key = string_field(body, "processQueryKey");
+  if (key.empty()) {
+    return refused_with(400, "invalidParameter.processQueryKey.missing");
+  }
+  const std::string robot = string_field(body, "robotCode");
+  if (robot.empty()) {
+    return refused_with(400, "invalidParameter.robotCode.missing");
+  }
+  if (!robot_known(robot)) {
+    return refused_with(400, "invalidParameter.robotCode.notExsit");
+  }
+  const auto it = m_messages.find(key);
+  if (it == m_messages.end() || it->second.spec.kind != MessageKind::private_chat) {
+    return refused_with(400, "invalid.processQueryKey");
+  }
+  const Message& m = it->second;
+  if (m.spec.robot_code != robot) {
+    return refused_with(400, "invalidParameter.robotCode.notExsit");
+  }
+  if (body.contains("openConversationId") &&
+      body["openConversationId"].get<std::string>() != m.spec.open_conversation_id) {
+    return refused_with(400, "invalid.openConversationId");
+  }
+  return page_refusal(body, key, m, t);
+}
+
+std::optional<FakeDingTalk::Answer> FakeDingTalk::group_refusal(const json& body,
+                                                                SteadyTime t) const {
+  if (!body.is_object() || !string_fields_ok(body, {"processQueryKey", "robotCode",
+                                                    "openConversationId", "nextToken", "token"})) {
+    return refused_with(400, k_param_invalid);
+  }
+  const std::string key = string_field(body, "processQueryKey");
+  if (key.empty()) {
+    return refused_with(400, "invalidParameter.processQueryKey.missing");
+  }
+  const std::string conversation = string_field(body, "openConversationId");
+  const std::string token = string_field(body, "token");
+  if (conversation.empty() && token.empty()) {
+    return refused_with(400, "openConversationId.notExisted");
+  }
+  if (!token.empty() && std::none_of(m_messages.begin(), m_messages.end(), [&](const auto& entry) {
+        return entry.second.spec.kind == MessageKind::group && entry.second.spec.token == token;
+      })) {
+    return refused_with(400, "invalidParameter.invalid");
+  }
+  const std::string robot = string_field(body, "robotCode");
+  if (robot.empty() && token.empty()) {
+    return refused_with(400, "invalidParameter.robotCode.missing");
+  }
+  if (!robot.empty() && !robot_known(robot)) {
+    return refused_with(400, "invalidParameter.robotCode.notExsit");
+  }
+  const auto it = m_messages.find(key);
+  if (it == m_messages.end() || it->second.spec.kind != MessageKind::group) {
+    return refused_with(400, "invalid.processQueryKey");
+  }
+  const Message& m = it->second;
+  if (!token.empty() && m.spec.token != token) {
+    return refused_with(400, "invalid.processQueryKey"); // not a message of the token's robot
+  }
+  if (!robot.empty() && m.spec.robot_code != robot) {
+    return refused_with(400, "invalidParameter.robotCode.notExsit");
+  }
+  if (!conversation.empty() && conversation != m.spec.open_conversation_id) {
+    return refused_with(400, "invalid.openConversationId");
+  }
+  return page_refusal(body, key, m, t);
+}
+
+std::optional<FakeDingTalk::Answer> FakeDingTalk::page_refusal(const json& body,
+                                                               const std::string& key,
+                                                               const Message& m,
+                                                               SteadyTime t) const {
+  if (body.contains("maxResults")) {
+    const auto& max_results = body["maxResults"];
+    if (!max_results.is_number_integer()) {
+      return refused_with(400, k_param_invalid);
+    }
+    const auto n = max_results.get<std::int64_t>();
+    if (n < 1 || n > k_max_page_size) {
+      return refused_with(400, "invalidParameter.pageSize.invalid");
+    }
+  }
+  const std::string next_token = string_field(body, "nextToken");
+  if (!next_token.empty() && !parse_next_token(key, next_token)) {
+    return refused_with(400, "invalidParameter.cursor.invalid");
+  }
+  if (t < m.spec.ready_at || t >= m.spec.expires_at) {
+    return refused_with(400, "processQueryKey.expireTime");
+  }
+  return std::nullopt;
+}
+
+std::optional<FakeDingTalk::Answer> FakeDingTalk::oto_refusal(const json& params,
+                                                              SteadyTime t) const {
+  if (!params.is_object()) {
+    return refused_with(400, k_param_invalid);
+  }
+  const std::string key = string_field(params, "processQueryKey");
+  if (key.empty()) {
+    return refused_with(400, "invalidParameter.processQueryKey.missing");
+  }
+  const std::string robot = string_field(params, "robotCode");
+  if (robot.empty()) {
+    return refused_with(400, "invalidParameter.robotCode.missing");
+  }
+  if (!robot_known(robot)) {
+    return refused_with(400, "invalidParameter.robotCode.notExsit");
+  }
+  const auto it = m_messages.find(key);
+  if (it == m_messages.end() || it->second.spec.kind != MessageKind::oto) {
+    return refused_with(400, "invalid.processQueryKey");
+  }
+  const Message& m = it->second;
+  if (m.spec.robot_code != robot) {
+    return refused_with(400, "invalidParameter.robotCode.notExsit");
+  }
+  if (t < m.spec.ready_at || t >= m.spec.expires_at) {
+    return refused_with(400, "processQueryKey.expireTime");
+  }
+  return std::nullopt;
+}
+
+FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, const Call& call,
+                                                const Fault* fault) {
   const SteadyTime t = now();
-  if (auto refused = refusal(req, body, t)) {
+  if (auto refused = refusal(req, call, t)) {
     return *refused;
   }
+  const bool loop_fault = fault != nullptr && fault->kind == FaultKind::next_token_loop;
+  const bool cursor_fault = fault != nullptr && fault->kind == FaultKind::cursor_invalid;
+  Answer answer = call.kind == MessageKind::oto ? answer_oto(call, t)
+                                                : answer_pages(call, t, loop_fault, cursor_fault);
+  if (fault != nullptr && answer.status == 200) {
+    spoil(answer, fault->kind, call.kind, t);
+  }
+  return answer;
+}
+
+FakeDingTalk::Answer FakeDingTalk::answer_pages(const Call& call, SteadyTime t, bool loop_fault,
+                                                bool cursor_fault) {
   // Valid from here on: refusal() checked every field.
+  const json& body = call.args;
   const std::string key = string_field(body, "processQueryKey");
   Message& m = m_messages.at(key);
   int page = m_options.page_size;
@@ -1004,18 +1422,23 @@ FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, con
     offset = *parse_next_token(key, next_token);
   }
   if (cursor_fault) {
-    return fail(400, "invalidParameter.cursor.invalid");
+    return refused_with(400, "invalidParameter.cursor.invalid");
   }
   promote_due_reads(key, m, t);
   offset = std::min(offset, m.reads.size());
   const std::size_t end = std::min(m.reads.size(), offset + static_cast<std::size_t>(page));
   json users = json::array();
+  json readers = json::array(); // group: readUsers, as newer SDKs read it
   for (std::size_t i = offset; i < end; ++i) {
     users.push_back(m.reads[i]);
+    readers.push_back({{"unionId", union_id_of(m.reads[i])}, {"userId", m.reads[i]}});
     m_reads_served.emplace(key, m.reads[i]);
   }
   Answer answer;
   answer.body = {{"sendStatus", m.spec.send_status}, {"readUserIds", users}};
+  if (call.kind == MessageKind::group) {
+    answer.body["readUsers"] = std::move(readers);
+  }
   if (loop_fault) {
     answer.body["hasMore"] = true;
     answer.body["nextToken"] = next_token;
@@ -1026,6 +1449,69 @@ FakeDingTalk::Answer FakeDingTalk::answer_query(const httplib::Request& req, con
     answer.body["hasMore"] = false;
   }
   return answer;
+}
+
+FakeDingTalk::Answer FakeDingTalk::answer_oto(const Call& call, SteadyTime t) {
+  const std::string key = string_field(call.args, "processQueryKey");
+  Message& m = m_messages.at(key);
+  promote_due_reads(key, m, t);
+  json list = json::array();
+  for (const auto& user : m.spec.recipients) {
+    const auto name = m.spec.names.find(user);
+    const auto read = m.read_at.find(user);
+    json entry = {{"name", name != m.spec.names.end() ? name->second : user},
+                  {"userId", user},
+                  {"readStatus", read != m.read_at.end() ? "READ" : "UNREAD"},
+                  {"readTimestamp", read != m.read_at.end() ? epoch_ms(read->second) : 0}};
+    if (read != m.read_at.end()) {
+      m_reads_served.emplace(key, user);
+    }
+    list.push_back(std::move(entry));
+  }
+  Answer answer;
+  answer.body = {{"sendStatus", m.spec.send_status}, {"messageReadInfoList", std::move(list)}};
+  return answer;
+}
+
+void FakeDingTalk::spoil(Answer& answer, FaultKind kind, MessageKind api, SteadyTime t) const {
+  json& body = answer.body;
+  const bool oto = api == MessageKind::oto;
+  switch (kind) {
+  case FaultKind::read_without_user_id:
+    if (oto) {
+      body["messageReadInfoList"].push_back(
+          {{"name", "Outsider"}, {"readStatus", "READ"}, {"readTimestamp", epoch_ms(t)}});
+    } else if (body.contains("readUsers")) {
+      body["readUsers"].push_back({{"unionId", union_id_of("\noutsider")}});
+    }
+    return;
+  case FaultKind::timestamp_not_number:
+    for (auto& entry : body["messageReadInfoList"]) {
+      entry["readTimestamp"] = std::to_string(entry["readTimestamp"].get<std::int64_t>());
+    }
+    return;
+  case FaultKind::duplicate_users:
+    if (oto) {
+      // A reader twice: the first READ entry, or the first of all if none is.
+      json& list = body["messageReadInfoList"];
+      const auto read = std::find_if(list.begin(), list.end(),
+                                     [](const json& e) { return e["readStatus"] == "READ"; });
+      if (read != list.end()) {
+        const json entry = *read;
+        list.push_back(entry);
+        return;
+      }
+    }
+    for (const char* list : {"messageReadInfoList", "readUserIds", "readUsers"}) {
+      if (body.contains(list) && !body[list].empty()) {
+        const json first = body[list].front();
+        body[list].push_back(first);
+      }
+    }
+    return;
+  default:
+    return;
+  }
 }
 
 std::string FakeDingTalk::make_next_token(const std::string& key, std::size_t offset) {

@@ -1,13 +1,38 @@
 // FakeDingTalk: an in-process stand-in for api.dingtalk.com that speaks the
-// real contract (../shared/dingtalk/): the two token APIs and
-// POST /v1.0/robot/privateChatMessages/query with DingTalk's validation, its
-// error bodies {"code","message","requestid"}, opaque signed nextTokens and
-// token expiry answered as 400 InvalidAuthentication. With
-// FakeDingTalkOptions::stream it also speaks Stream mode: the gateway call
-// POST /v1.0/gateway/connections/open, and a FakeStream (fake_stream.hpp)
-// that pushes a robot_msg_read event the moment a person reads a message.
-// Tests script it (messages, reads, recalls, faults) and observe it (calls,
-// timing, what it served). It runs httplib on 127.0.0.1 on its own threads.
+// real contract (../shared/dingtalk/): the two token APIs and the three
+// read-status APIs, one per message kind (MessageKind):
+//   POST /v1.0/robot/privateChatMessages/query   private_chat (the default)
+//   POST /v1.0/robot/groupMessages/query          group (also `token`, `readUsers`)
+//   GET  /v1.0/robot/oToMessages/readStatus       oto (one page, every recipient)
+// with DingTalk's validation, its error bodies {"code","message","requestid"},
+// opaque signed nextTokens and token expiry answered as 400
+// InvalidAuthentication. With FakeDingTalkOptions::stream it also speaks
+// Stream mode: the gateway call POST /v1.0/gateway/connections/open, and a
+// FakeStream (fake_stream.hpp) that pushes a robot_msg_read event the moment
+// a person reads a message of any kind. Tests script it (messages, reads,
+// recalls, faults) and observe it (calls, timing, what it served). It runs
+// httplib on 127.0.0.1 on its own threads.
+//
+// Where DingTalk's behaviour is not documented, the fake makes one guess and
+// keeps to it (the tests in fake_dingtalk_test.cpp pin each):
+// - A key asked of another kind's API (a group message through the
+//   private-chat API, and so on) is unknown to that API: 400
+//   invalid.processQueryKey, as for a key that names no message.
+// - Group: a query needs openConversationId or token; with neither, 400
+//   openConversationId.notExisted ("openConversationId is empty"). An
+//   openConversationId other than the message's is 400
+//   invalid.openConversationId, as the private-chat API answers it (the
+//   other org's conversation.org.dismatch is left to Fault::error). A token no group message was
+//   sent with names no robot: 400 invalidParameter.invalid; a known token of another message's
+//   robot: invalid.processQueryKey. robotCode is required unless a token is given.
+// - Oto: the parameters are decoded once, as a servlet container does (the
+//   value runs from the first '=' to the '&', "%XX" is a byte, '+' is a
+//   space), so a key whose '+' was not encoded names no message (400
+//   invalid.processQueryKey) and one encoded twice neither; a bad escape or a
+//   repeated parameter is 400 invalidParameter.param.invalid. The answer lists
+//   every recipient in send order; UNREAD entries carry readTimestamp 0 (the
+//   SDK's model makes the field a required number). From sent_at + 24 h on,
+//   400 processQueryKey.expireTime.
 //
 // Thread-safe: every public method may be called from any thread while the
 // server answers requests. m_mutex guards all mutable state (options that
@@ -41,6 +66,15 @@ namespace rrd::testing {
 using SteadyClock = std::chrono::steady_clock;
 using SteadyTime = SteadyClock::time_point;
 
+// Which read-status API a call went to, and so which kind of message it
+// asks about: each kind has its own API, request and answer (SPEC section 1).
+enum class MessageKind { private_chat, group, oto };
+
+std::string to_string(MessageKind kind); // "private_chat", "group", "oto"
+
+// The bodies that replace an answer (malformed_json ... endless_body) take
+// the shape of the API called: readUserIds for private_chat and group,
+// messageReadInfoList for oto (wrong_shape: a list that is an object).
 enum class FaultKind {
   error_answer,     // `status` with a DingTalk error body carrying `code`
   html_page,        // `status` (200 or 403) with an HTML page, as an IP ban
@@ -55,6 +89,15 @@ enum class FaultKind {
   cursor_invalid,   // later pages only: 400 invalidParameter.cursor.invalid
   revoke_tokens,    // every token is revoked; this call gets InvalidAuthentication
   delay,            // the normal answer (as of the call's arrival), after `delay`
+  // The normal answer with one hostile change (as of the call's arrival):
+  read_without_user_id, // oto, group only: one more reader without a userId (oto: a
+                        //   READ entry {name, readStatus, readTimestamp}; group: a
+                        //   readUsers entry {unionId}); the read ids are unchanged
+  timestamp_not_number, // oto only: every readTimestamp is a string of its digits
+  duplicate_users,      // the answer names a reader twice: oto, its first READ entry
+                        //   again (the first entry when none is READ);
+                        //   the others, the page's first id again (readUsers too);
+                        //   an empty page is left as it is
 };
 
 struct Fault {
@@ -72,27 +115,63 @@ struct Fault {
   static Fault html(int status);
   static Fault of(FaultKind kind);
   static Fault slow(std::chrono::milliseconds delay);
-  // Faults that only apply to a request carrying a nextToken.
+  // Faults that only apply to a request carrying a nextToken (so never to
+  // an oto call, which has no cursor).
   bool later_pages_only() const;
   // Faults that change DingTalk's normal answer rather than replace it
-  // (next_token_loop, cursor_invalid, delay): they are only taken by a call
-  // that DingTalk would answer 200, so that they are met as what they are,
-  // not hidden behind an InvalidAuthentication or processQueryKey error.
+  // (next_token_loop, cursor_invalid, delay and the hostile changes): they
+  // are only taken by a call that DingTalk would answer 200, so that they are
+  // met as what they are, not hidden behind an InvalidAuthentication or
+  // processQueryKey error.
   bool shapes_answer() const;
+  // Whether a call to the read-status API of `kind` can take the fault
+  // (read_without_user_id: oto and group; timestamp_not_number: oto).
+  bool applies_to(MessageKind kind) const;
 };
 
 std::string to_string(FaultKind kind);
 
-enum class Endpoint { query, token, gateway };
-
-struct FakeMessage {
-  std::string open_conversation_id;          // "" when the message has none
-  std::string robot_code;                    // "": FakeDingTalkOptions::robot_code
-  std::vector<std::string> recipients;       // who may read it (informational)
-  std::string send_status = "SUCCESS";       // SUCCESS, PROCESSING, RECALLED
-  SteadyTime ready_at{};                     // before: 400 processQueryKey.expireTime
-  SteadyTime expires_at = SteadyTime::max(); // from then on: the same error
+// Where a fault goes. Endpoint::query is every read-status call, whatever
+// its kind; the three after it narrow that to one API.
+enum class Endpoint {
+  query,              // every read-status call (the three below)
+  private_chat_query, // POST /v1.0/robot/privateChatMessages/query only
+  group_query,        // POST /v1.0/robot/groupMessages/query only
+  oto_query,          // GET /v1.0/robot/oToMessages/readStatus only
+  token,              // the two token APIs
+  gateway,            // POST /v1.0/gateway/connections/open
 };
+
+// The read-status endpoint of a kind's API (private_chat_query, ...).
+Endpoint query_endpoint(MessageKind kind);
+
+// A message as DingTalk holds it. add_message() refuses (std::invalid_argument,
+// naming the field) what no send could produce: a group message with neither
+// open_conversation_id nor token, a token on another kind, an oto message with
+// an open_conversation_id or without 1..20 recipients.
+struct FakeMessage {
+  MessageKind kind = MessageKind::private_chat;
+  std::string open_conversation_id; // "" when the message has none
+  std::string token;                // group only: the template bot's token, "" none
+  std::string robot_code;           // "": FakeDingTalkOptions::robot_code
+  // Who received it: informational for private_chat and group (any user id
+  // may read those); oto: the batchSend userIds, in the order readStatus
+  // lists them, and only they can read it.
+  std::vector<std::string> recipients;
+  std::map<std::string, std::string> names; // oto: "name" by user id; default the id
+  std::string send_status = "SUCCESS";      // SUCCESS, PROCESSING, RECALLED
+  std::optional<SteadyTime> sent_at;        // unset: when it is added (the fake's clock)
+  SteadyTime ready_at{};                    // before: 400 processQueryKey.expireTime
+  // From then on: the same error. Left at max, an oto message's is sent_at +
+  // k_oto_window (DingTalk's 24 h); the others' stays max.
+  SteadyTime expires_at = SteadyTime::max();
+};
+
+// What no send could produce in `message`, or "" when DingTalk could hold
+// it: the field at fault first where there is one ("recipients[2]: a is
+// listed twice"), else the rule ("a group message needs ..."). What
+// add_message() refuses.
+std::string message_problem(const FakeMessage& message);
 
 struct FakeDingTalkOptions {
   int port = 0; // 0: ephemeral
@@ -112,10 +191,14 @@ struct FakeDingTalkOptions {
   std::optional<FakeStreamOptions> stream;
 };
 
-// One query call as the server saw it.
+// One read-status call, of any kind, as the server saw it.
 struct QueryRecord {
   SteadyTime at;
-  nlohmann::json body;      // null when the body was not JSON
+  MessageKind kind = MessageKind::private_chat; // the API called
+  std::string target;                           // path and query as sent, undecoded
+  nlohmann::json body;      // POST: null when the body was not JSON; oto (GET): null
+  nlohmann::json params;    // oto: the query parameters decoded once, as an object
+                            //   (null when they could not be decoded); POST: null
   std::string access_token; // the header's value
   bool chunked = false;     // the request body came with Transfer-Encoding: chunked
   int status = 0;           // the answer's status (0: none, the connection was cut)
@@ -148,15 +231,29 @@ public:
   // --- scenario ---
   // REQUIRES (all but add_message): `key` was added; throws std::invalid_argument.
   void add_message(const std::string& key, FakeMessage message);
-  void read(const std::string& key, const std::string& user_id); // appended, order kept
+  // The person reads it now, or (the second form) read it at `at`, which may
+  // be in the past: that is the read time its push and an oto answer's
+  // readTimestamp carry. Appended, order kept; a second read changes nothing.
+  // REQUIRES for oto: `user_id` is a recipient (std::invalid_argument).
+  void read(const std::string& key, const std::string& user_id);
+  void read(const std::string& key, const std::string& user_id, SteadyTime at);
+  // The person reads it at `at`: the read shows from then on (promoted by
+  // the next call that looks, or the Stream's loop).
   void schedule_read(const std::string& key, const std::string& user_id, SteadyTime at);
   void set_send_status(const std::string& key, const std::string& status);
   void set_ready_at(const std::string& key, SteadyTime at);
   void set_expires_at(const std::string& key, SteadyTime at);
   // The read list the server answers with now (scheduled reads that are due included).
   std::vector<std::string> read_list(const std::string& key);
+  // When `user_id` read it (scheduled reads that are due included), or nullopt.
+  std::optional<SteadyTime> read_time(const std::string& key, const std::string& user_id);
+  // The Unix time in ms the fake reports for `t` (an oto readTimestamp, a
+  // push's operatTime); the same mapping as the Stream's when it is on.
+  std::int64_t epoch_ms(SteadyTime t) const;
   // A person outside the organisation reads the message: a robot_msg_read
   // push without userId; the read list (which holds user ids) is unchanged.
+  // REQUIRES: not an oto message, whose recipients are all users of the
+  // organisation (std::invalid_argument).
   void read_by_outsider(const std::string& key, const std::string& union_id);
   // The unionId the fake gives a user id in its pushes (a stable function of it).
   static std::string union_id_of(const std::string& user_id);
@@ -179,8 +276,9 @@ public:
 
   // --- faults ---
   // The next `count` calls to `endpoint` (that the fault applies to) get it.
-  // Endpoint::gateway: the gateway call (refused tickets, as errors, cut
-  // connections, delays...).
+  // Endpoint::query: read-status calls of every kind, in arrival order;
+  // Endpoint::group_query etc.: that API's calls only. Endpoint::gateway: the
+  // gateway call (refused tickets, as errors, cut connections, delays...).
   void inject(Fault fault, int count = 1, Endpoint endpoint = Endpoint::query);
   // Each call to `endpoint` gets `fault` with probability `p` (seeded RNG).
   // A fault of the same kind, status and code is replaced; p = 0 removes it.
@@ -191,6 +289,7 @@ public:
   int token_calls() const;
   int gateway_calls() const;
   std::vector<GatewayRecord> gateway_requests() const;
+  // Read-status calls of every kind (oto: by the key as decoded).
   int query_calls() const;
   int query_calls(const std::string& key) const;
   // Every (processQueryKey, user id) the server has put in a 200 answer.
@@ -207,12 +306,21 @@ public:
   static constexpr std::size_t k_oversized_body_bytes = 5 * 1024 * 1024;
   static constexpr std::chrono::seconds k_max_hold{60}; // no_answer, endless_body
   static constexpr int k_max_page_size = 200;
+  static constexpr std::size_t k_max_oto_recipients = 20; // batchSend's userIds limit
+  static constexpr std::chrono::hours k_oto_window{24};   // oto: answered this long after sending
 
 private:
   struct Message {
     FakeMessage spec;
     std::vector<std::string> reads;                          // visible, in order
+    std::map<std::string, SteadyTime> read_at;               // when each of `reads` read it
     std::vector<std::pair<SteadyTime, std::string>> pending; // scheduled reads
+  };
+  // A read-status call: its API, and its fields as a JSON value (POST: the
+  // body; oto: the query parameters decoded once; null when unreadable).
+  struct Call {
+    MessageKind kind = MessageKind::private_chat;
+    nlohmann::json args;
   };
   struct Token {
     SteadyTime expires_at;
@@ -236,22 +344,46 @@ private:
 
   void handle_access_token(const httplib::Request& req, httplib::Response& res);
   void handle_corp_access_token(const httplib::Request& req, httplib::Response& res);
-  void handle_query(const httplib::Request& req, httplib::Response& res);
+  void handle_query(MessageKind kind, const httplib::Request& req, httplib::Response& res);
   void handle_gateway(const httplib::Request& req, httplib::Response& res);
   // The gateway's error answer for the call, or nullopt when it is valid.
   std::optional<Answer> gateway_refusal(const httplib::Request& req,
                                         const nlohmann::json& body) const; // REQUIRES: m_mutex held
   // Returns false when the fault has fully answered (or cut) the request.
+  // `api`: the shape of the bodies that replace an answer.
   bool apply_fault(const Fault& fault, const httplib::Request& req, httplib::Response& res,
-                   const std::string& request_id_text);
+                   const std::string& request_id_text, MessageKind api = MessageKind::private_chat);
+  // `endpoint`: the call's own (a kind's query endpoint, token or gateway).
   std::optional<Fault> take_fault(Endpoint endpoint, bool has_next_token,
                                   bool answerable); // REQUIRES: m_mutex held
   // The error answer DingTalk gives the call, or nullopt when it answers 200.
-  std::optional<Answer> refusal(const httplib::Request& req, const nlohmann::json& body,
+  std::optional<Answer> refusal(const httplib::Request& req, const Call& call,
                                 SteadyTime t) const; // REQUIRES: m_mutex held
-  Answer answer_query(const httplib::Request& req, const nlohmann::json& body, bool loop_fault,
-                      bool cursor_fault);   // REQUIRES: m_mutex held
+  std::optional<Answer> private_chat_refusal(const nlohmann::json& body,
+                                             SteadyTime t) const; // REQUIRES: m_mutex held
+  std::optional<Answer> group_refusal(const nlohmann::json& body,
+                                      SteadyTime t) const; // REQUIRES: m_mutex held
+  std::optional<Answer> oto_refusal(const nlohmann::json& params,
+                                    SteadyTime t) const; // REQUIRES: m_mutex held
+  // maxResults, nextToken and the message's window (both paginated APIs).
+  std::optional<Answer> page_refusal(const nlohmann::json& body, const std::string& key,
+                                     const Message& m,
+                                     SteadyTime t) const; // REQUIRES: m_mutex held
+  static Answer refused_with(int status, std::string code);
+  bool robot_known(const std::string& robot_code) const; // REQUIRES: m_mutex held
+  // DingTalk's answer to the call, with the changes `fault` (a fault that
+  // shapes the answer, or null) makes to it.
+  Answer answer_query(const httplib::Request& req, const Call& call,
+                      const Fault* fault); // REQUIRES: m_mutex held
+  Answer answer_pages(const Call& call, SteadyTime t, bool loop_fault,
+                      bool cursor_fault);            // REQUIRES: m_mutex held
+  Answer answer_oto(const Call& call, SteadyTime t); // REQUIRES: m_mutex held
+  void spoil(Answer& answer, FaultKind kind, MessageKind api,
+             SteadyTime t) const;           // REQUIRES: m_mutex held
   Message& message(const std::string& key); // REQUIRES: m_mutex held
+  // Records a new read (and pushes it); false when `user_id` had read it.
+  bool add_read(const std::string& key, Message& m, const std::string& user_id,
+                SteadyTime at); // REQUIRES: m_mutex held
   void promote_due_reads(const std::string& key, Message& m,
                          SteadyTime now); // REQUIRES: m_mutex held
   // Promotes every message's due reads (the stream's thread, every turn).
@@ -292,6 +424,9 @@ private:
   // --- end of guarded state ---
 
   const std::string m_cursor_key; // signs nextTokens; set once in the constructor
+  // epoch_ms() without Stream mode: a steady time and the Unix time then.
+  const std::chrono::system_clock::time_point m_epoch_base;
+  const SteadyTime m_steady_base;
   std::atomic<bool> m_stopping{false};
   // Set once in the constructor (Stream mode); stopped after the server.
   std::unique_ptr<FakeStream> m_stream;

@@ -1,5 +1,7 @@
 // fake-dingtalk: the fake DingTalk as a stand-alone simulator, for the demo
-// and the official SDK's compatibility test. Simulated people read the
+// and the official SDK's compatibility test. It serves the token APIs and
+// the read-status API of each message kind (privateChatMessages/query,
+// groupMessages/query, oToMessages/readStatus). Simulated people read the
 // scenario's messages at random (seeded) times after start; a message can be
 // recalled. The first line on stdout is "listening on 127.0.0.1:PORT".
 //
@@ -7,12 +9,17 @@
 //                 [--page-size N] [--token-lifetime SECONDS] [--seed N]
 //                 [--scenario FILE]
 //
-// The scenario (YAML or JSON):
+// The scenario (YAML or JSON; fakes/scenario.hpp loads it):
 //   messages:
 //     - process_query_key: "demo-1"
-//       open_conversation_id: "cid-demo-1"   # optional
+//       kind: private_chat                   # optional: private_chat (default), group, oto
+//       open_conversation_id: "cid-demo-1"   # private_chat: optional; group: this or
+//                                            #   token; oto: none
+//       token: template-bot-token            # group only, optional: the template bot's
 //       robot_code: dingxxx                  # optional; default --robot-code
-//       recipients: [alice, bob]             # or a count: 5 (ids <key>-user1..5)
+//       recipients: [alice, bob]             # or a count: 5 (ids user1..5); oto: 1..20,
+//                                            #   and only they can read it
+//       names: { alice: Alice Wang }         # oto, optional: the names readStatus lists
 //       read_delay_mean: 20s                 # exponential; 0s: read at once
 //       read_delay_max: 45s                  # optional cap
 //       never_read_fraction: 0.1             # round(n * f) recipients never read
@@ -46,6 +53,7 @@
 // connections are logged as they happen ("stream: ..."). SIGUSR1 drops every
 // Stream connection (TCP reset); SIGUSR2 sends each a SYSTEM disconnect.
 #include "fakes/fake_dingtalk.hpp"
+#include "fakes/scenario.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -62,7 +70,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-#include <yaml-cpp/yaml.h>
 
 namespace {
 
@@ -70,13 +77,14 @@ using rrd::testing::Endpoint;
 using rrd::testing::FakeDingTalk;
 using rrd::testing::FakeDingTalkOptions;
 using rrd::testing::FakeMessage;
-using rrd::testing::FakeStreamOptions;
 using rrd::testing::Fault;
+using rrd::testing::load_scenario;
+using rrd::testing::Scenario;
+using rrd::testing::ScenarioMessage;
 using rrd::testing::SteadyClock;
 using rrd::testing::SteadyTime;
-using rrd::testing::StreamDistribution;
 using rrd::testing::StreamDrop;
-using rrd::testing::StreamGarbage;
+using rrd::testing::StreamScenario;
 using Millis = std::chrono::milliseconds;
 
 constexpr auto k_tick = Millis(100);
@@ -99,16 +107,6 @@ struct Options {
   std::string scenario;
 };
 
-struct SimMessage {
-  std::string key;
-  FakeMessage spec;
-  Millis read_delay_mean{0};
-  std::optional<Millis> read_delay_max;
-  double never_read_fraction = 0;
-  std::optional<Millis> ready_after;
-  std::optional<Millis> recall_after;
-};
-
 struct Happening {
   SteadyTime at;
   std::string key;
@@ -120,9 +118,12 @@ constexpr const char* k_usage =
     "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
     "                     [--scenario FILE]\n"
     "\n"
-    "A DingTalk simulator: the read-status and token APIs on 127.0.0.1, with\n"
-    "simulated people reading the scenario's messages. The first line on stdout\n"
-    "is \"listening on 127.0.0.1:PORT\".\n"
+    "A DingTalk simulator on 127.0.0.1: the token APIs and the read-status API\n"
+    "of each message kind (POST /v1.0/robot/privateChatMessages/query,\n"
+    "POST /v1.0/robot/groupMessages/query, GET /v1.0/robot/oToMessages/readStatus),\n"
+    "with simulated people reading the scenario's messages; Stream mode when the\n"
+    "scenario has a stream block. The first line on stdout is\n"
+    "\"listening on 127.0.0.1:PORT\".\n"
     "\n"
     "  --port N                 port to listen on (default 0: an ephemeral one)\n"
     "  --app-key K              the internal app's key (default dingfakeappkey)\n"
@@ -131,38 +132,14 @@ constexpr const char* k_usage =
     "  --page-size N            the largest page served, 1..200 (default 200)\n"
     "  --token-lifetime SECONDS expireIn of the tokens issued (default 7200)\n"
     "  --seed N                 seed of the simulated reading times (default 1)\n"
-    "  --scenario FILE          the messages and their readers (YAML or JSON)\n"
+    "  --scenario FILE          the messages and their readers (YAML or JSON); each\n"
+    "                           message has a kind: private_chat, group or oto\n"
     "  --help                   print this help and exit\n";
 
 // A bad command line: one line, a pointer to --help, exit 2.
 [[noreturn]] void usage_error(const std::string& problem) {
   std::cerr << "fake-dingtalk: " << problem << " (see fake-dingtalk --help)\n";
   std::exit(2);
-}
-
-std::optional<Millis> parse_duration(const std::string& text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) != 0) {
-    ++digits;
-  }
-  if (digits == 0 || digits > 12) {
-    return std::nullopt;
-  }
-  const long long n = std::stoll(text.substr(0, digits));
-  const std::string unit = text.substr(digits);
-  if (unit == "ms") {
-    return Millis(n);
-  }
-  if (unit == "s") {
-    return Millis(n * 1000);
-  }
-  if (unit == "m") {
-    return Millis(n * 60'000);
-  }
-  if (unit == "h") {
-    return Millis(n * 3'600'000);
-  }
-  return std::nullopt;
 }
 
 int parse_int(const std::string& flag, const std::string& text) {
@@ -219,180 +196,6 @@ Options parse_args(int argc, char** argv) {
   return o;
 }
 
-Millis duration_field(const YAML::Node& node, const std::string& where) {
-  const auto d = parse_duration(node.as<std::string>());
-  if (!d) {
-    throw std::runtime_error(where + ": not a duration (500ms, 15s, 10m, 2h)");
-  }
-  return *d;
-}
-
-std::vector<SimMessage> load_scenario(const std::string& path, const std::string& robot_code) {
-  const YAML::Node root = YAML::LoadFile(path);
-  if (!root["messages"] || !root["messages"].IsSequence()) {
-    throw std::runtime_error(path + ": expected a 'messages' list");
-  }
-  std::vector<SimMessage> out;
-  int index = 0;
-  for (const auto& item : root["messages"]) {
-    const std::string where = path + ": messages[" + std::to_string(index++) + "]";
-    SimMessage m;
-    for (const auto& kv : item) {
-      const std::string k = kv.first.as<std::string>();
-      const YAML::Node& v = kv.second;
-      const std::string at = where + "." + k;
-      if (k == "process_query_key") {
-        m.key = v.as<std::string>();
-      } else if (k == "open_conversation_id") {
-        m.spec.open_conversation_id = v.as<std::string>();
-      } else if (k == "robot_code") {
-        m.spec.robot_code = v.as<std::string>();
-      } else if (k == "recipients") {
-        if (v.IsSequence()) {
-          m.spec.recipients = v.as<std::vector<std::string>>();
-        } else {
-          const int n = v.as<int>();
-          for (int i = 1; i <= n; ++i) {
-            m.spec.recipients.push_back("user" + std::to_string(i));
-          }
-        }
-      } else if (k == "read_delay_mean") {
-        m.read_delay_mean = duration_field(v, at);
-      } else if (k == "read_delay_max") {
-        m.read_delay_max = duration_field(v, at);
-      } else if (k == "never_read_fraction") {
-        m.never_read_fraction = v.as<double>();
-        if (m.never_read_fraction < 0 || m.never_read_fraction > 1) {
-          throw std::runtime_error(at + ": must be 0..1");
-        }
-      } else if (k == "ready_after") {
-        m.ready_after = duration_field(v, at);
-      } else if (k == "recall_after") {
-        m.recall_after = duration_field(v, at);
-      } else if (k == "send_status") {
-        m.spec.send_status = v.as<std::string>();
-      } else {
-        throw std::runtime_error(at + ": unknown key");
-      }
-    }
-    if (m.key.empty()) {
-      throw std::runtime_error(where + ".process_query_key: required");
-    }
-    if (m.spec.robot_code.empty()) {
-      m.spec.robot_code = robot_code;
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
-}
-
-// The scenario's stream block, with the share of gateway calls that fail.
-struct StreamScenario {
-  FakeStreamOptions options;
-  double gateway_errors = 0;
-};
-
-double share_field(const YAML::Node& node, const std::string& where) {
-  const double p = node.as<double>();
-  if (p < 0 || p > 1) {
-    throw std::runtime_error(where + ": must be 0..1");
-  }
-  return p;
-}
-
-std::optional<StreamScenario> load_stream(const std::string& path) {
-  const YAML::Node root = YAML::LoadFile(path);
-  const YAML::Node node = root["stream"];
-  if (!node) {
-    return std::nullopt;
-  }
-  const std::string where = path + ": stream";
-  if (!node.IsMap()) {
-    throw std::runtime_error(where + ": expected a map");
-  }
-  StreamScenario out;
-  FakeStreamOptions& o = out.options;
-  o.keep_log = true;
-  bool oversized = false;
-  for (const auto& kv : node) {
-    const std::string k = kv.first.as<std::string>();
-    const YAML::Node& v = kv.second;
-    const std::string at = std::string(where).append(".").append(k);
-    if (k == "port") {
-      o.port = v.as<int>();
-    } else if (k == "ack_timeout") {
-      o.ack_timeout = duration_field(v, at);
-    } else if (k == "max_redeliveries") {
-      o.max_redeliveries = v.as<int>();
-      if (o.max_redeliveries < 0) {
-        throw std::runtime_error(at + ": must be 0 or more");
-      }
-    } else if (k == "offline_retention") {
-      o.offline_retention = duration_field(v, at);
-    } else if (k == "ping_interval") {
-      o.ping_interval = duration_field(v, at);
-    } else if (k == "disconnect_after") {
-      o.disconnect_after = duration_field(v, at);
-    } else if (k == "disconnect_grace") {
-      o.disconnect_grace = duration_field(v, at);
-    } else if (k == "distribution") {
-      const auto d = v.as<std::string>();
-      if (d != "random" && d != "round_robin") {
-        throw std::runtime_error(std::string(at).append(": random or round_robin, not ").append(d));
-      }
-      o.distribution = d == "random" ? StreamDistribution::random : StreamDistribution::round_robin;
-    } else if (k == "redelivery_keeps_message_id") {
-      o.redelivery_keeps_message_id = v.as<bool>();
-    } else if (k == "faults") {
-      if (!v.IsMap()) {
-        throw std::runtime_error(at + ": expected a map");
-      }
-      for (const auto& fkv : v) {
-        const std::string f = fkv.first.as<std::string>();
-        const YAML::Node& fv = fkv.second;
-        const std::string fat = std::string(at).append(".").append(f);
-        if (f == "drop_after") {
-          o.drop_after = duration_field(fv, fat);
-        } else if (f == "drop_style") {
-          const auto style = fv.as<std::string>();
-          if (style == "reset") {
-            o.drop_style = StreamDrop::reset;
-          } else if (style == "fin") {
-            o.drop_style = StreamDrop::fin;
-          } else if (style == "close_frame") {
-            o.drop_style = StreamDrop::close_frame;
-          } else {
-            throw std::runtime_error(
-                std::string(fat).append(": reset, fin or close_frame, not ").append(style));
-          }
-        } else if (f == "push_loss") {
-          o.push_loss = share_field(fv, fat);
-        } else if (f == "gateway_errors") {
-          out.gateway_errors = share_field(fv, fat);
-        } else if (f == "refuse_tickets") {
-          o.refuse_tickets = share_field(fv, fat);
-        } else if (f == "refuse_handshakes") {
-          o.refuse_handshakes = share_field(fv, fat);
-        } else if (f == "garbage") {
-          o.garbage = share_field(fv, fat);
-        } else if (f == "oversized") {
-          oversized = fv.as<bool>();
-        } else if (f == "duplicate_acked") {
-          o.duplicate_acked = share_field(fv, fat);
-        } else {
-          throw std::runtime_error(fat + ": unknown key");
-        }
-      }
-    } else {
-      throw std::runtime_error(at + ": unknown key");
-    }
-  }
-  if (oversized) {
-    o.garbage_kinds.push_back(StreamGarbage::oversized);
-  }
-  return out;
-}
-
 std::string short_key(const std::string& key) {
   return key.size() <= 14 ? key : key.substr(0, 12) + "..";
 }
@@ -414,12 +217,13 @@ void say(const std::string& line) {
 
 int main(int argc, char** argv) {
   const Options options = parse_args(argc, argv);
-  std::vector<SimMessage> messages;
+  std::vector<ScenarioMessage> messages;
   std::optional<StreamScenario> stream;
   try {
     if (!options.scenario.empty()) {
-      messages = load_scenario(options.scenario, options.fake.robot_code);
-      stream = load_stream(options.scenario);
+      Scenario scenario = load_scenario(options.scenario, options.fake.robot_code);
+      messages = std::move(scenario.messages);
+      stream = std::move(scenario.stream);
     }
   } catch (const std::exception& e) {
     std::cerr << "fake-dingtalk: " << e.what() << "\n";
@@ -491,8 +295,9 @@ int main(int argc, char** argv) {
       happenings.push_back({start + *m.recall_after, m.key, ""});
     }
     reader_counts[m.key] = 0;
-    std::string line = "message " + short_key(m.key) + ": " + std::to_string(order.size()) +
-                       " recipients, " + std::to_string(readers) + " will read";
+    std::string line = "message " + short_key(m.key) + " (" + to_string(spec.kind) +
+                       "): " + std::to_string(order.size()) + " recipients, " +
+                       std::to_string(readers) + " will read";
     if (m.recall_after) {
       line += ", recalled after " + std::to_string(m.recall_after->count() / 1000) + "s";
     }
@@ -522,7 +327,7 @@ int main(int argc, char** argv) {
     for (; next < happenings.size() && happenings[next].at <= now; ++next) {
       const auto& h = happenings[next];
       const auto it = std::find_if(messages.begin(), messages.end(),
-                                   [&](const SimMessage& m) { return m.key == h.key; });
+                                   [&](const ScenarioMessage& m) { return m.key == h.key; });
       if (h.user.empty()) {
         fake->set_send_status(h.key, "RECALLED");
         say("recalled " + short_key(h.key));

@@ -94,7 +94,9 @@ TEST_CASE("cli: webhook-sink and fake-dingtalk have a --help listing every optio
   CHECK(fake.code == 0);
   for (const char* option :
        {"usage: fake-dingtalk", "--port N", "--app-key", "--app-secret", "--robot-code",
-        "--page-size", "--token-lifetime", "--seed", "--scenario", "--help"}) {
+        "--page-size", "--token-lifetime", "--seed", "--scenario", "--help",
+        "privateChatMessages/query", "groupMessages/query", "oToMessages/readStatus",
+        "kind: private_chat, group or oto"}) {
     CAPTURE(option);
     CHECK(fake.output.find(option) != std::string::npos);
   }

@@ -44,10 +44,23 @@ struct ApiAnswer {
   }
 };
 
+// One item of the configuration's `messages:`. A private chat's item writes
+// neither `kind:` nor, unless set, the conversation or token. Built as
+// {key, expected_readers, extra_yaml} or with the kind's fields after them.
 struct TestMessage {
+  TestMessage(std::string key_text, std::vector<std::string> expected = {},
+              std::string item_yaml = "", MessageKind message_kind = MessageKind::private_chat,
+              std::string conversation = "", std::string template_token = "")
+      : key(std::move(key_text)), expected_readers(std::move(expected)),
+        extra_yaml(std::move(item_yaml)), kind(message_kind),
+        open_conversation_id(std::move(conversation)), token(std::move(template_token)) {}
+
   std::string key;
   std::vector<std::string> expected_readers;
   std::string extra_yaml; // more keys of the item, e.g. "labels: {a: b}"
+  MessageKind kind = MessageKind::private_chat;
+  std::string open_conversation_id; // "" leaves it out
+  std::string token;                // group only; "" leaves it out
 };
 
 class DaemonHarness {
@@ -123,6 +136,15 @@ public:
     }
     for (const auto& m : messages) {
       y += "  - process_query_key: \"" + m.key + "\"\n";
+      if (m.kind != MessageKind::private_chat) {
+        y += "    kind: " + to_string(m.kind) + "\n";
+      }
+      if (!m.open_conversation_id.empty()) {
+        y += "    open_conversation_id: \"" + m.open_conversation_id + "\"\n";
+      }
+      if (!m.token.empty()) {
+        y += "    token: \"" + m.token + "\"\n";
+      }
       if (!m.expected_readers.empty()) {
         y += "    expected_readers: [";
         for (std::size_t i = 0; i < m.expected_readers.size(); ++i) {
@@ -153,6 +175,39 @@ public:
     m.recipients = expected;
     dingtalk.add_message(key, m);
     messages.push_back({key, std::move(expected), std::move(item_yaml)});
+  }
+
+  // Adds a message of any kind: `spec` to the fake as it is (it throws
+  // std::invalid_argument for what no send could produce), and to the
+  // configuration with its kind, open_conversation_id and token.
+  void watch_message(const std::string& key, FakeMessage spec,
+                     std::vector<std::string> expected = {}, std::string item_yaml = "") {
+    TestMessage t{key,       std::move(expected),       std::move(item_yaml),
+                  spec.kind, spec.open_conversation_id, spec.token};
+    dingtalk.add_message(key, std::move(spec));
+    messages.push_back(std::move(t));
+  }
+
+  // A group message in the conversation `open_conversation_id`; any user may
+  // read it (the expected readers are its recipients in the fake).
+  void watch_group(const std::string& key, const std::string& open_conversation_id,
+                   std::vector<std::string> expected = {}, std::string item_yaml = "") {
+    FakeMessage m;
+    m.kind = MessageKind::group;
+    m.open_conversation_id = open_conversation_id;
+    m.recipients = expected;
+    watch_message(key, std::move(m), std::move(expected), std::move(item_yaml));
+  }
+
+  // An oto message sent to `recipients` (1..20; only they can read it). With
+  // no `expected`, the item names no expected readers: the daemon expects
+  // the recipients DingTalk lists.
+  void watch_oto(const std::string& key, std::vector<std::string> recipients,
+                 std::vector<std::string> expected = {}, std::string item_yaml = "") {
+    FakeMessage m;
+    m.kind = MessageKind::oto;
+    m.recipients = std::move(recipients);
+    watch_message(key, std::move(m), std::move(expected), std::move(item_yaml));
   }
 
   void start(std::vector<std::string> extra_args = {}) {
