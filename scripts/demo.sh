@@ -2,7 +2,8 @@
 # The demo: sets up and builds (scripts/setup.sh), then runs a DingTalk
 # simulator (build/fake-dingtalk), a webhook receiver that prints every event
 # (build/webhook-sink) and readreceiptd with config/demo.yaml, their output
-# interleaved with a coloured prefix. Simulated people read five messages over
+# interleaved with a coloured prefix. Simulated people read seven messages (of
+# every kind: private chats, a group chat, a one-to-one batch send) over
 # about a minute; one message is recalled, one is never fully read.
 # Ctrl-C stops all three.
 set -euo pipefail

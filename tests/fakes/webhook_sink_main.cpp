@@ -93,6 +93,10 @@ std::string describe(const Delivery& d) {
   const json data = body.is_object() && body.contains("data") ? body["data"] : json::object();
   const std::string type = field<std::string>(body, "type", "(not JSON)");
   line << type << " " << short_key(field<std::string>(data, "process_query_key", "?"));
+  const std::string kind = field<std::string>(data, "kind", "");
+  if (!kind.empty() && kind != "private_chat") {
+    line << " [" << kind << "]";
+  }
   if (type == "message.read") {
     // Each new reader with how the read became known (push, poll).
     json readers = json::array();
