@@ -37,8 +37,9 @@
 //
 // For each: the read-status calls (every page counts) per message, the
 // reads reported and by which source, the delay from each read to the commit
-// of the event that reports it (median, p95, p99), and the reads never
-// reported (they happened after the message stopped, at max_age).
+// of the event that reports it (median, p95, p99, max), and the reads never
+// reported (they happened after the message stopped, at max_age); with push,
+// the reads found late (by a poll, not a push) and how late.
 //
 //   bench-call-economy [--scenarios poll,push,lossy,outage,month,...]
 //                      [--messages N] [--readers R] [--seed S]
@@ -70,6 +71,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <spdlog/spdlog.h>
 #include <sstream>
 #include <string>
@@ -301,14 +303,15 @@ private:
 
 struct Outcome {
   long long calls = 0;
-  long long calls_in_month = 0;   // budget scenarios: before the month's end
-  std::int64_t month_count = 0;   // the poller's own count for the month, at its end
-  double max_stretch = 1.0;       // the budget's largest stretch
-  long long calls_while_down = 0; // outages: calls while push was down
-  long long calls_after_up = 0;   // and within k_catch_up_window of its coming back
-  std::vector<double> delays_s;   // per reported read
-  long long reads = 0;            // reads that happened (ever)
-  long long missed = 0;           // reads that happened but no event reported them
+  long long calls_in_month = 0;      // budget scenarios: before the month's end
+  std::int64_t month_count = 0;      // the poller's own count for the month, at its end
+  double max_stretch = 1.0;          // the budget's largest stretch
+  long long calls_while_down = 0;    // outages: calls while push was down
+  long long calls_after_up = 0;      // and within k_catch_up_window of its coming back
+  std::vector<double> delays_s;      // per reported read
+  std::vector<double> poll_delays_s; // of those, the reads a poll reported
+  long long reads = 0;               // reads that happened (ever)
+  long long missed = 0;              // reads that happened but no event reported them
   long long via_push = 0;
   long long via_poll = 0;
   long long reads_in_month = 0;    // budget: reads before the month's end
@@ -374,6 +377,7 @@ Outcome simulate(const Options& o, const Run& run, const Scenario& s,
   out.messages = static_cast<int>(population.messages.size());
   // (key, reader) -> when the event reporting the read was committed.
   std::map<std::pair<std::string, std::string>, TimePoint> detected;
+  std::set<std::pair<std::string, std::string>> polled; // of those, reported by a poll
   int fully = 0;
   auto on_deliveries = [&](std::vector<rrd::Delivery> deliveries) {
     for (const auto& d : deliveries) {
@@ -384,6 +388,9 @@ Outcome simulate(const Options& o, const Run& run, const Scenario& s,
           if (detected.emplace(std::make_pair(key, r["user_id"].get<std::string>()), clock.now())
                   .second) {
             (r["via"] == "push" ? out.via_push : out.via_poll) += 1;
+            if (r["via"] != "push") {
+              polled.insert({key, r["user_id"].get<std::string>()});
+            }
           }
         }
       } else if (body["data"]["reason"] == "fully_read") {
@@ -491,10 +498,15 @@ Outcome simulate(const Options& o, const Run& run, const Scenario& s,
         continue;
       }
       out.reported_in_life += in_life ? 1 : 0;
-      out.delays_s.push_back(std::chrono::duration<double>(it->second - read_at).count());
+      const double delay = std::chrono::duration<double>(it->second - read_at).count();
+      out.delays_s.push_back(delay);
+      if (polled.count(it->first) != 0) {
+        out.poll_delays_s.push_back(delay);
+      }
     }
   }
   std::sort(out.delays_s.begin(), out.delays_s.end());
+  std::sort(out.poll_delays_s.begin(), out.poll_delays_s.end());
   return out;
 }
 
@@ -546,8 +558,9 @@ std::string describe(const std::vector<rrd::config::ScheduleStep>& schedule) {
 }
 
 void header() {
-  std::printf("%-13s %-24s %9s %9s %7s %7s %7s %10s %10s %10s %6s\n", "scenario", "schedule",
-              "calls", "calls/msg", "seen", "push", "poll", "median", "p95", "p99", "missed");
+  std::printf("%-13s %-24s %9s %9s %7s %7s %7s %10s %10s %10s %10s %6s\n", "scenario", "schedule",
+              "calls", "calls/msg", "seen", "push", "poll", "median", "p95", "p99", "max",
+              "missed");
 }
 
 void report(const std::string& name, const std::vector<rrd::config::ScheduleStep>& schedule,
@@ -555,12 +568,13 @@ void report(const std::string& name, const std::vector<rrd::config::ScheduleStep
   const auto share = [&](long long n) {
     return 100.0 * static_cast<double>(n) / static_cast<double>(std::max(r.reads, 1LL));
   };
-  std::printf(
-      "%-13s %-24s %9lld %9.1f %6.1f%% %6.1f%% %6.1f%% %10s %10s %10s %6lld\n", name.c_str(),
-      describe(schedule).c_str(), r.calls, static_cast<double>(r.calls) / r.messages,
-      share(static_cast<long long>(r.delays_s.size())), share(r.via_push), share(r.via_poll),
-      human(quantile(r.delays_s, 0.5)).c_str(), human(quantile(r.delays_s, 0.95)).c_str(),
-      human(quantile(r.delays_s, 0.99)).c_str(), r.missed);
+  std::printf("%-13s %-24s %9lld %9.1f %6.1f%% %6.1f%% %6.1f%% %10s %10s %10s %10s %6lld\n",
+              name.c_str(), describe(schedule).c_str(), r.calls,
+              static_cast<double>(r.calls) / r.messages,
+              share(static_cast<long long>(r.delays_s.size())), share(r.via_push),
+              share(r.via_poll), human(quantile(r.delays_s, 0.5)).c_str(),
+              human(quantile(r.delays_s, 0.95)).c_str(), human(quantile(r.delays_s, 0.99)).c_str(),
+              human(quantile(r.delays_s, 1.0)).c_str(), r.missed);
 }
 
 std::vector<rrd::config::ScheduleStep> parse_schedule(const std::string& text) {
@@ -735,6 +749,15 @@ int main(int argc, char** argv) {
     const Run run = prepare(o, *s);
     const Outcome r = simulate(o, run, *s, schedule, reconcile);
     report(name, s->push == Push::off ? schedule : reconcile, r);
+    if (s->push != Push::off && !r.poll_delays_s.empty()) {
+      std::printf("#   %s: %zu reads found late, by a poll and not a push: median %s, p95 %s, "
+                  "p99 %s, max %s after the read\n",
+                  name.c_str(), r.poll_delays_s.size(),
+                  human(quantile(r.poll_delays_s, 0.5)).c_str(),
+                  human(quantile(r.poll_delays_s, 0.95)).c_str(),
+                  human(quantile(r.poll_delays_s, 0.99)).c_str(),
+                  human(quantile(r.poll_delays_s, 1.0)).c_str());
+    }
     if (s->push == Push::daily_outage) {
       std::printf("#   %s: %lld calls while push was down, %lld in the %lld min after it came "
                   "back (the catch-up polls)\n",
