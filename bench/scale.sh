@@ -2,7 +2,7 @@
 # Scale: readreceiptd with 10,000 / 100,000 / 1,000,000 watched messages.
 #
 #   bench/scale.sh [--counts "10000 100000 1000000"] [--yaml-counts "100000"]
-#                  [--seconds S]
+#                  [--seconds S] [--start-up-only]
 #
 # For each count, from a state database written beforehand by
 # bench-make-state (messages added through the API, so there is no YAML to
@@ -16,6 +16,8 @@
 #   CPU/poll   the daemon's CPU microseconds per poll, over S seconds after
 #              the first round (it must not grow with the count: the due
 #              queue is O(log n))
+# --start-up-only skips the polls (the first round and CPU/poll), for
+# back-to-back start-up figures of two builds (RRD_DAEMON).
 # For each --yaml-counts, the same messages come from the YAML file instead:
 # the first start creates the database from it; the figure is the second
 # start, which loads the database and reconciles it with the file.
@@ -25,12 +27,14 @@ source "$(dirname "$0")/lib.sh"
 counts="10000 100000 1000000"
 yaml_counts="100000"
 seconds=10
+start_up_only=false
 while [ $# -gt 0 ]; do
   case $1 in
   --counts) counts=$2; shift 2 ;;
   --yaml-counts) yaml_counts=$2; shift 2 ;;
   --seconds) seconds=$2; shift 2 ;;
-  *) echo "usage: $0 [--counts \"10000 100000 1000000\"] [--yaml-counts \"100000\"] [--seconds S]" >&2; exit 2 ;;
+  --start-up-only) start_up_only=true; shift ;;
+  *) echo "usage: $0 [--counts \"10000 100000 1000000\"] [--yaml-counts \"100000\"] [--seconds S] [--start-up-only]" >&2; exit 2 ;;
   esac
 done
 bench_build readreceiptd bench-dingtalk bench-make-state
@@ -59,6 +63,10 @@ start_and_time() {
 measure_polls() {
   local count=$1
   local t0 r0 c0 r1 c1 t1
+  if $start_up_only; then
+    round_wall=- round_rss=$up_rss us_per_poll=-
+    return
+  fi
   t0=$(now_s)
   wait_for 3600 bash -c "[ \"\$(awk '/^requests/ {print \$2}' '$work/stats' 2>/dev/null || echo 0)\" -ge $count ]" ||
     { echo "bench: no first round" >&2; exit 1; }
