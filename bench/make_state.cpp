@@ -8,9 +8,9 @@
 // each message already has R read user ids, each with its read time and how
 // it became known (by poll and by push in turn), and is due now. The
 // database is written by the daemon's own store, so it has the current
-// schema (migration 2: read_info, call_months); the month's call count is
-// set to COUNT calls (one first poll each), as a daemon that polled every
-// message once this month would have left it.
+// schema (read_info and call_months of migration 2 included); the month's
+// call count is set to COUNT calls (one first poll each), as a daemon that
+// polled every message once this month would have left it.
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/scheduler/budget.hpp"
 #include "readreceiptd/store/store.hpp"

@@ -104,8 +104,10 @@ echo "# a daemon watching nothing: RSS $((base_rss / 1024)) MiB; B/msg below is 
 printf '%-5s %9s %8s %8s %9s %8s %9s %8s %9s %9s\n' source messages "up s" "up CPU" \
   "RSS MiB" "B/msg" "RSS' MiB" "B/msg'" "round s" "CPU us/poll"
 for count in $counts; do
-  db=$work/made-schema2-$count.db # written by this build's store: the current schema
-  if [ ! -f "$db" ]; then
+  db=$work/made-$count.db
+  # Made again when bench-make-state was rebuilt since (it links the store:
+  # a new schema relinks it), so the database has this build's schema.
+  if [ ! -f "$db" ] || [ "$build_dir/bench/bench-make-state" -nt "$db" ]; then
     "$build_dir/bench/bench-make-state" "$db" "$count" >/dev/null
   fi
   start_server fixed 0 "$work/stats" "$work/server.log"
