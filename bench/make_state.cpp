@@ -5,8 +5,14 @@
 //   bench-make-state PATH COUNT [--readers R] [--prefix P]
 //
 // Keys are <prefix>0000000, <prefix>0000001, ... (bench-dingtalk's keys);
-// each message already has R read user ids and is due now.
+// each message already has R read user ids, each with its read time and how
+// it became known (by poll and by push in turn), and is due now. The
+// database is written by the daemon's own store, so it has the current
+// schema (read_info and call_months of migration 2 included); the month's
+// call count is set to COUNT calls (one first poll each), as a daemon that
+// polled every message once this month would have left it.
 #include "readreceiptd/common/clock.hpp"
+#include "readreceiptd/scheduler/budget.hpp"
 #include "readreceiptd/store/store.hpp"
 #include "readreceiptd/tracker/tracker.hpp"
 
@@ -20,6 +26,8 @@
 
 namespace {
 constexpr long k_batch = 10'000;
+// How long ago the readers of each message read it.
+constexpr rrd::Millis k_read_ago{60'000};
 } // namespace
 
 int main(int argc, char** argv) {
@@ -60,6 +68,8 @@ int main(int argc, char** argv) {
     c.message = rrd::tracker::new_record(spec, rrd::MessageSource::api, now);
     for (int r = 0; r < readers; ++r) {
       c.message.read_user_ids.push_back("user" + std::to_string(r + 1));
+      c.message.read_info.push_back(
+          rrd::ReadInfo{now - k_read_ago, r % 2 == 0 ? rrd::ReadVia::poll : rrd::ReadVia::push});
     }
     batch.push_back(std::move(c));
     if (static_cast<long>(batch.size()) == k_batch || i + 1 == count) {
@@ -67,6 +77,8 @@ int main(int argc, char** argv) {
       batch.clear();
     }
   }
+  store->save_month(
+      rrd::store::MonthCalls{rrd::scheduler::month_of(now).name, count, count, false});
   store.reset();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -342,6 +342,23 @@ TEST_CASE("due queue: upsert moves a key, erase removes it") {
   CHECK_FALSE(q.next_due().has_value());
 }
 
+TEST_CASE("due queue: reserve keeps what is queued, and its order") {
+  DueQueue q;
+  q.upsert("b", k_t0 + Millis{10});
+  q.upsert("a", k_t0 + Millis{10});
+  q.reserve(1'000);
+  CHECK(q.size() == 2);
+  for (int i = 0; i < 1'000; ++i) {
+    q.upsert("m-" + std::to_string(i), k_t0 + Millis{20});
+  }
+  q.reserve(0); // never drops anything
+  CHECK(q.size() == 1'002);
+  CHECK(q.pop_due(k_t0 + Millis{10})->first == "a");
+  CHECK(q.pop_due(k_t0 + Millis{10})->first == "b");
+  CHECK_FALSE(q.pop_due(k_t0 + Millis{10}).has_value());
+  CHECK(q.due_time("m-999") == k_t0 + Millis{20});
+}
+
 TEST_CASE("due queue: no starvation while new messages keep arriving") {
   DueQueue q;
   // One message has waited since t0; every millisecond three new ones become

@@ -318,6 +318,78 @@ TEST_CASE("load_messages returns every message") {
   CHECK(all[2].spec.process_query_key == "c");
 }
 
+TEST_CASE("visit_messages hands over every message once, as load_messages reads it") {
+  auto s = Store::open(":memory:");
+  CHECK(s->message_count() == 0);
+  int visits = 0;
+  s->visit_messages([&visits](MessageRecord&) { ++visits; });
+  CHECK(visits == 0);
+
+  MessageRecord read = bare_record("c");
+  read.read_user_ids = {"x", "y"};
+  read.read_info = {{at(2'000), ReadVia::push}, {std::nullopt, ReadVia::poll}};
+  for (const MessageRecord& r : {full_record("b"), bare_record("a"), read}) {
+    Commit c;
+    c.message = r;
+    s->commit(c);
+  }
+  CHECK(s->message_count() == 3);
+  std::map<std::string, MessageRecord> visited;
+  s->visit_messages([&visited](MessageRecord& r) {
+    const std::string key = r.spec.process_query_key;
+    CHECK(visited.count(key) == 0);
+    visited.emplace(key, std::move(r)); // the visitor may move from the record
+  });
+  const auto loaded = s->load_messages();
+  REQUIRE(visited.size() == loaded.size());
+  for (const auto& m : loaded) {
+    CAPTURE(m.spec.process_query_key);
+    REQUIRE(visited.count(m.spec.process_query_key) == 1);
+    CHECK(visited.at(m.spec.process_query_key) == m);
+  }
+}
+
+TEST_CASE("empty JSON columns read as empty, however they are spelled, and bad ones still fail") {
+  TempDir dir;
+  const std::string path = (std::filesystem::path(dir.path()) / "state.db").string();
+  {
+    auto s = Store::open(path);
+    Commit c;
+    c.message = bare_record("k");
+    c.message.read_user_ids = {"a", "b"};
+    s->commit(c);
+  }
+  const auto reads_back = [&path] {
+    auto s = Store::open(path);
+    auto m = s->load_message("k");
+    REQUIRE(m);
+    std::vector<MessageRecord> visited;
+    s->visit_messages([&visited](MessageRecord& r) { visited.push_back(std::move(r)); });
+    REQUIRE(visited.size() == 1);
+    CHECK(visited[0] == *m);
+    return *m;
+  };
+  // A row from before read times were kept: '[]', padded to a poll of unknown
+  // time per reader.
+  RawDb(path).exec("UPDATE messages SET read_info = '[]', labels = '{}', "
+                   "expected_readers = '[]'");
+  MessageRecord m = reads_back();
+  CHECK(m.read_info == std::vector<ReadInfo>(2, ReadInfo{std::nullopt, ReadVia::poll}));
+  CHECK(m.spec.labels.empty());
+  CHECK(m.spec.expected_readers.empty());
+  // The same, spelled with spaces: parsed, with the same result.
+  RawDb(path).exec("UPDATE messages SET read_info = ' [ ] ', labels = ' { } ', "
+                   "expected_readers = '[ ]'");
+  CHECK(reads_back() == m);
+  // Not a list of strings: an error naming the message and the field.
+  RawDb(path).exec("UPDATE messages SET expected_readers = '[1]'");
+  auto s = Store::open(path);
+  CHECK_THROWS_WITH_AS(s->load_messages(), doctest::Contains("message k: stored expected_readers"),
+                       StoreError);
+  CHECK_THROWS_WITH_AS(s->visit_messages([](MessageRecord&) {}),
+                       doctest::Contains("message k: stored expected_readers"), StoreError);
+}
+
 TEST_CASE("a commit creates one pending delivery per route, ordered by message, webhook, "
           "sequence") {
   auto s = Store::open(":memory:");

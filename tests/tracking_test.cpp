@@ -216,6 +216,68 @@ TEST_CASE(
         ModeDecision{PollMode::normal, false, false, false});
 }
 
+namespace {
+
+// Records what the table tells the poller, in order.
+struct Recording final : tracking::Listener {
+  std::vector<std::string> calls;
+  void reserve(std::size_t never_polled, std::size_t polled) override {
+    calls.push_back("reserve " + std::to_string(never_polled) + " " + std::to_string(polled));
+  }
+  void scheduled(const MessageRecord& record) override {
+    calls.push_back("scheduled " + record.spec.process_query_key);
+  }
+  void stopped(const std::string& key) override { calls.push_back("stopped " + key); }
+};
+
+} // namespace
+
+TEST_CASE("table: at start-up the poller hears how many loaded messages to expect, first") {
+  auto store = store::Store::open(":memory:");
+  FakeClock clock;
+  const auto stored = [&](const std::string& key, bool polled, bool stopped) {
+    MessageSpec spec;
+    spec.process_query_key = key;
+    spec.robot_code = "robot";
+    store::Commit c;
+    c.message = tracker::new_record(spec, MessageSource::api, clock.now());
+    if (polled) {
+      c.message.last_poll = clock.now();
+    }
+    c.message.stopped = stopped;
+    if (stopped) {
+      c.message.stop_reason = StopReason::fully_read;
+    }
+    store->commit(c);
+  };
+  stored("never-1", false, false);
+  stored("polled-1", true, false);
+  stored("never-2", false, false);
+  stored("done", true, true);
+  config::Config cfg = base_config(); // lists "key": added after the loaded ones
+  Counting observer;
+  tracking::MessageTable table(
+      cfg, *store, clock, [](const std::vector<Delivery>&) {}, observer, 7);
+  Recording poller;
+  table.set_listener(&poller);
+  table.start();
+  std::string said;
+  for (const auto& c : poller.calls) {
+    said += c + "; ";
+  }
+  INFO(said);
+  REQUIRE(poller.calls.size() == 6);
+  CHECK(poller.calls[0] == "reserve 2 1"); // tracked rows only: "done" has stopped
+  std::vector<std::string> loaded(poller.calls.begin() + 1, poller.calls.begin() + 4);
+  std::sort(loaded.begin(), loaded.end()); // in storage order
+  CHECK(loaded ==
+        std::vector<std::string>{"scheduled never-1", "scheduled never-2", "scheduled polled-1"});
+  CHECK(poller.calls[4] == "scheduled key"); // added
+  CHECK(poller.calls[5] == "scheduled key"); // and committed
+  CHECK(table.tracked() == 4);
+  CHECK(table.size() == 5);
+}
+
 TEST_CASE("push mode: the next poll after a fallback, and the catch-up's order") {
   const TimePoint t0 = from_unix_ms(1'764'064'800'000);
   const config::Poll poll;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdexcept>
 #include <sys/eventfd.h>
@@ -697,6 +698,11 @@ void FakeStream::accept_connections() {
     if (fd < 0) {
       return;
     }
+    // libwslay sends a frame's header and its payload in two writes: without
+    // TCP_NODELAY, Nagle holds the payload until the client's delayed ACK,
+    // about 40 ms later, and every push looks that slow.
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto c = std::make_unique<Connection>();
     c->fd = fd;
     c->accepted = SteadyClock::now();

@@ -46,6 +46,8 @@ public:
   std::size_t size() const { return m_by_key.size(); }
   bool empty() const { return m_by_key.empty(); }
   void clear();
+  // Makes room for `keys` keys in all without rehashing on the way.
+  void reserve(std::size_t keys) { m_by_key.reserve(keys); }
 
 private:
   using Entry = std::pair<TimePoint, const std::string*>;

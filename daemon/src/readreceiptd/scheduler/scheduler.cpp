@@ -91,6 +91,12 @@ void Scheduler::reconfigure(config::Config cfg) {
   m_next_review = m_clock.now(); // the budget may have changed
 }
 
+void Scheduler::reserve(std::size_t never_polled, std::size_t polled) {
+  m_first.reserve(never_polled);
+  // After their first poll the never-polled ones are due here too.
+  m_due.reserve(never_polled + polled);
+}
+
 void Scheduler::scheduled(const MessageRecord& record) {
   const std::string& key = record.spec.process_query_key;
   if (m_active.count(key) != 0) {

@@ -112,6 +112,7 @@ public:
   CallBudget call_budget() const;
 
   // tracking::Listener
+  void reserve(std::size_t never_polled, std::size_t polled) override;
   void scheduled(const MessageRecord& record) override;
   void stopped(const std::string& key) override;
 

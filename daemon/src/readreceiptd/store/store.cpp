@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <sys/file.h>
 #include <system_error>
 #include <unistd.h>
@@ -185,6 +186,36 @@ std::vector<ReadInfo> read_info_list(const nlohmann::json& j, const std::string&
   return out;
 }
 
+// The JSON columns as they are read back. Most rows hold an empty list or
+// map ("[]", "{}": no labels, no readers yet); those are read without the
+// parser, which a start-up with a million rows would run four times each.
+constexpr std::string_view k_empty_json_array = "[]";
+constexpr std::string_view k_empty_json_object = "{}";
+
+std::vector<std::string> string_list_column(const std::string& text, const std::string& key,
+                                            const char* field) {
+  if (text == k_empty_json_array) {
+    return {};
+  }
+  return string_list(parse_json(text, key, field), key, field);
+}
+
+std::map<std::string, std::string> string_map_column(const std::string& text,
+                                                     const std::string& key, const char* field) {
+  if (text == k_empty_json_object) {
+    return {};
+  }
+  return string_map(parse_json(text, key, field), key, field);
+}
+
+std::vector<ReadInfo> read_info_column(const std::string& text, const std::string& key,
+                                       std::size_t readers) {
+  if (text == k_empty_json_array) {
+    return std::vector<ReadInfo>(readers); // padded, as read_info_list pads a short list
+  }
+  return read_info_list(parse_json(text, key, "read_info"), key, readers);
+}
+
 nlohmann::json read_info_json(const MessageRecord& m) {
   nlohmann::json out = nlohmann::json::array();
   for (std::size_t i = 0; i < m.read_user_ids.size(); ++i) {
@@ -225,6 +256,16 @@ SELECT process_query_key, source, open_conversation_id, robot_code, expected_rea
        read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
        stopped_at, last_poll, next_poll, read_info, kind, token, recipients
 FROM messages ORDER BY added_at, process_query_key)sql";
+
+// The same columns, unsorted: a scan in storage order.
+constexpr const char* k_scan_messages = R"sql(
+SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
+       expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
+       read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
+       stopped_at, last_poll, next_poll, read_info, kind, token, recipients
+FROM messages)sql";
+
+constexpr const char* k_count_messages = "SELECT COUNT(*) FROM messages";
 
 constexpr const char* k_select_message = R"sql(
 SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
@@ -398,28 +439,25 @@ MessageRecord read_message(const Statement& row) {
   r.source = *source;
   r.spec.open_conversation_id = row.text(c_open_conversation_id);
   r.spec.robot_code = row.text(c_robot_code);
-  r.spec.expected_readers = string_list(
-      parse_json(row.text(c_expected_readers), key, "expected_readers"), key, "expected_readers");
+  r.spec.expected_readers =
+      string_list_column(row.text(c_expected_readers), key, "expected_readers");
   r.spec.expected_reader_count = row.optional_integer(c_expected_reader_count);
   r.spec.sent_at = time_or_null(row.optional_integer(c_spec_sent_at));
   if (auto webhooks = row.optional_text(c_webhooks)) {
     r.spec.webhooks = string_list(parse_json(*webhooks, key, "webhooks"), key, "webhooks");
   }
-  r.spec.labels = string_map(parse_json(row.text(c_labels), key, "labels"), key, "labels");
+  r.spec.labels = string_map_column(row.text(c_labels), key, "labels");
   r.sent_at = from_unix_ms(row.integer(c_sent_at));
   r.added_at = from_unix_ms(row.integer(c_added_at));
-  r.read_user_ids = string_list(parse_json(row.text(c_read_user_ids), key, "read_user_ids"), key,
-                                "read_user_ids");
-  r.read_info = read_info_list(parse_json(row.text(c_read_info), key, "read_info"), key,
-                               r.read_user_ids.size());
+  r.read_user_ids = string_list_column(row.text(c_read_user_ids), key, "read_user_ids");
+  r.read_info = read_info_column(row.text(c_read_info), key, r.read_user_ids.size());
   const auto kind = message_kind_from_string(row.text(c_kind));
   if (!kind) {
     throw StoreError("message " + key + ": stored kind is unknown");
   }
   r.spec.kind = *kind;
   r.spec.token = row.text(c_token);
-  r.recipients =
-      string_list(parse_json(row.text(c_recipients), key, "recipients"), key, "recipients");
+  r.recipients = string_list_column(row.text(c_recipients), key, "recipients");
   r.last_sequence = row.integer(c_last_sequence);
   r.send_status = row.text(c_send_status);
   r.stopped = row.integer(c_stopped) != 0;
@@ -552,6 +590,19 @@ std::vector<MessageRecord> Store::load_messages() {
     out.push_back(read_message(q));
   }
   return out;
+}
+
+void Store::visit_messages(const std::function<void(MessageRecord&)>& visit) {
+  Statement q(m_impl->conn, k_scan_messages, "cannot load messages");
+  while (q.step()) {
+    MessageRecord record = read_message(q);
+    visit(record);
+  }
+}
+
+std::size_t Store::message_count() {
+  Statement q(m_impl->conn, k_count_messages, "cannot count messages");
+  return q.step() ? static_cast<std::size_t>(q.integer(0)) : 0;
 }
 
 std::optional<MessageRecord> Store::load_message(const std::string& process_query_key) {

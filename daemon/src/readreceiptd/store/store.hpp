@@ -15,7 +15,9 @@
 
 #include "readreceiptd/common/model.hpp"
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -71,7 +73,14 @@ public:
   Store& operator=(const Store&) = delete;
 
   // --- messages
+  // Every stored message, by (added_at, process_query_key).
   std::vector<MessageRecord> load_messages();
+  // Every stored message, handed to `visit` one at a time, in no particular
+  // order (no sort, and never all of them in memory twice: the start-up of a
+  // large table). `visit` may move from the record.
+  void visit_messages(const std::function<void(MessageRecord&)>& visit);
+  // How many messages are stored.
+  std::size_t message_count();
   std::optional<MessageRecord> load_message(const std::string& process_query_key);
   // Writes one message and its events/deliveries in one transaction: the
   // message row is inserted or replaced, each event inserted, and a pending

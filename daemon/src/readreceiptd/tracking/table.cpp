@@ -46,25 +46,52 @@ double MessageTable::random01() {
 
 // ---------------------------------------------------------------- messages
 
-MessageTable::Entry& MessageTable::insert(MessageRecord record) {
-  const std::string key = record.spec.process_query_key;
-  auto [pos, inserted] = m_messages.emplace(key, Entry{std::move(record)});
+MessageTable::Entry& MessageTable::place(MessageRecord&& record) {
+  std::string key = record.spec.process_query_key;
+  auto [pos, inserted] = m_messages.try_emplace(std::move(key), std::move(record));
   if (inserted) {
     m_unsorted.push_back(&*pos);
   }
-  Entry& entry = pos->second;
-  if (!entry.record.stopped) {
-    ++m_tracked;
-    if (m_listener != nullptr) {
-      m_listener->scheduled(entry.record);
-    }
+  return pos->second;
+}
+
+void MessageTable::announce(const Entry& entry) {
+  if (entry.record.stopped) {
+    return;
   }
+  ++m_tracked;
+  if (m_listener != nullptr) {
+    m_listener->scheduled(entry.record);
+  }
+}
+
+MessageTable::Entry& MessageTable::insert(MessageRecord&& record) {
+  Entry& entry = place(std::move(record));
+  announce(entry);
   return entry;
 }
 
 void MessageTable::start() {
-  for (auto& record : m_store.load_messages()) {
-    insert(std::move(record));
+  // Row by row, into a map sized once: a million messages are never held
+  // twice, nor rehashed on the way. The poller hears of them once they are
+  // all in, told first how many to expect, so that its queues are sized once
+  // too.
+  const std::size_t stored = m_store.message_count();
+  m_messages.reserve(stored + m_cfg.messages.size());
+  m_unsorted.reserve(stored);
+  std::size_t never_polled = 0;
+  std::size_t polled = 0;
+  m_store.visit_messages([&](MessageRecord& record) {
+    if (!record.stopped) {
+      ++(record.last_poll ? polled : never_polled);
+    }
+    place(std::move(record));
+  });
+  if (m_listener != nullptr) {
+    m_listener->reserve(never_polled, polled);
+  }
+  for (const Slot* slot : m_unsorted) { // storage order, without a look-up
+    announce(slot->second);
   }
   reconcile();
   flush(true);

@@ -57,6 +57,10 @@ public:
 class Listener {
 public:
   virtual ~Listener() = default;
+  // At start-up, before the messages loaded from the store are handed over:
+  // how many of them are tracked, never polled and polled (to size queues
+  // once). No-op by default.
+  virtual void reserve(std::size_t /*never_polled*/, std::size_t /*polled*/) {}
   // The message is tracked and next due at record.next_poll (loaded, added,
   // polled, or rolled back after a store failure).
   virtual void scheduled(const MessageRecord& record) = 0;
@@ -129,6 +133,7 @@ public:
 
 private:
   struct Entry {
+    explicit Entry(MessageRecord&& r) : record(std::move(r)) {}
     MessageRecord record;
     int failures = 0;              // consecutive failed polls
     bool warned_paused = false;    // "bot stopped"-like warning logged
@@ -147,7 +152,12 @@ private:
   using Slot = std::unordered_map<std::string, Entry>::value_type;
 
   void reconcile();
-  Entry& insert(MessageRecord record);
+  // Adds the record to the map (a key already there keeps its entry).
+  Entry& place(MessageRecord&& record);
+  // Counts the entry as tracked, unless it has stopped, and tells the poller.
+  void announce(const Entry& entry);
+  // place() and announce().
+  Entry& insert(MessageRecord&& record);
   void queue_step(Entry& entry, tracker::Step step, bool durable,
                   std::vector<std::function<void(bool)>> acks = {});
   void apply_pushes();
