@@ -47,8 +47,8 @@ enum class MessageKind {
 };
 const char* to_string(MessageKind k);
 std::optional<MessageKind> message_kind_from_string(std::string_view s);
-inline constexpr MessageKind k_all_message_kinds[] = {MessageKind::private_chat,
-                                                      MessageKind::group, MessageKind::oto};
+inline constexpr MessageKind k_all_message_kinds[] = {MessageKind::private_chat, MessageKind::group,
+                                                      MessageKind::oto};
 
 // A watched message as the user describes it: one `messages:` item.
 struct MessageSpec {
@@ -81,8 +81,8 @@ struct MessageRecord {
   // oto: the recipients DingTalk's last answer listed, in its order; the
   // expected readers when the specification names none.
   std::vector<std::string> recipients;
-  std::int64_t last_sequence = 0;         // sequence of the last event emitted
-  std::string send_status;                // last sendStatus seen, "" before any
+  std::int64_t last_sequence = 0; // sequence of the last event emitted
+  std::string send_status;        // last sendStatus seen, "" before any
   bool stopped = false;
   std::optional<StopReason> stop_reason;
   std::string stop_detail;

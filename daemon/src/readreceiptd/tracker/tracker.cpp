@@ -173,8 +173,7 @@ bool fully_read(const MessageRecord& record) {
 }
 
 std::optional<Step> close_window(const MessageRecord& record, TimePoint now) {
-  if (record.stopped || record.spec.kind != MessageKind::oto ||
-      age(record, now) < k_oto_window) {
+  if (record.stopped || record.spec.kind != MessageKind::oto || age(record, now) < k_oto_window) {
     return std::nullopt;
   }
   Step step{record, {}};
