@@ -1,5 +1,6 @@
 #include "readreceiptd/api/router.hpp"
 
+#include "readreceiptd/api/page.hpp"
 #include "readreceiptd/common/base64.hpp"
 
 #include <algorithm>
@@ -588,6 +589,14 @@ Routed route(const Request& request, const std::string& token, const Health& hea
   const std::string_view path = target.substr(0, question);
   const std::string_view query =
       question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+
+  // The status page and its files: no token, no data.
+  if (const web::Asset* asset = web::find_asset(path)) {
+    if (request.method != "GET") {
+      return immediate(method_not_allowed("GET"));
+    }
+    return immediate(asset_reply(*asset, query, request.if_none_match));
+  }
 
   const Route* found = nullptr;
   std::string_view raw_param;

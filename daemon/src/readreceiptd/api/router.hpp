@@ -24,12 +24,13 @@
 
 namespace rrd::api {
 
-// An answer. Every body is JSON (Content-Type: application/json), or empty
-// for 204.
+// An answer. Every body is JSON, but the status page's files (page.hpp);
+// 204 and 304 have none.
 struct Reply {
   int status = 200;
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers; // extra ones: Allow, ...
+  std::string content_type = "application/json";
 };
 
 // What adding a message did. A key already known, tracking or stopped, is
@@ -86,11 +87,12 @@ struct Health {
 };
 
 struct Request {
-  std::string method;        // "GET", "POST", ...
-  std::string target;        // the raw request target: path and query, still encoded
-  std::string authorization; // the Authorization header, "" when absent
-  std::string content_type;  // the Content-Type header, "" when absent
-  std::string body;          // "" when the request has none
+  std::string method;             // "GET", "POST", ...
+  std::string target;             // the raw request target: path and query, still encoded
+  std::string authorization;      // the Authorization header, "" when absent
+  std::string content_type;       // the Content-Type header, "" when absent
+  std::string body;               // "" when the request has none
+  std::string if_none_match = {}; // the If-None-Match header, "" when absent
 };
 
 // A request either answered at once (health, errors) or a command to run on
@@ -101,7 +103,8 @@ struct Routed {
 };
 
 // Routes one request. `token` is api.token ("" when none is configured: no
-// authentication).
+// authentication). A GET of the status page ("/") or one of its files is
+// answered at once, without the token (page.hpp).
 Routed route(const Request& request, const std::string& token, const Health& health);
 
 // --- the route table: what route() serves, and what docs/openapi.yaml

@@ -87,6 +87,7 @@ void Server::start() {
     request.target = req.target;
     request.authorization = req.get_header_value("Authorization");
     request.content_type = req.get_header_value("Content-Type");
+    request.if_none_match = req.get_header_value("If-None-Match");
     request.body = req.body;
     const Health health{m_status.alive(std::chrono::steady_clock::now(), k_heartbeat_stale_after),
                         m_status.readiness()};
@@ -107,11 +108,15 @@ void Server::start() {
       }
     }
     res.status = reply.status;
+    // Every answer is what its Content-Type says, never sniffed as more.
+    res.set_header("X-Content-Type-Options", "nosniff");
     for (const auto& [name, value] : reply.headers) {
-      res.set_header(name, value);
+      if (name != "X-Content-Type-Options") {
+        res.set_header(name, value);
+      }
     }
-    if (reply.status != 204) {
-      res.set_content(reply.body, k_json);
+    if (reply.status != 204 && reply.status != 304) {
+      res.set_content(reply.body, reply.content_type);
     }
     spdlog::debug("API: {} {} -> {}", req.method, req.path, reply.status);
   };
