@@ -8,8 +8,8 @@
 # (Debian's chromium package; scripts/setup.sh installs it with
 # RRD_WITH_TEST_TOOLS=1). The screenshot goes to WORK_DIR/status-page.png,
 # and to docs/status-page.png as well with RRD_UPDATE_SCREENSHOT=1.
-# Exit codes: 0 pass, 1 fail (an npm install that fails included), 77
-# skipped (no Chromium, Node.js or npm).
+# Exit codes: 0 pass, 1 fail (an npm install that fails included, and no
+# Chromium in CI, where CI=true), 77 skipped (no Chromium, Node.js or npm).
 set -eu
 src=$1 work=$2 daemon=$3 fake=$4 sink=$5 node=${6:-node} npm=${7:-npm}
 
@@ -27,6 +27,11 @@ if [ -z "$chromium" ]; then
   done
 fi
 if [ -z "$chromium" ] || [ ! -x "$chromium" ]; then
+  # In CI (CI=true) setup.sh has installed it: its absence is a failure.
+  if [ "${CI:-}" = true ]; then
+    echo "FAIL: Chromium not found in CI; scripts/setup.sh installs it (Debian package chromium) with RRD_WITH_TEST_TOOLS=1"
+    exit 1
+  fi
   echo "SKIP: Chromium not found (Debian package chromium, or set RRD_CHROMIUM); the status page's browser test needs it"
   exit 77
 fi
