@@ -43,8 +43,10 @@
     messages: new Map(), // key -> message, as GET /v1/messages/{key} renders it
     liveAt: new Map(), // key -> when an update last replaced it (performance.now())
     status: null, // GET /v1/status, null until known (or not served)
+    statusAt: 0, // when the status shown was asked for, or came live
     deadLetters: [],
     deadLettersKnown: false,
+    deadLettersAt: 0, // when the dead letters shown were asked for
     events: { key: null, list: null, error: null },
     viewKey: null, // the message on view, null for the list
     updates: null, // the AbortController of the /v1/updates request
@@ -54,6 +56,8 @@
     renderTimer: null,
     eventsTimer: null,
     started: false,
+    startGeneration: 0,
+    noticeIsError: false,
   };
 
   // --- the API
@@ -127,9 +131,16 @@
     }
   }
 
+  // Answers that come back out of order: only one asked for after the
+  // last one taken (or after the last live status) replaces it.
   async function loadStatus() {
+    const asked = performance.now();
     try {
-      state.status = await api('/v1/status');
+      const status = await api('/v1/status');
+      if (asked >= state.statusAt) {
+        state.status = status;
+        state.statusAt = asked;
+      }
     } catch (e) {
       if (e instanceof HttpError && e.status === 404) {
         state.status = null; // a daemon without it: the page shows what it can
@@ -140,16 +151,33 @@
   }
 
   async function loadDeadLetters() {
+    const asked = performance.now();
     const answer = await api('/v1/dead-letters');
-    state.deadLetters = answer.dead_letters || [];
-    state.deadLettersKnown = true;
+    if (asked >= state.deadLettersAt) {
+      state.deadLetters = answer.dead_letters || [];
+      state.deadLettersKnown = true;
+      state.deadLettersAt = asked;
+    }
   }
 
   async function loadEvents(key) {
     try {
-      const answer = await api(keyPath(key) + '/events');
+      const list = [];
+      let cursor = '';
+      for (;;) {
+        let path = keyPath(key) + '/events?limit=' + k_page_limit;
+        if (cursor) {
+          path += '&cursor=' + encodeURIComponent(cursor);
+        }
+        const page = await api(path);
+        list.push(...(page.events || []));
+        if (!page.next_cursor) {
+          break;
+        }
+        cursor = page.next_cursor;
+      }
       if (state.viewKey === key) {
-        state.events = { key, list: answer.events || [], error: null };
+        state.events = { key, list, error: null };
       }
     } catch (e) {
       if (e instanceof AuthError) {
@@ -175,10 +203,19 @@
 
   // --- errors and the token
 
-  function showNotice(text) {
+  // A line above the content: an error (until things work again) or what
+  // an action did (until the next one).
+  function showNotice(text, isError = true) {
     const n = $('notice');
     n.textContent = text;
     n.hidden = !text;
+    state.noticeIsError = isError;
+  }
+
+  function clearError() {
+    if (state.noticeIsError) {
+      showNotice('');
+    }
   }
 
   // Any call answered 401: the token is missing or wrong. The prompt comes
@@ -257,7 +294,7 @@
     state.fallbackTimer = setInterval(async () => {
       try {
         await loadAll();
-        showNotice('');
+        clearError();
         scheduleRender();
       } catch (e) {
         if (handleError(e)) {
@@ -306,11 +343,15 @@
     } else if (type === 'status' && payload && typeof payload === 'object') {
       const before = deadLetterTotal(state.status);
       state.status = payload;
+      state.statusAt = performance.now();
       if (deadLetterTotal(payload) !== before) {
         loadDeadLetters().then(scheduleRender, handleError);
       }
       scheduleRender();
+    } else if (type === 'end') {
+      return 'end'; // the daemon closes the stream: connect again
     }
+    return '';
   }
 
   async function followUpdates() {
@@ -342,7 +383,7 @@
       setLive('on', 'Live');
       // What changed before the stream opened is not on it: ask once more.
       loadAll().then(() => {
-        showNotice('');
+        clearError();
         scheduleRender();
       }, handleError);
       const reader = res.body.getReader();
@@ -355,14 +396,19 @@
         }
         buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
         let end;
+        let ended = false;
         while ((end = buffer.indexOf('\n\n')) >= 0) {
-          dispatchBlock(buffer.slice(0, end));
+          ended = dispatchBlock(buffer.slice(0, end)) === 'end' || ended;
           buffer = buffer.slice(end + 2);
+        }
+        if (ended) {
+          controller.abort();
+          break;
         }
       }
     } catch (e) {
-      if (controller.signal.aborted) {
-        return;
+      if (generation !== state.updatesGeneration) {
+        return; // stopped on purpose
       }
     }
     if (generation !== state.updatesGeneration) {
@@ -476,6 +522,43 @@
     return el('td', { className, attrs: { 'data-label': label } }, [el('div', { className: 'value' }, parts)]);
   }
 
+  // Brings a table body's rows to `items`, in order, rebuilding only the
+  // rows whose content changed: a row that stays keeps its elements, so a
+  // button being pressed or a link with the keyboard's focus is not
+  // replaced under the user's hand.
+  function syncRows(tbody, items, keyOf, signatureOf, build) {
+    const old = new Map();
+    for (const tr of tbody.rows) {
+      old.set(tr.rrdKey, tr);
+    }
+    const rows = items.map((item) => {
+      const key = keyOf(item);
+      const signature = signatureOf(item);
+      const have = old.get(key);
+      if (have && have.rrdSignature === signature) {
+        return have;
+      }
+      const tr = build(item);
+      tr.rrdKey = key;
+      tr.rrdSignature = signature;
+      return tr;
+    });
+    const current = [...tbody.rows];
+    if (current.length === rows.length && current.every((tr, i) => tr === rows[i])) {
+      return;
+    }
+    for (const tr of current) {
+      if (!rows.includes(tr)) {
+        tr.remove();
+      }
+    }
+    rows.forEach((tr, i) => {
+      if (tbody.rows[i] !== tr) {
+        tbody.insertBefore(tr, tbody.rows[i] || null);
+      }
+    });
+  }
+
   function progress(m, id) {
     const read = m.read_count || 0;
     const expected = m.expected_reader_count;
@@ -531,41 +614,56 @@
     $('version').textContent = s && s.version ? s.version : '';
     if (s) {
       const stream = s.stream || {};
-      if (stream.enabled === false) {
+      const since = stream.since ? ' since ' + formatTime(stream.since) : '';
+      if (!stream.enabled) {
         items.push(statusItem('', 'Stream', 'off (polls only)'));
       } else if (stream.connected) {
-        items.push(statusItem('ok', 'Stream', 'connected' + (stream.since ? ' since ' + formatTime(stream.since) : ''),
-          stream.last_event_at ? 'last event ' + formatTime(stream.last_event_at) : undefined));
+        items.push(statusItem('ok', 'Stream', 'connected' + since,
+          stream.last_event_at ? 'last event ' + formatTime(stream.last_event_at) : 'no event yet'));
       } else {
-        items.push(statusItem('bad', 'Stream', 'not connected' + (stream.since ? ' since ' + formatTime(stream.since) : '')));
-      }
-      const calls = s.calls || {};
-      const used = calls.month_calls;
-      const budget = calls.budget;
-      if (used !== undefined) {
-        const text = budget !== null && budget !== undefined ? used + ' / ' + budget : String(used);
-        const level = budget && used >= budget ? 'bad' : budget && used >= 0.9 * budget ? 'warn' : 'ok';
-        items.push(statusItem(level, 'Calls this month', text, 'read-status calls this calendar month (Beijing time)'));
+        items.push(statusItem('bad', 'Stream', 'not connected' + since));
       }
       const dt = s.dingtalk || {};
+      if (typeof dt.read_status_calls === 'number') {
+        const budget = dt.budget;
+        const used = dt.read_status_calls;
+        let text = budget === null || budget === undefined ? String(used) : used + ' / ' + budget;
+        if (dt.stretch > 1) {
+          text += ', polls stretched ×' + dt.stretch.toFixed(1);
+        }
+        const level = budget && used >= budget ? 'bad' : budget && used >= 0.9 * budget ? 'warn' : 'ok';
+        items.push(statusItem(level, 'Calls this month', text,
+          'read-status calls in ' + (dt.month || 'this month') + ' (Beijing time)' +
+          (budget ? ' against dingtalk.monthly_call_budget' : '')));
+      }
+      const throttling = dt.throttling || {};
       if (dt.quota_exhausted) {
         items.push(statusItem('bad', 'DingTalk', 'monthly quota spent; polls wait for the month to turn'));
-      } else if (dt.throttled) {
-        items.push(statusItem('warn', 'DingTalk', 'throttling: calls are slowed down'));
+      } else if (throttling.throttled) {
+        const rate = typeof throttling.current_rate === 'number'
+          ? ' (' + throttling.current_rate.toFixed(1) + ' of ' + throttling.configured_rate + ' calls/s)'
+          : '';
+        items.push(statusItem('warn', 'DingTalk', 'throttling' + rate,
+          throttling.last_throttled_at ? 'last throttled ' + formatTime(throttling.last_throttled_at) : undefined));
       } else {
         items.push(statusItem('ok', 'DingTalk', 'OK'));
       }
       for (const w of s.webhooks || []) {
-        const parts = [plural(Number(w.pending_events) || 0, 'pending', 'pending')];
+        const pending = Number(w.pending_events) || 0;
+        const parts = [pending + ' pending'];
         const dead = Number(w.dead_letters) || 0;
         if (dead) {
           parts.push(plural(dead, 'dead letter', 'dead letters'));
         }
         if (w.disabled) {
-          parts.push('disabled' + (w.disabled_reason ? ' (' + w.disabled_reason + ')' : ''));
+          parts.push('disabled by a 410');
         }
-        const level = w.disabled || dead ? 'bad' : w.pending_events ? 'warn' : 'ok';
-        items.push(statusItem(level, 'Webhook ' + w.name, parts.join(', ')));
+        if (w.configured === false) {
+          parts.push('no longer configured');
+        }
+        const level = w.disabled || dead ? 'bad' : pending ? 'warn' : 'ok';
+        items.push(statusItem(level, 'Webhook ' + w.name, parts.join(', '),
+          w.oldest_pending_at ? 'oldest pending since ' + formatTime(w.oldest_pending_at) : undefined));
       }
     } else if (state.deadLettersKnown) {
       const byHook = new Map();
@@ -641,17 +739,24 @@
       cell('Message', [messageLink(m.process_query_key)], 'key'),
       cell('Kind', [k_kinds[m.kind] || m.kind || '']),
       cell('Labels', [labels]),
-      cell('Age', [el('span', { text: age(m.sent_at), title: 'sent ' + formatTime(m.sent_at) })], 'nowrap'),
+      cell('Age', [el('span', { className: 'age', text: age(m.sent_at), title: 'sent ' + formatTime(m.sent_at) })], 'nowrap'),
       cell('Read', [el('span', { className: 'progress-line' }, [bar, el('span', { className: 'read-text', text })])]),
       cell('State', [el('span', { className: stateClass, text: stateText(m), title: m.stop_detail || undefined })]),
-      cell('Next poll', [el('span', { text: nextPoll(m), title: m.next_poll ? formatTime(m.next_poll) : undefined })], 'nowrap'),
+      cell('Next poll', [el('span', { className: 'next', text: nextPoll(m), title: m.next_poll ? formatTime(m.next_poll) : undefined })], 'nowrap'),
     ]);
   }
 
   function renderList() {
     renderLabelOptions();
     const list = filtered();
-    $('messages').tBodies[0].replaceChildren(...list.map(messageRow));
+    const body = $('messages').tBodies[0];
+    syncRows(body, list, (m) => m.process_query_key, (m) => JSON.stringify(m), messageRow);
+    // The clock moves on: ages and next polls change in place.
+    list.forEach((m, i) => {
+      const row = body.rows[i];
+      row.querySelector('.age').textContent = age(m.sent_at);
+      row.querySelector('.next').textContent = nextPoll(m);
+    });
     $('messages').hidden = list.length === 0;
     $('messages-empty').hidden = list.length !== 0;
     $('messages-empty').textContent = state.messages.size === 0
@@ -668,7 +773,7 @@
     $('dead').hidden = list.length === 0;
     $('dead-empty').hidden = list.length !== 0;
     $('dead-count').textContent = list.length ? plural(list.length, 'undelivered event', 'undelivered events') : '';
-    $('dead').tBodies[0].replaceChildren(...list.map((d) => {
+    syncRows($('dead').tBodies[0], list, (d) => d.event_id + '\u0000' + d.webhook, (d) => JSON.stringify(d), (d) => {
       const button = el('button', {
         text: 'Replay',
         attrs: {
@@ -688,7 +793,7 @@
         cell('Died', [formatTime(d.died_at)], 'nowrap'),
         cell('Action', [button]),
       ]);
-    }));
+    });
   }
 
   async function replay(d, button) {
@@ -697,7 +802,7 @@
     try {
       const answer = await api('/v1/dead-letters/' + encodeURIComponent(d.event_id) + '/replay', 'POST');
       const n = answer && answer.requeued ? answer.requeued : 1;
-      showNotice('Event ' + d.event_id + ' is queued again (' + plural(n, 'delivery', 'deliveries') + ').');
+      showNotice('Event ' + d.event_id + ' is queued again (' + plural(n, 'delivery', 'deliveries') + ').', false);
       await Promise.all([loadDeadLetters(), loadStatus()]);
       scheduleRender();
       $('dead-title').focus();
@@ -725,6 +830,9 @@
     }
     if (d.state === 'pending' && d.next_attempt) {
       more.push('next ' + formatTime(d.next_attempt));
+    }
+    if (d.state === 'dead' && d.died_at) {
+      more.push('since ' + formatTime(d.died_at));
     }
     if (more.length) {
       text += ' (' + more.join(', ') + ')';
@@ -764,11 +872,12 @@
     const readers = m.readers || [];
     $('readers').hidden = readers.length === 0;
     $('readers-empty').hidden = readers.length !== 0;
-    $('readers').tBodies[0].replaceChildren(...readers.map((r) => el('tr', { attrs: { 'data-user': r.user_id } }, [
-      cell('User', [r.user_id], 'mono'),
-      cell('Read at', [r.read_at ? formatTime(r.read_at) : 'not known (seen by a poll)'], 'nowrap'),
-      cell('Via', [r.via || '—']),
-    ])));
+    syncRows($('readers').tBodies[0], readers, (r) => r.user_id, (r) => JSON.stringify(r),
+      (r) => el('tr', { attrs: { 'data-user': r.user_id } }, [
+        cell('User', [r.user_id], 'mono'),
+        cell('Read at', [r.read_at ? formatTime(r.read_at) : 'not known (seen by a poll)'], 'nowrap'),
+        cell('Via', [r.via || '—']),
+      ]));
 
     const unread = m.unread_user_ids;
     const csv = $('unread-csv');
@@ -799,13 +908,14 @@
     }
     const list = events.list || [];
     $('events').hidden = list.length === 0;
-    $('events').tBodies[0].replaceChildren(...list.map((e) => el('tr', { attrs: { 'data-event': e.event_id || '' } }, [
-      cell('#', [String(e.sequence)]),
-      cell('Type', [k_event_types[e.type] || e.type]),
-      cell('Created', [formatTime(e.created_at)], 'nowrap'),
-      cell('Delivery', [el('div', { className: 'delivery' }, (e.deliveries || []).map((d) =>
-        el('span', { className: 'state-' + d.state, text: deliveryText(d) })))]),
-    ])));
+    syncRows($('events').tBodies[0], list, (e) => e.event_id, (e) => JSON.stringify(e),
+      (e) => el('tr', { attrs: { 'data-event': e.event_id || '' } }, [
+        cell('#', [String(e.sequence)]),
+        cell('Type', [k_event_types[e.type] || e.type]),
+        cell('Created', [formatTime(e.timestamp)], 'nowrap'),
+        cell('Delivery', [el('div', { className: 'delivery' }, (e.deliveries || []).map((d) =>
+          el('span', { className: 'state-' + d.state, text: deliveryText(d) })))]),
+      ]));
   }
 
   function csvField(text) {
@@ -906,19 +1016,28 @@
   }
 
   async function start() {
+    // One start at a time: a later one (a token entered, a retry) wins.
+    const generation = ++state.startGeneration;
     stopUpdates();
     $('auth').hidden = true;
     setLive('off', 'Loading…');
     try {
       await loadAll();
     } catch (e) {
-      if (handleError(e)) {
+      if (generation !== state.startGeneration || handleError(e)) {
         return;
       }
-      setTimeout(start, k_reconnect_first_ms * 2);
+      setTimeout(() => {
+        if (generation === state.startGeneration) {
+          start();
+        }
+      }, k_reconnect_first_ms * 2);
       return;
     }
-    showNotice('');
+    if (generation !== state.startGeneration) {
+      return;
+    }
+    clearError();
     state.started = true;
     render();
     followUpdates();

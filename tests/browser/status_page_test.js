@@ -321,6 +321,7 @@ before(async () => {
     }
   });
   page.on('pageerror', (e) => consoleErrors.push({ text: 'uncaught: ' + e.message, phase }));
+
 });
 
 after(async () => {
@@ -458,9 +459,16 @@ test('a message view has an address; readers, who has not read (CSV) and its eve
   phase = 'main';
 });
 
+// Back to the list, as a keyboard user would.
+async function backToList() {
+  await page.focus('#back');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => !location.hash.startsWith('#message=') &&
+    !document.getElementById('list-view').hidden, { timeout: k_wait_ms });
+}
+
 test('replaying a dead letter moves it back to pending', async () => {
-  await page.click('#back');
-  await page.waitForSelector('#list-view:not([hidden])', { timeout: k_wait_ms });
+  await backToList();
   const before = await page.$$eval('#dead tbody tr', (rows) => rows.map((r) => r.getAttribute('data-event')));
   assert.ok(before.length >= 1);
   const eventId = before[0];
@@ -539,8 +547,7 @@ test('keyboard: everything to act on is a link or a button, and focus shows', as
   // Enter on a message link opens its view.
   await page.keyboard.press('Enter');
   await page.waitForSelector('#message-view:not([hidden])', { timeout: k_wait_ms });
-  await page.click('#back');
-  await page.waitForSelector('#list-view:not([hidden])', { timeout: k_wait_ms });
+  await backToList();
 });
 
 test('readable at 375 px wide, and in dark mode', async () => {
