@@ -347,6 +347,11 @@
       if (deadLetterTotal(payload) !== before) {
         loadDeadLetters().then(scheduleRender, handleError);
       }
+      // Pending counts move as deliveries succeed or fail: so do the open
+      // message's delivery states.
+      if (state.viewKey !== null) {
+        scheduleEventsReload();
+      }
       scheduleRender();
     } else if (type === 'end') {
       return 'end'; // the daemon closes the stream: connect again
