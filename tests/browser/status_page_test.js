@@ -456,6 +456,7 @@ test('a message view has an address; readers, who has not read (CSV) and its eve
     assert.ok(cells.every((t) => t.includes('ops: ') && t.includes('audit: ')), cells.join(' | '));
     assert.ok(cells.some((t) => /audit: dead/.test(t)), cells.join(' | '));
   }
+  await page.screenshot({ path: path.join(env('RRD_BROWSER_WORK'), 'status-page-message.png'), fullPage: true });
   phase = 'main';
 });
 
