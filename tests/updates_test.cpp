@@ -296,6 +296,28 @@ TEST_CASE("updates: close() ends every stream and refuses new ones") {
   CHECK(hub.stats().dropped_for(DropReason::queue_full) == 0); // a stop is no drop
 }
 
+TEST_CASE("updates: end_all() ends the open streams with its reason and takes new ones") {
+  UpdateHub hub;
+  auto a = hub.subscribe();
+  auto b = hub.subscribe();
+  REQUIRE(a);
+  REQUIRE(b);
+  (*a)->next(Millis{0});
+  hub.end_all(k_end_token_changed);
+  CHECK(hub.subscribers() == 0);
+  const auto last = (*a)->next(Millis{0});
+  CHECK(last.end);
+  CHECK(last.bytes == end_frame(k_end_token_changed));
+  const auto other = (*b)->next(Millis{0});
+  CHECK(other.end);
+  CHECK(other.bytes == end_frame(k_end_token_changed)); // what was queued is not written
+  auto c = hub.subscribe();
+  REQUIRE(c);
+  CHECK(hub.subscribers() == 1);
+  CHECK(hub.stats().dropped_for(DropReason::queue_full) == 0);
+  CHECK(hub.stats().dropped_for(DropReason::write_timeout) == 0);
+}
+
 TEST_CASE("updates: the feed renders messages only while someone listens, once per turn, and "
           "the status when it changed") {
   UpdateHub hub;

@@ -297,7 +297,7 @@ TEST_CASE("api: updates - at most 128 streams - one more gets 503, a closed one 
 }
 
 TEST_CASE("api: updates - with api.token_file the stream, the status and the events "
-          "need the token") {
+          "need the token - a new token ends the old streams") {
   DaemonHarness h;
   h.api_listen = local_listen();
   h.api_token = "updates-token-Hq7wP2";
@@ -326,6 +326,20 @@ TEST_CASE("api: updates - with api.token_file the stream, the status and the eve
   CHECK(opening->data.find(h.api_token) == std::string::npos);
   CHECK(h.api("GET", "/v1/status", "", h.api_token).status == 200);
   CHECK(h.api("GET", "/v1/messages/k1/events", "", h.api_token).status == 200);
+
+  // A new token (a reload) ends the streams opened with the old one; the
+  // page must show the new one to listen again.
+  const std::string old_token = h.api_token;
+  h.api_token = "updates-token-Zr4mK9";
+  h.reload();
+  const auto end = right.wait_for([](const SseEvent& e) { return e.type == "end"; });
+  REQUIRE(end);
+  CHECK(end->json()["reason"] == "token changed");
+  CHECK(right.wait_for_end(10s));
+  SseClient stale(h.api_listen, old_token);
+  CHECK(stale.status() == 401);
+  SseClient renewed(h.api_listen, h.api_token);
+  CHECK(renewed.status() == 200);
   h.stop();
 }
 

@@ -148,8 +148,16 @@ Server::~Server() {
 }
 
 void Server::set_token(std::string token) {
-  std::lock_guard lock(m_token_mutex);
-  m_token = std::move(token);
+  bool changed = false;
+  {
+    const std::lock_guard lock(m_token_mutex);
+    changed = token != m_token;
+    m_token = std::move(token);
+  }
+  // A stream opened with the old token does not outlive it.
+  if (changed && m_updates != nullptr) {
+    m_updates->end_all(k_end_token_changed);
+  }
 }
 
 std::string Server::token() const {
@@ -260,6 +268,23 @@ void Server::start() {
   spdlog::info("HTTP API listening on {} (port {})", m_listen, m_port);
 }
 
+// Pages that keep trying while every place is taken are logged once per
+// k_refusal_log_interval, with how many were refused.
+void Server::note_refusal() {
+  using Steady = std::chrono::steady_clock;
+  const auto now = Steady::now().time_since_epoch().count();
+  const auto interval =
+      std::chrono::duration_cast<Steady::duration>(k_refusal_log_interval).count();
+  const auto refused = m_refused_since_log.fetch_add(1) + 1;
+  auto last = m_last_refusal_log.load();
+  if ((last == 0 || now - last >= interval) &&
+      m_last_refusal_log.compare_exchange_strong(last, now)) {
+    m_refused_since_log -= refused;
+    spdlog::warn("API: GET /v1/updates refused {} stream(s): {} are open, the most allowed",
+                 refused, m_updates->limits().max_subscribers);
+  }
+}
+
 // GET /v1/updates: an event stream fed by the subscriber's queue. The
 // worker waits on that queue (never on the loop), writes what comes, a
 // comment after k_update_keep_alive of silence, and ends after the final
@@ -285,9 +310,9 @@ void Server::serve_updates(const httplib::Request& req, httplib::Response& res) 
                                                "); close one, or try again later")
                         : error_reply(503, "the daemon is shutting down");
     refused.headers.emplace_back("Retry-After", "5");
-    spdlog::warn("API: GET /v1/updates refused: {}", subscribed.error() == UpdateHub::Refusal::full
-                                                         ? "too many streams"
-                                                         : "shutting down");
+    if (subscribed.error() == UpdateHub::Refusal::full) {
+      note_refusal();
+    }
     set_reply(res, refused);
     return;
   }

@@ -23,7 +23,10 @@
 #include "readreceiptd/api/updates.hpp"
 #include "readreceiptd/common/clock.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -53,6 +56,9 @@ inline constexpr Millis k_write_timeout{2'000};
 inline constexpr Millis k_keep_alive_timeout{2'000};
 // How long start() waits for the accept loop to run.
 inline constexpr Millis k_start_timeout{2'000};
+// Refused /v1/updates streams (every place taken) are logged at most this
+// often.
+inline constexpr Millis k_refusal_log_interval{10'000};
 
 // start() failed: the address cannot be bound.
 class ListenError : public std::runtime_error {
@@ -85,12 +91,14 @@ public:
   // The bound port (useful with port 0). REQUIRES: started.
   int port() const { return m_port; }
 
-  // After a reload.
+  // After a reload. A new token ends the open /v1/updates streams (final
+  // event "token changed").
   void set_token(std::string token);
 
 private:
   std::string token() const;
   void serve_updates(const httplib::Request& req, httplib::Response& res);
+  void note_refusal();
 
   std::string m_listen;
   CommandQueue& m_queue;
@@ -102,6 +110,10 @@ private:
   std::thread m_thread;
   int m_port = 0;
   bool m_stop_requested = false;
+  // note_refusal(): steady-clock ticks of the last log (0: never), and the
+  // refusals since.
+  std::atomic<std::chrono::steady_clock::rep> m_last_refusal_log{0};
+  std::atomic<std::uint64_t> m_refused_since_log{0};
 };
 
 } // namespace rrd::api

@@ -217,8 +217,17 @@ void UpdateHub::publish_status(const Frame& status) {
 void UpdateHub::close() {
   const std::lock_guard lock(m_mutex);
   m_closed = true;
+  end_all_locked(k_end_shutting_down);
+}
+
+void UpdateHub::end_all(std::string_view reason) {
+  const std::lock_guard lock(m_mutex);
+  end_all_locked(reason);
+}
+
+void UpdateHub::end_all_locked(std::string_view reason) {
   for (const auto& s : m_subscribers) {
-    end_locked(s, k_end_shutting_down);
+    end_locked(s, reason);
   }
   m_subscribers.clear();
   m_count.store(0, std::memory_order_relaxed);

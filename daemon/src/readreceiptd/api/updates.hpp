@@ -12,7 +12,8 @@
 //   subscriber whose queue cannot take the loop's frames is dropped at once
 //   (its queue is replaced by a final `event: end`, reason "too slow", which
 //   its thread writes if the client still reads), and counted. close() ends
-//   every stream with `event: end`, reason "shutting down".
+//   every stream with `event: end`, reason "shutting down"; end_all() ends
+//   them with another reason ("token changed").
 // - UpdateSubscriber: one open stream, held by the API thread that writes it.
 //   next() waits for what to write; destroying it unsubscribes.
 // - UpdateFeed: the loop's side. The message table reports each committed
@@ -80,6 +81,7 @@ Frame status_frame(const DaemonStatus& s);      // event: status, status_json(s)
 std::string end_frame(std::string_view reason); // event: end, {"reason": reason}
 inline constexpr std::string_view k_end_too_slow = "too slow";
 inline constexpr std::string_view k_end_shutting_down = "shutting down";
+inline constexpr std::string_view k_end_token_changed = "token changed";
 
 class UpdateQueue {
 public:
@@ -184,6 +186,10 @@ public:
   // Ends every stream (final event "shutting down"); later subscribe()s are
   // refused.
   void close();
+  // Ends every open stream with `reason` as its final event; new ones are
+  // taken as before (after a change of the API token: a page must show the
+  // new one to go on listening).
+  void end_all(std::string_view reason);
 
   // Any thread.
   std::size_t subscribers() const { return m_count.load(std::memory_order_relaxed); }
@@ -197,6 +203,7 @@ private:
   // REQUIRES: m_mutex held.
   void end_locked(const StatePtr& s, std::string_view reason);
   void publish_locked(const std::vector<Frame>& frames);
+  void end_all_locked(std::string_view reason);
   void count_drop(DropReason reason);
   void drop(const StatePtr& s, DropReason reason);
   void unsubscribe(const StatePtr& s);
