@@ -112,11 +112,17 @@ stop_all() {
 }
 trap stop_all EXIT
 
+# A TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # Writes a readreceiptd configuration: endpoint, state path, schedule, the
-# number of messages (keys bench-0000000...), and where to write it.
+# number of messages (keys bench-0000000...), where to write it, and
+# optionally the rate limit and api.listen ("": no API).
 # Messages come from the YAML file; with count 0 there are none.
 write_daemon_config() {
-  local endpoint=$1 state=$2 schedule=$3 count=$4 out=$5 rps=${6:-100000}
+  local endpoint=$1 state=$2 schedule=$3 count=$4 out=$5 rps=${6:-100000} api=${7:-}
   {
     echo "dingtalk:"
     echo "  endpoint: $endpoint"
@@ -129,7 +135,7 @@ write_daemon_config() {
     echo "  max_age: 72h"
     echo "state: { path: $state }"
     echo "metrics: { listen: \"\" }"
-    echo "api: { listen: \"\" }"
+    echo "api: { listen: \"$api\" }"
     if [ "$count" -gt 0 ]; then
       echo "messages:"
       awk -v n="$count" 'BEGIN { for (i = 0; i < n; i++) printf "  - process_query_key: \"bench-%07d\"\n", i }'

@@ -10,6 +10,13 @@
 #
 #   bench/poll_throughput.sh [--messages N] [--seconds S] [--runs R]
 #                            [--servers "fixed fake"] [--clients "daemon sdk1 sdk64 wrk"]
+#                            [--subscribers "0 100"]
+#
+# --subscribers: the daemon is measured once per number in the list, with its
+# HTTP API on and that many GET /v1/updates streams open and read
+# (bench/sse_subscribers.js, Node), rows "daemon:N"; the API is on for 0
+# too, so that the rows differ only in the streams. Without it, the API is
+# off, as before.
 #
 # Prints, per server and client, the medians over the runs (and min..max) of
 # polls per second, the client's CPU seconds per 1,000 polls and the server's.
@@ -23,6 +30,7 @@ seconds=10
 runs=3
 servers="fixed fake"
 clients="daemon sdk1 sdk64 wrk"
+subscribers=""
 while [ $# -gt 0 ]; do
   case $1 in
   --messages) messages=$2; shift 2 ;;
@@ -30,7 +38,8 @@ while [ $# -gt 0 ]; do
   --runs) runs=$2; shift 2 ;;
   --servers) servers=$2; shift 2 ;;
   --clients) clients=$2; shift 2 ;;
-  *) echo "usage: $0 [--messages N] [--seconds S] [--runs R] [--servers \"fixed fake\"] [--clients \"daemon sdk1 sdk64 wrk\"]" >&2; exit 2 ;;
+  --subscribers) subscribers=$2; shift 2 ;;
+  *) echo "usage: $0 [--messages N] [--seconds S] [--runs R] [--servers \"fixed fake\"] [--clients \"daemon sdk1 sdk64 wrk\"] [--subscribers \"0 100\"]" >&2; exit 2 ;;
   esac
 done
 
@@ -70,21 +79,37 @@ case " $clients " in *" sdk"*) setup_sdk ;; esac
 case " $clients " in *" wrk "*) setup_wrk ;; esac
 
 # One measurement: sets rate, client_per_k, server_per_k (CPU s per 1,000).
+# With a second argument (a number of streams), the API is on and that many
+# /v1/updates streams are open while it is measured; sets subs_note.
 measure_daemon() {
-  local mode=$1
+  local mode=$1 streams=${2:-}
+  local api_port="" subs_pid=""
+  subs_note=""
   start_server "$mode" "$messages" "$work/stats" "$work/server.log"
   rm -f "$work/state.db"*
+  [ -n "$streams" ] && api_port=$(free_port)
   write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 100ms } ]" \
-    "$messages" "$work/daemon.yaml"
+    "$messages" "$work/daemon.yaml" 100000 "${api_port:+127.0.0.1:$api_port}"
   start_daemon "$work/daemon.yaml" "$work/daemon.log"
   # Warm-up: the first round of polls (every message once) and a second more.
   wait_for 300 bash -c "[ \"\$(awk '/^requests/ {print \$2}' '$work/stats' 2>/dev/null || echo 0)\" -ge $messages ]" ||
     { echo "bench: the daemon did not finish its first round of polls" >&2; cat "$work/daemon.log" >&2; exit 1; }
+  if [ -n "$streams" ] && [ "$streams" -gt 0 ]; then
+    node "$bench_root/bench/sse_subscribers.js" "$api_port" "$streams" >"$work/subscribers.out" 2>&1 &
+    subs_pid=$!
+    bench_pids+=("$subs_pid")
+    wait_for 60 grep -qs "^connected $streams\$" "$work/subscribers.out" ||
+      { echo "bench: the /v1/updates streams did not open" >&2; cat "$work/subscribers.out" >&2; exit 1; }
+  fi
   sleep 1
   local r0 d0 s0 t0 r1 d1 s1 t1
   r0=$(server_requests "$work/stats"); d0=$(cpu_ticks "$daemon_pid"); s0=$(cpu_ticks "$server_pid"); t0=$(now_s)
   sleep "$seconds"
   r1=$(server_requests "$work/stats"); d1=$(cpu_ticks "$daemon_pid"); s1=$(cpu_ticks "$server_pid"); t1=$(now_s)
+  if [ -n "$subs_pid" ]; then
+    stop_pid "$subs_pid"
+    subs_note=$(tail -1 "$work/subscribers.out")
+  fi
   stop_pid "$daemon_pid"
   stop_pid "$server_pid"
   rate=$(awk -v r=$((r1 - r0)) -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", r / (b - a)}')
@@ -123,26 +148,47 @@ measure_wrk() {
   server_per_k=$(awk -v c=$((s1 - s0)) -v r=$((r1 - r0)) -v hz="$clk_tck" 'BEGIN{printf "%.4f", c / hz * 1000 / r}')
 }
 
+# The rows: the daemon once per number of streams when --subscribers is given.
+rows=()
+for client in $clients; do
+  if [ "$client" = daemon ] && [ -n "$subscribers" ]; then
+    for n in $subscribers; do rows+=("daemon:$n"); done
+  else
+    rows+=("$client")
+  fi
+done
+
 load_note "before"
 echo "# $messages messages, $seconds s per measurement, $runs runs; medians (min..max)"
-printf '%-7s %-7s %22s %24s %24s\n' server client "polls/s" "client CPU s/1k polls" "server CPU s/1k polls"
+printf '%-11s %-11s %22s %24s %24s\n' server client "polls/s" "client CPU s/1k polls" "server CPU s/1k polls"
+# The rows take turns within each run, so that a change in the machine's
+# load spreads over all of them rather than favouring one.
 for mode in $servers; do
-  for client in $clients; do
-    rates=() cks=() sks=()
-    for _ in $(seq "$runs"); do
+  declare -A rates=() cks=() sks=() notes=()
+  for _ in $(seq "$runs"); do
+    for client in "${rows[@]}"; do
       case $client in
       daemon) measure_daemon "$mode" ;;
+      daemon:*) measure_daemon "$mode" "${client#daemon:}" ;;
       sdk1) measure_sdk "$mode" 1 ;;
       sdk64) measure_sdk "$mode" 64 ;;
       wrk) measure_wrk "$mode" ;;
       *) echo "bench: unknown client $client" >&2; exit 2 ;;
       esac
-      rates+=("$rate") cks+=("$client_per_k") sks+=("$server_per_k")
+      rates[$client]+="$rate " cks[$client]+="$client_per_k " sks[$client]+="$server_per_k "
+      case $client in daemon:*) [ -n "$subs_note" ] && notes[$client]+="$subs_note"$'\n' ;; esac
     done
-    printf '%-7s %-7s %8s (%12s) %9s (%13s) %9s (%13s)\n' "$mode" "$client" \
-      "$(median "${rates[@]}")" "$(spread "${rates[@]}")" \
-      "$(median "${cks[@]}")" "$(spread "${cks[@]}")" \
-      "$(median "${sks[@]}")" "$(spread "${sks[@]}")"
   done
+  for client in "${rows[@]}"; do
+    # shellcheck disable=SC2086 # the lists are words
+    printf '%-11s %-11s %8s (%12s) %9s (%13s) %9s (%13s)\n' "$mode" "$client" \
+      "$(median ${rates[$client]})" "$(spread ${rates[$client]})" \
+      "$(median ${cks[$client]})" "$(spread ${cks[$client]})" \
+      "$(median ${sks[$client]})" "$(spread ${sks[$client]})"
+    while IFS= read -r note; do
+      [ -n "$note" ] && echo "#   $client streams: $note"
+    done <<<"${notes[$client]:-}"
+  done
+  unset rates cks sks notes
 done
 load_note "after"

@@ -4,7 +4,8 @@
 # (build/webhook-sink) and readreceiptd with config/demo.yaml, their output
 # interleaved with a coloured prefix. Simulated people read seven messages (of
 # every kind: private chats, a group chat, a one-to-one batch send) over
-# about a minute; one message is recalled, one is never fully read.
+# about a minute; one message is recalled, one is never fully read. It prints
+# the address of the status page, where the reads arrive live.
 # Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,8 +103,9 @@ pids+=($!)
 
 cat <<INFO
 demo: running; Ctrl-C stops it.
-demo:   messages  curl -s http://127.0.0.1:19465/v1/messages
-demo:   metrics   curl -s http://127.0.0.1:19464/metrics | grep ^readreceiptd_
+demo:   status page  http://127.0.0.1:19465/   (open it in a browser: the reads arrive live)
+demo:   messages     curl -s http://127.0.0.1:19465/v1/messages
+demo:   metrics      curl -s http://127.0.0.1:19464/metrics | grep ^readreceiptd_
 INFO
 
 names=(dingtalk webhook daemon)

@@ -14,9 +14,10 @@ if [ "${RRD_WITH_TEST_TOOLS:-0}" = 1 ]; then
   # systemd-analyze and python3-seccomp (the unit's checks and its sandbox),
   # promtool from prometheus (the alerting rules' checks), libfaketime from
   # faketime (a month that turns, for the budget's test), Node.js for the
-  # official SDK's compatibility test. A Node.js that is already there (from
-  # any source) is used as it is.
-  packages="$packages clang libclang-rt-14-dev clang-format-14 clang-tidy-14 systemd python3-seccomp prometheus faketime"
+  # official SDK's compatibility test and the status page's browser test,
+  # Chromium (headless, for that browser test) with a font to draw its text.
+  # A Node.js that is already there (from any source) is used as it is.
+  packages="$packages clang libclang-rt-14-dev clang-format-14 clang-tidy-14 systemd python3-seccomp prometheus faketime chromium fonts-dejavu-core"
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     packages="$packages nodejs npm"
   fi

@@ -67,14 +67,29 @@ public:
     replayed.push_back(event_id);
     return event_id == "evt_known" ? 1 : 0;
   }
+  std::vector<store::StoredEvent> message_events(const std::string& key, std::int64_t after,
+                                                 std::size_t limit) override {
+    event_limits.push_back(limit);
+    std::vector<store::StoredEvent> out;
+    for (const auto& e : events[key]) {
+      if (e.sequence > after && out.size() < limit) {
+        out.push_back(e);
+      }
+    }
+    return out;
+  }
+  DaemonStatus status() override { return daemon_status; }
 
   config::Config cfg;
   std::map<std::string, MessageRecord> records;
   std::vector<store::DeadLetter> dead;
   std::vector<std::string> replayed;
   std::vector<std::string> removed; // every remove_message() call
-  mutable int visits = 0;           // visit_messages() calls
-  mutable std::size_t visited = 0;  // records they handed out
+  std::map<std::string, std::vector<store::StoredEvent>> events;
+  std::vector<std::size_t> event_limits; // the limit of every message_events() call
+  DaemonStatus daemon_status;
+  mutable int visits = 0;          // visit_messages() calls
+  mutable std::size_t visited = 0; // records they handed out
 };
 
 MessageRecord record(const std::string& key, bool stopped = false) {
@@ -640,6 +655,151 @@ TEST_CASE("api: dead letters are listed and replayed (202), unknown ones 404") {
   CHECK(b.replayed == std::vector<std::string>{"evt_known", "evt_other"});
 }
 
+TEST_CASE("api: a message's events with each delivery's state, a page at a time") {
+  FakeBackend b;
+  b.records["k+/="] = record("k+/=");
+  for (std::int64_t seq = 1; seq <= 3; ++seq) {
+    store::StoredEvent e;
+    e.id = "evt_" + std::to_string(seq);
+    e.type = seq == 3 ? EventType::tracking_stopped : EventType::message_read;
+    e.sequence = seq;
+    e.created_at = from_unix_ms(1'764'064'800'000 + seq * 1'000);
+    b.events["k+/="].push_back(e);
+  }
+  auto& first = b.events["k+/="][0];
+  first.deliveries.push_back(
+      {"audit", DeliveryState::pending, 2, from_unix_ms(1'764'064'830'000), "HTTP 503", {}});
+  first.deliveries.push_back({"ops", DeliveryState::dead, 10, from_unix_ms(1'764'064'830'000),
+                              "timeout", from_unix_ms(1'764'064'900'000)});
+  b.events["k+/="][1].deliveries.push_back(
+      {"ops", DeliveryState::delivered, 1, from_unix_ms(1'764'064'802'000), "", {}});
+
+  auto all = call(b, "GET", "/v1/messages/k%2B%2F%3D/events");
+  REQUIRE(all.status == 200);
+  const json j = body_of(all);
+  CHECK(j["process_query_key"] == "k+/=");
+  CHECK_FALSE(j.contains("next_cursor"));
+  REQUIRE(j["events"].size() == 3);
+  CHECK(j["events"][0] == json::parse(R"({
+    "event_id": "evt_1", "type": "message.read", "sequence": 1,
+    "timestamp": "2025-11-25T10:00:01.000Z",
+    "deliveries": [
+      {"webhook": "audit", "state": "pending", "attempts": 2, "last_error": "HTTP 503",
+       "next_attempt": "2025-11-25T10:00:30.000Z", "died_at": null},
+      {"webhook": "ops", "state": "dead", "attempts": 10, "last_error": "timeout",
+       "next_attempt": null, "died_at": "2025-11-25T10:01:40.000Z"}]})"));
+  // Only a pending delivery has a next attempt.
+  CHECK(j["events"][1]["deliveries"][0]["state"] == "delivered");
+  CHECK(j["events"][1]["deliveries"][0]["next_attempt"].is_null());
+  CHECK(j["events"][2]["type"] == "message.tracking_stopped");
+  CHECK(j["events"][2]["deliveries"] == json::array());
+  CHECK(b.event_limits.back() == k_default_page_size + 1); // one more: is there a next page?
+
+  auto page = call(b, "GET", "/v1/messages/k%2B%2F%3D/events?limit=2");
+  REQUIRE(page.status == 200);
+  const json p = body_of(page);
+  REQUIRE(p["events"].size() == 2);
+  REQUIRE(p.contains("next_cursor"));
+  auto rest =
+      call(b, "GET",
+           "/v1/messages/k%2B%2F%3D/events?limit=2&cursor=" + p["next_cursor"].get<std::string>());
+  REQUIRE(rest.status == 200);
+  const json r = body_of(rest);
+  REQUIRE(r["events"].size() == 1);
+  CHECK(r["events"][0]["sequence"] == 3);
+  CHECK_FALSE(r.contains("next_cursor"));
+
+  // Errors name what is wrong.
+  auto unknown = call(b, "GET", "/v1/messages/nope/events");
+  CHECK(unknown.status == 404);
+  CHECK(body_of(unknown)["error"] == "no such message");
+  auto limit = call(b, "GET", "/v1/messages/k%2B%2F%3D/events?limit=0");
+  CHECK(limit.status == 400);
+  CHECK(body_of(limit)["error"].get<std::string>().rfind("limit: ", 0) == 0);
+  // A cursor of the message list is not one of this call.
+  auto cursor = call(b, "GET", "/v1/messages/k%2B%2F%3D/events?cursor=" + encode_cursor("abc"));
+  CHECK(cursor.status == 400);
+  CHECK(body_of(cursor)["error"].get<std::string>().rfind("cursor: ", 0) == 0);
+  CHECK(call(b, "GET", "/v1/messages/k%2B%2F%3D/events?state=stopped").status == 400);
+  CHECK(call(b, "DELETE", "/v1/messages/k%2B%2F%3D/events").status == 405);
+  // The message itself is still /v1/messages/{key}.
+  CHECK(body_of(call(b, "GET", "/v1/messages/k%2B%2F%3D"))["process_query_key"] == "k+/=");
+}
+
+TEST_CASE("api: /v1/status renders the daemon at a glance") {
+  FakeBackend b;
+  DaemonStatus& s = b.daemon_status;
+  s.version = "1.2.3";
+  s.started_at = from_unix_ms(1'764'064'800'000);
+  s.ready = true;
+  s.messages_tracking = 4;
+  s.messages_stopped = 2;
+  s.stream_enabled = true;
+  s.stream_connected = true;
+  s.stream_since = from_unix_ms(1'764'064'801'000);
+  s.month = "2025-11";
+  s.month_calls = 1234;
+  s.month_call_budget = 5000;
+  s.stretch = 1.23456;
+  s.poll_mode = "reconcile";
+  s.configured_rate = 20;
+  s.current_rate = 12.3456;
+  s.last_throttled = from_unix_ms(1'764'064'802'000);
+  s.webhooks.push_back({"ops", true, 3, from_unix_ms(1'764'064'803'000), 1, false});
+  s.webhooks.push_back({"old", false, 0, std::nullopt, 2, false});
+  auto r = call(b, "GET", "/v1/status");
+  REQUIRE(r.status == 200);
+  CHECK(body_of(r) == json::parse(R"({
+    "version": "1.2.3", "started_at": "2025-11-25T10:00:00.000Z", "ready": true,
+    "messages": {"tracking": 4, "stopped": 2},
+    "stream": {"enabled": true, "connected": true, "since": "2025-11-25T10:00:01.000Z",
+               "last_event_at": null},
+    "dingtalk": {"month": "2025-11", "read_status_calls": 1234, "budget": 5000,
+                 "stretch": 1.235, "quota_exhausted": false, "poll_mode": "reconcile",
+                 "throttling": {"throttled": true, "current_rate": 12.35,
+                                "configured_rate": 20.0,
+                                "last_throttled_at": "2025-11-25T10:00:02.000Z"}},
+    "webhooks": [
+      {"name": "ops", "configured": true, "pending_events": 3,
+       "oldest_pending_at": "2025-11-25T10:00:03.000Z", "dead_letters": 1, "disabled": false},
+      {"name": "old", "configured": false, "pending_events": 0, "oldest_pending_at": null,
+       "dead_letters": 2, "disabled": false}]})"));
+  CHECK(r.body == status_json(s));
+  s.month_call_budget.reset();
+  s.current_rate = 20;
+  const json plain = body_of(call(b, "GET", "/v1/status"));
+  CHECK(plain["dingtalk"]["budget"].is_null());
+  CHECK(plain["dingtalk"]["throttling"]["throttled"] == false);
+  CHECK(call(b, "POST", "/v1/status").status == 405);
+  CHECK(call(b, "GET", "/v1/status?verbose=1").status == 400);
+}
+
+TEST_CASE("api: /v1/updates is routed to the server's stream, with the same token and checks") {
+  const auto routed = [](const std::string& method, const std::string& target,
+                         const std::string& token = "", const std::string& authorization = "") {
+    return route(Request{method, target, authorization, "", ""}, token, k_healthy);
+  };
+  const Routed ok = routed("GET", "/v1/updates");
+  CHECK(ok.updates);
+  CHECK_FALSE(ok.reply);
+  CHECK_FALSE(ok.command);
+  CHECK(routed("GET", "/v1/updates", "t0ken", "Bearer t0ken").updates);
+  const Routed missing = routed("GET", "/v1/updates", "t0ken");
+  CHECK_FALSE(missing.updates);
+  REQUIRE(missing.reply);
+  CHECK(missing.reply->status == 401);
+  const Routed wrong = routed("GET", "/v1/updates", "t0ken", "Bearer nope");
+  REQUIRE(wrong.reply);
+  CHECK(wrong.reply->status == 401);
+  const Routed post = routed("POST", "/v1/updates");
+  REQUIRE(post.reply);
+  CHECK(post.reply->status == 405);
+  const Routed param = routed("GET", "/v1/updates?messages=a,b");
+  REQUIRE(param.reply);
+  CHECK(param.reply->status == 400);
+  CHECK_FALSE(param.updates);
+}
+
 TEST_CASE("api: wrong methods get 405 with Allow - unknown paths 404") {
   FakeBackend b;
   auto check_405 = [&](const std::string& method, const std::string& target,
@@ -657,7 +817,9 @@ TEST_CASE("api: wrong methods get 405 with Allow - unknown paths 404") {
   check_405("GET", "/v1/dead-letters/evt_1/replay", "POST");
   check_405("POST", "/healthz", "GET");
   check_405("POST", "/readyz", "GET");
-  CHECK(call(b, "GET", "/").status == 404);
+  // "/" is the status page (page_test.cpp); a name next to it is no file.
+  check_405("POST", "/", "GET");
+  CHECK(call(b, "GET", "/index.htm").status == 404);
   CHECK(call(b, "GET", "/v1/messages/").status == 404);
   CHECK(call(b, "GET", "/v1/dead-letters/evt_1").status == 404);
   CHECK(call(b, "GET", "/v2/messages").status == 404);

@@ -177,7 +177,38 @@ TEST_CASE("metrics: every series exists from start-up, known label values at 0")
   CHECK(value(f, "readreceiptd_config_reloads_total") == 0);
   CHECK(value(f, "readreceiptd_config_reloads_failed_total") == 0);
   CHECK(value(f, "readreceiptd_last_successful_poll_timestamp_seconds") == 0);
+  CHECK(value(f, "readreceiptd_api_update_subscribers") == 0);
+  CHECK(type_of(f, "readreceiptd_api_update_subscribers") == MetricType::Gauge);
+  for (const std::string reason : {"queue_full", "write_timeout"}) {
+    CHECK(value(f, "readreceiptd_api_update_subscribers_dropped_total", {{"reason", reason}}) == 0);
+  }
+  CHECK(type_of(f, "readreceiptd_api_update_subscribers_dropped_total") == MetricType::Counter);
   CHECK_FALSE(m.port().has_value()); // metrics.listen "" : no exposer
+}
+
+TEST_CASE("metrics: the live-update subscribers and their drops follow the hub's counts") {
+  Metrics m(base_config());
+  api::UpdateStats stats;
+  stats.subscribers = 3;
+  stats.dropped = {2, 1}; // queue_full, write_timeout
+  m.set_update_stats(stats);
+  auto f = m.registry()->Collect();
+  CHECK(value(f, "readreceiptd_api_update_subscribers") == 3);
+  CHECK(value(f, "readreceiptd_api_update_subscribers_dropped_total", {{"reason", "queue_full"}}) ==
+        2);
+  CHECK(value(f, "readreceiptd_api_update_subscribers_dropped_total",
+              {{"reason", "write_timeout"}}) == 1);
+  // The hub's counts only grow; the counters add what is new.
+  stats.subscribers = 1;
+  stats.dropped = {5, 1};
+  m.set_update_stats(stats);
+  m.set_update_stats(stats);
+  f = m.registry()->Collect();
+  CHECK(value(f, "readreceiptd_api_update_subscribers") == 1);
+  CHECK(value(f, "readreceiptd_api_update_subscribers_dropped_total", {{"reason", "queue_full"}}) ==
+        5);
+  CHECK(value(f, "readreceiptd_api_update_subscribers_dropped_total",
+              {{"reason", "write_timeout"}}) == 1);
 }
 
 TEST_CASE("metrics: scheduler hooks move the DingTalk, poll, read and stop series") {

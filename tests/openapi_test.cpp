@@ -1,8 +1,10 @@
 // docs/openapi.yaml against the router: every route and method that route()
 // serves (api::routes(), the table it dispatches through) is described, and
 // every one described is served; with the same path and query parameters,
-// the same need for the bearer token, and message, reader and dead-letter
-// schemas that list exactly the fields the API renders. Every $ref resolves.
+// the same need for the bearer token, and message, reader, dead-letter,
+// event and status schemas that list exactly the fields the API renders.
+// Every $ref resolves; every answer is JSON but the event stream of
+// /v1/updates.
 #include "readreceiptd/api/router.hpp"
 
 #include <algorithm>
@@ -115,6 +117,14 @@ std::set<std::string> schema_properties(const YAML::Node& doc, const std::string
   return out;
 }
 
+std::set<std::string> required_of(const YAML::Node& doc, const std::string& name) {
+  std::set<std::string> out;
+  for (const auto& r : doc["components"]["schemas"][name]["required"]) {
+    out.insert(r.as<std::string>());
+  }
+  return out;
+}
+
 std::set<std::string> keys_of(const nlohmann::json& j) {
   std::set<std::string> out;
   for (const auto& [k, v] : j.items()) {
@@ -207,6 +217,12 @@ TEST_CASE("openapi: every $ref resolves and every error answer is the Error sche
           CHECK_FALSE(answer["content"]);
           continue;
         }
+        // The one answer that is not JSON: the event stream of /v1/updates.
+        if (kv.first.as<std::string>() == "/v1/updates" && status == 200) {
+          CHECK(answer["content"]["text/event-stream"]["schema"]);
+          CHECK_FALSE(answer["content"]["application/json"]);
+          continue;
+        }
         REQUIRE(answer["content"]["application/json"]["schema"]);
         const YAML::Node schema = answer["content"]["application/json"]["schema"];
         // /healthz and /readyz answer their own shape also when not OK.
@@ -249,4 +265,44 @@ TEST_CASE("openapi: the Message, Reader and DeadLetter schemas list the fields t
   store::DeadLetter d;
   CHECK(schema_properties(doc, "DeadLetter") ==
         keys_of(nlohmann::json::parse(api::dead_letter_json(d))));
+}
+
+TEST_CASE("openapi: the event and status schemas list the fields the API renders, all required") {
+  const YAML::Node doc = load_openapi();
+  store::StoredEvent e;
+  e.id = "evt_1";
+  e.deliveries.push_back({"ops", DeliveryState::pending, 0, TimePoint{}, "", std::nullopt});
+  const auto event = nlohmann::json::parse(api::event_json(e));
+  CHECK(schema_properties(doc, "MessageEvent") == keys_of(event));
+  CHECK(required_of(doc, "MessageEvent") == keys_of(event));
+  CHECK(schema_properties(doc, "EventDelivery") == keys_of(event["deliveries"].at(0)));
+  CHECK(required_of(doc, "EventDelivery") == keys_of(event["deliveries"].at(0)));
+
+  api::DaemonStatus s;
+  s.webhooks.push_back(api::WebhookStatus{});
+  const auto status = nlohmann::json::parse(api::status_json(s));
+  CHECK(schema_properties(doc, "Status") == keys_of(status));
+  CHECK(required_of(doc, "Status") == keys_of(status));
+  CHECK(schema_properties(doc, "WebhookStatus") == keys_of(status["webhooks"].at(0)));
+  CHECK(required_of(doc, "WebhookStatus") == keys_of(status["webhooks"].at(0)));
+  // The nested objects too.
+  const YAML::Node props = doc["components"]["schemas"]["Status"]["properties"];
+  for (const std::string part : {"messages", "stream", "dingtalk"}) {
+    INFO(part);
+    std::set<std::string> described;
+    std::set<std::string> required;
+    for (const auto& kv : props[part]["properties"]) {
+      described.insert(kv.first.as<std::string>());
+    }
+    for (const auto& r : props[part]["required"]) {
+      required.insert(r.as<std::string>());
+    }
+    CHECK(described == keys_of(status[part]));
+    CHECK(required == keys_of(status[part]));
+  }
+  std::set<std::string> throttling;
+  for (const auto& kv : props["dingtalk"]["properties"]["throttling"]["properties"]) {
+    throttling.insert(kv.first.as<std::string>());
+  }
+  CHECK(throttling == keys_of(status["dingtalk"]["throttling"]));
 }

@@ -177,6 +177,18 @@ TEST_CASE("rate limiter: throttles from one episode halve once, later ones halve
   CHECK(limiter.effective_rate() == 5.0);
 }
 
+TEST_CASE("rate limiter: the last throttling answer is remembered, extensions of an episode "
+          "too") {
+  RateLimiter limiter(20);
+  CHECK_FALSE(limiter.last_throttled().has_value());
+  limiter.on_throttled(k_t0);
+  CHECK(limiter.last_throttled() == k_t0);
+  limiter.on_throttled(k_t0 + Millis{10}); // same episode: no second halving, but the latest
+  CHECK(limiter.last_throttled() == k_t0 + Millis{10});
+  limiter.on_success(k_t0 + Millis{5'000});
+  CHECK(limiter.last_throttled() == k_t0 + Millis{10});
+}
+
 TEST_CASE("rate limiter: the rate never falls below 1/s, or the configured rate if lower") {
   RateLimiter limiter(20);
   TimePoint t = k_t0;

@@ -605,6 +605,62 @@ TEST_CASE("count_dead_by_webhook counts dead deliveries per webhook, and replay 
   CHECK(s->count_dead_by_webhook() == after);
 }
 
+TEST_CASE("load_message_events lists one message's events in sequence order with each "
+          "delivery's state, a page at a time") {
+  auto s = Store::open(":memory:");
+  // Sequences past nine, to catch an order by text.
+  std::vector<std::string> ids;
+  for (int i = 1; i <= 11; ++i) {
+    ids.push_back("evt_" + std::to_string(100 + i));
+  }
+  s->commit(commit_with("k", ids, {"ops", "audit"}, 1, 500));
+  s->commit(commit_with("other", {"evt_other"}, {"ops"}));
+  Commit unrouted = commit_with("k", {"evt_unrouted"}, {}, 12, 900);
+  unrouted.events[0].type = EventType::tracking_stopped;
+  s->commit(unrouted);
+  s->mark_delivered("evt_101", "ops");
+  s->mark_retry("evt_101", "audit", 2, at(30'000), "HTTP 503");
+  s->mark_dead("evt_102", "ops", 10, at(40'000), "timeout");
+
+  const auto all = s->load_message_events("k", 0, 100);
+  REQUIRE(all.size() == 12);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    CHECK(all[i].sequence == static_cast<std::int64_t>(i + 1));
+  }
+  CHECK(all[0].id == "evt_101");
+  CHECK(all[0].type == EventType::message_read);
+  CHECK(all[0].created_at == at(500));
+  REQUIRE(all[0].deliveries.size() == 2);
+  // In webhook order.
+  CHECK(all[0].deliveries[0].webhook == "audit");
+  CHECK(all[0].deliveries[0].state == DeliveryState::pending);
+  CHECK(all[0].deliveries[0].attempts == 2);
+  CHECK(all[0].deliveries[0].next_attempt == at(30'000));
+  CHECK(all[0].deliveries[0].last_error == "HTTP 503");
+  CHECK_FALSE(all[0].deliveries[0].died_at.has_value());
+  CHECK(all[0].deliveries[1].webhook == "ops");
+  CHECK(all[0].deliveries[1].state == DeliveryState::delivered);
+  REQUIRE(all[1].deliveries.size() == 2);
+  CHECK(all[1].deliveries[1].state == DeliveryState::dead);
+  CHECK(all[1].deliveries[1].attempts == 10);
+  CHECK(all[1].deliveries[1].died_at == at(40'000));
+  CHECK(all[1].deliveries[1].last_error == "timeout");
+  CHECK(all[11].id == "evt_unrouted");
+  CHECK(all[11].type == EventType::tracking_stopped);
+  CHECK(all[11].deliveries.empty());
+
+  // A page: after sequence 9, at most 2.
+  const auto page = s->load_message_events("k", 9, 2);
+  REQUIRE(page.size() == 2);
+  CHECK(page[0].sequence == 10);
+  CHECK(page[1].sequence == 11);
+  CHECK(page[0] == all[9]);
+  CHECK(s->load_message_events("k", 12, 10).empty());
+  CHECK(s->load_message_events("k", 0, 0).empty());
+  CHECK(s->load_message_events("unknown", 0, 10).empty());
+  REQUIRE(s->load_message_events("other", 0, 10).size() == 1);
+}
+
 TEST_CASE("dead letters are listed in the order they died") {
   auto s = Store::open(":memory:");
   s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops"}));

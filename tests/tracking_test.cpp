@@ -40,12 +40,14 @@ config::Config base_config() {
 struct Counting final : tracking::Observer {
   std::map<ReadVia, int> reads;
   std::vector<Millis> delays;
+  std::vector<MessageRecord> changed; // message_changed(), in order
   void read_committed(ReadVia via, std::optional<Millis> delay) override {
     ++reads[via];
     if (delay) {
       delays.push_back(*delay);
     }
   }
+  void message_changed(const MessageRecord& m) override { changed.push_back(m); }
 };
 
 stream::ReadEvent read(const std::string& user, std::optional<TimePoint> at = std::nullopt,
@@ -177,6 +179,60 @@ TEST_CASE("table: a poll and a push of the same reader in one turn report it onc
   std::sort(reported.begin(), reported.end());
   CHECK(reported == std::vector<std::string>{"a", "b"});
   CHECK(h.acks[0] == std::optional<bool>(true));
+}
+
+TEST_CASE("table: each committed change of a message is reported once per commit, after it - "
+          "polls that only move poll times and refused commits are not") {
+  Harness h;
+  // The configuration's message, added at start.
+  REQUIRE(h.observer.changed.size() == 1);
+  CHECK(h.observer.changed[0].spec.process_query_key == "key");
+  h.observer.changed.clear();
+
+  // Two pushes and an API addition in one turn: each message once, as it is
+  // after the commit, and only after it.
+  h.push(read("a"));
+  h.push(read("b"));
+  MessageSpec other;
+  other.process_query_key = "other";
+  other.robot_code = "robot";
+  REQUIRE(h.table.add(other) == tracking::MessageTable::AddOutcome::created);
+  CHECK(h.observer.changed.empty());
+  h.table.flush();
+  REQUIRE(h.observer.changed.size() == 2);
+  CHECK(h.observer.changed[0].spec.process_query_key == "other");
+  CHECK(h.observer.changed[1].spec.process_query_key == "key");
+  CHECK(h.observer.changed[1].read_user_ids == std::vector<std::string>{"a", "b"});
+  CHECK(h.observer.changed[1] == *h.store->load_message("key")); // what was committed
+  h.observer.changed.clear();
+
+  // A poll that finds nothing new only moves the poll times: no report.
+  h.sched.pump();
+  REQUIRE_FALSE(h.engine.pending().empty());
+  while (!h.engine.pending().empty()) {
+    h.engine.answer(FakeEngine::reply(200, R"({"sendStatus":"SUCCESS","readUserIds":[]})"));
+  }
+  h.engine.run_once(Millis{0});
+  h.table.flush(true);
+  CHECK(h.observer.changed.empty());
+
+  // A removal is a change (the stop).
+  REQUIRE(h.table.remove("other"));
+  h.table.flush();
+  REQUIRE(h.observer.changed.size() == 1);
+  CHECK(h.observer.changed[0].stopped);
+  CHECK(h.observer.changed[0].stop_reason == StopReason::removed);
+  h.observer.changed.clear();
+
+  // A refused commit reports nothing.
+  h.push(read("c"));
+  MessageSpec bad;
+  bad.process_query_key = "bad-label";
+  bad.robot_code = "robot";
+  bad.labels = {{"k", "\xff"}};
+  REQUIRE(h.table.add(bad) == tracking::MessageTable::AddOutcome::created);
+  h.table.flush();
+  CHECK(h.observer.changed.empty());
 }
 
 TEST_CASE(

@@ -22,6 +22,7 @@ unit="$prefix/lib/systemd/system/readreceiptd.service"
 want_file "$unit"
 want_file "$prefix/share/doc/readreceiptd/prometheus-alerts.yaml"
 want_file "$prefix/share/doc/readreceiptd/openapi.yaml"
+want_file "$prefix/share/doc/readreceiptd/grafana-dashboard.json"
 [ -x "$prefix/bin/readreceiptd" ] || fail "$prefix/bin/readreceiptd is not an executable"
 if [ -f "$unit" ]; then
   exec_start=$(unit_value "$unit" ExecStart)

@@ -7,7 +7,7 @@
 //
 //   fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]
 //                 [--page-size N] [--token-lifetime SECONDS] [--seed N]
-//                 [--scenario FILE]
+//                 [--scenario FILE] [--commands]
 //
 // The scenario (YAML or JSON; fakes/scenario.hpp loads it):
 //   messages:
@@ -52,6 +52,11 @@
 // ws://127.0.0.1:WSPORT/connect", and pushes, acknowledgements, pings and
 // connections are logged as they happen ("stream: ..."). SIGUSR1 drops every
 // Stream connection (TCP reset); SIGUSR2 sends each a SYSTEM disconnect.
+//
+// With --commands, tests drive people by lines on stdin: "read KEY USER"
+// (USER reads the scenario message KEY now, pushed as any read) and
+// "recall KEY". Each is answered on stdout with "ok read KEY USER" or
+// "ok recall KEY" once it has happened, or "error: ..." .
 #include "fakes/fake_dingtalk.hpp"
 #include "fakes/scenario.hpp"
 
@@ -65,10 +70,13 @@
 #include <ctime>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -105,6 +113,25 @@ extern "C" void on_stream_signal(int sig) {
 struct Options {
   FakeDingTalkOptions fake;
   std::string scenario;
+  bool commands = false;
+};
+
+// Lines read from stdin (--commands), handed from the reading thread to the
+// main loop. m_mutex guards m_lines.
+class CommandLines {
+public:
+  void push(std::string line) {
+    std::lock_guard lock(m_mutex);
+    m_lines.push_back(std::move(line));
+  }
+  std::vector<std::string> take() {
+    std::lock_guard lock(m_mutex);
+    return std::exchange(m_lines, {});
+  }
+
+private:
+  std::mutex m_mutex;
+  std::vector<std::string> m_lines;
 };
 
 struct Happening {
@@ -116,7 +143,7 @@ struct Happening {
 constexpr const char* k_usage =
     "usage: fake-dingtalk [--port N] [--app-key K] [--app-secret S] [--robot-code R]\n"
     "                     [--page-size N] [--token-lifetime SECONDS] [--seed N]\n"
-    "                     [--scenario FILE]\n"
+    "                     [--scenario FILE] [--commands]\n"
     "\n"
     "A DingTalk simulator on 127.0.0.1: the token APIs and the read-status API\n"
     "of each message kind (POST /v1.0/robot/privateChatMessages/query,\n"
@@ -134,6 +161,7 @@ constexpr const char* k_usage =
     "  --seed N                 seed of the simulated reading times (default 1)\n"
     "  --scenario FILE          the messages and their readers (YAML or JSON); each\n"
     "                           message has a kind: private_chat, group or oto\n"
+    "  --commands               read commands on stdin: \"read KEY USER\", \"recall KEY\"\n"
     "  --help                   print this help and exit\n";
 
 // A bad command line: one line, a pointer to --help, exit 2.
@@ -161,6 +189,10 @@ Options parse_args(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") {
       std::cout << k_usage;
       std::exit(0);
+    }
+    if (flag == "--commands") {
+      o.commands = true;
+      continue;
     }
     const bool known = flag == "--port" || flag == "--app-key" || flag == "--app-secret" ||
                        flag == "--robot-code" || flag == "--page-size" ||
@@ -306,6 +338,48 @@ int main(int argc, char** argv) {
   std::sort(happenings.begin(), happenings.end(),
             [](const Happening& a, const Happening& b) { return a.at < b.at; });
 
+  // The reading thread blocks in getline until stdin closes; it is left to
+  // end with the process.
+  CommandLines commands;
+  if (options.commands) {
+    std::thread([&commands] {
+      std::string line;
+      while (std::getline(std::cin, line)) {
+        commands.push(line);
+      }
+    }).detach();
+  }
+  const auto run_command = [&](const std::string& line) {
+    std::istringstream in(line);
+    std::string verb;
+    std::string key;
+    std::string user;
+    in >> verb >> key >> user;
+    const auto known = std::find_if(messages.begin(), messages.end(),
+                                    [&](const ScenarioMessage& m) { return m.key == key; });
+    if (verb.empty()) {
+      return;
+    }
+    if ((verb != "read" && verb != "recall") || key.empty() || (verb == "read") == user.empty()) {
+      std::cout << "error: not a command: \"" << line << "\" (read KEY USER, recall KEY)"
+                << std::endl;
+      return;
+    }
+    if (known == messages.end()) {
+      std::cout << "error: no scenario message has the key " << key << std::endl;
+      return;
+    }
+    if (verb == "read") {
+      fake->read(key, user);
+      say(user + " read " + short_key(key) + " (command)");
+      std::cout << "ok read " << key << " " << user << std::endl;
+    } else {
+      fake->set_send_status(key, "RECALLED");
+      say("recalled " + short_key(key) + " (command)");
+      std::cout << "ok recall " << key << std::endl;
+    }
+  };
+
   std::size_t next = 0;
   int reported_queries = 0;
   int reported_tokens = 0;
@@ -313,6 +387,9 @@ int main(int argc, char** argv) {
   while (!g_stop) {
     std::this_thread::sleep_for(k_tick);
     const SteadyTime now = SteadyClock::now();
+    for (const auto& line : commands.take()) {
+      run_command(line);
+    }
     if (stream) {
       if (g_drop.exchange(false)) {
         fake->stream().drop_connections(StreamDrop::reset);

@@ -1,10 +1,12 @@
 #include "readreceiptd/api/router.hpp"
 
+#include "readreceiptd/api/page.hpp"
 #include "readreceiptd/common/base64.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -91,6 +93,65 @@ json dead_letter_to_json(const store::DeadLetter& d) {
               {"attempts", d.delivery.attempts},
               {"last_error", d.delivery.last_error},
               {"died_at", time_or_null(d.died_at)}};
+}
+
+json event_to_json(const store::StoredEvent& e) {
+  json deliveries = json::array();
+  for (const auto& d : e.deliveries) {
+    const bool pending = d.state == DeliveryState::pending;
+    deliveries.push_back(
+        json{{"webhook", d.webhook},
+             {"state", to_string(d.state)},
+             {"attempts", d.attempts},
+             {"last_error", d.last_error},
+             {"next_attempt", pending ? json(format_rfc3339(d.next_attempt)) : json(nullptr)},
+             {"died_at", time_or_null(d.died_at)}});
+  }
+  return json{{"event_id", e.id},
+              {"type", to_string(e.type)},
+              {"sequence", e.sequence},
+              {"timestamp", format_rfc3339(e.created_at)},
+              {"deliveries", std::move(deliveries)}};
+}
+
+// `value` rounded to 1/`scale`: the status shows rates and the stretch, it
+// does not measure them (and a status that differs in the tenth decimal
+// would be sent again). Dividing gives the double nearest the decimal.
+double rounded(double value, double scale) {
+  return std::round(value * scale) / scale;
+}
+
+json status_to_json(const DaemonStatus& s) {
+  json webhooks = json::array();
+  for (const auto& w : s.webhooks) {
+    webhooks.push_back(json{{"name", w.name},
+                            {"configured", w.configured},
+                            {"pending_events", w.pending_events},
+                            {"oldest_pending_at", time_or_null(w.oldest_pending)},
+                            {"dead_letters", w.dead_letters},
+                            {"disabled", w.disabled}});
+  }
+  return json{
+      {"version", s.version},
+      {"started_at", format_rfc3339(s.started_at)},
+      {"ready", s.ready},
+      {"messages", json{{"tracking", s.messages_tracking}, {"stopped", s.messages_stopped}}},
+      {"stream", json{{"enabled", s.stream_enabled},
+                      {"connected", s.stream_connected},
+                      {"since", time_or_null(s.stream_since)},
+                      {"last_event_at", time_or_null(s.stream_last_event)}}},
+      {"dingtalk",
+       json{{"month", s.month},
+            {"read_status_calls", s.month_calls},
+            {"budget", s.month_call_budget ? json(*s.month_call_budget) : json(nullptr)},
+            {"stretch", rounded(s.stretch, 1000)},
+            {"quota_exhausted", s.quota_exhausted},
+            {"poll_mode", s.poll_mode},
+            {"throttling", json{{"throttled", s.current_rate < s.configured_rate},
+                                {"current_rate", rounded(s.current_rate, 100)},
+                                {"configured_rate", rounded(s.configured_rate, 100)},
+                                {"last_throttled_at", time_or_null(s.last_throttled)}}}}},
+      {"webhooks", std::move(webhooks)}};
 }
 
 Reply json_reply(int status, const json& j) {
@@ -316,6 +377,60 @@ Routed replay_dead_letter(const Call& c) {
   });
 }
 
+// One page of a message's events, from the store, in sequence order. The
+// cursor is the last sequence seen.
+Routed list_message_events(const Call& c) {
+  auto query = parse_message_query(c.query);
+  if (!query) {
+    return immediate(error_reply(400, query.error()));
+  }
+  std::int64_t after = 0;
+  if (!query->after.empty()) {
+    bool digits = query->after.size() <= 18; // fits: sequences are int64
+    for (const char ch : query->after) {
+      digits = digits && ch >= '0' && ch <= '9';
+      if (!digits) {
+        break;
+      }
+      after = after * 10 + (ch - '0');
+    }
+    if (!digits) {
+      return immediate(error_reply(
+          400,
+          "cursor: not a cursor of this call (pass next_cursor from the previous page as is)"));
+    }
+  }
+  return later([key = c.param, after, limit = query->limit](Backend& b) {
+    if (!b.message(key)) {
+      return error_reply(404, "no such message");
+    }
+    auto events = b.message_events(key, after, limit + 1);
+    json answer{{"process_query_key", key}};
+    if (events.size() > limit) {
+      events.resize(limit);
+      answer["next_cursor"] = encode_cursor(std::to_string(events.back().sequence));
+    }
+    json list = json::array();
+    for (const auto& e : events) {
+      list.push_back(event_to_json(e));
+    }
+    answer["events"] = std::move(list);
+    return json_reply(200, answer);
+  });
+}
+
+Routed get_status(const Call&) {
+  return later([](Backend& b) { return json_reply(200, status_to_json(b.status())); });
+}
+
+// Served by the server as a stream (updates.hpp): the router only checks
+// the token, the method and the parameters.
+Routed updates(const Call&) {
+  Routed r;
+  r.updates = true;
+  return r;
+}
+
 // The raw text a path template's {parameter} matched in `path`, or nullopt
 // when the path does not match. Templates have at most one parameter.
 std::optional<std::string_view> match(std::string_view pattern, std::string_view path) {
@@ -351,9 +466,13 @@ const std::vector<Route>& routes() {
        true,
        {{"GET", {"state", "label", "webhook", "limit", "cursor"}, list_messages},
         {"POST", {}, add_message}}},
+      // Before /v1/messages/{key}, whose {key} would match "K/events" too.
+      {"/v1/messages/{key}/events", true, {{"GET", {"limit", "cursor"}, list_message_events}}},
       {"/v1/messages/{key}", true, {{"GET", {}, get_message}, {"DELETE", {}, delete_message}}},
       {"/v1/dead-letters", true, {{"GET", {}, list_dead_letters}}},
       {"/v1/dead-letters/{event_id}/replay", true, {{"POST", {}, replay_dead_letter}}},
+      {"/v1/status", true, {{"GET", {}, get_status}}},
+      {"/v1/updates", true, {{"GET", {}, updates}}},
   };
   return k_routes;
 }
@@ -582,12 +701,28 @@ std::string dead_letter_json(const store::DeadLetter& d) {
   return dump(dead_letter_to_json(d));
 }
 
+std::string event_json(const store::StoredEvent& e) {
+  return dump(event_to_json(e));
+}
+
+std::string status_json(const DaemonStatus& s) {
+  return dump(status_to_json(s));
+}
+
 Routed route(const Request& request, const std::string& token, const Health& health) {
   const std::string_view target = request.target;
   const auto question = target.find('?');
   const std::string_view path = target.substr(0, question);
   const std::string_view query =
       question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+
+  // The status page and its files: no token, no data.
+  if (const web::Asset* asset = web::find_asset(path)) {
+    if (request.method != "GET") {
+      return immediate(method_not_allowed("GET"));
+    }
+    return immediate(asset_reply(*asset, query, request.if_none_match));
+  }
 
   const Route* found = nullptr;
   std::string_view raw_param;

@@ -1,8 +1,11 @@
 // The HTTP API's logic (SPEC section 8), without sockets or threads: routing
 // of a request to an immediate reply or to a command for the loop, bearer
 // token checks, URL decoding and the JSON renderings of messages and dead
-// letters. The HTTP server (server.hpp) feeds it; the loop runs the commands
-// (command_queue.hpp) against a Backend.
+// letters, of a message's events and of the daemon's status. The HTTP
+// server (server.hpp) feeds it; the loop runs the commands
+// (command_queue.hpp) against a Backend. GET /v1/updates is routed here
+// (token, method, parameters) and then served by the server as a stream
+// (updates.hpp).
 //
 // Thread-safety: route() and the helpers are pure and may be called from any
 // thread. A Command may only be run on the loop thread: it calls the Backend,
@@ -24,12 +27,13 @@
 
 namespace rrd::api {
 
-// An answer. Every body is JSON (Content-Type: application/json), or empty
-// for 204.
+// An answer. Every body is JSON, but the status page's files (page.hpp);
+// 204 and 304 have none.
 struct Reply {
   int status = 200;
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers; // extra ones: Allow, ...
+  std::string content_type = "application/json";
 };
 
 // What adding a message did. A key already known, tracking or stopped, is
@@ -45,6 +49,46 @@ inline constexpr std::size_t k_max_page_size = 10'000;
 // with few matches ends early, with a next_cursor, rather than holding
 // the loop while it reads the whole table.
 inline constexpr std::size_t k_max_scanned_per_page = 100'000;
+
+// One webhook in the daemon's status: the configured ones, and any other
+// that still has events pending or dead.
+struct WebhookStatus {
+  std::string name;
+  bool configured = true;
+  std::size_t pending_events = 0;          // not yet delivered or dead, in flight included
+  std::optional<TimePoint> oldest_pending; // when the oldest of them was made
+  std::int64_t dead_letters = 0;
+  bool disabled = false; // by a 410, until its configuration changes
+};
+
+// The daemon at a glance (GET /v1/status, and the `status` event of
+// GET /v1/updates), as the loop gathers it.
+struct DaemonStatus {
+  std::string version;
+  TimePoint started_at;
+  bool ready = false; // as GET /readyz says
+  std::size_t messages_tracking = 0;
+  std::size_t messages_stopped = 0;
+  // Push (dingtalk.stream).
+  bool stream_enabled = false;
+  bool stream_connected = false;
+  std::optional<TimePoint> stream_since;      // connected, or down, since; nullopt when not enabled
+  std::optional<TimePoint> stream_last_event; // the last frame of an event received
+  // The month's read-status calls and the budget.
+  std::string month; // "2026-12", Beijing time
+  std::int64_t month_calls = 0;
+  std::optional<std::int64_t> month_call_budget;
+  double stretch = 1.0;
+  bool quota_exhausted = false; // DingTalk said its monthly quota is spent
+  std::string poll_mode;        // "normal" or "reconcile"
+  // The client-side rate limit: the configured rate, the current one
+  // (lower after throttling answers, recovering gradually) and the last
+  // throttling answer.
+  double configured_rate = 0;
+  double current_rate = 0;
+  std::optional<TimePoint> last_throttled;
+  std::vector<WebhookStatus> webhooks;
+};
 
 // What the API asks of the loop's state. Implemented by the app over the
 // scheduler, the store and the dispatcher. Loop thread only.
@@ -70,6 +114,11 @@ public:
   // Moves the event's dead deliveries back to pending and queues them.
   // Returns how many; 0 for an unknown event.
   virtual int replay_dead_letter(const std::string& event_id) = 0;
+  // The stored events of the message with a sequence after `after`, in
+  // sequence order, at most `limit`, each with its deliveries.
+  virtual std::vector<store::StoredEvent> message_events(const std::string& key, std::int64_t after,
+                                                         std::size_t limit) = 0;
+  virtual DaemonStatus status() = 0;
 };
 
 using Command = std::function<Reply(Backend&)>;
@@ -86,22 +135,26 @@ struct Health {
 };
 
 struct Request {
-  std::string method;        // "GET", "POST", ...
-  std::string target;        // the raw request target: path and query, still encoded
-  std::string authorization; // the Authorization header, "" when absent
-  std::string content_type;  // the Content-Type header, "" when absent
-  std::string body;          // "" when the request has none
+  std::string method;             // "GET", "POST", ...
+  std::string target;             // the raw request target: path and query, still encoded
+  std::string authorization;      // the Authorization header, "" when absent
+  std::string content_type;       // the Content-Type header, "" when absent
+  std::string body;               // "" when the request has none
+  std::string if_none_match = {}; // the If-None-Match header, "" when absent
 };
 
-// A request either answered at once (health, errors) or a command to run on
-// the loop. Exactly one of the two is set.
+// A request either answered at once (health, errors), a command to run on
+// the loop, or GET /v1/updates, which the server serves as a stream. Exactly
+// one of the three is set.
 struct Routed {
   std::optional<Reply> reply;
   Command command;
+  bool updates = false;
 };
 
 // Routes one request. `token` is api.token ("" when none is configured: no
-// authentication).
+// authentication). A GET of the status page ("/") or one of its files is
+// answered at once, without the token (page.hpp).
 Routed route(const Request& request, const std::string& token, const Health& health);
 
 // --- the route table: what route() serves, and what docs/openapi.yaml
@@ -176,5 +229,9 @@ std::vector<std::string> differing_fields(const MessageSpec& a, const MessageSpe
 // A message as the API shows it (one element of GET /v1/messages).
 std::string message_json(const MessageRecord& m);
 std::string dead_letter_json(const store::DeadLetter& d);
+// One element of GET /v1/messages/{key}/events.
+std::string event_json(const store::StoredEvent& e);
+// GET /v1/status.
+std::string status_json(const DaemonStatus& s);
 
 } // namespace rrd::api

@@ -3,6 +3,7 @@
 #include "readreceiptd/api/command_queue.hpp"
 #include "readreceiptd/api/healthcheck.hpp"
 #include "readreceiptd/api/server.hpp"
+#include "readreceiptd/api/updates.hpp"
 #include "readreceiptd/app/cli.hpp"
 #include "readreceiptd/app/logging.hpp"
 #include "readreceiptd/app/notify.hpp"
@@ -21,7 +22,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <random>
+#include <set>
 #include <spdlog/spdlog.h>
 
 namespace rrd::app {
@@ -42,13 +45,109 @@ std::chrono::steady_clock::time_point steady_now() {
   return std::chrono::steady_clock::now();
 }
 
+// The dead letters per webhook, for the status: counted in the store at
+// start-up and after a replay, and one more each time a delivery dies in
+// between (no query per status). Loop thread only.
+class DeadLetterCounts {
+public:
+  explicit DeadLetterCounts(store::Store& store) : m_store(store) { recount(); }
+  void recount() {
+    try {
+      m_counts = m_store.count_dead_by_webhook();
+    } catch (const store::StoreError& e) {
+      logging::warn("cannot count the dead letters for the status", {{"reason", e.what()}});
+    }
+  }
+  void died(const std::string& webhook) { ++m_counts[webhook]; }
+  const std::map<std::string, std::int64_t>& counts() const { return m_counts; }
+
+private:
+  store::Store& m_store;
+  std::map<std::string, std::int64_t> m_counts;
+};
+
+// What the message table reports goes to the metrics and to the API's live
+// updates.
+class TableObservers final : public tracking::Observer {
+public:
+  TableObservers(tracking::Observer& metrics, api::UpdateFeed& feed)
+      : m_metrics(metrics), m_feed(feed) {}
+  void read_committed(ReadVia via, std::optional<Millis> delay) override {
+    m_metrics.read_committed(via, delay);
+  }
+  void message_stopped(StopReason reason) override { m_metrics.message_stopped(reason); }
+  void tracked_changed(std::size_t tracked) override { m_metrics.tracked_changed(tracked); }
+  void message_changed(const MessageRecord& m) override { m_feed.message_changed(m); }
+
+private:
+  tracking::Observer& m_metrics;
+  api::UpdateFeed& m_feed;
+};
+
+// The daemon's status (GET /v1/status, the `status` event) from the loop's
+// parts. Loop thread only.
+api::DaemonStatus gather_status(TimePoint started_at, bool ready, const config::Config& cfg,
+                                const tracking::MessageTable& table,
+                                const scheduler::Scheduler& sched, const stream::Client* push,
+                                const webhook::Dispatcher& dispatcher,
+                                const DeadLetterCounts& dead) {
+  api::DaemonStatus s;
+  s.version = k_version;
+  s.started_at = started_at;
+  s.ready = ready;
+  s.messages_tracking = table.tracked();
+  s.messages_stopped = table.size() - table.tracked();
+  s.stream_enabled = push != nullptr;
+  if (push != nullptr) {
+    s.stream_connected = push->connected();
+    s.stream_since = push->state_since();
+    s.stream_last_event = push->last_event();
+  }
+  const scheduler::CallBudget budget = sched.call_budget();
+  s.month = budget.month;
+  s.month_calls = budget.calls;
+  s.month_call_budget = budget.budget;
+  s.stretch = budget.stretch;
+  s.quota_exhausted = budget.quota_exhausted;
+  s.poll_mode = budget.mode == scheduler::PollMode::reconcile ? "reconcile" : "normal";
+  const scheduler::RateLimiter& limiter = sched.limiter();
+  s.configured_rate = limiter.configured_rate();
+  s.current_rate = limiter.effective_rate();
+  s.last_throttled = limiter.last_throttled();
+  std::set<std::string> configured;
+  const auto add = [&](const std::string& name, bool is_configured) {
+    api::WebhookStatus w;
+    w.name = name;
+    w.configured = is_configured;
+    w.pending_events = dispatcher.pending(name);
+    w.oldest_pending = dispatcher.oldest_pending(name);
+    const auto it = dead.counts().find(name);
+    w.dead_letters = it == dead.counts().end() ? 0 : it->second;
+    w.disabled = dispatcher.disabled(name);
+    s.webhooks.push_back(std::move(w));
+  };
+  for (const auto& hook : cfg.webhooks) {
+    configured.insert(hook.name);
+    add(hook.name, true);
+  }
+  // A webhook no longer configured still has its dead letters (its pending
+  // events, if any, wait for it to come back).
+  for (const auto& [name, count] : dead.counts()) {
+    if (count > 0 && configured.insert(name).second) {
+      add(name, false);
+    }
+  }
+  return s;
+}
+
 // The HTTP API's view of the loop's state. Runs on the loop thread only
 // (the CommandQueue calls it from run_pending()).
 class LoopBackend final : public api::Backend {
 public:
   LoopBackend(tracking::MessageTable& table, store::Store& store, webhook::Dispatcher& dispatcher,
-              const Clock& clock)
-      : m_table(table), m_store(store), m_dispatcher(dispatcher), m_clock(clock) {}
+              const Clock& clock, DeadLetterCounts& dead, std::function<api::DaemonStatus()> status)
+      : m_table(table), m_store(store), m_dispatcher(dispatcher), m_clock(clock), m_dead(dead),
+        m_status(std::move(status)) {}
 
   const config::Config& config() const override { return m_table.config(); }
 
@@ -90,6 +189,7 @@ public:
   int replay_dead_letter(const std::string& event_id) override {
     const int n = m_store.replay_dead(event_id, m_clock.now());
     if (n > 0) {
+      m_dead.recount();
       // Deliveries already queued are skipped; only the replayed ones are new.
       m_dispatcher.load(m_store.load_pending_deliveries());
       logging::info("dead letter replayed through the API",
@@ -98,11 +198,20 @@ public:
     return n;
   }
 
+  std::vector<store::StoredEvent> message_events(const std::string& key, std::int64_t after,
+                                                 std::size_t limit) override {
+    return m_store.load_message_events(key, after, limit);
+  }
+
+  api::DaemonStatus status() override { return m_status(); }
+
 private:
   tracking::MessageTable& m_table;
   store::Store& m_store;
   webhook::Dispatcher& m_dispatcher;
   const Clock& m_clock;
+  DeadLetterCounts& m_dead;
+  std::function<api::DaemonStatus()> m_status;
 };
 
 // Clears a SignalWatcher's wake-up function when it goes out of scope.
@@ -133,6 +242,7 @@ public:
       return k_exit_failure;
     }
     RealClock clock;
+    const TimePoint started_at = clock.now();
     try {
       m_metrics = std::make_unique<metrics::Metrics>(m_cfg, clock.now());
     } catch (const metrics::MetricsError& e) {
@@ -151,14 +261,28 @@ public:
     webhook::Dispatcher dispatcher(*store, *engine, clock, [&dispatcher_rng] {
       return std::uniform_real_distribution<double>(0.0, 1.0)(dispatcher_rng);
     });
-    dispatcher.set_observer(m_metrics->webhook_observer());
+    DeadLetterCounts dead_letters(*store);
+    webhook::Observer hooks = m_metrics->webhook_observer();
+    hooks.on_dead = [&dead_letters, metrics_dead = hooks.on_dead](const std::string& hook) {
+      if (metrics_dead) {
+        metrics_dead(hook);
+      }
+      dead_letters.died(hook);
+    };
+    dispatcher.set_observer(std::move(hooks));
     dispatcher.configure(m_cfg.webhooks);
     dispatcher.load(store->load_pending_deliveries());
+    // GET /v1/updates: the hub its streams subscribe to, and the loop's
+    // feed of it. Before the table (which reports to the feed) and the API
+    // server (whose streams the hub outlives).
+    api::UpdateHub updates;
+    api::UpdateFeed feed(updates);
+    TableObservers table_observers(*m_metrics, feed);
     // The message table, and its two sources of reads: the poller and the
     // Stream client.
     tracking::MessageTable table(
         m_cfg, *store, clock,
-        [&dispatcher](const std::vector<Delivery>& d) { dispatcher.enqueue(d); }, *m_metrics,
+        [&dispatcher](const std::vector<Delivery>& d) { dispatcher.enqueue(d); }, table_observers,
         seeder());
     scheduler::Scheduler sched(m_cfg, table, *store, *engine, clock, *m_metrics, seeder());
     try {
@@ -190,8 +314,8 @@ public:
     api::CommandQueue commands([&engine] { engine->wakeup(); });
     std::unique_ptr<api::Server> api_server;
     if (!m_cfg.api.listen.empty()) {
-      api_server =
-          std::make_unique<api::Server>(m_cfg.api.listen, m_cfg.api.token, commands, loop_status);
+      api_server = std::make_unique<api::Server>(m_cfg.api.listen, m_cfg.api.token, commands,
+                                                 loop_status, &updates);
       try {
         api_server->start();
       } catch (const api::ListenError& e) {
@@ -200,8 +324,12 @@ public:
         return k_exit_failure;
       }
     }
-    LoopBackend backend(table, *store, dispatcher, clock);
     SystemdNotifier notifier;
+    const auto status = [&] {
+      return gather_status(started_at, notifier.ready_sent(), m_cfg, table, sched, push.get(),
+                           dispatcher, dead_letters);
+    };
+    LoopBackend backend(table, *store, dispatcher, clock, dead_letters, status);
     loop_status.set_readiness(api::Readiness::waiting_for_token);
     logging::info(
         "readreceiptd started: " + count_of(table.tracked(), "message") + " tracked, " +
@@ -235,8 +363,10 @@ public:
       if (auto watchdog = notifier.watchdog_interval()) {
         wait = std::min(wait, *watchdog);
       }
+      // The status is looked at again when due only while someone listens.
+      const auto status_due = updates.subscribers() > 0 ? feed.next_wakeup() : std::nullopt;
       for (auto next : {sched.next_wakeup(), dispatcher.next_due(), table.next_flush(),
-                        push ? push->next_wakeup() : std::nullopt}) {
+                        push ? push->next_wakeup() : std::nullopt, status_due}) {
         if (next) {
           wait = std::min(wait, std::max(Millis{0}, *next - now));
         }
@@ -251,6 +381,11 @@ public:
       }
       dispatcher.flush();
       m_metrics->after_turn(clock.now(), table, sched, dispatcher, *store);
+      if (api_server) {
+        // The turn's changed messages, and the status when it changed.
+        feed.end_turn(clock.now(), status);
+        m_metrics->set_update_stats(updates.stats());
+      }
       if (!notifier.ready_sent() && sched.has_token()) {
         // Store, listeners and a first token are in place.
         notifier.ready();
@@ -265,7 +400,9 @@ public:
     loop_status.set_readiness(api::Readiness::stopping);
     commands.close(); // requests waiting for the loop get 503 at once
     if (api_server) {
-      api_server->request_stop(); // its requests finish while deliveries drain
+      // Its requests finish while deliveries drain; its /v1/updates streams
+      // end ("shutting down").
+      api_server->request_stop();
     }
     sched.cancel_all();
     table.flush(true); // what was pushed is committed and acknowledged

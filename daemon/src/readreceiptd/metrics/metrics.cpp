@@ -224,6 +224,20 @@ Metrics::Metrics(const config::Config& cfg, TimePoint loaded_at)
   for (const auto& hook : cfg.webhooks) {
     webhook_series(hook.name);
   }
+  m_update_subscribers = &prometheus::BuildGauge()
+                              .Name("readreceiptd_api_update_subscribers")
+                              .Help("Open GET /v1/updates streams (the status pages listening).")
+                              .Register(*m_registry)
+                              .Add({});
+  auto& dropped = prometheus::BuildCounter()
+                      .Name("readreceiptd_api_update_subscribers_dropped_total")
+                      .Help("GET /v1/updates streams ended because the client did not read fast "
+                            "enough, by reason: queue_full (its queue of updates filled up) or "
+                            "write_timeout (a write did not go out in time).")
+                      .Register(*m_registry);
+  for (std::size_t i = 0; i < k_drop_reasons; ++i) {
+    m_update_dropped[i] = &dropped.Add({{"reason", api::to_string(api::k_all_drop_reasons[i])}});
+  }
 
   if (!m_listen.empty()) {
     m_exposer = std::make_unique<Exposer>(
@@ -437,6 +451,17 @@ void Metrics::set_webhook_state(const webhook::Dispatcher& dispatcher, TimePoint
     const auto oldest = dispatcher.oldest_pending(name);
     series.oldest_pending_age->Set(oldest ? seconds(std::max(Millis{0}, now - *oldest)) : 0.0);
     series.disabled->Set(dispatcher.disabled(name) ? 1.0 : 0.0);
+  }
+}
+
+void Metrics::set_update_stats(const api::UpdateStats& stats) {
+  m_update_subscribers->Set(static_cast<double>(stats.subscribers));
+  for (std::size_t i = 0; i < k_drop_reasons; ++i) {
+    if (stats.dropped[i] > m_update_dropped_seen[i]) {
+      m_update_dropped[i]->Increment(
+          static_cast<double>(stats.dropped[i] - m_update_dropped_seen[i]));
+      m_update_dropped_seen[i] = stats.dropped[i];
+    }
   }
 }
 

@@ -6,10 +6,10 @@
 // dispatcher's Observer, and after each loop turn it copies the state gauges
 // (messages tracked; per webhook the pending events, the age of the oldest
 // one and whether a 410 disabled it) and now and then the dead letters per
-// webhook from the store. Reloads set the last reload's outcome and time, as
-// Prometheus and Alertmanager export theirs. Every known label value (api, failure
-// and stop reasons, every configured webhook) is exported from start-up, at
-// 0. No label holds a message key, a user id or a secret.
+// webhook from the store, and the API's live-update subscribers. Reloads set the last reload's
+// outcome and time, as Prometheus and Alertmanager export theirs. Every known label value (api,
+// failure and stop reasons, every configured webhook) is exported from start-up, at 0. No label
+// holds a message key, a user id or a secret.
 //
 // Thread-safety: the methods below are for the loop thread only (they keep
 // cached series handles in plain maps). The exposer's threads only read the
@@ -17,6 +17,7 @@
 // metrics are atomic, so the loop updates while a scrape reads.
 #pragma once
 
+#include "readreceiptd/api/updates.hpp"
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/common/model.hpp"
 #include "readreceiptd/config/config.hpp"
@@ -129,6 +130,9 @@ public:
   void set_webhook_state(const webhook::Dispatcher& dispatcher, TimePoint now);
   // Sets every webhook's dead-letter gauge from `by_webhook` (absent: 0).
   void set_dead_letters(const std::map<std::string, std::int64_t>& by_webhook);
+  // The open GET /v1/updates streams, and the drops counted since the last
+  // call (the hub counts them; the counters follow).
+  void set_update_stats(const api::UpdateStats& stats);
 
 private:
   static constexpr std::size_t k_apis = 3;
@@ -138,6 +142,7 @@ private:
   static constexpr std::size_t k_dingtalk_reasons = std::size(dingtalk::k_all_failure_reasons);
   static constexpr std::size_t k_webhook_reasons = std::size(webhook::k_all_failure_reasons);
   static constexpr std::size_t k_stop_reasons = std::size(k_all_stop_reasons);
+  static constexpr std::size_t k_drop_reasons = std::size(api::k_all_drop_reasons);
 
   // The cached series of one webhook.
   struct WebhookSeries {
@@ -200,6 +205,9 @@ private:
   std::array<std::array<prometheus::Counter*, k_dingtalk_reasons>, k_apis> m_requests_failed{};
   std::array<prometheus::Histogram*, k_apis> m_request_duration{};
   std::map<std::string, WebhookSeries> m_webhooks;
+  prometheus::Gauge* m_update_subscribers = nullptr;
+  std::array<prometheus::Counter*, k_drop_reasons> m_update_dropped{};
+  std::array<std::uint64_t, k_drop_reasons> m_update_dropped_seen{}; // the hub's counts so far
 
   std::optional<TimePoint> m_next_dead_letter_sync; // nullopt: at the next turn
 

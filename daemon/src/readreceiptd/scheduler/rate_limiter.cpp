@@ -79,6 +79,7 @@ TimePoint RateLimiter::next_allowed(TimePoint now) const {
 
 void RateLimiter::on_throttled(TimePoint now) {
   observe(now);
+  m_last_throttled = now;
   if (!m_last_decrease || now - *m_last_decrease >= k_decrease_hold) {
     const double floor_rate = std::min(m_configured, k_min_rate);
     m_rate = std::max(floor_rate, m_rate / 2.0);

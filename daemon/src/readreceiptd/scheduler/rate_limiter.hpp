@@ -79,6 +79,9 @@ public:
   std::size_t capacity() const;
   // True while the pause after a throttling answer lasts.
   bool paused(TimePoint now) const;
+  // When the last throttling answer arrived (as given to on_throttled());
+  // nullopt before the first.
+  std::optional<TimePoint> last_throttled() const { return m_last_throttled; }
 
 private:
   // The minimum time between two grants: 1/rate (whole milliseconds).
@@ -94,6 +97,7 @@ private:
   std::optional<TimePoint> m_last_grant;
   std::optional<TimePoint> m_last_seen;
   std::optional<TimePoint> m_last_decrease;
+  std::optional<TimePoint> m_last_throttled;
   TimePoint m_paused_until{};
   TimePoint m_last_adjust{}; // last change of m_rate (or success at full rate)
 };

@@ -109,6 +109,7 @@ public:
   const config::Config& config() const { return m_cfg; }
   // The rate limit every DingTalk call shares (the Stream's gateway calls too).
   RateLimiter& limiter() { return m_limiter; }
+  const RateLimiter& limiter() const { return m_limiter; }
   CallBudget call_budget() const;
 
   // tracking::Listener

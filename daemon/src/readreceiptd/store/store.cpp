@@ -19,11 +19,13 @@
 #include "readreceiptd/store/schema.hpp"
 #include "readreceiptd/store/sqlite.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string_view>
 #include <sys/file.h>
@@ -373,6 +375,30 @@ SELECT d.event_id, d.webhook, e.process_query_key, e.type, e.sequence, e.body, d
 FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.state = 'dead'
 ORDER BY d.died_at, e.process_query_key, d.webhook, e.sequence)sql";
+
+// One message's events, a page of them, each with its deliveries (NULL
+// columns for an event without any).
+constexpr const char* k_select_message_events = R"sql(
+SELECT e.id, e.type, e.sequence, e.created_at, d.webhook, d.state, d.attempts, d.next_attempt,
+       d.last_error, d.died_at
+FROM (SELECT id, type, sequence, created_at FROM events
+      WHERE process_query_key = ?1 AND sequence > ?2
+      ORDER BY sequence LIMIT ?3) e
+LEFT JOIN deliveries d ON d.event_id = e.id
+ORDER BY e.sequence, d.webhook)sql";
+
+enum MessageEventColumn : int {
+  me_id,
+  me_type,
+  me_sequence,
+  me_created_at,
+  me_webhook,
+  me_state,
+  me_attempts,
+  me_next_attempt,
+  me_last_error,
+  me_died_at,
+};
 
 constexpr const char* k_count_dead = R"sql(
 SELECT webhook, COUNT(*) FROM deliveries WHERE state = 'dead' GROUP BY webhook)sql";
@@ -797,6 +823,42 @@ std::vector<DeadLetter> Store::load_dead_letters() {
   std::vector<DeadLetter> out;
   while (q.step()) {
     out.push_back(DeadLetter{read_delivery(q), time_or_null(q.optional_integer(d_died_at))});
+  }
+  return out;
+}
+
+std::vector<StoredEvent> Store::load_message_events(const std::string& process_query_key,
+                                                    std::int64_t after_sequence,
+                                                    std::size_t limit) {
+  std::vector<StoredEvent> out;
+  if (limit == 0) {
+    return out;
+  }
+  Statement q(m_impl->conn, k_select_message_events, "cannot load the message's events");
+  q.bind(1, process_query_key)
+      .bind(2, after_sequence)
+      .bind(3, static_cast<std::int64_t>(std::min<std::size_t>(
+                   limit, static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max()))));
+  while (q.step()) {
+    const std::string id = q.text(me_id);
+    if (out.empty() || out.back().id != id) {
+      StoredEvent e;
+      e.id = id;
+      e.type = event_type_column(q.text(me_type));
+      e.sequence = q.integer(me_sequence);
+      e.created_at = from_unix_ms(q.integer(me_created_at));
+      out.push_back(std::move(e));
+    }
+    if (auto webhook = q.optional_text(me_webhook)) {
+      EventDelivery d;
+      d.webhook = std::move(*webhook);
+      d.state = delivery_state_column(q.text(me_state));
+      d.attempts = static_cast<int>(q.integer(me_attempts));
+      d.next_attempt = from_unix_ms(q.integer(me_next_attempt));
+      d.last_error = q.text(me_last_error);
+      d.died_at = time_or_null(q.optional_integer(me_died_at));
+      out.back().deliveries.push_back(std::move(d));
+    }
   }
   return out;
 }

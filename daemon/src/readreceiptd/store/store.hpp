@@ -61,6 +61,28 @@ struct DeadLetter {
   std::optional<TimePoint> died_at;
 };
 
+// One delivery of a stored event, as it stands.
+struct EventDelivery {
+  std::string webhook;
+  DeliveryState state = DeliveryState::pending;
+  int attempts = 0;
+  TimePoint next_attempt; // meaningful while pending
+  std::string last_error;
+  std::optional<TimePoint> died_at; // set while dead
+  bool operator==(const EventDelivery&) const = default;
+};
+
+// A stored event of a message with its deliveries (by webhook name), without
+// its body.
+struct StoredEvent {
+  std::string id;
+  EventType type = EventType::message_read;
+  std::int64_t sequence = 0;
+  TimePoint created_at;
+  std::vector<EventDelivery> deliveries;
+  bool operator==(const StoredEvent&) const = default;
+};
+
 class Store {
 public:
   // Opens or creates the database at `path` (":memory:" for tests), applies
@@ -109,6 +131,13 @@ public:
   void mark_dead(const std::string& event_id, const std::string& webhook, int attempts,
                  TimePoint died_at, const std::string& last_error);
   std::vector<DeadLetter> load_dead_letters();
+  // The events of one message whose sequence is after `after_sequence`, in
+  // sequence order, at most `limit` of them, each with its deliveries in
+  // webhook order (none when no webhook was routed). Pruned events are gone.
+  // Two indexed queries' worth: the events by (message, sequence), their
+  // deliveries by event id.
+  std::vector<StoredEvent> load_message_events(const std::string& process_query_key,
+                                               std::int64_t after_sequence, std::size_t limit);
   // The number of dead deliveries per webhook name (webhooks without any are
   // absent). One indexed query; for the dead-letter gauge.
   std::map<std::string, std::int64_t> count_dead_by_webhook();

@@ -475,6 +475,14 @@ void MessageTable::flush(bool all) {
       ack(true);
     }
   }
+  std::unordered_set<std::string_view> changed;
+  for (const auto& p : pending) {
+    const std::string& key = p.previous.spec.process_query_key;
+    const auto found = m_messages.find(key);
+    if (found != m_messages.end() && changed.insert(found->first).second) {
+      m_observer.message_changed(found->second.record);
+    }
+  }
 }
 
 // Nothing was written: the in-memory changes are undone too, and the

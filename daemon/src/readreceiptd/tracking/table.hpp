@@ -42,7 +42,8 @@ inline constexpr Millis k_store_failure_retry{5'000};
 // such a write in a crash only makes the message be polled again sooner.
 inline constexpr Millis k_bookkeeping_flush_interval{1'000};
 
-// What the table reports; the metrics module implements it. No-op defaults.
+// What the table reports; the metrics module and the API's live updates
+// implement it. No-op defaults.
 class Observer {
 public:
   virtual ~Observer() = default;
@@ -51,6 +52,10 @@ public:
   virtual void read_committed(ReadVia, std::optional<Millis> /*delay*/) {}
   virtual void message_stopped(StopReason) {}
   virtual void tracked_changed(std::size_t) {}
+  // A message's change is committed: new readers, a stop, its addition or a
+  // change of its fields (not a poll that only moved its poll times). Once
+  // per message per commit, after it, with the record as it is then.
+  virtual void message_changed(const MessageRecord&) {}
 };
 
 // The poller's side: keeps its due queue in step with the table.
