@@ -1033,3 +1033,23 @@ TEST_CASE("token cache: a fixed token is always usable and never refreshed") {
   CHECK_FALSE(cache.invalidate(k_token));
   CHECK(cache.token(t0) == std::optional<std::string>(k_token));
 }
+
+TEST_CASE("dingtalk: epoch_ms reads DingTalk's times, integers or strings of digits") {
+  CHECK(epoch_ms(nlohmann::json(1'795'600'800'000)) == 1'795'600'800'000);
+  CHECK(epoch_ms(nlohmann::json("1795600800000")) == 1'795'600'800'000);
+  CHECK(epoch_ms(nlohmann::json(0)) == 0);
+  CHECK(epoch_ms(nlohmann::json(-5)) == -5); // the caller decides
+  for (const nlohmann::json& bad :
+       {nlohmann::json(""), nlohmann::json("-5"), nlohmann::json("+5"), nlohmann::json("12a"),
+        nlohmann::json(" 12"), nlohmann::json("99999999999999999999"), nlohmann::json(1.5),
+        nlohmann::json(true), nlohmann::json(nullptr), nlohmann::json::array(),
+        nlohmann::json::object()}) {
+    CAPTURE(bad.dump());
+    CHECK_FALSE(epoch_ms(bad).has_value());
+  }
+  CHECK(plausible_read_time_ms(1'420'070'400'000));
+  CHECK(plausible_read_time_ms(7'258'118'400'000));
+  CHECK_FALSE(plausible_read_time_ms(1'420'070'399'999));
+  CHECK_FALSE(plausible_read_time_ms(7'258'118'400'001));
+  CHECK_FALSE(plausible_read_time_ms(0));
+}

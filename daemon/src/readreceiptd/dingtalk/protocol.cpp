@@ -430,6 +430,29 @@ constexpr std::int64_t k_max_read_time_ms = 7'258'118'400'000;
 
 } // namespace
 
+std::optional<std::int64_t> epoch_ms(const nlohmann::json& value) {
+  if (value.is_number_integer()) {
+    return value.get<std::int64_t>();
+  }
+  if (!value.is_string()) {
+    return std::nullopt;
+  }
+  const std::string& text = value.get_ref<const std::string&>();
+  if (text.empty() || text.front() == '-') {
+    return std::nullopt;
+  }
+  std::int64_t ms = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return ms;
+}
+
+bool plausible_read_time_ms(std::int64_t ms) {
+  return ms >= k_min_read_time_ms && ms <= k_max_read_time_ms;
+}
+
 Result<Page, std::string> parse_group_page(std::string_view body) {
   json j = parse_json(body);
   if (!j.is_object() || !j.contains("readUsers") || j["readUsers"].is_null()) {
@@ -524,24 +547,15 @@ Result<Page, std::string> parse_oto_status(std::string_view body) {
     }
     std::optional<TimePoint> read_at;
     if (const auto t = e.find("readTimestamp"); t != e.end() && !t->is_null()) {
-      std::int64_t ms = 0;
-      bool ok = false;
-      if (t->is_number_integer()) {
-        ms = t->get<std::int64_t>();
-        ok = true;
-      } else if (t->is_string()) {
-        const std::string& text = t->get_ref<const std::string&>();
-        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
-        ok = !text.empty() && ec == std::errc() && end == text.data() + text.size();
-      }
-      if (!ok || ms < 0) {
+      const auto ms = epoch_ms(*t);
+      if (!ms || *ms < 0) {
         return err(where + ".readTimestamp: expected epoch milliseconds");
       }
-      if (ms != 0) {
-        if (ms < k_min_read_time_ms || ms > k_max_read_time_ms) {
+      if (*ms != 0) {
+        if (!plausible_read_time_ms(*ms)) {
           return err(where + ".readTimestamp: not a plausible time");
         }
-        read_at = from_unix_ms(ms);
+        read_at = from_unix_ms(*ms);
       }
     }
     if (listed.insert(id).second) {

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -153,5 +154,14 @@ std::string cap_text(std::string_view text, std::size_t max_bytes = k_max_messag
 // A POST to `path` under cfg.endpoint with the headers, timeouts, size cap,
 // CA file and `hot` flag every DingTalk call shares, and no body yet.
 http::Request request_for(const config::DingTalk& cfg, std::string_view path);
+
+// A time as DingTalk sends it (a read's `readTimestamp`, a push's
+// `operatTime`): Unix milliseconds as a JSON integer or as a string of
+// digits. nullopt for anything else (a string with a sign, a fraction,
+// other characters, or empty). A negative integer is returned as it is.
+std::optional<std::int64_t> epoch_ms(const nlohmann::json& value);
+
+// Whether `ms` is a read time to believe: 2015-01-01 .. 2200-01-01 UTC.
+bool plausible_read_time_ms(std::int64_t ms);
 
 } // namespace rrd::dingtalk

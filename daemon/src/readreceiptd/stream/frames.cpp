@@ -5,7 +5,6 @@
 #include "readreceiptd/http/http1.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <nlohmann/json.hpp>
 
 namespace rrd::stream {
@@ -13,11 +12,6 @@ namespace rrd::stream {
 namespace {
 
 using nlohmann::json;
-
-// The earliest and latest read time believed (2015 .. 2200): anything else
-// is not epoch milliseconds.
-constexpr std::int64_t k_min_read_time_ms = 1'420'070'400'000;
-constexpr std::int64_t k_max_read_time_ms = 7'258'118'400'000;
 
 // Parses without throwing; discarded means "not JSON". A raw NUL would end
 // the input for the parser, so it is refused first (as dingtalk/protocol.cpp
@@ -304,20 +298,11 @@ Result<ReadEvent, std::string> parse_read_event(std::string_view data) {
     }
   }
   if (const auto t = j.find("operatTime"); t != j.end() && !t->is_null()) {
-    std::int64_t ms = 0;
-    bool ok = false;
-    if (t->is_number_integer()) {
-      ms = t->get<std::int64_t>();
-      ok = true;
-    } else if (t->is_string()) {
-      const std::string& s = t->get_ref<const std::string&>();
-      const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), ms);
-      ok = !s.empty() && ec == std::errc() && end == s.data() + s.size() && s.front() != '-';
-    }
-    if (!ok || ms < k_min_read_time_ms || ms > k_max_read_time_ms) {
+    const auto ms = dingtalk::epoch_ms(*t);
+    if (!ms || !dingtalk::plausible_read_time_ms(*ms)) {
       return err(std::string("`operatTime` is not a time in epoch milliseconds"));
     }
-    e.read_at = from_unix_ms(ms);
+    e.read_at = from_unix_ms(*ms);
   }
   return e;
 }
