@@ -282,6 +282,43 @@ TEST_CASE("scheduler: removing a message from the configuration stops it with re
   CHECK(h.table.tracked() == 1);
 }
 
+TEST_CASE("scheduler: at start-up, a message that left the file while the daemon was down is "
+          "stopped removed, and only that one") {
+  auto cfg = base_config(3, 100);
+  std::unique_ptr<store::Store> kept;
+  {
+    Harness h(cfg);
+    h.start();
+    MessageSpec api;
+    api.process_query_key = "from-api";
+    api.robot_code = "robot";
+    h.table.add(api);
+    h.table.flush();
+    CHECK(h.table.tracked() == 4);
+    kept = std::move(h.store);
+  }
+  // Restarts with every message of the file still in it: nothing stops.
+  {
+    Harness h(cfg, std::move(kept));
+    h.start();
+    CHECK(h.table.tracked() == 4);
+    CHECK(h.deliveries.empty());
+    kept = std::move(h.store);
+  }
+  // Restarts with one fewer: that one stops, the API's stays.
+  auto smaller = cfg;
+  const std::string gone = smaller.messages.back().process_query_key;
+  smaller.messages.pop_back();
+  Harness h(smaller, std::move(kept));
+  h.start();
+  CHECK(h.table.tracked() == 3);
+  REQUIRE(h.table.find(gone) != nullptr);
+  CHECK(h.table.find(gone)->stop_reason == StopReason::removed);
+  CHECK_FALSE(h.table.find("from-api")->stopped);
+  REQUIRE(h.deliveries.size() == 1);
+  CHECK(nlohmann::json::parse(h.deliveries[0].body)["data"]["reason"] == "removed");
+}
+
 TEST_CASE("scheduler: a poll that changes only the poll times is written within a second, "
           "not at once") {
   Harness h(base_config(1, 100));

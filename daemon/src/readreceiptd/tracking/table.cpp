@@ -81,9 +81,11 @@ void MessageTable::start() {
   m_unsorted.reserve(stored);
   std::size_t never_polled = 0;
   std::size_t polled = 0;
+  std::size_t tracked_from_config = 0;
   m_store.visit_messages([&](MessageRecord& record) {
     if (!record.stopped) {
       ++(record.last_poll ? polled : never_polled);
+      tracked_from_config += record.source == MessageSource::config ? 1 : 0;
     }
     place(std::move(record));
   });
@@ -93,7 +95,7 @@ void MessageTable::start() {
   for (const Slot* slot : m_unsorted) { // storage order, without a look-up
     announce(slot->second);
   }
-  reconcile();
+  reconcile(tracked_from_config);
   flush(true);
   m_observer.tracked_changed(m_tracked);
   logging::info("tracking " + count_of(m_tracked, "message") + " (" +
@@ -106,12 +108,17 @@ void MessageTable::reconfigure(config::Config cfg) {
   flush(true);
 }
 
-void MessageTable::reconcile() {
+void MessageTable::reconcile(std::optional<std::size_t> tracked_from_config) {
   const TimePoint now = m_clock.now();
   std::unordered_set<std::string_view> in_config;
+  std::size_t still_in_config = 0; // of the tracked_from_config
   for (const auto& spec : m_cfg.messages) {
     in_config.insert(spec.process_query_key);
     auto it = m_messages.find(spec.process_query_key);
+    if (it != m_messages.end() && !it->second.record.stopped &&
+        it->second.record.source == MessageSource::config) {
+      ++still_in_config;
+    }
     if (it == m_messages.end()) {
       Entry& entry = insert(tracker::new_record(spec, MessageSource::config, now));
       logging::info("message added", {{"key", spec.process_query_key}, {"source", "config"}});
@@ -132,6 +139,13 @@ void MessageTable::reconcile() {
       logging::info("message updated", {{"key", spec.process_query_key}, {"source", "config"}});
       queue_step(entry, tracker::Step{std::move(updated), {}}, true);
     }
+  }
+  if (tracked_from_config && *tracked_from_config == still_in_config) {
+    // Every tracked message that came from the file is still in it: nothing
+    // to stop, and no pass over every message (a million of them, added
+    // through the API, at start-up).
+    m_observer.tracked_changed(m_tracked);
+    return;
   }
   std::vector<std::string> removed;
   for (const auto& [key, entry] : m_messages) {

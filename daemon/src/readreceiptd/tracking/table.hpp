@@ -156,7 +156,11 @@ private:
   };
   using Slot = std::unordered_map<std::string, Entry>::value_type;
 
-  void reconcile();
+  // Adds and updates the configuration's messages and stops those that left
+  // it. `tracked_from_config`, when known, is how many tracked messages came
+  // from the file before: when all of them are still there, the pass over
+  // every message that looks for the ones that left is skipped.
+  void reconcile(std::optional<std::size_t> tracked_from_config = std::nullopt);
   // Adds the record to the map (a key already there keeps its entry).
   Entry& place(MessageRecord&& record);
   // Counts the entry as tracked, unless it has stopped, and tells the poller.
