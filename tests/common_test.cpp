@@ -1,9 +1,15 @@
 #include "readreceiptd/common/clock.hpp"
+#include "readreceiptd/common/heap.hpp"
 #include "readreceiptd/common/model.hpp"
 #include "readreceiptd/common/result.hpp"
 
+#include <cstddef>
 #include <doctest/doctest.h>
+#include <fstream>
+#include <memory>
 #include <set>
+#include <unistd.h>
+#include <vector>
 
 using namespace rrd;
 
@@ -74,4 +80,40 @@ TEST_CASE("event ids: the time they were made is read back from the id") {
   CHECK_FALSE(event_id_time("evt_01JD8X4M2QZZZZZZZZZZZZZZZU")); // U is not Crockford base32
   CHECK_FALSE(event_id_time("xyz_01JD8X4M2QZZZZZZZZZZZZZZ"));
   CHECK_FALSE(event_id_time("evt_ZZZZZZZZZZ0000000000000000")); // past 48 bits
+}
+
+namespace {
+
+// This process's resident memory, in bytes (/proc/self/statm).
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t size = 0;
+  std::size_t resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+} // namespace
+
+TEST_CASE("heap: prepare_heap makes the memory resident at once, and allocations use it") {
+  CHECK(heap::prepare_heap(heap::k_min_prepare_bytes - 1) == 0);
+  constexpr std::size_t k_bytes = heap::k_min_prepare_bytes;
+  const std::size_t before = resident_bytes();
+  const std::size_t prepared = heap::prepare_heap(k_bytes);
+  if (prepared == 0) {
+    // Sanitizers' allocators, or a kernel without MADV_POPULATE_WRITE.
+    MESSAGE("prepare_heap is a no-op here");
+    return;
+  }
+  CHECK(prepared >= k_bytes - (2U << 20));
+  const std::size_t after = resident_bytes();
+  CHECK(after >= before + prepared / 2);
+  // Small allocations now come from the prepared memory: filling most of
+  // it barely grows the resident set.
+  std::vector<std::unique_ptr<char[]>> blocks;
+  for (std::size_t filled = 0; filled < prepared / 2; filled += 1000) {
+    blocks.push_back(std::make_unique<char[]>(1000));
+    blocks.back()[0] = 1;
+  }
+  CHECK(resident_bytes() < after + prepared / 8);
 }

@@ -1,6 +1,7 @@
 #include "readreceiptd/tracking/table.hpp"
 
 #include "readreceiptd/app/logging.hpp"
+#include "readreceiptd/common/heap.hpp"
 #include "readreceiptd/common/plural.hpp"
 
 #include <algorithm>
@@ -77,6 +78,9 @@ void MessageTable::start() {
   // all in, told first how many to expect, so that its queues are sized once
   // too.
   const std::size_t stored = m_store.message_count();
+  // The memory the loaded records will fill, made ready in one step rather
+  // than faulted in page by page (common/heap.hpp).
+  heap::prepare_heap(stored * k_heap_bytes_per_loaded_message);
   m_messages.reserve(stored + m_cfg.messages.size());
   m_unsorted.reserve(stored);
   std::size_t never_polled = 0;

@@ -41,6 +41,10 @@ inline constexpr Millis k_store_failure_retry{5'000};
 // instead of in a commit (a sync) of its own every turn of the loop. Losing
 // such a write in a crash only makes the message be polled again sooner.
 inline constexpr Millis k_bookkeeping_flush_interval{1'000};
+// The heap made ready at start-up per stored message: below what a loaded
+// message takes in the table and the poller's queue (about 700 bytes with
+// no readers or labels, more with them), so that none of it is left unused.
+inline constexpr std::size_t k_heap_bytes_per_loaded_message = 640;
 
 // What the table reports; the metrics module and the API's live updates
 // implement it. No-op defaults.
