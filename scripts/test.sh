@@ -4,8 +4,9 @@
 #   1. clang-format 14 over daemon/, tests/ and fuzz/ (--dry-run --Werror);
 #   2. clang-tidy 14 (.clang-tidy) over the core library;
 #   3. build-asan: clang with AddressSanitizer and UndefinedBehaviorSanitizer
-#      (undefined behaviour is fatal, leaks are errors), the whole CTest
-#      suite there;
+#      (undefined behaviour is fatal, leaks are errors), the unit and
+#      integration tests there (the deployment, SDK and browser tests check
+#      the packaging and other programs against ours: they run once, in 5);
 #   4. each libFuzzer target of build-asan for RRD_FUZZ_SECONDS (30) over its
 #      seed corpus in fuzz/corpus/;
 #   5. the CTest suite of ./build (g++), whose summary ends the output.
@@ -71,7 +72,7 @@ cmake --build build-asan
 
 step "test suite under AddressSanitizer + UndefinedBehaviorSanitizer"
 ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
-  ctest --test-dir build-asan --output-on-failure -j2 --timeout 600
+  ctest --test-dir build-asan --output-on-failure -j2 --timeout 600 -E '^(deploy|sdk|browser):'
 
 seconds=${RRD_FUZZ_SECONDS:-30}
 step "fuzzers, ${seconds} s each"
