@@ -1319,7 +1319,8 @@ TEST_CASE_TEMPLATE("postgres: the schema is created once, at version 3, and a ne
   CHECK(error.find("newer") != std::string::npos);
   CHECK(error.find("schema version 99") != std::string::npos);
   CHECK(error.find("dbname=") == std::string::npos); // names it, not its connection string
-  CHECK(error.find("PostgreSQL database postgres on ") != std::string::npos);
+  CHECK(error.find("state database postgres on ") != std::string::npos);
+  CHECK(error.find("(PostgreSQL)") != std::string::npos);
   CHECK(b.schema().text("SELECT version FROM schema_version") == "99");
   CHECK(b.schema().text("SELECT count(*) FROM messages") == "1");
 }
@@ -1366,7 +1367,9 @@ TEST_CASE("postgres: errors name the host and database, never the password or th
     error = e.what();
   }
   CAPTURE(error);
-  CHECK(error.find("PostgreSQL database statedb on /nonexistent/socket/dir") != std::string::npos);
+  CHECK(
+      error.find("state database statedb on /nonexistent/socket/dir (PostgreSQL) is unavailable") !=
+      std::string::npos);
   CHECK(error.find("cannot connect") != std::string::npos);
   CHECK(error.find(secret) == std::string::npos);
   CHECK(error.find("password") == std::string::npos);
@@ -1666,4 +1669,31 @@ TEST_CASE("postgres: a store survives its server restarting, and says so while i
   CHECK(error.find("is unavailable") != std::string::npos);
   // And again: the reconnection fails the same way, cleanly.
   CHECK_THROWS_AS(s->commit(commit_with("k3", {"evt_3"}, {"ops"})), StoreUnavailable);
+}
+
+TEST_CASE_TEMPLATE("a visit abandoned by its visitor leaves the store working", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  std::vector<Commit> batch;
+  for (int i = 0; i < 50; ++i) {
+    batch.push_back(commit_with("k" + std::to_string(i), {"evt_" + std::to_string(i)}, {"ops"}));
+  }
+  s->commit_all(batch);
+  int seen = 0;
+  CHECK_THROWS_AS(s->visit_messages([&seen](MessageRecord&) {
+    if (++seen == 3) {
+      throw std::runtime_error("the visitor gives up");
+    }
+  }),
+                  std::runtime_error);
+  CHECK(seen == 3);
+  CHECK(s->load_messages().size() == 50);
+  s->commit(commit_with("k50", {"evt_50"}, {"ops"}));
+  std::size_t visited = 0;
+  s->visit_messages([&visited](MessageRecord&) { ++visited; });
+  CHECK(visited == 51);
 }

@@ -28,8 +28,8 @@ namespace {
 // Each backend's code is a branch on which pointer is set: no virtual call
 // per parameter or column.
 
-Statement::Statement(Connection& conn, const char* sql, std::string_view what)
-    : m_conn(conn), m_what(what) {
+Statement::Statement(Connection& conn, const char* sql, std::string_view what, Rows rows)
+    : m_conn(conn), m_what(what), m_rows(rows) {
   if (conn.backend() == Backend::sqlite) {
     m_sqlite = static_cast<SqliteConnection&>(conn).statement(sql);
   } else {
@@ -43,6 +43,9 @@ Statement::~Statement() {
     sqlite3_reset(m_sqlite);
     sqlite3_clear_bindings(m_sqlite);
     return;
+  }
+  if (m_started && m_rows == Rows::streamed) {
+    m_pg_conn->finish_streaming(*m_pg);
   }
   m_pg->result.reset();
   m_pg->rows = 0;
@@ -118,7 +121,15 @@ bool Statement::step() {
     }
     sqlite_fail(m_conn, m_what, rc);
   }
-  if (m_pg->result == nullptr) {
+  if (m_rows == Rows::streamed) {
+    if (!m_started) {
+      m_started = true;
+      m_pg_conn->start_streaming(*m_pg, m_what);
+    }
+    return m_pg_conn->next_streamed_row(*m_pg, m_what);
+  }
+  if (!m_started) {
+    m_started = true;
     m_pg_conn->execute(*m_pg, m_what);
   }
   ++m_pg->row;
@@ -131,7 +142,8 @@ int Statement::run() {
     }
     return sqlite3_changes(sqlite3_db_handle(m_sqlite));
   }
-  if (m_pg->result == nullptr) {
+  if (!m_started) {
+    m_started = true;
     m_pg_conn->execute(*m_pg, m_what);
   }
   const char* changed = PQcmdTuples(m_pg->result.get());

@@ -46,7 +46,7 @@ public:
 
   Backend backend() const { return m_backend; }
   // How errors name the database: the SQLite file's path, or
-  // "PostgreSQL database <dbname> on <host>".
+  // "<dbname> on <host> (PostgreSQL)".
   const std::string& name() const { return m_name; }
 
   // Runs one or more statements that take no parameters and return nothing
@@ -80,7 +80,14 @@ private:
 // per use): `sql` must have static storage, one of the store's constants.
 class Statement {
 public:
-  Statement(Connection& conn, const char* sql, std::string_view what);
+  // How a PostgreSQL statement's rows arrive: all at once (buffered: the
+  // connection is free again at once), or one at a time (streamed, for a
+  // scan of a large table: only the current row is in memory, and the
+  // connection runs nothing else until the last row is read or the
+  // Statement goes). SQLite always steps row by row.
+  enum class Rows { buffered, streamed };
+
+  Statement(Connection& conn, const char* sql, std::string_view what, Rows rows = Rows::buffered);
   ~Statement();
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
@@ -114,6 +121,8 @@ private:
   sqlite3_stmt* m_sqlite = nullptr;
   PgStatement* m_pg = nullptr;
   PgConnection* m_pg_conn = nullptr;
+  Rows m_rows = Rows::buffered;
+  bool m_started = false;
 };
 
 // Begins on construction; rolls back on destruction unless commit() was

@@ -67,11 +67,12 @@ Target parse_target(const std::string& conninfo) {
   return out;
 }
 
+// "readreceiptd on db.internal (PostgreSQL)".
 std::string display_name(const Target& t) {
-  std::string out = "PostgreSQL database ";
-  out += t.dbname.empty() ? "(default)" : t.dbname;
+  std::string out = t.dbname.empty() ? "(default database)" : t.dbname;
   out += " on ";
   out += t.host.empty() ? "(default host)" : t.host;
+  out += " (PostgreSQL)";
   return out;
 }
 
@@ -250,22 +251,77 @@ PgStatement& PgConnection::statement(const char* sql) {
   return *m_statements.emplace(sql, std::move(s)).first->second;
 }
 
-void PgConnection::execute(PgStatement& s, std::string_view what) {
+void PgConnection::prepare(PgStatement& s, std::string_view what) {
+  if (m_streaming) {
+    fail(what, "another statement's rows are still being read");
+  }
   ensure_connected();
   if (s.prepared_on != m_generation) {
     const PgResult prepared(PQprepare(m_conn.get(), s.name.c_str(), s.text.c_str(), 0, nullptr));
     check(prepared.get(), what);
     s.prepared_on = m_generation;
   }
+}
+
+std::vector<const char*> PgConnection::parameters(const PgStatement& s) const {
   std::vector<const char*> values(s.values.size());
   for (std::size_t i = 0; i < values.size(); ++i) {
     values[i] = s.nulls[i] ? nullptr : s.values[i].c_str();
   }
+  return values;
+}
+
+void PgConnection::execute(PgStatement& s, std::string_view what) {
+  prepare(s, what);
+  const auto values = parameters(s);
   s.result.reset(PQexecPrepared(m_conn.get(), s.name.c_str(), s.param_count, values.data(), nullptr,
                                 nullptr, 0));
   check(s.result.get(), what);
   s.rows = PQntuples(s.result.get());
   s.row = -1;
+}
+
+void PgConnection::start_streaming(PgStatement& s, std::string_view what) {
+  prepare(s, what);
+  const auto values = parameters(s);
+  if (PQsendQueryPrepared(m_conn.get(), s.name.c_str(), s.param_count, values.data(), nullptr,
+                          nullptr, 0) == 0) {
+    check(nullptr, what);
+  }
+  m_streaming = true;
+  PQsetSingleRowMode(m_conn.get());
+}
+
+bool PgConnection::next_streamed_row(PgStatement& s, std::string_view what) {
+  if (!m_streaming) {
+    return false;
+  }
+  s.result.reset(PQgetResult(m_conn.get()));
+  if (s.result != nullptr && PQresultStatus(s.result.get()) == PGRES_SINGLE_TUPLE) {
+    s.rows = 1;
+    s.row = 0;
+    return true;
+  }
+  // The end (PGRES_TUPLES_OK without rows) or an error: then the null
+  // result that ends every query.
+  PgResult last = std::move(s.result);
+  finish_streaming(s);
+  check(last.get(), what);
+  return false;
+}
+
+void PgConnection::finish_streaming(PgStatement& s) noexcept {
+  if (!m_streaming) {
+    return;
+  }
+  m_streaming = false;
+  s.result.reset();
+  // What is left of an abandoned scan is read and dropped (a cancel request
+  // could arrive late and cancel the next statement instead).
+  if (m_conn != nullptr) {
+    while (PgResult r{PQgetResult(m_conn.get())}) {
+    }
+  }
 }
 
 } // namespace rrd::store::detail

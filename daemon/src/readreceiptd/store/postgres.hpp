@@ -76,6 +76,12 @@ public:
   // Prepares `s` if this connection has not, then runs it with its bound
   // parameters, keeping the result in `s`.
   void execute(PgStatement& s, std::string_view what);
+  // The same in single-row mode: next_streamed_row() makes each row in turn
+  // the result (false after the last); finish_streaming() reads and drops
+  // what is left, so that the connection is free again (never throws).
+  void start_streaming(PgStatement& s, std::string_view what);
+  bool next_streamed_row(PgStatement& s, std::string_view what);
+  void finish_streaming(PgStatement& s) noexcept;
 
 private:
   // Connects again when the connection is gone and no transaction is open
@@ -85,6 +91,8 @@ private:
   // Checks a result: a StoreUnavailable when the connection is gone, a
   // StoreError with the server's primary message otherwise.
   void check(const PGresult* result, std::string_view what);
+  void prepare(PgStatement& s, std::string_view what);
+  std::vector<const char*> parameters(const PgStatement& s) const;
   [[noreturn]] void unavailable(std::string_view what, std::string_view detail);
 
   std::string m_conninfo;
@@ -94,6 +102,7 @@ private:
   std::uint64_t m_generation = 0; // bumped on every new connection
   bool m_broken = false;
   bool m_in_transaction = false;
+  bool m_streaming = false; // a streamed statement's rows are still arriving
   std::unordered_map<const char*, std::unique_ptr<PgStatement>> m_statements;
 };
 

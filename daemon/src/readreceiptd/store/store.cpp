@@ -768,7 +768,9 @@ std::vector<MessageRecord> Store::load_messages() {
 }
 
 void Store::visit_messages(const std::function<void(MessageRecord&)>& visit) {
-  Statement q(m_impl->conn, k_scan_messages, "cannot load messages");
+  // Streamed: a PostgreSQL result of every row at once would hold the whole
+  // table in memory beside the visitor's copy.
+  Statement q(m_impl->conn, k_scan_messages, "cannot load messages", Statement::Rows::streamed);
   while (q.step()) {
     MessageRecord record = read_message(q);
     visit(record);
