@@ -43,8 +43,11 @@ public:
 };
 
 // PostgreSQL only: the database cannot be reached, or the connection was
-// lost (server restart, failover, network). Nothing of the failed call was
-// written; the next call connects again. The caller chooses the backoff.
+// lost (server restart, failover, network). The next call connects again;
+// the caller chooses the backoff. The failed call's transaction was rolled
+// back, except when the connection was lost during its COMMIT: then it may
+// or may not have landed, and the caller resumes from what the database
+// holds (an event may be delivered twice, never lost).
 class StoreUnavailable : public StoreError {
 public:
   using StoreError::StoreError;
