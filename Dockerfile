@@ -38,6 +38,7 @@ RUN apt-get update \
       libcpp-httplib0.11 \
       libssl3 \
       libwslay1 \
+      libpq5 \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 readreceiptd \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs what readreceiptd needs to build, test and run its demo on Debian 12
-# (as root), then configures and builds it in ./build. The Dockerfile runs the
+# (as root), then configures and builds it in ./build. postgresql-15 is for
+# the tests: they start a throwaway server of their own
+# (tests/postgres/throwaway.sh), never the one the package sets up. The Dockerfile runs the
 # same script, so what is tested here is what the image builds.
 set -eu
 cd "$(dirname "$0")/.."
@@ -8,7 +10,7 @@ cd "$(dirname "$0")/.."
 packages="build-essential cmake ninja-build pkg-config git ca-certificates curl \
   libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev \
   prometheus-cpp-dev doctest-dev libsqlite3-dev libsystemd-dev \
-  libcpp-httplib-dev libssl-dev libwslay-dev sqlite3"
+  libcpp-httplib-dev libssl-dev libwslay-dev sqlite3 libpq-dev postgresql-15"
 if [ "${RRD_WITH_TEST_TOOLS:-0}" = 1 ]; then
   # Test tools: clang (sanitizers, fuzzers), clang-format and clang-tidy,
   # systemd-analyze and python3-seccomp (the unit's checks and its sandbox),
@@ -39,6 +41,14 @@ if [ -n "$missing" ]; then
     *" prometheus "*)
       if [ -d /run/systemd/system ]; then
         systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+      fi ;;
+  esac
+  # Likewise the PostgreSQL server that postgresql-15 starts: only its
+  # programs (initdb, pg_ctl) are wanted.
+  case " $missing " in
+    *" postgresql-15 "*)
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now postgresql.service >/dev/null 2>&1 || true
       fi ;;
   esac
 fi

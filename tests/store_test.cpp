@@ -1,19 +1,30 @@
+#include "fakes/postgres.hpp"
 #include "fakes/process.hpp"
 #include "readreceiptd/store/store.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sqlite3.h>
 #include <string>
+#include <thread>
+#include <vector>
 
 using namespace rrd;
 using rrd::store::Commit;
+using rrd::store::FencedError;
+using rrd::store::LeaseRow;
+using rrd::store::PostgresOptions;
 using rrd::store::Store;
 using rrd::store::StoreError;
+using rrd::store::StoreUnavailable;
+using rrd::testing::PgSchema;
 using rrd::testing::TempDir;
 
 namespace {
@@ -131,7 +142,71 @@ std::vector<std::string> pending_ids(Store& s) {
   return out;
 }
 
+// The two backends the store's tests run on (TEST_CASE_TEMPLATE over these):
+// SQLite, a file in a temporary directory; PostgreSQL, a fresh schema on the
+// server RRD_TEST_POSTGRES names.
+struct Sqlite {};
+struct Postgres {};
+
+template <class Backend> class TestBackend;
+
+template <> class TestBackend<Sqlite> {
+public:
+  bool available() const { return true; }
+  // A new Store on the same database each time (the previous one closed).
+  std::unique_ptr<Store> open() { return Store::open(m_dir.file("state.db")); }
+
+private:
+  TempDir m_dir;
+};
+
+template <> class TestBackend<Postgres> {
+public:
+  TestBackend() {
+    if (auto server = rrd::testing::test_postgres()) {
+      m_schema = std::make_unique<PgSchema>(*server);
+    }
+  }
+  bool available() const { return m_schema != nullptr; }
+  std::unique_ptr<Store> open() { return Store::open_postgres(options()); }
+  // `application_name` tells this Store's server process apart from the
+  // others' (pg_stat_activity), for the tests that cut it off.
+  PostgresOptions options(const std::string& application_name = "") const {
+    PostgresOptions o;
+    o.conninfo = m_schema->conninfo();
+    if (!application_name.empty()) {
+      o.conninfo += " application_name=" + m_schema->name() + "_" + application_name;
+    }
+    o.connect_timeout = std::chrono::seconds(5);
+    return o;
+  }
+  std::string application_name(const std::string& suffix) const {
+    return m_schema->name() + "_" + suffix;
+  }
+  PgSchema& schema() { return *m_schema; }
+
+private:
+  std::unique_ptr<PgSchema> m_schema;
+};
+
+// False when the test must end here: a PostgreSQL case without a server is
+// skipped with a message, except under CI=true, where it fails.
+template <class Backend> bool ready(const TestBackend<Backend>& b) {
+  if (b.available()) {
+    return true;
+  }
+  if (rrd::testing::postgres_required()) {
+    FAIL("CI=true, but RRD_TEST_POSTGRES is not set: the PostgreSQL store tests need a server "
+         "(ctest starts one with tests/postgres/throwaway.sh)");
+  }
+  MESSAGE("skipped: RRD_TEST_POSTGRES is not set (a libpq connection string to a test server)");
+  return false;
+}
+
 } // namespace
+
+TYPE_TO_STRING(Sqlite);
+TYPE_TO_STRING(Postgres);
 
 TEST_CASE("open creates the directory and a WAL-mode database file") {
   TempDir dir;
@@ -215,8 +290,13 @@ TEST_CASE("a second open of the same database is refused while the first is open
   CHECK(again->load_message("k1").has_value());
 }
 
-TEST_CASE("a message with every field set round-trips exactly") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a message with every field set round-trips exactly", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c;
   c.message = full_record("Kna29pdJznx1ghavbumkQKwDzgfxZLapw55G7x0Q=");
   s->commit(c);
@@ -226,8 +306,13 @@ TEST_CASE("a message with every field set round-trips exactly") {
   CHECK(loaded->read_user_ids == std::vector<std::string>{"user2", "user1"});
 }
 
-TEST_CASE("a poll-state-only commit writes send_status and the poll times, nothing else") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a poll-state-only commit writes send_status and the poll times, nothing else",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit first;
   first.message = full_record("k");
   first.message.stopped = false;
@@ -263,8 +348,13 @@ TEST_CASE("a poll-state-only commit writes send_status and the poll times, nothi
   CHECK(s->load_message("new") == fresh.message);
 }
 
-TEST_CASE("a message with every optional empty round-trips exactly") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a message with every optional empty round-trips exactly", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c;
   c.message = bare_record("k");
   s->commit(c);
@@ -278,8 +368,13 @@ TEST_CASE("a message with every optional empty round-trips exactly") {
   CHECK_FALSE(loaded->last_poll.has_value());
 }
 
-TEST_CASE("an empty webhooks list is kept apart from 'every webhook'") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("an empty webhooks list is kept apart from 'every webhook'", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c;
   c.message = bare_record("k");
   c.message.spec.webhooks = std::vector<std::string>{};
@@ -290,8 +385,12 @@ TEST_CASE("an empty webhooks list is kept apart from 'every webhook'") {
   CHECK(loaded->spec.webhooks->empty());
 }
 
-TEST_CASE("committing a message again replaces its state") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("committing a message again replaces its state", TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c;
   c.message = full_record("k");
   s->commit(c);
@@ -304,8 +403,12 @@ TEST_CASE("committing a message again replaces its state") {
   CHECK_FALSE(s->load_message("other").has_value());
 }
 
-TEST_CASE("load_messages returns every message") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("load_messages returns every message", TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   for (const char* key : {"b", "a", "c"}) {
     Commit c;
     c.message = bare_record(key);
@@ -318,8 +421,13 @@ TEST_CASE("load_messages returns every message") {
   CHECK(all[2].spec.process_query_key == "c");
 }
 
-TEST_CASE("visit_messages hands over every message once, as load_messages reads it") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("visit_messages hands over every message once, as load_messages reads it",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   CHECK(s->message_count() == 0);
   int visits = 0;
   s->visit_messages([&visits](MessageRecord&) { ++visits; });
@@ -390,9 +498,14 @@ TEST_CASE("empty JSON columns read as empty, however they are spelled, and bad o
                        doctest::Contains("message k: stored expected_readers"), StoreError);
 }
 
-TEST_CASE("a commit creates one pending delivery per route, ordered by message, webhook, "
-          "sequence") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a commit creates one pending delivery per route, ordered by message, webhook, "
+                   "sequence",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c = commit_with("k2", {"evt_c", "evt_a"}, {"ops", "audit"}, 1, 100);
   c.routes[0] = {"ops"}; // the first event goes to one webhook only
   c.events[1].type = EventType::tracking_stopped;
@@ -417,8 +530,12 @@ TEST_CASE("a commit creates one pending delivery per route, ordered by message, 
   CHECK(d.last_error.empty());
 }
 
-TEST_CASE("sequence order holds past nine events") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("sequence order holds past nine events", TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   std::vector<std::string> ids;
   for (int i = 12; i >= 1; --i) {
     ids.push_back("evt_" + std::to_string(100 - i));
@@ -431,8 +548,13 @@ TEST_CASE("sequence order holds past nine events") {
   }
 }
 
-TEST_CASE("a commit with a duplicate event id writes nothing") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a commit with a duplicate event id writes nothing", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c = commit_with("k", {"evt_1", "evt_1"}, {"ops"});
   CHECK_THROWS_AS(s->commit(c), StoreError);
   CHECK_FALSE(s->load_message("k").has_value());
@@ -442,8 +564,13 @@ TEST_CASE("a commit with a duplicate event id writes nothing") {
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@ops"});
 }
 
-TEST_CASE("an event id already stored is an error and leaves the message unchanged") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("an event id already stored is an error and leaves the message unchanged",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1"}, {"ops"}));
   const auto before = s->load_message("k");
   Commit again = commit_with("k", {"evt_1"}, {"ops"}, 2);
@@ -452,22 +579,34 @@ TEST_CASE("an event id already stored is an error and leaves the message unchang
     s->commit(again);
     FAIL("a duplicate event id was accepted");
   } catch (const StoreError& e) {
-    CHECK(std::string(e.what()).find("events.id") != std::string::npos);
+    // Each backend names the constraint its own way.
+    CHECK(std::string(e.what()).find(s->is_postgres() ? "events_pkey" : "events.id") !=
+          std::string::npos);
   }
   CHECK(s->load_message("k") == before);
   CHECK(s->load_pending_deliveries().size() == 1);
 }
 
-TEST_CASE("a sequence number used twice for one message is an error") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a sequence number used twice for one message is an error", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1"}, {"ops"}));
   CHECK_THROWS_AS(s->commit(commit_with("k", {"evt_2"}, {"ops"}, 1)), StoreError);
   // Another message may use the same sequence.
   s->commit(commit_with("other", {"evt_3"}, {"ops"}, 1));
 }
 
-TEST_CASE("a malformed commit is refused before anything is written") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a malformed commit is refused before anything is written", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit missing_routes = commit_with("k", {"evt_1"}, {"ops"});
   missing_routes.routes.clear();
   CHECK_THROWS_AS(s->commit(missing_routes), StoreError);
@@ -483,8 +622,12 @@ TEST_CASE("a malformed commit is refused before anything is written") {
   CHECK(s->load_pending_deliveries().empty());
 }
 
-TEST_CASE("commit_all is all or nothing") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("commit_all is all or nothing", TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   std::vector<Commit> batch{commit_with("a", {"evt_a"}, {"ops"}),
                             commit_with("b", {"evt_b"}, {"ops"}),
                             commit_with("c", {"evt_a"}, {"ops"})}; // duplicate id
@@ -498,9 +641,12 @@ TEST_CASE("commit_all is all or nothing") {
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_a@ops", "evt_b@ops", "evt_c@ops"});
 }
 
-TEST_CASE("commit_all writes a thousand commits") {
-  TempDir dir;
-  auto s = Store::open(dir.file("state.db"));
+TEST_CASE_TEMPLATE("commit_all writes a thousand commits", TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   std::vector<Commit> batch;
   for (int i = 0; i < 1000; ++i) {
     const std::string n = std::to_string(i);
@@ -512,8 +658,13 @@ TEST_CASE("commit_all writes a thousand commits") {
   CHECK(s->integrity_ok());
 }
 
-TEST_CASE("mark_delivered, mark_retry and mark_dead move a delivery through its states") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("mark_delivered, mark_retry and mark_dead move a delivery through its states",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops", "audit"}));
 
   s->mark_retry("evt_1", "ops", 1, at(5'000), "HTTP 500");
@@ -544,8 +695,13 @@ TEST_CASE("mark_delivered, mark_retry and mark_dead move a delivery through its 
   CHECK(dead[0].died_at == at(99'000));
 }
 
-TEST_CASE("mark_delivered_all marks several deliveries at once and skips unknown ones") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("mark_delivered_all marks several deliveries at once and skips unknown ones",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops", "audit"}));
   CHECK(s->mark_delivered_all({}) == 0);
   CHECK(s->mark_delivered_all({{"evt_1", "ops"}, {"evt_2", "audit"}, {"evt_9", "ops"}}) == 2);
@@ -554,8 +710,13 @@ TEST_CASE("mark_delivered_all marks several deliveries at once and skips unknown
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@audit", "evt_2@ops"});
 }
 
-TEST_CASE("marking a delivery that does not exist is an error") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("marking a delivery that does not exist is an error", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1"}, {"ops"}));
   CHECK_THROWS_AS(s->mark_delivered("evt_1", "nope"), StoreError);
   CHECK_THROWS_AS(s->mark_retry("evt_9", "ops", 1, at(0), "x"), StoreError);
@@ -563,8 +724,13 @@ TEST_CASE("marking a delivery that does not exist is an error") {
   CHECK(s->load_pending_deliveries().size() == 1);
 }
 
-TEST_CASE("replay_dead requeues every dead delivery of an event with attempts reset") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("replay_dead requeues every dead delivery of an event with attempts reset",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops", "audit"}));
   s->mark_dead("evt_1", "ops", 10, at(1'000), "HTTP 500");
   s->mark_dead("evt_1", "audit", 10, at(2'000), "timeout");
@@ -589,8 +755,13 @@ TEST_CASE("replay_dead requeues every dead delivery of an event with attempts re
   CHECK(s->replay_dead("evt_unknown", at(60'000)) == 0);
 }
 
-TEST_CASE("count_dead_by_webhook counts dead deliveries per webhook, and replay lowers it") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("count_dead_by_webhook counts dead deliveries per webhook, and replay lowers it",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   CHECK(s->count_dead_by_webhook().empty());
   s->commit(commit_with("k", {"evt_1", "evt_2", "evt_3"}, {"ops", "audit"}));
   s->mark_dead("evt_1", "ops", 10, at(1'000), "HTTP 500");
@@ -605,9 +776,14 @@ TEST_CASE("count_dead_by_webhook counts dead deliveries per webhook, and replay 
   CHECK(s->count_dead_by_webhook() == after);
 }
 
-TEST_CASE("load_message_events lists one message's events in sequence order with each "
-          "delivery's state, a page at a time") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("load_message_events lists one message's events in sequence order with each "
+                   "delivery's state, a page at a time",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   // Sequences past nine, to catch an order by text.
   std::vector<std::string> ids;
   for (int i = 1; i <= 11; ++i) {
@@ -661,8 +837,12 @@ TEST_CASE("load_message_events lists one message's events in sequence order with
   REQUIRE(s->load_message_events("other", 0, 10).size() == 1);
 }
 
-TEST_CASE("dead letters are listed in the order they died") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("dead letters are listed in the order they died", TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops"}));
   s->mark_dead("evt_2", "ops", 10, at(1'000), "late");
   s->mark_dead("evt_1", "ops", 10, at(2'000), "later");
@@ -672,8 +852,13 @@ TEST_CASE("dead letters are listed in the order they died") {
   CHECK(dead[1].delivery.event_id == "evt_1");
 }
 
-TEST_CASE("prune deletes old events whose deliveries are all done, and nothing else") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("prune deletes old events whose deliveries are all done, and nothing else",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   // evt_old_done: old, delivered everywhere -> pruned
   // evt_old_pending: old, one delivery still pending -> kept
   // evt_old_dead: old, one delivery dead -> kept (can still be replayed)
@@ -710,8 +895,13 @@ TEST_CASE("prune deletes old events whose deliveries are all done, and nothing e
   CHECK(s->integrity_ok());
 }
 
-TEST_CASE("a pruned event's id can be neither replayed nor marked") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a pruned event's id can be neither replayed nor marked", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   s->commit(commit_with("k", {"evt_1"}, {"ops"}));
   s->mark_delivered("evt_1", "ops");
   CHECK(s->prune_delivered(at(1)) == 1);
@@ -719,8 +909,13 @@ TEST_CASE("a pruned event's id can be neither replayed nor marked") {
   CHECK_THROWS_AS(s->mark_delivered("evt_1", "ops"), StoreError);
 }
 
-TEST_CASE("webhooks can be disabled under a fingerprint and enabled again") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("webhooks can be disabled under a fingerprint and enabled again", TestType,
+                   Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   CHECK_FALSE(s->webhook_disabled_fingerprint("ops").has_value());
   s->set_webhook_disabled("ops", "fp1", at(0), "HTTP 410");
   CHECK(s->webhook_disabled_fingerprint("ops") == "fp1");
@@ -732,21 +927,24 @@ TEST_CASE("webhooks can be disabled under a fingerprint and enabled again") {
   s->clear_webhook_disabled("never-disabled"); // not an error
 }
 
-TEST_CASE("everything survives closing and reopening a file database") {
-  TempDir dir;
-  const std::string path = dir.file("state.db");
+TEST_CASE_TEMPLATE("everything survives closing and reopening the database", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
   Commit c = commit_with("k", {"evt_1", "evt_2", "evt_3"}, {"ops"});
   c.message = full_record("k");
   c.message.last_sequence = 3;
   {
-    auto s = Store::open(path);
+    auto s = b.open();
     s->commit(c);
     s->mark_delivered("evt_1", "ops");
     s->mark_retry("evt_2", "ops", 2, at(7'000), "HTTP 503");
     s->mark_dead("evt_3", "ops", 10, at(8'000), "HTTP 400");
     s->set_webhook_disabled("audit", "fp", at(0), "HTTP 410");
   }
-  auto s = Store::open(path);
+  auto s = b.open();
   CHECK(s->load_message("k") == c.message);
   const auto pending = s->load_pending_deliveries();
   REQUIRE(pending.size() == 1);
@@ -762,8 +960,13 @@ TEST_CASE("everything survives closing and reopening a file database") {
   CHECK(s->integrity_ok());
 }
 
-TEST_CASE("a label that is not valid UTF-8 is refused and nothing is written") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE("a label that is not valid UTF-8 is refused and nothing is written", TestType,
+                   Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c = commit_with("k", {"evt_1"}, {"ops"});
   c.message.spec.labels["bad"] = std::string("\xff\xfe", 2);
   try {
@@ -788,8 +991,14 @@ TEST_CASE("a refused open releases the lock") {
   CHECK(open_error(path).find("newer") != std::string::npos);
 }
 
-TEST_CASE("read times and via round-trip, and a row without them reads as polls of unknown time") {
-  auto s = Store::open(":memory:");
+TEST_CASE_TEMPLATE(
+    "read times and via round-trip, and a row without them reads as polls of unknown time",
+    TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
   Commit c;
   c.message = bare_record("k");
   c.message.read_user_ids = {"a", "b", "c"};
@@ -802,17 +1011,20 @@ TEST_CASE("read times and via round-trip, and a row without them reads as polls 
                                                    {std::nullopt, ReadVia::poll}});
 }
 
-TEST_CASE("the month's call count is kept per month and survives reopening") {
-  TempDir dir;
-  const std::string path = (std::filesystem::path(dir.path()) / "state.db").string();
+TEST_CASE_TEMPLATE("the month's call count is kept per month and survives reopening", TestType,
+                   Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
   {
-    auto s = Store::open(path);
+    auto s = b.open();
     CHECK_FALSE(s->load_month("2026-12"));
     s->save_month({"2026-12", 40, 3, false});
     s->save_month({"2026-12", 50, 4, true});
     s->save_month({"2027-01", 1, 1, false});
   }
-  auto s = Store::open(path);
+  auto s = b.open();
   CHECK(s->load_month("2026-12") ==
         std::optional<store::MonthCalls>(store::MonthCalls{"2026-12", 50, 4, true}));
   CHECK(s->load_month("2027-01") ==
@@ -911,4 +1123,577 @@ TEST_CASE("a state database from before push is migrated and loses nothing") {
 
 TEST_CASE("a state database from before message kinds is migrated and loses nothing") {
   check_migrates_losing_nothing("state-schema2.db", 2, 5);
+}
+
+// --- both backends: the commit observer and copy_state
+
+TEST_CASE_TEMPLATE("the commit observer sees every commit and commit_all that returned", TestType,
+                   Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  std::vector<double> seen;
+  s->set_commit_observer([&seen](double seconds) { seen.push_back(seconds); });
+  s->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+  s->commit_all({commit_with("k2", {"evt_2"}, {"ops"}), commit_with("k3", {"evt_3"}, {"ops"})});
+  CHECK_THROWS_AS(s->commit(commit_with("k4", {"evt_1"}, {"ops"})), StoreError); // duplicate id
+  REQUIRE(seen.size() == 2);
+  for (const double d : seen) {
+    CHECK(d > 0.0);
+    CHECK(d < 60.0);
+  }
+  s->set_commit_observer({});
+  s->commit(commit_with("k5", {"evt_5"}, {"ops"}));
+  CHECK(seen.size() == 2);
+}
+
+namespace {
+
+// Everything a store holds, as its API reads it (and, for what the API has
+// no list of, the fixture's own rows).
+struct StateView {
+  std::vector<MessageRecord> messages;
+  std::vector<Delivery> pending;
+  std::vector<store::DeadLetter> dead;
+  std::vector<std::vector<store::StoredEvent>> events; // per message, in messages' order
+  std::vector<std::optional<std::string>> disabled;
+  std::vector<std::optional<store::MonthCalls>> months;
+};
+
+StateView view(Store& s, const std::vector<std::string>& webhooks,
+               const std::vector<std::string>& months) {
+  StateView v;
+  v.messages = s.load_messages();
+  v.pending = s.load_pending_deliveries();
+  v.dead = s.load_dead_letters();
+  for (const auto& m : v.messages) {
+    v.events.push_back(s.load_message_events(m.spec.process_query_key, 0, 1'000'000));
+  }
+  for (const auto& w : webhooks) {
+    v.disabled.push_back(s.webhook_disabled_fingerprint(w));
+  }
+  for (const auto& m : months) {
+    v.months.push_back(s.load_month(m));
+  }
+  return v;
+}
+
+bool same_dead(const std::vector<store::DeadLetter>& a, const std::vector<store::DeadLetter>& b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!(a[i].delivery == b[i].delivery) || a[i].died_at != b[i].died_at) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::vector<std::string> column(RawDb& raw, const std::string& sql) {
+  std::vector<std::string> out;
+  const std::string joined =
+      raw.text("SELECT coalesce(group_concat(v, char(31)), '') FROM (" + sql + ")");
+  std::string item;
+  for (const char c : joined) {
+    if (c == '\x1f') {
+      out.push_back(item);
+      item.clear();
+    } else {
+      item += c;
+    }
+  }
+  if (!joined.empty()) {
+    out.push_back(item);
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("copy_state copies a migrated schema-2 database row for row, and refuses a "
+                   "target that holds state",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  TempDir dir;
+  const auto path = std::filesystem::path(dir.path()) / "source.db";
+  std::filesystem::copy_file(
+      std::filesystem::path(__FILE__).parent_path() / "fixtures" / "state-schema2.db", path);
+  auto source = Store::open(path.string()); // migrated to the latest schema
+  std::vector<std::string> webhooks;
+  std::vector<std::string> months;
+  std::int64_t source_events = 0;
+  {
+    RawDb raw(path.string());
+    webhooks = column(raw, "SELECT name AS v FROM disabled_webhooks ORDER BY name");
+    months = column(raw, "SELECT month AS v FROM call_months ORDER BY month");
+    source_events = std::stoll(raw.text("SELECT count(*) FROM events"));
+  }
+  REQUIRE_FALSE(webhooks.empty());
+  REQUIRE_FALSE(months.empty());
+  REQUIRE(source_events > 0);
+  const StateView before = view(*source, webhooks, months);
+  REQUIRE(before.messages.size() == 5);
+
+  auto target = b.open();
+  store::copy_state(*source, *target);
+  const StateView after = view(*target, webhooks, months);
+  CHECK(after.messages == before.messages);
+  CHECK(after.pending == before.pending);
+  CHECK(same_dead(after.dead, before.dead));
+  CHECK(after.events == before.events);
+  CHECK(after.disabled == before.disabled);
+  CHECK(after.months == before.months);
+  std::int64_t copied_events = 0;
+  for (const auto& list : after.events) {
+    copied_events += static_cast<std::int64_t>(list.size());
+  }
+  CHECK(copied_events == source_events);
+
+  // Again: the target holds state now, and is left as it is.
+  CHECK_THROWS_WITH_AS(store::copy_state(*source, *target),
+                       doctest::Contains("already holds state"), StoreError);
+  CHECK(view(*target, webhooks, months).messages == before.messages);
+}
+
+TEST_CASE("copy_state refuses to copy a store into itself") {
+  auto s = Store::open(":memory:");
+  CHECK_THROWS_AS(store::copy_state(*s, *s), StoreError);
+}
+
+// --- SQLite has no lease
+
+TEST_CASE("the lease methods are refused on SQLite, naming PostgreSQL") {
+  auto s = Store::open(":memory:");
+  CHECK_FALSE(s->is_postgres());
+  CHECK_THROWS_WITH_AS(s->acquire_lease("a", "host", std::chrono::seconds(10)),
+                       doctest::Contains("needs PostgreSQL"), StoreError);
+  CHECK_THROWS_WITH_AS(s->renew_lease("a", 1, std::chrono::seconds(10)),
+                       doctest::Contains("needs PostgreSQL"), StoreError);
+  CHECK_THROWS_WITH_AS(s->release_lease("a", 1), doctest::Contains("needs PostgreSQL"), StoreError);
+  CHECK_THROWS_WITH_AS(s->read_lease(), doctest::Contains("needs PostgreSQL"), StoreError);
+  CHECK_THROWS_WITH_AS(s->set_fence("a", 1), doctest::Contains("needs PostgreSQL"), StoreError);
+}
+
+// --- PostgreSQL only: schema, errors, the lease, fencing, a lost server
+
+namespace {
+
+using namespace std::chrono_literals;
+using rrd::testing::wait_until;
+
+std::string store_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const StoreError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("postgres: the schema is created once, at version 3, and a newer one is "
+                   "refused and left untouched",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  b.open()->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+  {
+    auto s = b.open(); // no migration runs twice
+    CHECK(s->is_postgres());
+    CHECK(s->load_messages().size() == 1);
+    CHECK(s->integrity_ok());
+  }
+  CHECK(b.schema().text("SELECT version FROM schema_version") == "3");
+  CHECK(b.schema().text("SELECT count(*) FROM schema_version") == "1");
+  b.schema().exec("UPDATE schema_version SET version = 99");
+  const std::string error = store_error([&b] { b.open(); });
+  CHECK(error.find("newer") != std::string::npos);
+  CHECK(error.find("schema version 99") != std::string::npos);
+  CHECK(error.find("dbname=") == std::string::npos); // names it, not its connection string
+  CHECK(error.find("state database postgres on ") != std::string::npos);
+  CHECK(error.find("(PostgreSQL)") != std::string::npos);
+  CHECK(b.schema().text("SELECT version FROM schema_version") == "99");
+  CHECK(b.schema().text("SELECT count(*) FROM messages") == "1");
+}
+
+TEST_CASE_TEMPLATE("postgres: daemons starting together migrate once", TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  constexpr int k_starters = 4;
+  std::vector<std::string> errors(k_starters);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < k_starters; ++i) {
+    threads.emplace_back([&b, &errors, i] {
+      try {
+        b.open();
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(i)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  for (const auto& e : errors) {
+    CHECK(e == "");
+  }
+  CHECK(b.schema().text("SELECT version FROM schema_version") == "3");
+  CHECK(b.schema().text("SELECT count(*) FROM schema_version") == "1");
+}
+
+TEST_CASE("postgres: errors name the host and database, never the password or the connection "
+          "string") {
+  const std::string secret = "hunter2-Sup3rSecret";
+  PostgresOptions o;
+  o.conninfo = "host=/nonexistent/socket/dir dbname=statedb user=rrd password=" + secret;
+  o.password = "file-" + secret;
+  o.connect_timeout = std::chrono::seconds(1);
+  std::string error;
+  try {
+    Store::open_postgres(o);
+    FAIL("connected to a server that does not exist");
+  } catch (const StoreUnavailable& e) {
+    error = e.what();
+  }
+  CAPTURE(error);
+  CHECK(
+      error.find("state database statedb on /nonexistent/socket/dir (PostgreSQL) is unavailable") !=
+      std::string::npos);
+  CHECK(error.find("cannot connect") != std::string::npos);
+  CHECK(error.find(secret) == std::string::npos);
+  CHECK(error.find("password") == std::string::npos);
+
+  // A malformed string: libpq quotes the piece it stumbled on, which is
+  // dropped.
+  o.conninfo = "host=/tmp dbname=x password " + secret;
+  error = store_error([&o] { Store::open_postgres(o); });
+  CAPTURE(error);
+  CHECK(error.find("not a valid libpq connection string") != std::string::npos);
+  CHECK(error.find(secret) == std::string::npos);
+  o.conninfo = "";
+  CHECK(store_error([&o] { Store::open_postgres(o); }).find("state.postgres is empty") !=
+        std::string::npos);
+}
+
+TEST_CASE_TEMPLATE("postgres: the lease is acquired, renewed, refused while held, and taken over "
+                   "with the next epoch once expired",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto a = b.open();
+  auto c = b.open();
+  CHECK_FALSE(a->read_lease());
+  REQUIRE(a->acquire_lease("A", "host-a 10.0.0.1:9465", 60s) == std::optional<std::int64_t>(1));
+  CHECK_FALSE(c->acquire_lease("C", "host-c", 60s));
+  auto row = c->read_lease();
+  REQUIRE(row);
+  CHECK(row->holder == "A");
+  CHECK(row->epoch == 1);
+  CHECK(row->holder_info == "host-a 10.0.0.1:9465");
+  CHECK_FALSE(row->expired);
+  CHECK(row->ms_left > 0);
+  CHECK(row->ms_left <= 60'000);
+  CHECK(a->renew_lease("A", 1, 60s));
+  CHECK_FALSE(c->renew_lease("C", 1, 60s)); // not C's
+  CHECK_FALSE(a->renew_lease("A", 2, 60s)); // not this epoch
+  CHECK_THROWS_AS(a->renew_lease("A", 1, 0ms), StoreError);
+
+  // A short lease, not renewed: C takes it over with the next epoch.
+  REQUIRE(a->renew_lease("A", 1, 50ms));
+  std::optional<std::int64_t> taken;
+  CHECK(
+      wait_until([&] { return (taken = c->acquire_lease("C", "host-c", 60s)).has_value(); }, 10s));
+  CHECK(taken == std::optional<std::int64_t>(2));
+  CHECK_FALSE(a->renew_lease("A", 1, 60s)); // A lost it for good
+  row = a->read_lease();
+  REQUIRE(row);
+  CHECK(row->holder == "C");
+  CHECK(row->epoch == 2);
+
+  // A holder whose own lease lapsed gets a new epoch, never its old one.
+  REQUIRE(c->renew_lease("C", 2, 50ms));
+  CHECK(wait_until([&] { return c->read_lease()->expired; }, 10s));
+  CHECK(c->read_lease()->ms_left == 0);
+  CHECK_FALSE(c->renew_lease("C", 2, 60s));
+  CHECK(c->acquire_lease("C", "host-c", 60s) == std::optional<std::int64_t>(3));
+}
+
+TEST_CASE_TEMPLATE("postgres: a released lease is taken at once by another", TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto a = b.open();
+  auto c = b.open();
+  REQUIRE(a->acquire_lease("A", "a", 60s) == std::optional<std::int64_t>(1));
+  CHECK_FALSE(c->acquire_lease("C", "c", 60s));
+  a->release_lease("C", 1); // not C's to release: nothing
+  CHECK_FALSE(c->acquire_lease("C", "c", 60s));
+  a->release_lease("A", 1);
+  CHECK(a->read_lease()->expired);
+  CHECK(c->acquire_lease("C", "c", 60s) == std::optional<std::int64_t>(2));
+}
+
+TEST_CASE_TEMPLATE("postgres: after a takeover every fenced write is refused and writes nothing",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto a = b.open();
+  auto c = b.open();
+  REQUIRE(a->acquire_lease("A", "a", 60s) == std::optional<std::int64_t>(1));
+  a->set_fence("A", 1);
+  a->commit(commit_with("k1", {"evt_1", "evt_2"}, {"ops"}));
+  a->mark_retry("evt_1", "ops", 1, at(1'000), "HTTP 503");
+  a->save_month({"2026-12", 1, 1, false});
+
+  // C takes over (A's lease released behind its back, as if it had lapsed).
+  c->release_lease("A", 1);
+  REQUIRE(c->acquire_lease("C", "c", 60s) == std::optional<std::int64_t>(2));
+
+  const auto fenced = [](const std::function<void()>& write) {
+    try {
+      write();
+    } catch (const FencedError& e) {
+      return std::string(e.what()).find("no longer held by A under epoch 1") != std::string::npos;
+    }
+    return false;
+  };
+  CHECK(fenced([&] { a->commit(commit_with("k2", {"evt_3"}, {"ops"})); }));
+  CHECK(fenced([&] { a->commit_all({commit_with("k3", {"evt_4"}, {"ops"})}); }));
+  CHECK(fenced([&] { a->mark_delivered("evt_1", "ops"); }));
+  CHECK(fenced([&] { a->mark_delivered_all({{"evt_2", "ops"}}); }));
+  CHECK(fenced([&] { a->mark_retry("evt_1", "ops", 2, at(2'000), "HTTP 500"); }));
+  CHECK(fenced([&] { a->mark_dead("evt_1", "ops", 2, at(2'000), "HTTP 400"); }));
+  CHECK(fenced([&] { a->replay_dead("evt_1", at(0)); }));
+  CHECK(fenced([&] { a->prune_delivered(at(1'000'000)); }));
+  CHECK(fenced([&] { a->set_webhook_disabled("ops", "fp", at(0), "HTTP 410"); }));
+  CHECK(fenced([&] { a->clear_webhook_disabled("ops"); }));
+  CHECK(fenced([&] { a->save_month({"2026-12", 9, 9, true}); }));
+
+  // Nothing of it was written; reads still work for the fenced store.
+  CHECK(c->load_messages().size() == 1);
+  CHECK_FALSE(c->load_message("k2"));
+  CHECK(pending_ids(*c) == std::vector<std::string>{"evt_1@ops", "evt_2@ops"});
+  CHECK(c->load_pending_deliveries()[0].attempts == 1);
+  CHECK_FALSE(c->webhook_disabled_fingerprint("ops"));
+  CHECK(c->load_month("2026-12") ==
+        std::optional<store::MonthCalls>(store::MonthCalls{"2026-12", 1, 1, false}));
+  CHECK(a->load_messages().size() == 1);
+
+  // The new leader writes under its own fence; clear_fence() stops the check.
+  c->set_fence("C", 2);
+  c->mark_delivered("evt_1", "ops");
+  a->clear_fence();
+  a->mark_delivered("evt_2", "ops");
+  CHECK(pending_ids(*c).empty());
+}
+
+TEST_CASE_TEMPLATE("postgres: a write in flight when another takes over is refused, never "
+                   "committed after",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto a = Store::open_postgres(b.options("writer"));
+  REQUIRE(a->acquire_lease("A", "a", 60s) == std::optional<std::int64_t>(1));
+  a->set_fence("A", 1);
+  // The takeover's UPDATE holds the lease row while A's write starts: A's
+  // fence check waits for it, then sees the new epoch.
+  b.schema().exec("BEGIN");
+  b.schema().exec("UPDATE lease SET holder = 'C', epoch = epoch + 1");
+  std::string outcome;
+  std::thread writer([&a, &outcome] {
+    try {
+      a->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+      outcome = "committed";
+    } catch (const FencedError&) {
+      outcome = "fenced";
+    } catch (const std::exception& e) {
+      outcome = e.what();
+    }
+  });
+  auto watcher = b.open();
+  const std::string waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" +
+                              b.application_name("writer") + "' AND wait_event_type = 'Lock'";
+  // The schema's own connection is in the takeover: look from another.
+  PgSchema probe(*rrd::testing::test_postgres());
+  const bool waited = wait_until([&] { return probe.text(waiting) == "1"; }, 10s);
+  PgSchema& raw = b.schema();
+  raw.exec("COMMIT");
+  writer.join();
+  CHECK(waited);
+  CHECK(outcome == "fenced");
+  CHECK(watcher->load_messages().empty());
+}
+
+TEST_CASE_TEMPLATE("postgres: racing a takeover, a fenced writer's commits all land before it "
+                   "or not at all",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto a = b.open();
+  auto c = b.open();
+  REQUIRE(a->acquire_lease("A", "a", 300ms) == std::optional<std::int64_t>(1));
+  a->set_fence("A", 1);
+  int committed = 0;
+  std::string stopped_by;
+  std::thread writer([&a, &committed, &stopped_by] {
+    for (int i = 0;; ++i) {
+      const std::string n = std::to_string(i);
+      try {
+        a->commit_all({commit_with("k" + n, {"evt_" + n}, {"ops", "audit"})});
+        ++committed;
+      } catch (const FencedError&) {
+        stopped_by = "fenced";
+        return;
+      } catch (const std::exception& e) {
+        stopped_by = e.what();
+        return;
+      }
+    }
+  });
+  std::optional<std::int64_t> epoch;
+  const bool took =
+      wait_until([&] { return (epoch = c->acquire_lease("C", "c", 60s)).has_value(); }, 20s);
+  // Right after the takeover: what A managed to commit, all before it.
+  const std::size_t at_takeover = took ? c->load_messages().size() : 0;
+  if (!took) {
+    c->release_lease("A", 1); // let the writer end
+    c->acquire_lease("C", "c", 60s);
+  }
+  writer.join();
+  REQUIRE(took);
+  CHECK(epoch == std::optional<std::int64_t>(2));
+  CHECK(stopped_by == "fenced");
+  CHECK(c->load_messages().size() == at_takeover);
+  CHECK(at_takeover == static_cast<std::size_t>(committed));
+  CHECK(c->load_pending_deliveries().size() == 2 * at_takeover);
+}
+
+TEST_CASE_TEMPLATE("postgres: a lost connection is StoreUnavailable and the next call connects "
+                   "again",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = Store::open_postgres(b.options("cut"));
+  s->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+  CHECK(s->load_message("k1")); // statements prepared on the first connection
+  const std::string terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE application_name = '" +
+                                b.application_name("cut") + "'";
+  REQUIRE(b.schema().text(terminate) == "1");
+  CHECK_THROWS_AS(s->load_messages(), StoreUnavailable);
+  // Connected again, its statements prepared again.
+  CHECK(s->load_messages().size() == 1);
+  CHECK(s->load_message("k1"));
+
+  // Cut off inside a transaction: the commit fails whole, the next works.
+  REQUIRE(b.schema().text(terminate) == "1");
+  CHECK_THROWS_AS(s->commit(commit_with("k2", {"evt_2"}, {"ops"})), StoreUnavailable);
+  CHECK_FALSE(s->load_message("k2"));
+  s->commit(commit_with("k2", {"evt_2"}, {"ops"}));
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@ops", "evt_2@ops"});
+}
+
+TEST_CASE("postgres: a store survives its server restarting, and says so while it is down") {
+  TestBackend<Postgres> shared; // only to skip, or fail, as the other cases do
+  if (!ready(shared)) {
+    return;
+  }
+  const std::string script =
+      (std::filesystem::path(__FILE__).parent_path() / "postgres" / "throwaway.sh").string();
+  // A server of its own: restarting the shared one would cut off the tests
+  // running beside this one.
+  TempDir dir;
+  // As root the server runs as the postgres user, who must reach its directory.
+  std::filesystem::permissions(dir.path(), std::filesystem::perms::owner_all |
+                                               std::filesystem::perms::group_exec |
+                                               std::filesystem::perms::others_exec);
+  const std::string server_dir = dir.file("pg");
+  const auto run = [&](const std::string& action) {
+    const std::string cmd = script + " " + action + " " + server_dir;
+    return std::system(cmd.c_str());
+  };
+  REQUIRE(run("start") == 0);
+  std::string conninfo;
+  {
+    std::ifstream in(server_dir + "/conninfo");
+    std::getline(in, conninfo);
+  }
+  PostgresOptions o;
+  o.conninfo = conninfo;
+  o.connect_timeout = std::chrono::seconds(2);
+  auto s = Store::open_postgres(o);
+  s->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+
+  REQUIRE(run("restart") == 0);
+  CHECK_THROWS_AS(s->load_messages(), StoreUnavailable);
+  CHECK(wait_until(
+      [&s] {
+        try {
+          return s->load_messages().size() == 1;
+        } catch (const StoreUnavailable&) {
+          return false;
+        }
+      },
+      20s));
+  s->commit(commit_with("k2", {"evt_2"}, {"ops"}));
+
+  REQUIRE(run("stop") == 0);
+  std::string error;
+  try {
+    s->load_messages();
+  } catch (const StoreUnavailable& e) {
+    error = e.what();
+  }
+  CHECK(error.find("is unavailable") != std::string::npos);
+  // And again: the reconnection fails the same way, cleanly.
+  CHECK_THROWS_AS(s->commit(commit_with("k3", {"evt_3"}, {"ops"})), StoreUnavailable);
+}
+
+TEST_CASE_TEMPLATE("a visit abandoned by its visitor leaves the store working", TestType, Sqlite,
+                   Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  std::vector<Commit> batch;
+  for (int i = 0; i < 50; ++i) {
+    batch.push_back(commit_with("k" + std::to_string(i), {"evt_" + std::to_string(i)}, {"ops"}));
+  }
+  s->commit_all(batch);
+  int seen = 0;
+  CHECK_THROWS_AS(s->visit_messages([&seen](MessageRecord&) {
+    if (++seen == 3) {
+      throw std::runtime_error("the visitor gives up");
+    }
+  }),
+                  std::runtime_error);
+  CHECK(seen == 3);
+  CHECK(s->load_messages().size() == 50);
+  s->commit(commit_with("k50", {"evt_50"}, {"ops"}));
+  std::size_t visited = 0;
+  s->visit_messages([&visited](MessageRecord&) { ++visited; });
+  CHECK(visited == 51);
 }

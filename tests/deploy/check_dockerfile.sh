@@ -24,6 +24,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 runtime_of() {
   case $1 in
     build-essential | cmake | ninja-build | pkg-config | git | curl | sqlite3) echo - ;;
+    postgresql-15) echo - ;; # the tests' throwaway server
     nlohmann-json3-dev | doctest-dev) echo - ;;
     ca-certificates) echo ca-certificates ;;
     libcurl4-openssl-dev) echo libcurl4 ;;
@@ -35,6 +36,7 @@ runtime_of() {
     libcpp-httplib-dev) echo libcpp-httplib0.11 ;;
     libssl-dev) echo libssl3 ;;
     libwslay-dev) echo libwslay1 ;;
+    libpq-dev) echo libpq5 ;;
     *) echo "?" ;;
   esac
 }

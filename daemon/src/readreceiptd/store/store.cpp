@@ -1,4 +1,14 @@
-// The state database. Choices worth knowing (see also schema.cpp):
+// The state database. Choices worth knowing (see also schema.cpp, db.hpp):
+//
+// - One body of logic for both backends: every statement below is written
+//   once, in the SQL that SQLite 3.40 and PostgreSQL 15 agree on (?N
+//   parameters are spelled $N for PostgreSQL by db.cpp); where they differ,
+//   both texts stand side by side with the reason.
+// - PostgreSQL fencing: with a fence set, every write opens a transaction
+//   whose first statement reads the lease row FOR SHARE. A takeover's UPDATE
+//   of that row waits until the write commits (the write was first), or the
+//   write's read waits for the takeover and sees the new epoch (the write is
+//   refused, FencedError, nothing written): never a write after a takeover.
 //
 // - Durability: WAL with `synchronous=FULL`. With NORMAL, WAL commits are not
 //   synced until a checkpoint, so a power loss can undo the last committed
@@ -12,10 +22,13 @@
 //   can still read it with the sqlite3 shell while the daemon runs. flock()
 //   is advisory and per open file, so it also refuses a second open() in the
 //   same process; it is not reliable on network file systems.
-// - Schema versions are `PRAGMA user_version`; a database from a newer build
-//   is refused before anything is written to it.
+// - Schema versions are `PRAGMA user_version` (PostgreSQL: the
+//   schema_version table); a database from a newer build is refused before
+//   anything is written to it.
 #include "readreceiptd/store/store.hpp"
 
+#include "readreceiptd/store/db.hpp"
+#include "readreceiptd/store/postgres.hpp"
 #include "readreceiptd/store/schema.hpp"
 #include "readreceiptd/store/sqlite.hpp"
 
@@ -37,7 +50,10 @@ namespace rrd::store {
 
 namespace {
 
+using detail::Backend;
 using detail::Connection;
+using detail::PgConnection;
+using detail::SqliteConnection;
 using detail::Statement;
 using detail::Transaction;
 
@@ -454,6 +470,64 @@ constexpr const char* k_clear_disabled = "DELETE FROM disabled_webhooks WHERE na
 constexpr const char* k_select_disabled =
     "SELECT fingerprint FROM disabled_webhooks WHERE name = ?1";
 
+// --- the lease (PostgreSQL only; the table is in PostgreSQL's migration 1).
+// Times by the database's clock (now(): the statement's transaction start).
+
+// Taken when absent, expired, or the holder's own; RETURNING answers no row
+// when the ON CONFLICT's WHERE refuses (another holder's live lease). The
+// row lock makes concurrent acquirers and fenced writes wait for each other.
+constexpr const char* k_acquire_lease = R"sql(
+INSERT INTO lease AS l (id, holder, epoch, expires_at, holder_info)
+VALUES (1, ?1, 1, now() + ?3::double precision * interval '1 millisecond', ?2)
+ON CONFLICT (id) DO UPDATE SET
+  holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at,
+  holder_info = excluded.holder_info
+WHERE l.expires_at <= now() OR l.holder = excluded.holder
+RETURNING epoch)sql";
+
+constexpr const char* k_renew_lease = R"sql(
+UPDATE lease SET expires_at = now() + ?3::double precision * interval '1 millisecond'
+WHERE id = 1 AND holder = ?1 AND epoch = ?2 AND expires_at > now())sql";
+
+constexpr const char* k_release_lease = R"sql(
+UPDATE lease SET expires_at = now() WHERE id = 1 AND holder = ?1 AND epoch = ?2)sql";
+
+constexpr const char* k_read_lease = R"sql(
+SELECT holder, epoch, holder_info, CASE WHEN expires_at <= now() THEN 1 ELSE 0 END,
+       GREATEST(0, CEIL(EXTRACT(EPOCH FROM (expires_at - now())) * 1000))::bigint
+FROM lease WHERE id = 1)sql";
+
+// FOR SHARE, not FOR KEY SHARE: a takeover updates non-key columns, which
+// FOR KEY SHARE would let through.
+constexpr const char* k_check_fence = R"sql(
+SELECT 1 FROM lease WHERE id = 1 AND holder = ?1 AND epoch = ?2 FOR SHARE)sql";
+
+// --- copy_state: every table, column for column, in the order that keeps
+// the foreign keys satisfied. The message columns are those of
+// k_scan_messages, which k_upsert_message takes in the same order.
+constexpr const char* k_copy_select_events = R"sql(
+SELECT id, process_query_key, type, sequence, created_at, body FROM events)sql";
+constexpr const char* k_copy_select_deliveries = R"sql(
+SELECT event_id, webhook, state, attempts, next_attempt, last_error, died_at FROM deliveries)sql";
+constexpr const char* k_copy_insert_delivery = R"sql(
+INSERT INTO deliveries (event_id, webhook, state, attempts, next_attempt, last_error, died_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7))sql";
+constexpr const char* k_copy_select_disabled = R"sql(
+SELECT name, fingerprint, at, reason FROM disabled_webhooks)sql";
+constexpr const char* k_copy_select_months = R"sql(
+SELECT month, calls, first_polls, quota_exhausted FROM call_months)sql";
+constexpr const char* k_count_state = R"sql(
+SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM events) +
+       (SELECT COUNT(*) FROM deliveries) + (SELECT COUNT(*) FROM disabled_webhooks) +
+       (SELECT COUNT(*) FROM call_months))sql";
+
+constexpr int k_message_columns = c_recipients + 1;
+
+// The integrity check differs: PostgreSQL has no PRAGMA, and checks its own
+// pages (data checksums); that it answers is what is left to check.
+constexpr const char* k_integrity_check_sqlite = "PRAGMA integrity_check";
+constexpr const char* k_integrity_check_postgres = "SELECT 'ok'";
+
 MessageRecord read_message(const Statement& row) {
   MessageRecord r;
   const std::string key = row.text(c_key);
@@ -524,12 +598,75 @@ std::string delivery_name(const std::string& event_id, const std::string& webhoo
 struct Store::Impl {
   // Declared first so that it is released last, after the database is closed.
   LockFile lock;
-  Connection conn;
+  std::unique_ptr<Connection> db;
+  Connection& conn;
 
-  // The lock is taken before SQLite touches the file. (Both operands are
-  // prvalues, so the non-movable LockFile is built in place.)
+  struct Fence {
+    std::string holder;
+    std::int64_t epoch = 0;
+  };
+  std::optional<Fence> fence;
+  std::function<void(double)> commit_observer;
+
+  // SQLite: the lock is taken before SQLite touches the file. (Both operands
+  // are prvalues, so the non-movable LockFile is built in place.)
   Impl(const std::string& path, bool take_lock)
-      : lock(take_lock ? LockFile(path) : LockFile()), conn(path) {}
+      : lock(take_lock ? LockFile(path) : LockFile()), db(std::make_unique<SqliteConnection>(path)),
+        conn(*db) {}
+  explicit Impl(const PostgresOptions& options)
+      : db(std::make_unique<PgConnection>(options)), conn(*db) {}
+
+  // The transaction of a write. `always`: several statements that must be
+  // atomic; otherwise (one statement, atomic by itself) a transaction only
+  // when a fence is set, for the fence's check to share it.
+  class WriteScope {
+  public:
+    WriteScope(Impl& impl, std::string_view what, bool always) {
+      if (always || impl.fence) {
+        m_tx.emplace(impl.conn, what);
+        impl.check_fence();
+      }
+    }
+    void commit() {
+      if (m_tx) {
+        m_tx->commit();
+      }
+    }
+
+  private:
+    std::optional<Transaction> m_tx;
+  };
+
+  // In a write transaction: throws FencedError unless the lease still is
+  // the fence's (holder, epoch).
+  void check_fence() {
+    if (!fence) {
+      return;
+    }
+    Statement q(conn, k_check_fence, "cannot check the lease");
+    q.bind(1, fence->holder).bind(2, fence->epoch);
+    if (!q.step()) {
+      throw FencedError("state database " + conn.name() +
+                        ": write refused: the lease is no longer held by " + fence->holder +
+                        " under epoch " + std::to_string(fence->epoch) +
+                        " (another daemon has taken over)");
+    }
+  }
+
+  void require_postgres(const char* what) const {
+    if (conn.backend() != Backend::postgres) {
+      throw StoreError("state database " + conn.name() + ": " + what +
+                       ": the leadership lease needs PostgreSQL (state.postgres); a SQLite "
+                       "database has one daemon, by its lock file");
+    }
+  }
+
+  void observe_commit(std::chrono::steady_clock::time_point start) const {
+    if (commit_observer) {
+      commit_observer(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  }
 
   void write_commit(const Commit& c);
   void update_delivery(const char* sql, const std::string& event_id, const std::string& webhook,
@@ -541,7 +678,7 @@ namespace {
 
 // Sets `PRAGMA name = value` and checks that SQLite answers `expected`:
 // a PRAGMA that SQLite does not support or cannot apply fails silently.
-void set_pragma(Connection& conn, const char* set_sql, const char* get_sql,
+void set_pragma(SqliteConnection& conn, const char* set_sql, const char* get_sql,
                 const std::string& expected, const char* what) {
   conn.exec(set_sql, what);
   const auto answer = conn.query_text(get_sql, what);
@@ -578,22 +715,16 @@ std::unique_ptr<Store> Store::open(const std::string& path) {
   }
 
   auto impl = std::make_unique<Impl>(path, !in_memory);
-  Connection& conn = impl->conn;
+  auto& conn = static_cast<SqliteConnection&>(impl->conn);
 
   const int rc = sqlite3_busy_timeout(conn.raw(), static_cast<int>(k_busy_timeout.count()));
   if (rc != SQLITE_OK) {
-    conn.fail("cannot set busy timeout", rc);
+    conn.fail_rc("cannot set busy timeout", rc);
   }
 
   // Reading the version is also the first read of the file: a file that is
   // not a database fails here, before anything is written to it.
-  const int version = detail::schema_version(conn);
-  if (version > detail::latest_schema_version()) {
-    throw StoreError("state database " + path + " has schema version " + std::to_string(version) +
-                     ", newer than this build of readreceiptd knows (" +
-                     std::to_string(detail::latest_schema_version()) +
-                     "); it was written by a newer version: upgrade readreceiptd");
-  }
+  detail::check_schema_version(conn, detail::schema_version(conn));
 
   set_pragma(conn, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", in_memory ? "memory" : "wal",
              "cannot switch to WAL mode");
@@ -605,6 +736,24 @@ std::unique_ptr<Store> Store::open(const std::string& path) {
 
   detail::migrate(conn);
   return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+std::unique_ptr<Store> Store::open_postgres(const PostgresOptions& options) {
+  if (options.conninfo.empty()) {
+    throw StoreError("state.postgres is empty: it must be a libpq connection string");
+  }
+  auto impl = std::make_unique<Impl>(options);
+  // Checks the version and migrates under the advisory lock.
+  detail::migrate(impl->conn);
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+bool Store::is_postgres() const {
+  return m_impl->conn.backend() == Backend::postgres;
+}
+
+void Store::set_commit_observer(std::function<void(double seconds)> observer) {
+  m_impl->commit_observer = std::move(observer);
 }
 
 // --- messages
@@ -619,7 +768,9 @@ std::vector<MessageRecord> Store::load_messages() {
 }
 
 void Store::visit_messages(const std::function<void(MessageRecord&)>& visit) {
-  Statement q(m_impl->conn, k_scan_messages, "cannot load messages");
+  // Streamed: a PostgreSQL result of every row at once would hold the whole
+  // table in memory beside the visitor's copy.
+  Statement q(m_impl->conn, k_scan_messages, "cannot load messages", Statement::Rows::streamed);
   while (q.step()) {
     MessageRecord record = read_message(q);
     visit(record);
@@ -744,21 +895,25 @@ void Store::Impl::write_commit(const Commit& c) {
 }
 
 void Store::commit(const Commit& c) {
+  const auto start = std::chrono::steady_clock::now();
   check_commit(c);
-  Transaction tx(m_impl->conn, "cannot commit");
+  Impl::WriteScope tx(*m_impl, "cannot commit", true);
   m_impl->write_commit(c);
   tx.commit();
+  m_impl->observe_commit(start);
 }
 
 void Store::commit_all(const std::vector<Commit>& commits) {
+  const auto start = std::chrono::steady_clock::now();
   for (const auto& c : commits) {
     check_commit(c);
   }
-  Transaction tx(m_impl->conn, "cannot commit");
+  Impl::WriteScope tx(*m_impl, "cannot commit", true);
   for (const auto& c : commits) {
     m_impl->write_commit(c);
   }
   tx.commit();
+  m_impl->observe_commit(start);
 }
 
 // --- outbox
@@ -773,11 +928,15 @@ std::vector<Delivery> Store::load_pending_deliveries() {
 }
 
 void Store::mark_delivered(const std::string& event_id, const std::string& webhook) {
-  Statement q(m_impl->conn, k_mark_delivered, "cannot mark delivered");
-  q.bind(1, event_id).bind(2, webhook);
-  if (q.run() == 0) {
-    throw StoreError("cannot mark delivered: no " + delivery_name(event_id, webhook));
+  Impl::WriteScope tx(*m_impl, "cannot mark delivered", false);
+  {
+    Statement q(m_impl->conn, k_mark_delivered, "cannot mark delivered");
+    q.bind(1, event_id).bind(2, webhook);
+    if (q.run() == 0) {
+      throw StoreError("cannot mark delivered: no " + delivery_name(event_id, webhook));
+    }
   }
+  tx.commit();
 }
 
 std::size_t
@@ -785,7 +944,7 @@ Store::mark_delivered_all(const std::vector<std::pair<std::string, std::string>>
   if (deliveries.empty()) {
     return 0;
   }
-  Transaction tx(m_impl->conn, "cannot mark delivered");
+  Impl::WriteScope tx(*m_impl, "cannot mark delivered", true);
   std::size_t marked = 0;
   for (const auto& [event_id, webhook] : deliveries) {
     Statement q(m_impl->conn, k_mark_delivered, "cannot mark delivered");
@@ -799,11 +958,15 @@ Store::mark_delivered_all(const std::vector<std::pair<std::string, std::string>>
 void Store::Impl::update_delivery(const char* sql, const std::string& event_id,
                                   const std::string& webhook, const char* what, int attempts,
                                   TimePoint when, const std::string& last_error) {
-  Statement q(conn, sql, what);
-  q.bind(1, event_id).bind(2, webhook).bind(3, attempts).bind(4, ms(when)).bind(5, last_error);
-  if (q.run() == 0) {
-    throw StoreError(std::string(what) + ": no " + delivery_name(event_id, webhook));
+  WriteScope tx(*this, what, false);
+  {
+    Statement q(conn, sql, what);
+    q.bind(1, event_id).bind(2, webhook).bind(3, attempts).bind(4, ms(when)).bind(5, last_error);
+    if (q.run() == 0) {
+      throw StoreError(std::string(what) + ": no " + delivery_name(event_id, webhook));
+    }
   }
+  tx.commit();
 }
 
 void Store::mark_retry(const std::string& event_id, const std::string& webhook, int attempts,
@@ -873,13 +1036,19 @@ std::map<std::string, std::int64_t> Store::count_dead_by_webhook() {
 }
 
 int Store::replay_dead(const std::string& event_id, TimePoint when) {
-  Statement q(m_impl->conn, k_replay_dead, "cannot replay dead letter");
-  q.bind(1, event_id).bind(2, ms(when));
-  return q.run();
+  Impl::WriteScope tx(*m_impl, "cannot replay dead letter", false);
+  int replayed = 0;
+  {
+    Statement q(m_impl->conn, k_replay_dead, "cannot replay dead letter");
+    q.bind(1, event_id).bind(2, ms(when));
+    replayed = q.run();
+  }
+  tx.commit();
+  return replayed;
 }
 
 int Store::prune_delivered(TimePoint before) {
-  Transaction tx(m_impl->conn, "cannot prune");
+  Impl::WriteScope tx(*m_impl, "cannot prune", true);
   {
     Statement q(m_impl->conn, k_prune_deliveries, "cannot prune deliveries");
     q.bind(1, ms(before));
@@ -899,15 +1068,23 @@ int Store::prune_delivered(TimePoint before) {
 
 void Store::set_webhook_disabled(const std::string& name, const std::string& fingerprint,
                                  TimePoint at, const std::string& reason) {
-  Statement q(m_impl->conn, k_set_disabled, "cannot disable webhook");
-  q.bind(1, name).bind(2, fingerprint).bind(3, ms(at)).bind(4, reason);
-  q.run();
+  Impl::WriteScope tx(*m_impl, "cannot disable webhook", false);
+  {
+    Statement q(m_impl->conn, k_set_disabled, "cannot disable webhook");
+    q.bind(1, name).bind(2, fingerprint).bind(3, ms(at)).bind(4, reason);
+    q.run();
+  }
+  tx.commit();
 }
 
 void Store::clear_webhook_disabled(const std::string& name) {
-  Statement q(m_impl->conn, k_clear_disabled, "cannot enable webhook");
-  q.bind(1, name);
-  q.run();
+  Impl::WriteScope tx(*m_impl, "cannot enable webhook", false);
+  {
+    Statement q(m_impl->conn, k_clear_disabled, "cannot enable webhook");
+    q.bind(1, name);
+    q.run();
+  }
+  tx.commit();
 }
 
 std::optional<std::string> Store::webhook_disabled_fingerprint(const std::string& name) {
@@ -934,7 +1111,7 @@ std::optional<MonthCalls> Store::load_month(const std::string& month) {
 }
 
 void Store::save_month(const MonthCalls& m) {
-  Transaction tx(m_impl->conn, "cannot write the month's calls");
+  Impl::WriteScope tx(*m_impl, "cannot write the month's calls", true);
   {
     Statement q(m_impl->conn, k_upsert_month, "cannot write the month's calls");
     q.bind(1, m.month).bind(2, m.calls).bind(3, m.first_polls).bind(4, m.quota_exhausted ? 1 : 0);
@@ -946,10 +1123,131 @@ void Store::save_month(const MonthCalls& m) {
 bool Store::integrity_ok() {
   // A database too damaged to run the check is not ok either.
   try {
-    return m_impl->conn.query_text("PRAGMA integrity_check", "integrity check failed") == "ok";
+    const char* sql = m_impl->conn.backend() == Backend::postgres ? k_integrity_check_postgres
+                                                                  : k_integrity_check_sqlite;
+    return m_impl->conn.query_text(sql, "integrity check failed") == "ok";
   } catch (const StoreError&) {
     return false;
   }
+}
+
+// --- the lease
+
+namespace {
+
+std::int64_t ttl_ms(const Connection& conn, std::chrono::milliseconds ttl, const char* what) {
+  if (ttl.count() <= 0) {
+    conn.fail(what, "the lease's ttl must be positive, not " + std::to_string(ttl.count()) + " ms");
+  }
+  return ttl.count();
+}
+
+} // namespace
+
+std::optional<std::int64_t> Store::acquire_lease(const std::string& holder, const std::string& info,
+                                                 std::chrono::milliseconds ttl) {
+  const char* what = "cannot acquire the lease";
+  m_impl->require_postgres(what);
+  Statement q(m_impl->conn, k_acquire_lease, what);
+  q.bind(1, holder).bind(2, info).bind(3, ttl_ms(m_impl->conn, ttl, what));
+  if (!q.step()) {
+    return std::nullopt;
+  }
+  return q.integer(0);
+}
+
+bool Store::renew_lease(const std::string& holder, std::int64_t epoch,
+                        std::chrono::milliseconds ttl) {
+  const char* what = "cannot renew the lease";
+  m_impl->require_postgres(what);
+  Statement q(m_impl->conn, k_renew_lease, what);
+  q.bind(1, holder).bind(2, epoch).bind(3, ttl_ms(m_impl->conn, ttl, what));
+  return q.run() > 0;
+}
+
+void Store::release_lease(const std::string& holder, std::int64_t epoch) {
+  const char* what = "cannot release the lease";
+  m_impl->require_postgres(what);
+  Statement q(m_impl->conn, k_release_lease, what);
+  q.bind(1, holder).bind(2, epoch);
+  q.run();
+}
+
+std::optional<LeaseRow> Store::read_lease() {
+  const char* what = "cannot read the lease";
+  m_impl->require_postgres(what);
+  Statement q(m_impl->conn, k_read_lease, what);
+  if (!q.step()) {
+    return std::nullopt;
+  }
+  LeaseRow row;
+  row.holder = q.text(0);
+  row.epoch = q.integer(1);
+  row.holder_info = q.text(2);
+  row.expired = q.integer(3) != 0;
+  row.ms_left = row.expired ? 0 : q.integer(4);
+  return row;
+}
+
+void Store::set_fence(const std::string& holder, std::int64_t epoch) {
+  m_impl->require_postgres("cannot set the fence");
+  m_impl->fence = Impl::Fence{holder, epoch};
+}
+
+void Store::clear_fence() {
+  m_impl->fence.reset();
+}
+
+// --- copy_state
+
+namespace {
+
+// Copies every row `select` answers into `insert`, which takes the same
+// columns as parameters in the same order. Values go as text (an integer
+// column's text converts back exactly on both backends) or NULL.
+std::size_t copy_rows(Connection& from, const char* select, Connection& to, const char* insert,
+                      int columns, const char* table) {
+  const std::string what = std::string("cannot copy ") + table;
+  Statement source(from, select, what);
+  std::size_t copied = 0;
+  while (source.step()) {
+    Statement target(to, insert, what);
+    for (int col = 0; col < columns; ++col) {
+      if (source.is_null(col)) {
+        target.bind_null(col + 1);
+      } else {
+        target.bind(col + 1, source.text(col));
+      }
+    }
+    target.run();
+    ++copied;
+  }
+  return copied;
+}
+
+} // namespace
+
+void copy_state(Store& from, Store& to) {
+  if (&from == &to) {
+    throw StoreError("cannot copy state: the source and the target are the same store");
+  }
+  Connection& source = from.m_impl->conn;
+  Connection& target = to.m_impl->conn;
+  Store::Impl::WriteScope tx(*to.m_impl, "cannot copy state", true);
+  {
+    Statement q(target, k_count_state, "cannot copy state");
+    if (q.step() && q.integer(0) != 0) {
+      throw StoreError("cannot copy state into state database " + target.name() +
+                       ": it already holds state (" + std::to_string(q.integer(0)) +
+                       " rows); copy only into an empty database");
+    }
+  }
+  copy_rows(source, k_scan_messages, target, k_upsert_message, k_message_columns, "messages");
+  copy_rows(source, k_copy_select_events, target, k_insert_event, 6, "events");
+  copy_rows(source, k_copy_select_deliveries, target, k_copy_insert_delivery, 7, "deliveries");
+  copy_rows(source, k_copy_select_disabled, target, k_set_disabled, 4, "disabled webhooks");
+  copy_rows(source, k_copy_select_months, target, k_upsert_month, 4, "months");
+  tx.commit();
 }
 
 } // namespace rrd::store

@@ -1,20 +1,29 @@
-// Store: the SQLite database (WAL mode) that is the source of truth for
-// everything that must survive a crash: the watched messages, their read sets
-// and stop state, and the outbox of events and their deliveries. All SQL of
-// the daemon lives in this module, with numbered schema migrations.
+// Store: the state database that is the source of truth for everything that
+// must survive a crash: the watched messages, their read sets and stop
+// state, and the outbox of events and their deliveries. Two backends behind
+// this one class, with the same schema, migrations and logic: SQLite (WAL
+// mode; open()) and PostgreSQL (libpq; open_postgres()), which adds the
+// leadership lease and fencing of SPEC section 12. All SQL of the daemon
+// lives in this module, with numbered schema migrations.
 //
-// Thread-safety: none. One Store is owned by the scheduler loop's thread.
+// Thread-safety: none. One Store is owned by one thread (the scheduler
+// loop's); a second thread that needs the database opens its own Store.
 // Errors: open() throws StoreError (start-up); the other calls throw
 // StoreError too, which the loop treats as fatal for the operation (the
-// transaction is rolled back, nothing half-written stays).
-// Durability: WAL with synchronous=FULL, so a commit that returned survives a
-// power loss. One process per database: open() holds an exclusive flock() on
-// `<path>.lock` until the Store is destroyed; a second open() of the same
-// path, from this process or another, fails at once.
+// transaction is rolled back, nothing half-written stays). On PostgreSQL a
+// lost connection is a StoreUnavailable, and the next call connects again;
+// a write refused by the fence is a FencedError.
+// Durability: SQLite: WAL with synchronous=FULL, so a commit that returned
+// survives a power loss. One process per SQLite database: open() holds an
+// exclusive flock() on `<path>.lock` until the Store is destroyed; a second
+// open() of the same path, from this process or another, fails at once.
+// PostgreSQL: what the server's own settings guarantee (synchronous_commit);
+// several daemons share the database and the lease says which one writes.
 #pragma once
 
 #include "readreceiptd/common/model.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -31,6 +40,48 @@ namespace rrd::store {
 class StoreError : public std::runtime_error {
 public:
   using std::runtime_error::runtime_error;
+};
+
+// PostgreSQL only: the database cannot be reached, or the connection was
+// lost (server restart, failover, network). The next call connects again;
+// the caller chooses the backoff. The failed call's transaction was rolled
+// back, except when the connection was lost during its COMMIT: then it may
+// or may not have landed, and the caller resumes from what the database
+// holds (an event may be delivered twice, never lost).
+class StoreUnavailable : public StoreError {
+public:
+  using StoreError::StoreError;
+};
+
+// PostgreSQL only: a write refused because the lease no longer has the
+// holder and epoch of set_fence() (another daemon took over). Nothing of
+// the refused call was written.
+class FencedError : public StoreError {
+public:
+  using StoreError::StoreError;
+};
+
+// How to reach a PostgreSQL state database.
+struct PostgresOptions {
+  // A libpq connection string ("host=... dbname=..." or a postgresql:// URI).
+  // Errors never repeat it (it may hold a password): they name the host and
+  // database only.
+  std::string conninfo;
+  // Read by the caller from state.password_file; a secret, never in an error
+  // or a log. Without it libpq's own means apply (PGPASSFILE, ~/.pgpass).
+  std::optional<std::string> password;
+  // For each connection attempt (libpq's connect_timeout; at least 1 s).
+  std::chrono::seconds connect_timeout{10};
+};
+
+// The leadership lease as the database holds it (SPEC section 12).
+struct LeaseRow {
+  std::string holder;       // the id the holder drew at its start
+  std::int64_t epoch = 0;   // +1 at every acquisition
+  std::string holder_info;  // host name and API address, for the standbys
+  bool expired = true;      // by the database's clock
+  std::int64_t ms_left = 0; // until it expires, by the database's clock; 0 once expired
+  bool operator==(const LeaseRow&) const = default;
 };
 
 // One unit of work committed atomically: a message's new state and the events
@@ -85,14 +136,25 @@ struct StoredEvent {
 
 class Store {
 public:
-  // Opens or creates the database at `path` (":memory:" for tests), applies
-  // pending migrations. Throws StoreError naming the path and the problem,
-  // e.g. when the database is in use, is not a database, or has a schema
-  // version newer than this build knows.
+  // Opens or creates the SQLite database at `path` (":memory:" for tests),
+  // applies pending migrations. Throws StoreError naming the path and the
+  // problem, e.g. when the database is in use, is not a database, or has a
+  // schema version newer than this build knows.
   static std::unique_ptr<Store> open(const std::string& path);
+  // Connects to the PostgreSQL database, creates or migrates its schema
+  // (under an advisory lock, in one transaction). Throws StoreUnavailable
+  // when it cannot connect, StoreError for a malformed connection string, a
+  // newer schema or a failed migration; errors name the host and database.
+  static std::unique_ptr<Store> open_postgres(const PostgresOptions& options);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
+
+  bool is_postgres() const;
+
+  // Called with the duration of every commit() and commit_all() that
+  // returned (for readreceiptd_store_commit_duration_seconds). Empty: none.
+  void set_commit_observer(std::function<void(double seconds)> observer);
 
   // --- messages
   // Every stored message, by (added_at, process_query_key).
@@ -166,13 +228,48 @@ public:
   // when this returns).
   void save_month(const MonthCalls& m);
 
-  // PRAGMA integrity_check == "ok" (false also when the check cannot run).
+  // SQLite: PRAGMA integrity_check == "ok" (false also when the check cannot
+  // run). PostgreSQL: the server answers (it checks its own pages).
   bool integrity_ok();
+
+  // --- the leadership lease and fencing (SPEC section 12). PostgreSQL only:
+  // on SQLite (one process per file) every one of these throws StoreError.
+  // Times are by the database's clock; each call is one statement.
+  //
+  // Takes the lease for `holder` when there is none, it has expired, or it
+  // is `holder`'s own (a holder whose lease lapsed gets a new epoch too,
+  // never its old one back): returns the new epoch. nullopt while another
+  // holder's lease is unexpired.
+  std::optional<std::int64_t> acquire_lease(const std::string& holder, const std::string& info,
+                                            std::chrono::milliseconds ttl);
+  // Extends the lease by `ttl` from now, only while it is unexpired and
+  // still (holder, epoch). False otherwise: the caller has lost it.
+  bool renew_lease(const std::string& holder, std::int64_t epoch, std::chrono::milliseconds ttl);
+  // Expires the lease now if it is (holder, epoch), so that a standby takes
+  // it at once. Nothing when it is not.
+  void release_lease(const std::string& holder, std::int64_t epoch);
+  // The lease as it stands; nullopt when none was ever taken.
+  std::optional<LeaseRow> read_lease();
+  // From now on every write of this Store checks, in its own transaction,
+  // that the lease still is (holder, epoch), and throws FencedError (writing
+  // nothing) when it is not: a takeover either waits for a write in flight
+  // to commit or makes it fail, never lets it commit after. clear_fence()
+  // stops the checks (a standby writes nothing anyway).
+  void set_fence(const std::string& holder, std::int64_t epoch);
+  void clear_fence();
 
 private:
   struct Impl;
   explicit Store(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> m_impl;
+  friend void copy_state(Store& from, Store& to);
 };
+
+// Copies every message, event, delivery, disabled webhook and month of
+// `from` into `to`, column for column, in one transaction on `to` (all or
+// nothing); for `readreceiptd --copy-state-from`. Refuses, with a
+// StoreError saying so, a target that already holds state. Either store may
+// be on either backend.
+void copy_state(Store& from, Store& to);
 
 } // namespace rrd::store

@@ -1,0 +1,327 @@
+#include "readreceiptd/store/postgres.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdlib>
+#include <utility>
+
+namespace rrd::store::detail {
+
+namespace {
+
+constexpr const char* k_application_name = "readreceiptd";
+// SQLSTATE classes and codes that mean the connection is gone or the server
+// is going away: class 08 (connection exception), admin_shutdown,
+// crash_shutdown, cannot_connect_now.
+constexpr std::string_view k_connection_exception_class = "08";
+constexpr std::array<std::string_view, 3> k_server_going_away{"57P01", "57P02", "57P03"};
+
+// libpq's messages end with a newline and may span several lines.
+std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    if (c == '\n') {
+      out += "; ";
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == ';')) {
+    out.pop_back();
+  }
+  return out;
+}
+
+void ignore_notice(void* /*arg*/, const char* /*message*/) {}
+
+// The host and database a connection string names, for error messages;
+// empty when the string does not say (libpq's defaults apply).
+struct Target {
+  std::string host;
+  std::string dbname;
+};
+
+Target parse_target(const std::string& conninfo) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (options == nullptr) {
+    std::string message = error != nullptr ? redact_conninfo_error(error) : "out of memory";
+    PQfreemem(error);
+    throw StoreError("state.postgres is not a valid libpq connection string: " + message);
+  }
+  Target out;
+  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) {
+      continue;
+    }
+    const std::string_view keyword = o->keyword;
+    if (keyword == "host" || (keyword == "hostaddr" && out.host.empty())) {
+      out.host = o->val;
+    } else if (keyword == "dbname") {
+      out.dbname = o->val;
+    }
+  }
+  PQconninfoFree(options);
+  return out;
+}
+
+// "readreceiptd on db.internal (PostgreSQL)".
+std::string display_name(const Target& t) {
+  std::string out = t.dbname.empty() ? "(default database)" : t.dbname;
+  out += " on ";
+  out += t.host.empty() ? "(default host)" : t.host;
+  out += " (PostgreSQL)";
+  return out;
+}
+
+} // namespace
+
+std::string postgres_parameters(std::string_view sql, int& param_count) {
+  std::string out;
+  out.reserve(sql.size());
+  param_count = 0;
+  for (std::size_t i = 0; i < sql.size(); ++i) {
+    if (sql[i] != '?') {
+      out += sql[i];
+      continue;
+    }
+    out += '$';
+    int number = 0;
+    while (i + 1 < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i + 1])) != 0) {
+      ++i;
+      out += sql[i];
+      number = number * 10 + (sql[i] - '0');
+    }
+    param_count = std::max(param_count, number);
+  }
+  return out;
+}
+
+std::string redact_conninfo_error(std::string_view message) {
+  // libpq quotes pieces of the string ("missing "=" after "..."",
+  // "invalid connection option "...""): drop every quoted piece.
+  std::string out;
+  bool quoted = false;
+  for (const char c : message) {
+    if (c == '"') {
+      out += quoted ? "…\"" : "\"";
+      quoted = !quoted;
+    } else if (!quoted) {
+      out += c;
+    }
+  }
+  return one_line(out);
+}
+
+PgConnection::PgConnection(const PostgresOptions& options)
+    : Connection(Backend::postgres, display_name(parse_target(options.conninfo))),
+      m_conninfo(options.conninfo), m_password(options.password),
+      m_connect_timeout(
+          std::to_string(std::max<std::int64_t>(1, options.connect_timeout.count()))) {
+  connect();
+}
+
+void PgConnection::connect() {
+  m_conn.reset();
+  // expand_dbname: the first "dbname" is the whole connection string; the
+  // keywords after it override what it says.
+  std::vector<const char*> keywords{"dbname", "connect_timeout", "fallback_application_name"};
+  std::vector<const char*> values{m_conninfo.c_str(), m_connect_timeout.c_str(),
+                                  k_application_name};
+  if (m_password) {
+    keywords.push_back("password");
+    values.push_back(m_password->c_str());
+  }
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  m_conn.reset(PQconnectdbParams(keywords.data(), values.data(), 1));
+  if (m_conn == nullptr) {
+    unavailable("cannot connect", "out of memory");
+  }
+  PQsetNoticeProcessor(m_conn.get(), ignore_notice, nullptr);
+  if (PQstatus(m_conn.get()) != CONNECTION_OK) {
+    const std::string detail = one_line(PQerrorMessage(m_conn.get()));
+    m_conn.reset();
+    m_broken = true;
+    unavailable("cannot connect", detail);
+  }
+  // What libpq connected to, defaults resolved.
+  set_name(display_name(Target{PQhost(m_conn.get()), PQdb(m_conn.get())}));
+  ++m_generation;
+  m_broken = false;
+}
+
+void PgConnection::ensure_connected() {
+  if (m_conn != nullptr && !m_broken && PQstatus(m_conn.get()) == CONNECTION_OK) {
+    return;
+  }
+  if (m_in_transaction) {
+    unavailable("connection lost", "the transaction was cut off");
+  }
+  connect();
+}
+
+void PgConnection::unavailable(std::string_view what, std::string_view detail) {
+  m_broken = true;
+  std::string msg = "state database ";
+  msg += name();
+  msg += " is unavailable: ";
+  msg += what;
+  msg += ": ";
+  msg += detail;
+  throw StoreUnavailable(msg);
+}
+
+void PgConnection::check(const PGresult* result, std::string_view what) {
+  const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result);
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+    return;
+  }
+  const char* sqlstate = result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  const std::string_view code = sqlstate != nullptr ? sqlstate : "";
+  const bool gone = result == nullptr || PQstatus(m_conn.get()) != CONNECTION_OK ||
+                    code.substr(0, 2) == k_connection_exception_class ||
+                    std::find(k_server_going_away.begin(), k_server_going_away.end(), code) !=
+                        k_server_going_away.end();
+  if (gone) {
+    const char* primary =
+        result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
+    unavailable(what, one_line(primary != nullptr ? primary : PQerrorMessage(m_conn.get())));
+  }
+  const char* primary = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
+  std::string detail = primary != nullptr ? primary : PQresStatus(status);
+  if (!code.empty()) {
+    detail += " (SQLSTATE ";
+    detail += code;
+    detail += ")";
+  }
+  fail(what, one_line(detail));
+}
+
+void PgConnection::exec(const char* sql, std::string_view what) {
+  ensure_connected();
+  const PgResult result(PQexec(m_conn.get(), sql));
+  check(result.get(), what);
+}
+
+std::optional<std::string> PgConnection::query_text(const char* sql, std::string_view what) {
+  ensure_connected();
+  const PgResult result(PQexec(m_conn.get(), sql));
+  check(result.get(), what);
+  if (PQntuples(result.get()) == 0 || PQnfields(result.get()) == 0) {
+    return std::nullopt;
+  }
+  return std::string(PQgetvalue(result.get(), 0, 0),
+                     static_cast<std::size_t>(PQgetlength(result.get(), 0, 0)));
+}
+
+void PgConnection::begin(std::string_view what) {
+  exec("BEGIN", what);
+  m_in_transaction = true;
+}
+
+void PgConnection::commit(std::string_view what) {
+  // A COMMIT of a failed transaction answers ROLLBACK without an error: the
+  // store never commits after a failed statement (the exception skips it).
+  const PgResult result(PQexec(m_conn.get(), "COMMIT"));
+  m_in_transaction = false;
+  check(result.get(), what);
+}
+
+void PgConnection::rollback() noexcept {
+  m_in_transaction = false;
+  if (m_conn != nullptr && !m_broken && PQstatus(m_conn.get()) == CONNECTION_OK) {
+    const PgResult result(PQexec(m_conn.get(), "ROLLBACK"));
+    (void)result;
+  }
+}
+
+PgStatement& PgConnection::statement(const char* sql) {
+  auto it = m_statements.find(sql);
+  if (it != m_statements.end()) {
+    return *it->second;
+  }
+  auto s = std::make_unique<PgStatement>();
+  s->name = "rrd_" + std::to_string(m_statements.size() + 1);
+  s->text = postgres_parameters(sql, s->param_count);
+  s->values.resize(static_cast<std::size_t>(s->param_count));
+  s->nulls.assign(static_cast<std::size_t>(s->param_count), true);
+  return *m_statements.emplace(sql, std::move(s)).first->second;
+}
+
+void PgConnection::prepare(PgStatement& s, std::string_view what) {
+  if (m_streaming) {
+    fail(what, "another statement's rows are still being read");
+  }
+  ensure_connected();
+  if (s.prepared_on != m_generation) {
+    const PgResult prepared(PQprepare(m_conn.get(), s.name.c_str(), s.text.c_str(), 0, nullptr));
+    check(prepared.get(), what);
+    s.prepared_on = m_generation;
+  }
+}
+
+std::vector<const char*> PgConnection::parameters(const PgStatement& s) const {
+  std::vector<const char*> values(s.values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    values[i] = s.nulls[i] ? nullptr : s.values[i].c_str();
+  }
+  return values;
+}
+
+void PgConnection::execute(PgStatement& s, std::string_view what) {
+  prepare(s, what);
+  const auto values = parameters(s);
+  s.result.reset(PQexecPrepared(m_conn.get(), s.name.c_str(), s.param_count, values.data(), nullptr,
+                                nullptr, 0));
+  check(s.result.get(), what);
+  s.rows = PQntuples(s.result.get());
+  s.row = -1;
+}
+
+void PgConnection::start_streaming(PgStatement& s, std::string_view what) {
+  prepare(s, what);
+  const auto values = parameters(s);
+  if (PQsendQueryPrepared(m_conn.get(), s.name.c_str(), s.param_count, values.data(), nullptr,
+                          nullptr, 0) == 0) {
+    check(nullptr, what);
+  }
+  m_streaming = true;
+  PQsetSingleRowMode(m_conn.get());
+}
+
+bool PgConnection::next_streamed_row(PgStatement& s, std::string_view what) {
+  if (!m_streaming) {
+    return false;
+  }
+  s.result.reset(PQgetResult(m_conn.get()));
+  if (s.result != nullptr && PQresultStatus(s.result.get()) == PGRES_SINGLE_TUPLE) {
+    s.rows = 1;
+    s.row = 0;
+    return true;
+  }
+  // The end (PGRES_TUPLES_OK without rows) or an error: then the null
+  // result that ends every query.
+  PgResult last = std::move(s.result);
+  finish_streaming(s);
+  check(last.get(), what);
+  return false;
+}
+
+void PgConnection::finish_streaming(PgStatement& s) noexcept {
+  if (!m_streaming) {
+    return;
+  }
+  m_streaming = false;
+  s.result.reset();
+  // What is left of an abandoned scan is read and dropped (a cancel request
+  // could arrive late and cancel the next statement instead).
+  if (m_conn != nullptr) {
+    while (PgResult r{PQgetResult(m_conn.get())}) {
+    }
+  }
+}
+
+} // namespace rrd::store::detail

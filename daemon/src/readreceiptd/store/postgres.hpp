@@ -1,0 +1,109 @@
+// The PostgreSQL backend of the store's database layer (db.hpp), through
+// libpq, private to the store module. Statements are prepared once per
+// connection (PQprepare) and run with text parameters (PQexecPrepared);
+// results are read as text.
+//
+// A lost connection (the server restarted, failed over, or the network went
+// away) is a StoreUnavailable; the next operation outside a transaction
+// connects again and prepares its statements again. Nothing here waits or
+// retries: the caller chooses the backoff. Errors name the database by host
+// and name only, never the password or the connection string, and carry only
+// the server's primary message (its DETAIL may quote a row's values, among
+// them a group message's token).
+//
+// Thread-safety: none; a connection and its statements belong to one thread.
+#pragma once
+
+#include "readreceiptd/store/db.hpp"
+
+#include <cstdint>
+#include <libpq-fe.h>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace rrd::store::detail {
+
+struct PgFinisher {
+  void operator()(PGconn* conn) const noexcept { PQfinish(conn); }
+};
+struct PgClearer {
+  void operator()(PGresult* result) const noexcept { PQclear(result); }
+};
+using PgConnHandle = std::unique_ptr<PGconn, PgFinisher>;
+using PgResult = std::unique_ptr<PGresult, PgClearer>;
+
+// One cached statement: its text in PostgreSQL's form, its parameters for
+// the current use, and the result of its last execution.
+struct PgStatement {
+  std::string name; // the prepared statement's name on the server
+  std::string text; // with $N parameters
+  int param_count = 0;
+  // The connection generation it was prepared on (0: never).
+  std::uint64_t prepared_on = 0;
+  std::vector<std::string> values; // by parameter index - 1
+  std::vector<bool> nulls;         // by parameter index - 1
+  PgResult result;                 // set once executed
+  int rows = 0;
+  int row = -1; // the current row while stepping
+};
+
+// "?1" -> "$1": SQLite's numbered parameters in PostgreSQL's spelling, and
+// the highest parameter number. The store's SQL has no '?' elsewhere.
+std::string postgres_parameters(std::string_view sql, int& param_count);
+
+// The text of a libpq connection-string error without the parts it quotes
+// from the string (which may be a password).
+std::string redact_conninfo_error(std::string_view message);
+
+class PgConnection final : public Connection {
+public:
+  // Connects; throws StoreUnavailable when the server cannot be reached or
+  // refuses the connection, StoreError for a malformed connection string.
+  explicit PgConnection(const PostgresOptions& options);
+
+  void exec(const char* sql, std::string_view what) override;
+  std::optional<std::string> query_text(const char* sql, std::string_view what) override;
+  void begin(std::string_view what) override;
+  void commit(std::string_view what) override;
+  void rollback() noexcept override;
+
+  // The cached statement for `sql` (see Statement).
+  PgStatement& statement(const char* sql);
+  // Prepares `s` if this connection has not, then runs it with its bound
+  // parameters, keeping the result in `s`.
+  void execute(PgStatement& s, std::string_view what);
+  // The same in single-row mode: next_streamed_row() makes each row in turn
+  // the result (false after the last); finish_streaming() reads and drops
+  // what is left, so that the connection is free again (never throws).
+  void start_streaming(PgStatement& s, std::string_view what);
+  bool next_streamed_row(PgStatement& s, std::string_view what);
+  void finish_streaming(PgStatement& s) noexcept;
+
+private:
+  // Connects again when the connection is gone and no transaction is open
+  // (a transaction cut off by a lost connection has failed as a whole).
+  void ensure_connected();
+  void connect();
+  // Checks a result: a StoreUnavailable when the connection is gone, a
+  // StoreError with the server's primary message otherwise.
+  void check(const PGresult* result, std::string_view what);
+  void prepare(PgStatement& s, std::string_view what);
+  std::vector<const char*> parameters(const PgStatement& s) const;
+  [[noreturn]] void unavailable(std::string_view what, std::string_view detail);
+
+  std::string m_conninfo;
+  std::optional<std::string> m_password;
+  std::string m_connect_timeout;
+  PgConnHandle m_conn;
+  std::uint64_t m_generation = 0; // bumped on every new connection
+  bool m_broken = false;
+  bool m_in_transaction = false;
+  bool m_streaming = false; // a streamed statement's rows are still arriving
+  std::unordered_map<const char*, std::unique_ptr<PgStatement>> m_statements;
+};
+
+} // namespace rrd::store::detail

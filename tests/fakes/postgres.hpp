@@ -1,0 +1,51 @@
+// Test support for the PostgreSQL store: the test server from the
+// environment, and a fresh schema on it per test case.
+//
+// RRD_TEST_POSTGRES is a libpq connection string to a server the tests may
+// create schemas on (CTest starts one with tests/postgres/throwaway.sh and
+// sets it). Not thread-safe.
+#pragma once
+
+#include <libpq-fe.h>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace rrd::testing {
+
+// RRD_TEST_POSTGRES, when set and not empty.
+std::optional<std::string> test_postgres();
+// True when a missing test server is a failure rather than a skip (CI=true).
+bool postgres_required();
+
+// A schema of its own on the test server, dropped (with everything in it)
+// when this goes. conninfo() connects with it as the search_path, so a Store
+// opened on it creates its tables there. Throws std::runtime_error when the
+// server cannot be reached.
+class PgSchema {
+public:
+  explicit PgSchema(const std::string& server);
+  ~PgSchema();
+  PgSchema(const PgSchema&) = delete;
+  PgSchema& operator=(const PgSchema&) = delete;
+
+  const std::string& name() const { return m_name; }
+  const std::string& conninfo() const { return m_conninfo; }
+
+  // On a connection of its own, in the schema: runs `sql` (throws on an
+  // error), or answers the first column of its first row ("" for none or
+  // NULL).
+  void exec(const std::string& sql);
+  std::string text(const std::string& sql);
+
+private:
+  struct Finisher {
+    void operator()(PGconn* c) const noexcept { PQfinish(c); }
+  };
+  std::string m_server;
+  std::string m_name;
+  std::string m_conninfo;
+  std::unique_ptr<PGconn, Finisher> m_conn;
+};
+
+} // namespace rrd::testing
