@@ -1697,3 +1697,31 @@ TEST_CASE_TEMPLATE("a visit abandoned by its visitor leaves the store working", 
   s->visit_messages([&visited](MessageRecord&) { ++visited; });
   CHECK(visited == 51);
 }
+
+TEST_CASE_TEMPLATE("a failure deep in a large commit_all writes nothing and the store goes on",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  s->commit(commit_with("first", {"evt_first"}, {"ops"}));
+  // Far more statements than PostgreSQL pipelines at once; the 301st commit
+  // repeats an event id, and so does the last.
+  std::vector<Commit> batch;
+  for (int i = 0; i < 400; ++i) {
+    const std::string n = std::to_string(i);
+    batch.push_back(commit_with("k" + n, {"evt_" + n}, {"ops", "audit"}));
+  }
+  batch[300].events[0].id = "evt_first";
+  batch[399].events[0].id = "evt_first";
+  CHECK_THROWS_WITH_AS(s->commit_all(batch), doctest::Contains("cannot write event"), StoreError);
+  CHECK(s->load_messages().size() == 1);
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_first@ops"});
+  batch[300].events[0].id = "evt_300";
+  batch[399].events[0].id = "evt_399";
+  s->commit_all(batch);
+  CHECK(s->load_messages().size() == 401);
+  CHECK(s->load_pending_deliveries().size() == 801);
+  CHECK(s->integrity_ok());
+}

@@ -152,6 +152,15 @@ int Statement::run() {
   return n;
 }
 
+void Statement::send() {
+  if (m_sqlite != nullptr) {
+    run();
+    return;
+  }
+  m_started = true;
+  m_pg_conn->send(*m_pg, m_what);
+}
+
 bool Statement::is_null(int col) const {
   if (m_sqlite != nullptr) {
     return sqlite3_column_type(m_sqlite, col) == SQLITE_NULL;

@@ -106,6 +106,11 @@ public:
   // Runs a statement that returns no rows; returns the number of rows it
   // changed.
   int run();
+  // Runs a statement whose answer is not needed, other than whether it
+  // failed. On PostgreSQL, inside a transaction, it is pipelined: sent
+  // without waiting, its answer read (and a failure thrown) at the next
+  // statement that needs an answer, at the latest at COMMIT. SQLite: run().
+  void send();
 
   // Columns are numbered from 0.
   bool is_null(int col) const;

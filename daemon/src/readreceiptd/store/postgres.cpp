@@ -11,6 +11,10 @@ namespace rrd::store::detail {
 namespace {
 
 constexpr const char* k_application_name = "readreceiptd";
+// At most this many statements are pipelined before their answers are
+// read: the server's answers must never fill the socket while libpq is
+// still writing statements (both would wait for the other).
+constexpr std::size_t k_pipeline_depth = 128;
 // SQLSTATE classes and codes that mean the connection is gone or the server
 // is going away: class 08 (connection exception), admin_shutdown,
 // crash_shutdown, cannot_connect_now.
@@ -200,13 +204,107 @@ void PgConnection::check(const PGresult* result, std::string_view what) {
   fail(what, one_line(detail));
 }
 
+void PgConnection::sync_pipeline() {
+  if (m_pipelined.empty()) {
+    return;
+  }
+  std::vector<std::string> whats = std::move(m_pipelined);
+  m_pipelined.clear();
+  if (PQpipelineSync(m_conn.get()) == 0) {
+    unavailable(whats.front(), one_line(PQerrorMessage(m_conn.get())));
+  }
+  // Each statement's answer, then the null that ends it; then the sync's.
+  PgResult failure;
+  std::string failed_what;
+  for (const std::string& what : whats) {
+    PgResult r(PQgetResult(m_conn.get()));
+    if (r == nullptr) {
+      unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+    }
+    const ExecStatusType status = PQresultStatus(r.get());
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && failure == nullptr &&
+        status != PGRES_PIPELINE_ABORTED) {
+      failure = std::move(r);
+      failed_what = what;
+    }
+    while (PgResult rest{PQgetResult(m_conn.get())}) {
+    }
+  }
+  const PgResult sync(PQgetResult(m_conn.get()));
+  if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+    unavailable(whats.back(), one_line(PQerrorMessage(m_conn.get())));
+  }
+  PQexitPipelineMode(m_conn.get());
+  if (failure != nullptr) {
+    check(failure.get(), failed_what);
+  }
+}
+
+void PgConnection::drain_pipeline() noexcept {
+  if (m_pipelined.empty()) {
+    return;
+  }
+  m_pipelined.clear();
+  if (m_conn == nullptr || PQstatus(m_conn.get()) != CONNECTION_OK ||
+      PQpipelineSync(m_conn.get()) == 0) {
+    m_broken = true;
+    return;
+  }
+  // Answers until the sync's; a lost connection ends it too.
+  for (;;) {
+    PgResult r(PQgetResult(m_conn.get()));
+    if (r == nullptr) {
+      if (PQstatus(m_conn.get()) != CONNECTION_OK) {
+        m_broken = true;
+        return;
+      }
+      continue; // the end of one statement's answers
+    }
+    if (PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) {
+      break;
+    }
+  }
+  PQexitPipelineMode(m_conn.get());
+}
+
+void PgConnection::send(PgStatement& s, std::string_view what) {
+  if (!m_in_transaction) {
+    execute(s, what);
+    return;
+  }
+  if (m_pipelined.size() >= k_pipeline_depth) {
+    sync_pipeline();
+  }
+  if (m_pipelined.empty()) {
+    // Prepared before the pipeline starts (PQprepare waits for its answer).
+    prepare(s, what);
+    if (PQenterPipelineMode(m_conn.get()) == 0) {
+      unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+    }
+  } else if (s.prepared_on != m_generation) {
+    if (PQsendPrepare(m_conn.get(), s.name.c_str(), s.text.c_str(), 0, nullptr) == 0) {
+      unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+    }
+    m_pipelined.emplace_back(what);
+    s.prepared_on = m_generation;
+  }
+  const auto values = parameters(s);
+  if (PQsendQueryPrepared(m_conn.get(), s.name.c_str(), s.param_count, values.data(), nullptr,
+                          nullptr, 0) == 0) {
+    unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+  }
+  m_pipelined.emplace_back(what);
+}
+
 void PgConnection::exec(const char* sql, std::string_view what) {
+  sync_pipeline();
   ensure_connected();
   const PgResult result(PQexec(m_conn.get(), sql));
   check(result.get(), what);
 }
 
 std::optional<std::string> PgConnection::query_text(const char* sql, std::string_view what) {
+  sync_pipeline();
   ensure_connected();
   const PgResult result(PQexec(m_conn.get(), sql));
   check(result.get(), what);
@@ -224,13 +322,17 @@ void PgConnection::begin(std::string_view what) {
 
 void PgConnection::commit(std::string_view what) {
   // A COMMIT of a failed transaction answers ROLLBACK without an error: the
-  // store never commits after a failed statement (the exception skips it).
+  // store never commits after a failed statement (the exception skips it),
+  // and the pipelined statements' failures are thrown here, before it (the
+  // Transaction then rolls back).
+  sync_pipeline();
   const PgResult result(PQexec(m_conn.get(), "COMMIT"));
   m_in_transaction = false;
   check(result.get(), what);
 }
 
 void PgConnection::rollback() noexcept {
+  drain_pipeline();
   m_in_transaction = false;
   if (m_conn != nullptr && !m_broken && PQstatus(m_conn.get()) == CONNECTION_OK) {
     const PgResult result(PQexec(m_conn.get(), "ROLLBACK"));
@@ -255,6 +357,7 @@ void PgConnection::prepare(PgStatement& s, std::string_view what) {
   if (m_streaming) {
     fail(what, "another statement's rows are still being read");
   }
+  sync_pipeline();
   ensure_connected();
   if (s.prepared_on != m_generation) {
     const PgResult prepared(PQprepare(m_conn.get(), s.name.c_str(), s.text.c_str(), 0, nullptr));

@@ -82,6 +82,9 @@ public:
   void start_streaming(PgStatement& s, std::string_view what);
   bool next_streamed_row(PgStatement& s, std::string_view what);
   void finish_streaming(PgStatement& s) noexcept;
+  // Inside a transaction: sends `s` in pipeline mode without reading its
+  // answer (see Statement::send); outside one, execute().
+  void send(PgStatement& s, std::string_view what);
 
 private:
   // Connects again when the connection is gone and no transaction is open
@@ -92,6 +95,11 @@ private:
   // StoreError with the server's primary message otherwise.
   void check(const PGresult* result, std::string_view what);
   void prepare(PgStatement& s, std::string_view what);
+  // Reads the answers of every pipelined statement and leaves pipeline
+  // mode; throws the first failure among them.
+  void sync_pipeline();
+  // The same, dropping every answer (for a rollback; never throws).
+  void drain_pipeline() noexcept;
   std::vector<const char*> parameters(const PgStatement& s) const;
   [[noreturn]] void unavailable(std::string_view what, std::string_view detail);
 
@@ -103,6 +111,9 @@ private:
   bool m_broken = false;
   bool m_in_transaction = false;
   bool m_streaming = false; // a streamed statement's rows are still arriving
+  // What each statement sent in pipeline mode and not yet answered does,
+  // for its error (empty: not in pipeline mode).
+  std::vector<std::string> m_pipelined;
   std::unordered_map<const char*, std::unique_ptr<PgStatement>> m_statements;
 };
 

@@ -871,7 +871,7 @@ void Store::Impl::write_commit(const Commit& c) {
     } else {
       q.bind_null(c_stop_reason + 1);
     }
-    q.run();
+    q.send();
   }
 
   for (std::size_t i = 0; i < c.events.size(); ++i) {
@@ -884,12 +884,12 @@ void Store::Impl::write_commit(const Commit& c) {
           .bind(4, e.sequence)
           .bind(5, ms(e.created_at))
           .bind(6, e.body);
-      q.run();
+      q.send();
     }
     for (const std::string& webhook : c.routes[i]) {
       Statement q(conn, k_insert_delivery, "cannot write delivery");
       q.bind(1, e.id).bind(2, webhook).bind(3, ms(e.created_at));
-      q.run();
+      q.send();
     }
   }
 }
@@ -1219,7 +1219,7 @@ std::size_t copy_rows(Connection& from, const char* select, Connection& to, cons
         target.bind(col + 1, source.text(col));
       }
     }
-    target.run();
+    target.send();
     ++copied;
   }
   return copied;
