@@ -235,6 +235,11 @@ public:
   int run() {
     SignalWatcher signals; // first: every later thread inherits the blocked mask
     std::unique_ptr<store::Store> store;
+    if (m_cfg.state.uses_postgres()) {
+      logging::error("cannot open the state database",
+                     {{"reason", "state.postgres: this build has no PostgreSQL store"}});
+      return k_exit_failure;
+    }
     try {
       store = store::Store::open(m_cfg.state.path);
     } catch (const store::StoreError& e) {
@@ -331,10 +336,12 @@ public:
     };
     LoopBackend backend(table, *store, dispatcher, clock, dead_letters, status);
     loop_status.set_readiness(api::Readiness::waiting_for_token);
-    logging::info(
-        "readreceiptd started: " + count_of(table.tracked(), "message") + " tracked, " +
-            count_of(m_cfg.webhooks.size(), "webhook"),
-        {{"version", k_version}, {"state", m_cfg.state.path}, {"push", push ? "stream" : "off"}});
+    logging::info("readreceiptd started: " + count_of(table.tracked(), "message") + " tracked, " +
+                      count_of(m_cfg.webhooks.size(), "webhook"),
+                  {{"version", k_version},
+                   // The connection string may hold a password: never logged.
+                   {"state", m_cfg.state.uses_postgres() ? "postgres" : m_cfg.state.path},
+                   {"push", push ? "stream" : "off"}});
 
     while (!signals.stop_requested()) {
       loop_status.beat(steady_now());
@@ -455,12 +462,12 @@ private:
     for (const auto& warning : cfg.warnings) {
       logging::warn("configuration warning", {{"warning", warning}});
     }
-    if (cfg.state.path != m_cfg.state.path) {
-      logging::warn("state.path changed; the new path takes effect at the next start");
+    // The state database and the API's address stay as they are until the
+    // next start; the rest of the new configuration applies.
+    for (const auto& key : config::restart_only_changes(m_cfg, cfg)) {
+      logging::warn(key + " changed; the new value takes effect at the next start", {{"key", key}});
     }
-    if (cfg.api.listen != m_cfg.api.listen) {
-      logging::warn("api.listen changed; the new address takes effect at the next start");
-    }
+    cfg.state = m_cfg.state;
     if (api_server != nullptr) {
       api_server->set_token(cfg.api.token);
     }
