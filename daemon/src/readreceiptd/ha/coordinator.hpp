@@ -10,6 +10,7 @@
 // called from the same thread.
 #pragma once
 
+#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/ha/lease.hpp"
 
 #include <cstdint>
@@ -36,14 +37,6 @@ public:
   // From now on every write of the store checks that `epoch` is still the
   // newest, and throws a fencing error once it is not.
   virtual void set_fence(const std::string& holder, std::int64_t epoch) = 0;
-};
-
-// Whether work may start now. The daemon on SQLite has no gate: it is
-// always the leader.
-class WorkGate {
-public:
-  virtual ~WorkGate() = default;
-  virtual bool may_start() const = 0;
 };
 
 // What the coordinator tells the app, on the loop's thread, from inside
