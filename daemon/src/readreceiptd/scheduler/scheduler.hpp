@@ -12,13 +12,13 @@
 // to it through the app's command queue.
 #pragma once
 
-#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/common/model.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/dingtalk/errors.hpp"
 #include "readreceiptd/dingtalk/pagination.hpp"
 #include "readreceiptd/dingtalk/token_cache.hpp"
+#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/scheduler/budget.hpp"
 #include "readreceiptd/scheduler/due_queue.hpp"

@@ -11,10 +11,10 @@
 // back from inside run_once().
 #pragma once
 
-#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/dingtalk/errors.hpp"
+#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/scheduler/rate_limiter.hpp"
 #include "readreceiptd/stream/frames.hpp"

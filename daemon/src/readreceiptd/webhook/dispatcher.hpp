@@ -29,10 +29,10 @@
 // destroyed with requests in flight: their callbacks then do nothing.
 #pragma once
 
-#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/common/model.hpp"
 #include "readreceiptd/config/config.hpp"
+#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/store/store.hpp"
 
