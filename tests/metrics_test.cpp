@@ -764,7 +764,7 @@ TEST_CASE("metrics: localhost and bracketed IPv6 listen addresses") {
   }
 }
 
-TEST_CASE("metrics: readreceiptd_leader is 1 on SQLite; on PostgreSQL it follows the lease") {
+TEST_CASE("metrics: readreceiptd_leader is 1 on SQLite, on PostgreSQL it follows the lease") {
   const Metrics sqlite(base_config());
   CHECK(value(sqlite.registry()->Collect(), "readreceiptd_leader") == 1);
   CHECK(value(sqlite.registry()->Collect(), "readreceiptd_leader_changes_total") == 0);

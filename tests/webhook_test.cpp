@@ -870,7 +870,7 @@ struct SwitchGate final : ha::WorkGate {
 };
 } // namespace
 
-TEST_CASE("no delivery starts while the work gate is closed; it goes once the gate opens") {
+TEST_CASE("no delivery starts while the work gate is closed, it goes once the gate opens") {
   Harness h;
   SwitchGate gate;
   h.dispatcher->set_gate(&gate);
