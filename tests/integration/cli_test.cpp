@@ -120,3 +120,29 @@ TEST_CASE("cli: the fakes answer a bad flag with one line pointing to --help, ex
   CHECK(lines(fake_bad.output) == 1);
   CHECK(fake_bad.output.find("(see fake-dingtalk --help)") != std::string::npos);
 }
+
+TEST_CASE("cli: --copy-state-from refuses, exit 2, a configuration without state.postgres or a "
+          "missing file") {
+  TempDir dir;
+  const std::string sqlite_config = dir.file("sqlite.yaml");
+  const std::string pg_config = dir.file("pg.yaml");
+  const std::string dingtalk = "dingtalk:\n  auth:\n    access_token: tok\n  robot_code: r\n";
+  write_file(sqlite_config, dingtalk + "state:\n  path: " + dir.file("state.db") + "\n");
+  write_file(pg_config, dingtalk + "state:\n  postgres: host=127.0.0.1 port=1 dbname=none\n");
+  write_file(dir.file("old.db"), "");
+
+  const Run no_postgres = run(
+      dir, {RRD_DAEMON_PATH, "--config", sqlite_config, "--copy-state-from", dir.file("old.db")});
+  CHECK(no_postgres.code == 2);
+  CHECK(no_postgres.output == "readreceiptd: --copy-state-from: " + sqlite_config +
+                                  " has no state.postgres to copy the state into\n");
+
+  const Run missing =
+      run(dir, {RRD_DAEMON_PATH, "--config", pg_config, "--copy-state-from", dir.file("nope.db")});
+  CHECK(missing.code == 2);
+  CHECK(missing.output == "readreceiptd: --copy-state-from: cannot read " + dir.file("nope.db") +
+                              ": No such file or directory\n");
+
+  const Run no_config = run(dir, {RRD_DAEMON_PATH, "--copy-state-from", dir.file("old.db")});
+  CHECK(no_config.code == 2);
+}

@@ -22,10 +22,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
 #include <spdlog/spdlog.h>
+#include <system_error>
 
 namespace rrd::app {
 
@@ -490,6 +492,37 @@ private:
   std::unique_ptr<metrics::Metrics> m_metrics; // created in run(), after the store
 };
 
+// --copy-state-from: the SQLite database must be readable and the
+// configuration must name the PostgreSQL database it goes into; both are
+// usage errors (2).
+int copy_state(const Options& options, const config::Config& cfg) {
+  const std::string prefix = "readreceiptd: --copy-state-from: ";
+  if (!cfg.state.uses_postgres()) {
+    std::fprintf(stderr, "%s%s has no state.postgres to copy the state into\n", prefix.c_str(),
+                 options.config_path.c_str());
+    return k_exit_usage;
+  }
+  const std::string& from = options.copy_state_from;
+  std::error_code ec;
+  const auto status = std::filesystem::status(from, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    std::fprintf(
+        stderr, "%scannot read %s: %s\n", prefix.c_str(), from.c_str(),
+        (ec ? ec : std::make_error_code(std::errc::no_such_file_or_directory)).message().c_str());
+    return k_exit_usage;
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    std::fprintf(stderr, "%s%s is not a file (a SQLite state database)\n", prefix.c_str(),
+                 from.c_str());
+    return k_exit_usage;
+  }
+  // The copy (store::copy_state from the SQLite store into the PostgreSQL
+  // one, refusing a database that already holds state) needs the
+  // PostgreSQL store.
+  std::fprintf(stderr, "%sthis build has no PostgreSQL store to copy into\n", prefix.c_str());
+  return k_exit_failure;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -539,6 +572,9 @@ int main(int argc, char** argv) {
                 count_of(cfg.messages.size(), "message").c_str(),
                 count_of(cfg.webhooks.size(), "webhook").c_str());
     return k_exit_ok;
+  }
+  if (options.command == Command::copy_state) {
+    return copy_state(options, cfg);
   }
   if (options.command == Command::healthcheck) {
     const auto health = api::check_health(cfg.api);
