@@ -1410,7 +1410,8 @@ TEST_CASE("keys with control characters are escaped in key paths") {
                                "labels)"});
   CHECK(errors_of(k_min + "state: { path: /x, \"p\\e\": 1 }\n") ==
         std::vector<std::string>{
-            "/cfg/c.yaml:5:20: state.\"p\\x1b\": unknown key (expected one of: path)"});
+            "/cfg/c.yaml:5:20: state.\"p\\x1b\": unknown key (expected one of: path, postgres, "
+            "password, password_file, lease_ttl)"});
 }
 
 TEST_CASE("ConfigError carries its list") {

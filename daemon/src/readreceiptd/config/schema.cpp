@@ -602,8 +602,8 @@ bool conninfo_has_password(std::string_view c) {
 }
 
 void read_state(MapReader& map, State& s) {
-  const auto postgres = map.find("postgres");
   const bool path_written = map.has("path");
+  const auto postgres = map.find("postgres");
   if (postgres) {
     if (path_written) {
       map.ctx().error(postgres->mark(), map.path("postgres"),
@@ -628,9 +628,6 @@ void read_state(MapReader& map, State& s) {
     }
     return true;
   };
-  if (only_with_postgres("lease_ttl", "the leadership lease of a pair of daemons on PostgreSQL")) {
-    map.read("lease_ttl", s.lease_ttl, lease_ttl);
-  }
   const bool password_allowed = only_with_postgres("password", "the PostgreSQL password") &&
                                 only_with_postgres("password_file", "the PostgreSQL password");
   if (password_allowed) {
@@ -638,6 +635,9 @@ void read_state(MapReader& map, State& s) {
     if (password.value) {
       s.password = *password.value;
     }
+  }
+  if (only_with_postgres("lease_ttl", "the leadership lease of a pair of daemons on PostgreSQL")) {
+    map.read("lease_ttl", s.lease_ttl, lease_ttl);
   }
 }
 
