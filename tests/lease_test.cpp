@@ -126,6 +126,8 @@ TEST_CASE("lease: a leader's transitions") {
        StepDownReason::write_refused, k_t0 + 1s},
       {"a newer epoch exists: step down", 1s, row_of("other", 5, false, 10s), false, false,
        Action::step_down, StepDownReason::newer_epoch, k_t0 + 1s},
+      {"its epoch, another holder: not its lease, step down", 1s, row_of("other", 4, false, 10s),
+       false, false, Action::step_down, StepDownReason::newer_epoch, k_t0 + 1s},
       {"its deadline passed: step down, never renew the old epoch", 8s, mine, false, false,
        Action::step_down, StepDownReason::deadline_passed, k_t0 + 8s},
   };

@@ -85,7 +85,9 @@ Decision decide_leader(const LeaseInput& in) {
   if (!may_start(in.state, in.now, in.lease_ttl)) {
     return make(Action::step_down, check_now, StepDownReason::deadline_passed);
   }
-  if (in.row && in.row->epoch > in.state.epoch) {
+  // A newer epoch, or ours held by another: the lease is no longer ours.
+  if (in.row && (in.row->epoch > in.state.epoch ||
+                 (in.row->epoch == in.state.epoch && in.row->holder != in.my_id))) {
     return make(Action::step_down, check_now, StepDownReason::newer_epoch);
   }
   const Instant renew_at = in.state.renewal_sent + renew_interval(in.lease_ttl);

@@ -60,7 +60,7 @@ enum class Role { standby, leader };
 enum class StepDownReason {
   renewal_failed,  // the renewal was refused or did not reach the database
   deadline_passed, // its own deadline passed (it was paused, or renewals hung)
-  newer_epoch,     // the row shows an epoch newer than its own
+  newer_epoch,     // the row shows an epoch newer than its own (or its own, held by another)
   write_refused,   // a write was fenced off
   stopping,        // SIGTERM: it released the lease
 };
