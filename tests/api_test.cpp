@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <tuple>
 
 using namespace rrd;
 using namespace rrd::api;
@@ -79,6 +80,7 @@ public:
     return out;
   }
   DaemonStatus status() override { return daemon_status; }
+  std::optional<std::string> standby_leader() const override { return leader; }
 
   config::Config cfg;
   std::map<std::string, MessageRecord> records;
@@ -88,8 +90,9 @@ public:
   std::map<std::string, std::vector<store::StoredEvent>> events;
   std::vector<std::size_t> event_limits; // the limit of every message_events() call
   DaemonStatus daemon_status;
-  mutable int visits = 0;          // visit_messages() calls
-  mutable std::size_t visited = 0; // records they handed out
+  std::optional<std::string> leader; // set: a standby, with the leader's holder info
+  mutable int visits = 0;            // visit_messages() calls
+  mutable std::size_t visited = 0;   // records they handed out
 };
 
 MessageRecord record(const std::string& key, bool stopped = false) {
@@ -959,4 +962,41 @@ TEST_CASE("api: --healthcheck asks /healthz on loopback, IPv6 bracketed") {
   REQUIRE_FALSE(healthz_url("").ok());
   CHECK(healthz_url("").error().find("disabled") != std::string::npos);
   CHECK_FALSE(healthz_url("127.0.0.1:0").ok());
+}
+
+TEST_CASE("api: a standby answers GETs, refuses writes with 503 naming the leader, /readyz "
+          "503 standby") {
+  FakeBackend b;
+  b.records["k1"] = record("k1");
+  b.records["k1"].source = MessageSource::api;
+  b.leader = "db2.example 10.0.0.2:9465";
+  CHECK(call(b, "GET", "/v1/messages").status == 200);
+  CHECK(call(b, "GET", "/v1/messages/k1").status == 200);
+  CHECK(call(b, "GET", "/v1/dead-letters").status == 200);
+  for (const auto& [method, target, body] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"POST", "/v1/messages", R"({"process_query_key": "k2"})"},
+           {"DELETE", "/v1/messages/k1", ""},
+           {"POST", "/v1/dead-letters/evt_known/replay", ""}}) {
+    const std::string what = method + " " + target;
+    CAPTURE(what);
+    const Reply r = call(b, method, target, body);
+    CHECK(r.status == 503);
+    CHECK(body_of(r)["leader"] == "db2.example 10.0.0.2:9465");
+    CHECK(body_of(r)["error"] ==
+          "this daemon is a standby; send writes to the leader, db2.example 10.0.0.2:9465");
+  }
+  CHECK(b.records.count("k2") == 0);
+  CHECK(b.removed.empty());
+  CHECK(b.replayed.empty());
+  b.leader = "";
+  CHECK(body_of(call(b, "DELETE", "/v1/messages/k1"))["error"] ==
+        "this daemon is a standby and no leader is known yet; try again shortly");
+
+  const Reply standby = call(b, "GET", "/readyz", "", "", "", {true, Readiness::standby});
+  CHECK(standby.status == 503);
+  CHECK(body_of(standby) == json{{"ready", false}, {"reason", "standby"}});
+  CHECK(call(b, "GET", "/healthz", "", "", "", {true, Readiness::standby}).status == 200);
+  b.leader.reset(); // the leader writes
+  CHECK(call(b, "DELETE", "/v1/messages/k1").status == 204);
 }

@@ -64,3 +64,24 @@ TEST_CASE("plurals: counts in words") {
   CHECK(count_of(1, "pending delivery", "pending deliveries") == "1 pending delivery");
   CHECK(count_of(3, "pending delivery", "pending deliveries") == "3 pending deliveries");
 }
+
+TEST_CASE("cli: --copy-state-from takes a path and needs --config") {
+  auto o =
+      parse_args({"--config", "/c.yaml", "--copy-state-from", "/var/lib/readreceiptd/state.db"});
+  REQUIRE(o.ok());
+  CHECK(o->command == Command::copy_state);
+  CHECK(o->copy_state_from == "/var/lib/readreceiptd/state.db");
+  CHECK(parse_args({"--copy-state-from=/s.db", "--config=/c.yaml"})->copy_state_from == "/s.db");
+  auto no_config = parse_args({"--copy-state-from", "/s.db"});
+  REQUIRE_FALSE(no_config.ok());
+  CHECK(no_config.error() ==
+        "--copy-state-from: needs --config (the configuration whose state.postgres receives "
+        "the state)");
+  auto empty = parse_args({"--config", "/c", "--copy-state-from="});
+  REQUIRE_FALSE(empty.ok());
+  CHECK(empty.error() == "--copy-state-from: empty path");
+  CHECK(parse_args({"--config", "/c", "--copy-state-from"}).error() ==
+        "--copy-state-from: needs a value");
+  CHECK_FALSE(parse_args({"--config", "/c", "--copy-state-from", "/s", "--check-config"}).ok());
+  CHECK(std::string(usage()).find("--copy-state-from SQLITE_PATH") != std::string::npos);
+}

@@ -1410,7 +1410,8 @@ TEST_CASE("keys with control characters are escaped in key paths") {
                                "labels)"});
   CHECK(errors_of(k_min + "state: { path: /x, \"p\\e\": 1 }\n") ==
         std::vector<std::string>{
-            "/cfg/c.yaml:5:20: state.\"p\\x1b\": unknown key (expected one of: path)"});
+            "/cfg/c.yaml:5:20: state.\"p\\x1b\": unknown key (expected one of: path, postgres, "
+            "password, password_file, lease_ttl)"});
 }
 
 TEST_CASE("ConfigError carries its list") {
@@ -1464,4 +1465,115 @@ TEST_CASE("push, the monthly budget and the reconcile schedule") {
         "/cfg/c.yaml:4:24: dingtalk.monthly_call_budget: must be an integer, not \"lots\"");
   CHECK(error_of(app + "poll:\n  reconcile_schedule: []\n") ==
         "/cfg/c.yaml:5:23: poll.reconcile_schedule: must have at least one step");
+}
+
+TEST_CASE("state.postgres replaces state.path, with lease_ttl and password_file") {
+  const std::string pg = "host=db.internal dbname=readreceiptd user=rrd";
+  const Config c = load_string(k_min + "state:\n  postgres: \"" + pg + "\"\n", k_file);
+  CHECK(c.state.postgres == pg);
+  CHECK(c.state.uses_postgres());
+  CHECK(c.state.path.empty());
+  CHECK(c.state.password.empty());
+  CHECK(c.state.lease_ttl == 10s);
+  CHECK(c.warnings.empty());
+  CHECK_FALSE(load_string(k_min, k_file).state.uses_postgres());
+
+  const Config t =
+      load_string(k_min + "state:\n  postgres: \"" + pg + "\"\n  lease_ttl: 2s\n", k_file);
+  CHECK(t.state.lease_ttl == 2s);
+  CHECK(error_of(k_min + "state:\n  postgres: \"" + pg + "\"\n  lease_ttl: 1999ms\n") ==
+        "/cfg/c.yaml:7:14: state.lease_ttl: must be at least 2s (a renewal every lease_ttl/3 "
+        "must have time to reach the database)");
+  CHECK(error_of(k_min + "state:\n  postgres: \"" + pg + "\"\n  lease_ttl: soon\n") ==
+        "/cfg/c.yaml:7:14: state.lease_ttl: invalid duration \"soon\" (use e.g. 500ms, 15s, "
+        "10m, 2h, 7d)");
+  CHECK(error_of(k_min + "state:\n  postgres: ''\n") ==
+        "/cfg/c.yaml:6:13: state.postgres: must not be empty");
+}
+
+TEST_CASE("state.path and state.postgres cannot both be set, postgres-only keys need postgres") {
+  CHECK(error_of(k_min + "state:\n  path: /x.db\n  postgres: host=db\n") ==
+        "/cfg/c.yaml:7:13: state.postgres: cannot be combined with state.path (one state "
+        "database: SQLite at path, or PostgreSQL)");
+  CHECK(error_of(k_min + "state:\n  path: /x.db\n  lease_ttl: 5s\n") ==
+        "/cfg/c.yaml:7:14: state.lease_ttl: only with state.postgres (the leadership lease of a "
+        "pair of daemons on PostgreSQL)");
+  CHECK(error_of(k_min + "state:\n  lease_ttl: 5s\n") ==
+        "/cfg/c.yaml:6:3: state.path: required\n"
+        "/cfg/c.yaml:6:14: state.lease_ttl: only with state.postgres (the leadership lease of a "
+        "pair of daemons on PostgreSQL)");
+  CHECK(error_of(k_min + "state:\n  path: /x.db\n  password_file: pw\n") ==
+        "/cfg/c.yaml:7:18: state.password_file: only with state.postgres (the PostgreSQL "
+        "password)");
+  // Without postgres, path is still required in a written state section.
+  CHECK(error_of(k_min + "state:\n  password_file: pw\n") ==
+        "/cfg/c.yaml:6:3: state.path: required\n"
+        "/cfg/c.yaml:6:18: state.password_file: only with state.postgres (the PostgreSQL "
+        "password)");
+}
+
+TEST_CASE("state.password_file is a secret read like the others, never printed") {
+  TempDir config_dir;
+  TempDir credentials;
+  const fs::path config = config_dir.write(
+      "c.yaml", k_min + "state:\n  postgres: host=db\n  password_file: pg_password\n");
+  config_dir.write("pg_password", "pg-secret-next-to-config\n");
+  SUBCASE("relative to the configuration file") {
+    const ScopedEnv env("CREDENTIALS_DIRECTORY", std::nullopt);
+    CHECK(load_file(config.string()).state.password == "pg-secret-next-to-config");
+  }
+  SUBCASE("from CREDENTIALS_DIRECTORY first") {
+    credentials.write("pg_password", "pg-secret-from-credentials\n");
+    const ScopedEnv env("CREDENTIALS_DIRECTORY", credentials.path().string());
+    CHECK(load_file(config.string()).state.password == "pg-secret-from-credentials");
+  }
+  SUBCASE("a missing file is named") {
+    const ScopedEnv env("CREDENTIALS_DIRECTORY", std::nullopt);
+    const std::string file = (config_dir.path() / "d.yaml").string();
+    try {
+      load_string(k_min + "state:\n  postgres: host=db\n  password_file: nope\n", file);
+      FAIL("a missing password_file must not load");
+    } catch (const ConfigError& e) {
+      CHECK(std::string(e.what()) == file + ":7:18: state.password_file: cannot read " +
+                                         (config_dir.path() / "nope").string() +
+                                         ": No such file or directory");
+    }
+  }
+}
+
+TEST_CASE("a password inside state.postgres is a warning naming password_file, unprinted") {
+  for (const std::string conninfo :
+       {"host=db password=hunter2hunter2 dbname=x", "host=db PASSWORD = 'hunter2hunter2'",
+        "postgresql://rrd:hunter2hunter2@db/x",
+        "postgres://db/x?sslmode=require&password=hunter2hunter2"}) {
+    CAPTURE(conninfo);
+    const Config c = load_string(k_min + "state:\n  postgres: \"" + conninfo + "\"\n", k_file);
+    REQUIRE(c.warnings.size() == 1);
+    CHECK(c.warnings[0] ==
+          "/cfg/c.yaml:6:13: state.postgres: holds a password; put it in state.password_file "
+          "(a secret file) instead, so that it stays out of the configuration");
+    CHECK_FALSE(contains(c.warnings[0], "hunter2"));
+  }
+  for (const std::string conninfo : {"host=db user=password dbname=passwords",
+                                     "postgresql://rrd@db/x", "passfile=/etc/pgpass host=db"}) {
+    CAPTURE(conninfo);
+    CHECK(
+        load_string(k_min + "state:\n  postgres: \"" + conninfo + "\"\n", k_file).warnings.empty());
+  }
+}
+
+TEST_CASE("a reload names the keys that only take effect at the next start") {
+  const Config running = load_string(k_min + "state:\n  postgres: host=a\n", k_file);
+  CHECK(restart_only_changes(running, running).empty());
+  Config loaded = running;
+  loaded.state.postgres = "host=b";
+  loaded.state.lease_ttl = Millis{20'000};
+  loaded.state.password = "other";
+  loaded.api.listen = "127.0.0.1:1";
+  CHECK(restart_only_changes(running, loaded) ==
+        std::vector<std::string>{"state.postgres", "state.password_file", "state.lease_ttl",
+                                 "api.listen"});
+  const Config sqlite = load_string(k_min, k_file);
+  CHECK(restart_only_changes(sqlite, running) ==
+        std::vector<std::string>{"state.path", "state.postgres"});
 }

@@ -763,3 +763,21 @@ TEST_CASE("metrics: localhost and bracketed IPv6 listen addresses") {
     CHECK(res->status == 200);
   }
 }
+
+TEST_CASE("metrics: readreceiptd_leader is 1 on SQLite, on PostgreSQL it follows the lease") {
+  const Metrics sqlite(base_config());
+  CHECK(value(sqlite.registry()->Collect(), "readreceiptd_leader") == 1);
+  CHECK(value(sqlite.registry()->Collect(), "readreceiptd_leader_changes_total") == 0);
+
+  config::Config cfg = base_config();
+  cfg.state.path.clear();
+  cfg.state.postgres = "host=db";
+  Metrics m(cfg);
+  CHECK(value(m.registry()->Collect(), "readreceiptd_leader") == 0);
+  m.leadership_changed(true);
+  CHECK(value(m.registry()->Collect(), "readreceiptd_leader") == 1);
+  m.leadership_changed(false);
+  const auto f = m.registry()->Collect();
+  CHECK(value(f, "readreceiptd_leader") == 0);
+  CHECK(value(f, "readreceiptd_leader_changes_total") == 2);
+}

@@ -298,3 +298,21 @@ TEST_CASE("poller: each kind asks its own API, and the oto window closes without
   CHECK(group->spec.token == "group-bot-token-0123");
   CHECK_FALSE(group->stopped); // groups and private chats have no window
 }
+
+namespace {
+// A work gate the test opens and closes.
+struct SwitchGate final : ha::WorkGate {
+  bool open = true;
+  bool may_start() const override { return open; }
+};
+} // namespace
+
+TEST_CASE("poller: no DingTalk call starts while the work gate is closed") {
+  Harness h(base_config(3, std::nullopt), at("2026-12-10T00:00:00Z"));
+  SwitchGate gate;
+  h.sched.set_gate(&gate);
+  gate.open = false;
+  CHECK(h.run(5 * k_min) == 0);
+  gate.open = true;
+  CHECK(h.run(k_min) >= 3); // the due polls go once it opens
+}

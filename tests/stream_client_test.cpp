@@ -434,3 +434,29 @@ TEST_CASE("stream client: stop closes with 1000 and opens nothing again") {
   CHECK(h.engine.pending().empty());
   CHECK(h.counts.disconnects.empty());
 }
+
+namespace {
+// A work gate the test opens and closes.
+struct SwitchGate final : ha::WorkGate {
+  bool open = true;
+  bool may_start() const override { return open; }
+};
+} // namespace
+
+TEST_CASE("stream client: a closed work gate opens no gateway call and acknowledges nothing") {
+  Harness h;
+  SwitchGate gate;
+  h.client.set_gate(&gate);
+  gate.open = false;
+  h.client.pump();
+  CHECK(h.engine.pending().empty()); // no DingTalk call
+  gate.open = true;
+  FakeRawStream& s = h.connect();
+  REQUIRE(h.client.connected());
+  Harness::send_text(s, read_event("m-1", "alice"));
+  h.engine.run_once(Millis{0});
+  REQUIRE(h.sink.waiting.size() == 1);
+  gate.open = false; // the deadline passed between the event and its commit
+  h.sink.waiting[0](true);
+  CHECK(Harness::written(s).empty()); // DingTalk sends it again, to whoever leads
+}

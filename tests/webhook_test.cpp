@@ -861,3 +861,27 @@ TEST_CASE("the configuration fingerprint changes with each delivery field and hi
   b.headers = {{"X-A", "bc"}};
   CHECK(fingerprint(a) != fingerprint(b));
 }
+
+namespace {
+// A work gate the test opens and closes.
+struct SwitchGate final : ha::WorkGate {
+  bool open = true;
+  bool may_start() const override { return open; }
+};
+} // namespace
+
+TEST_CASE("no delivery starts while the work gate is closed, it goes once the gate opens") {
+  Harness h;
+  SwitchGate gate;
+  h.dispatcher->set_gate(&gate);
+  gate.open = false;
+  const auto id = h.emit("A");
+  CHECK(h.pump().empty());
+  h.clock.advance(Millis{60'000});
+  CHECK(h.pump().empty());
+  CHECK(h.stored(id).has_value()); // still pending, for whoever leads
+  gate.open = true;
+  const auto calls = h.pump();
+  REQUIRE(calls.size() == 1);
+  CHECK(h.event_of(calls[0]) == id);
+}

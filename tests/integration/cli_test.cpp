@@ -1,7 +1,9 @@
 // The command lines of readreceiptd and of the fakes (fake-dingtalk,
 // webhook-sink), run as a user runs them: --help, bad flags, defaults.
+#include "fakes/postgres.hpp"
 #include "integration/harness.hpp"
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -119,4 +121,73 @@ TEST_CASE("cli: the fakes answer a bad flag with one line pointing to --help, ex
   CHECK(fake_bad.code == 2);
   CHECK(lines(fake_bad.output) == 1);
   CHECK(fake_bad.output.find("(see fake-dingtalk --help)") != std::string::npos);
+}
+
+TEST_CASE("cli: --copy-state-from refuses, exit 2, a configuration without state.postgres or a "
+          "missing file") {
+  TempDir dir;
+  const std::string sqlite_config = dir.file("sqlite.yaml");
+  const std::string pg_config = dir.file("pg.yaml");
+  const std::string dingtalk = "dingtalk:\n  auth:\n    access_token: tok\n  robot_code: r\n";
+  write_file(sqlite_config, dingtalk + "state:\n  path: " + dir.file("state.db") + "\n");
+  write_file(pg_config, dingtalk + "state:\n  postgres: host=127.0.0.1 port=1 dbname=none\n");
+  write_file(dir.file("old.db"), "");
+
+  const Run no_postgres = run(
+      dir, {RRD_DAEMON_PATH, "--config", sqlite_config, "--copy-state-from", dir.file("old.db")});
+  CHECK(no_postgres.code == 2);
+  CHECK(no_postgres.output == "readreceiptd: --copy-state-from: " + sqlite_config +
+                                  " has no state.postgres to copy the state into\n");
+
+  const Run missing =
+      run(dir, {RRD_DAEMON_PATH, "--config", pg_config, "--copy-state-from", dir.file("nope.db")});
+  CHECK(missing.code == 2);
+  CHECK(missing.output == "readreceiptd: --copy-state-from: cannot read " + dir.file("nope.db") +
+                              ": No such file or directory\n");
+
+  const Run no_config = run(dir, {RRD_DAEMON_PATH, "--copy-state-from", dir.file("old.db")});
+  CHECK(no_config.code == 2);
+}
+
+TEST_CASE("postgres: --copy-state-from copies a SQLite state database into an empty PostgreSQL "
+          "one, once") {
+  const auto server = test_postgres();
+  if (!server) {
+    if (postgres_required()) {
+      FAIL("CI=true, but RRD_TEST_POSTGRES is not set (ctest starts a server for these tests)");
+    }
+    MESSAGE("skipped: RRD_TEST_POSTGRES is not set (a libpq connection string to a test server)");
+    return;
+  }
+  TempDir dir;
+  PgSchema schema(*server);
+  // A state database of the previous release, with deliveries of every state.
+  const std::string old_db = dir.file("state.db");
+  std::filesystem::copy_file(std::string(RRD_SOURCE_DIR) + "/tests/fixtures/state-schema2.db",
+                             old_db);
+  const std::string password = "pg-SECRET-password-5f2a9c";
+  write_file(dir.file("pg_password"), password + "\n");
+  const std::string config = dir.file("pg.yaml");
+  write_file(config, "dingtalk:\n  auth:\n    access_token: tok\n  robot_code: r\n"
+                     "state:\n  postgres: \"" +
+                         schema.conninfo() + "\"\n  password_file: pg_password\n");
+
+  const Run copied = run(dir, {RRD_DAEMON_PATH, "--config", config, "--copy-state-from", old_db});
+  CAPTURE(copied.output);
+  CHECK(copied.code == 0);
+  CHECK(copied.output.find("copied ") != std::string::npos);
+  CHECK(copied.output.find(password) == std::string::npos);
+  const std::string messages = schema.text("SELECT count(*) FROM messages");
+  CHECK(messages != "0");
+  CHECK(copied.output.find("copied " + messages + " message") != std::string::npos);
+  CHECK(schema.text("SELECT count(*) FROM deliveries") != "0");
+
+  // A second copy would mix two states: refused, nothing written.
+  const Run again = run(dir, {RRD_DAEMON_PATH, "--config", config, "--copy-state-from", old_db});
+  CAPTURE(again.output);
+  CHECK(again.code == 1);
+  CHECK(again.output.find("already holds state") != std::string::npos);
+  CHECK(again.output.find(password) == std::string::npos);
+  CHECK(again.output.find(schema.conninfo()) == std::string::npos);
+  CHECK(schema.text("SELECT count(*) FROM messages") == messages);
 }

@@ -283,6 +283,19 @@ std::string conflict_text(const MessageRecord& m, const MessageSpec& spec) {
   return text + "; a message keeps the fields it was added with";
 }
 
+// A standby's answer to a write (503 naming the leader), or nullopt while
+// this daemon leads.
+std::optional<Reply> refuse_on_standby(const Backend& b) {
+  const auto leader = b.standby_leader();
+  if (!leader) {
+    return std::nullopt;
+  }
+  const std::string text =
+      leader->empty() ? "this daemon is a standby and no leader is known yet; try again shortly"
+                      : "this daemon is a standby; send writes to the leader, " + *leader;
+  return json_reply(503, json{{"error", text}, {"leader", *leader}});
+}
+
 Routed add_message(const Call& c) {
   if (c.request.body.empty()) {
     return immediate(
@@ -290,6 +303,9 @@ Routed add_message(const Call& c) {
                          "{\"process_query_key\": \"...\"}"));
   }
   return later([body = c.request.body](Backend& b) {
+    if (auto refused = refuse_on_standby(b)) {
+      return std::move(*refused);
+    }
     config::ParsedMessage parsed;
     try {
       parsed = config::parse_message_json(body, b.config());
@@ -338,6 +354,9 @@ Routed get_message(const Call& c) {
 // are declarative, removed by removing them from the file.
 Routed delete_message(const Call& c) {
   return later([key = c.param](Backend& b) {
+    if (auto refused = refuse_on_standby(b)) {
+      return std::move(*refused);
+    }
     const auto m = b.message(key);
     if (!m) {
       return error_reply(404, "no such message");
@@ -369,6 +388,9 @@ Routed list_dead_letters(const Call&) {
 
 Routed replay_dead_letter(const Call& c) {
   return later([event_id = c.param](Backend& b) {
+    if (auto refused = refuse_on_standby(b)) {
+      return std::move(*refused);
+    }
     const int n = b.replay_dead_letter(event_id);
     if (n == 0) {
       return error_reply(404, "no dead letter with this event id");
@@ -485,6 +507,8 @@ const char* describe(Readiness r) {
     return "waiting for the first DingTalk access token";
   case Readiness::ready:
     return "ready";
+  case Readiness::standby:
+    return "standby";
   case Readiness::stopping:
     return "stopping";
   }

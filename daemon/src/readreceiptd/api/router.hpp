@@ -119,12 +119,16 @@ public:
   virtual std::vector<store::StoredEvent> message_events(const std::string& key, std::int64_t after,
                                                          std::size_t limit) = 0;
   virtual DaemonStatus status() = 0;
+  // On PostgreSQL, while this daemon is a standby: the leader's holder info
+  // ("" when no daemon leads or it is not known yet); writes are refused
+  // with 503 naming it. nullopt while this daemon leads (on SQLite, always).
+  virtual std::optional<std::string> standby_leader() const { return std::nullopt; }
 };
 
 using Command = std::function<Reply(Backend&)>;
 
 // Why the daemon is not ready (GET /readyz), as the loop publishes it.
-enum class Readiness { starting, waiting_for_token, ready, stopping };
+enum class Readiness { starting, waiting_for_token, ready, standby, stopping };
 // The text of `reason` in a 503 from /readyz.
 const char* describe(Readiness r);
 

@@ -22,10 +22,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
 #include <spdlog/spdlog.h>
+#include <system_error>
 
 namespace rrd::app {
 
@@ -235,6 +237,12 @@ public:
   int run() {
     SignalWatcher signals; // first: every later thread inherits the blocked mask
     std::unique_ptr<store::Store> store;
+    if (m_cfg.state.uses_postgres()) {
+      logging::error("cannot run on PostgreSQL yet",
+                     {{"reason", "state.postgres: this build can copy a state into PostgreSQL "
+                                 "(--copy-state-from) but runs on SQLite only (state.path)"}});
+      return k_exit_failure;
+    }
     try {
       store = store::Store::open(m_cfg.state.path);
     } catch (const store::StoreError& e) {
@@ -331,10 +339,12 @@ public:
     };
     LoopBackend backend(table, *store, dispatcher, clock, dead_letters, status);
     loop_status.set_readiness(api::Readiness::waiting_for_token);
-    logging::info(
-        "readreceiptd started: " + count_of(table.tracked(), "message") + " tracked, " +
-            count_of(m_cfg.webhooks.size(), "webhook"),
-        {{"version", k_version}, {"state", m_cfg.state.path}, {"push", push ? "stream" : "off"}});
+    logging::info("readreceiptd started: " + count_of(table.tracked(), "message") + " tracked, " +
+                      count_of(m_cfg.webhooks.size(), "webhook"),
+                  {{"version", k_version},
+                   // The connection string may hold a password: never logged.
+                   {"state", m_cfg.state.uses_postgres() ? "postgres" : m_cfg.state.path},
+                   {"push", push ? "stream" : "off"}});
 
     while (!signals.stop_requested()) {
       loop_status.beat(steady_now());
@@ -455,12 +465,12 @@ private:
     for (const auto& warning : cfg.warnings) {
       logging::warn("configuration warning", {{"warning", warning}});
     }
-    if (cfg.state.path != m_cfg.state.path) {
-      logging::warn("state.path changed; the new path takes effect at the next start");
+    // The state database and the API's address stay as they are until the
+    // next start; the rest of the new configuration applies.
+    for (const auto& key : config::restart_only_changes(m_cfg, cfg)) {
+      logging::warn(key + " changed; the new value takes effect at the next start", {{"key", key}});
     }
-    if (cfg.api.listen != m_cfg.api.listen) {
-      logging::warn("api.listen changed; the new address takes effect at the next start");
-    }
+    cfg.state = m_cfg.state;
     if (api_server != nullptr) {
       api_server->set_token(cfg.api.token);
     }
@@ -482,6 +492,54 @@ private:
   config::Config m_cfg;
   std::unique_ptr<metrics::Metrics> m_metrics; // created in run(), after the store
 };
+
+// --copy-state-from: the SQLite database must be readable and the
+// configuration must name the PostgreSQL database it goes into; both are
+// usage errors (2).
+int copy_state(const Options& options, const config::Config& cfg) {
+  const std::string prefix = "readreceiptd: --copy-state-from: ";
+  if (!cfg.state.uses_postgres()) {
+    std::fprintf(stderr, "%s%s has no state.postgres to copy the state into\n", prefix.c_str(),
+                 options.config_path.c_str());
+    return k_exit_usage;
+  }
+  const std::string& from = options.copy_state_from;
+  std::error_code ec;
+  const auto status = std::filesystem::status(from, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    std::fprintf(
+        stderr, "%scannot read %s: %s\n", prefix.c_str(), from.c_str(),
+        (ec ? ec : std::make_error_code(std::errc::no_such_file_or_directory)).message().c_str());
+    return k_exit_usage;
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    std::fprintf(stderr, "%s%s is not a file (a SQLite state database)\n", prefix.c_str(),
+                 from.c_str());
+    return k_exit_usage;
+  }
+  // The SQLite file is opened as the daemon opens it (migrated to this
+  // build's schema first, and locked: a daemon still running on it is an
+  // error); the copy is one transaction on PostgreSQL, refused when that
+  // database already holds state. Errors name the databases, never the
+  // password or the connection string.
+  try {
+    const auto source = store::Store::open(from);
+    store::PostgresOptions pg;
+    pg.conninfo = cfg.state.postgres;
+    if (!cfg.state.password.empty()) {
+      pg.password = cfg.state.password;
+    }
+    const auto target = store::Store::open_postgres(pg);
+    const std::size_t messages = source->message_count();
+    store::copy_state(*source, *target);
+    std::printf("copied %s from %s into PostgreSQL\n", count_of(messages, "message").c_str(),
+                from.c_str());
+    return 0;
+  } catch (const store::StoreError& e) {
+    std::fprintf(stderr, "%s%s\n", prefix.c_str(), e.what());
+    return k_exit_failure;
+  }
+}
 
 } // namespace
 
@@ -532,6 +590,9 @@ int main(int argc, char** argv) {
                 count_of(cfg.messages.size(), "message").c_str(),
                 count_of(cfg.webhooks.size(), "webhook").c_str());
     return k_exit_ok;
+  }
+  if (options.command == Command::copy_state) {
+    return copy_state(options, cfg);
   }
   if (options.command == Command::healthcheck) {
     const auto health = api::check_health(cfg.api);

@@ -6,11 +6,15 @@ const char* usage() {
   return "usage: readreceiptd [--config PATH] [--log-level LEVEL] [--log-format text|json]\n"
          "       readreceiptd [--config PATH] --check-config\n"
          "       readreceiptd --healthcheck [--config PATH]\n"
+         "       readreceiptd --config PATH --copy-state-from SQLITE_PATH\n"
          "       readreceiptd --version\n"
          "\n"
          "  --config PATH        configuration file (default /etc/readreceiptd/config.yaml)\n"
          "  --check-config       validate the configuration and exit (0 valid, 2 invalid)\n"
          "  --healthcheck        exit 0 if the running daemon's /healthz answers 200\n"
+         "  --copy-state-from SQLITE_PATH\n"
+         "                       copy a SQLite state database into the empty PostgreSQL\n"
+         "                       one of the configuration's state.postgres, and exit\n"
          "  --log-level LEVEL    trace, debug, info (default), warn or error\n"
          "  --log-format FORMAT  text (default) or json (one object per line)\n"
          "  --version            print the version and exit\n"
@@ -109,6 +113,16 @@ Result<Options, std::string> parse_args(const std::vector<std::string>& args) {
       } else {
         return err("--log-format: unknown format \"" + *v + "\" (use text or json)");
       }
+    } else if (a == "--copy-state-from") {
+      auto v = take_value();
+      if (!v) {
+        return err(v.error());
+      }
+      if (v->empty()) {
+        return err(std::string("--copy-state-from: empty path"));
+      }
+      problem = set_command(Command::copy_state, a);
+      o.copy_state_from = *v;
     } else if (has_inline_value) {
       return err(a + ": takes no value");
     } else if (a == "--check-config") {
@@ -125,6 +139,10 @@ Result<Options, std::string> parse_args(const std::vector<std::string>& args) {
     if (!problem.empty()) {
       return err(problem);
     }
+  }
+  if (o.command == Command::copy_state && !o.config_given) {
+    return err(std::string("--copy-state-from: needs --config (the configuration whose "
+                           "state.postgres receives the state)"));
   }
   return o;
 }

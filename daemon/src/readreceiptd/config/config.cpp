@@ -241,6 +241,23 @@ Config load_file(const std::string& path) {
   return load_string(text, path);
 }
 
+std::vector<std::string> restart_only_changes(const Config& running, const Config& loaded) {
+  std::vector<std::string> keys;
+  const auto check = [&keys](bool changed, const char* key) {
+    if (changed) {
+      keys.emplace_back(key);
+    }
+  };
+  const State& a = running.state;
+  const State& b = loaded.state;
+  check(a.path != b.path, "state.path");
+  check(a.postgres != b.postgres, "state.postgres");
+  check(a.password != b.password, "state.password_file");
+  check(a.lease_ttl != b.lease_ttl, "state.lease_ttl");
+  check(running.api.listen != loaded.api.listen, "api.listen");
+  return keys;
+}
+
 ParsedMessage parse_message_json(const std::string& json, const Config& defaults) {
   reader::Options options; // no file, no ${NAME}, no files
   options.now = wall_clock_now();

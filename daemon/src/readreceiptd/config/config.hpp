@@ -101,8 +101,22 @@ struct Poll {
   Millis max_age{72 * 3'600'000};
 };
 
+// The PostgreSQL leadership lease (SPEC section 12): renewed every
+// lease_ttl/3; a shorter lease_ttl leaves a renewal too little time to reach
+// the database.
+inline constexpr Millis k_default_lease_ttl{10'000};
+inline constexpr Millis k_min_lease_ttl{2'000};
+
 struct State {
+  // SQLite: the database file. "" with postgres.
   std::string path = "/var/lib/readreceiptd/state.db";
+  // PostgreSQL: a libpq connection string ("" for SQLite). It may hold a
+  // password (a warning says to use password_file): never log it.
+  std::string postgres;
+  std::string password; // secret, from password_file; "" when none
+  Millis lease_ttl = k_default_lease_ttl;
+  bool uses_postgres() const { return !postgres.empty(); }
+  bool operator==(const State&) const = default;
 };
 
 struct Metrics {
@@ -163,6 +177,12 @@ struct ParsedMessage {
   std::vector<std::string> warnings; // as Config::warnings, without a place
 };
 ParsedMessage parse_message_json(const std::string& json, const Config& defaults);
+
+// The keys whose new value a reload cannot apply (the running daemon keeps
+// the old one until the next start), in the order of the file:
+// "state.path", "state.postgres", "state.password_file", "state.lease_ttl",
+// "api.listen". Empty when none changed.
+std::vector<std::string> restart_only_changes(const Config& running, const Config& loaded);
 
 // Parses "500ms", "15s", "10m", "2h", "7d". Returns nullopt when malformed.
 std::optional<Millis> parse_duration(const std::string& text);

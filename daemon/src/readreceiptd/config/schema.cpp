@@ -521,8 +521,124 @@ void read_poll(MapReader& map, Poll& p) {
   map.read("max_age", p.max_age, reader::read_positive_duration);
 }
 
+// state.lease_ttl: a duration of at least k_min_lease_ttl.
+std::optional<Millis> lease_ttl(Context& ctx, Value v, const std::string& path) {
+  const auto d = reader::read_duration(ctx, v, path);
+  if (d && *d < k_min_lease_ttl) {
+    ctx.error(v.mark(), path,
+              "must be at least " + std::to_string(k_min_lease_ttl.count() / 1000) +
+                  "s (a renewal every lease_ttl/3 must have time to reach the database)");
+    return std::nullopt;
+  }
+  return d;
+}
+
+// Whether a libpq connection string carries a password: `password=` in the
+// keyword/value form, or user:password@ or ?password= in the URI form.
+bool conninfo_has_password(std::string_view c) {
+  const std::string lower = reader::lowercase(c);
+  const std::string_view s = lower;
+  for (const std::string_view scheme : {"postgresql://", "postgres://"}) {
+    if (s.rfind(scheme, 0) != 0) {
+      continue;
+    }
+    const std::string_view rest = s.substr(scheme.size());
+    const std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+    const std::size_t at = authority.rfind('@');
+    if (at != std::string_view::npos &&
+        authority.substr(0, at).find(':') != std::string_view::npos) {
+      return true;
+    }
+    const std::size_t q = rest.find('?');
+    if (q == std::string_view::npos) {
+      return false;
+    }
+    std::string_view query = rest.substr(q + 1);
+    while (!query.empty()) {
+      const std::string_view param = query.substr(0, query.find('&'));
+      if (param.rfind("password=", 0) == 0) {
+        return true;
+      }
+      query.remove_prefix(std::min(query.size(), param.size() + 1));
+    }
+    return false;
+  }
+  // keyword = value ...; a value is a word or 'quoted' (\' and \\ escaped).
+  std::size_t i = 0;
+  const auto skip_space = [&] {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) {
+      ++i;
+    }
+  };
+  while (true) {
+    skip_space();
+    const std::size_t key_start = i;
+    while (i < s.size() && s[i] != '=' && s[i] != ' ' && s[i] != '\t') {
+      ++i;
+    }
+    const std::string_view key = s.substr(key_start, i - key_start);
+    skip_space();
+    if (i >= s.size() || s[i] != '=') {
+      return false; // malformed: libpq says so when it connects
+    }
+    ++i;
+    if (key == "password") {
+      return true;
+    }
+    skip_space();
+    if (i < s.size() && s[i] == '\'') {
+      for (++i; i < s.size() && s[i] != '\''; ++i) {
+        if (s[i] == '\\') {
+          ++i;
+        }
+      }
+      ++i;
+    } else {
+      while (i < s.size() && s[i] != ' ' && s[i] != '\t') {
+        ++i;
+      }
+    }
+  }
+}
+
 void read_state(MapReader& map, State& s) {
-  map.read_required("path", s.path, state_path);
+  const bool path_written = map.has("path");
+  const auto postgres = map.find("postgres");
+  if (postgres) {
+    if (path_written) {
+      map.ctx().error(postgres->mark(), map.path("postgres"),
+                      "cannot be combined with state.path (one state database: SQLite at path, "
+                      "or PostgreSQL)");
+    } else if (map.read("postgres", s.postgres, reader::read_nonempty_identifier)) {
+      s.path.clear();
+      if (conninfo_has_password(s.postgres)) {
+        map.ctx().warning(postgres->mark(), map.path("postgres"),
+                          "holds a password; put it in state.password_file (a secret file) "
+                          "instead, so that it stays out of the configuration");
+      }
+    }
+  } else {
+    map.read_required("path", s.path, state_path);
+  }
+  const auto only_with_postgres = [&](std::string_view key, std::string_view what) {
+    if (!postgres && map.has(key)) {
+      map.ctx().error(map.mark_of(key), map.path(key),
+                      "only with state.postgres (" + std::string(what) + ")");
+      return false;
+    }
+    return true;
+  };
+  const bool password_allowed = only_with_postgres("password", "the PostgreSQL password") &&
+                                only_with_postgres("password_file", "the PostgreSQL password");
+  if (password_allowed) {
+    const reader::Secret password = reader::read_secret(map, "password");
+    if (password.value) {
+      s.password = *password.value;
+    }
+  }
+  if (only_with_postgres("lease_ttl", "the leadership lease of a pair of daemons on PostgreSQL")) {
+    map.read("lease_ttl", s.lease_ttl, lease_ttl);
+  }
 }
 
 void read_metrics(MapReader& map, Metrics& m) {

@@ -141,6 +141,18 @@ Metrics::Metrics(const config::Config& cfg, TimePoint loaded_at)
                                  "(read-status calls pause until the month turns), else 0.")
                            .Register(*m_registry)
                            .Add({});
+  m_leader = &prometheus::BuildGauge()
+                  .Name("readreceiptd_leader")
+                  .Help("1 while this daemon is the leader (always, on SQLite), 0 while it "
+                        "is a standby (state.postgres).")
+                  .Register(*m_registry)
+                  .Add({});
+  m_leader->Set(cfg.state.uses_postgres() ? 0 : 1);
+  m_leader_changes = &prometheus::BuildCounter()
+                          .Name("readreceiptd_leader_changes_total")
+                          .Help("Times this daemon became the leader or a standby.")
+                          .Register(*m_registry)
+                          .Add({});
   m_stream_connected = &prometheus::BuildGauge()
                             .Name("readreceiptd_stream_connected")
                             .Help("1 while a DingTalk Stream connection is open, else 0.")
@@ -397,6 +409,11 @@ void Metrics::reload_succeeded(const config::Config& cfg, TimePoint at) {
   if (cfg.metrics.listen != m_listen) {
     logging::warn("metrics.listen changed; the new address takes effect at the next start");
   }
+}
+
+void Metrics::leadership_changed(bool leader) {
+  m_leader->Set(leader ? 1 : 0);
+  m_leader_changes->Increment();
 }
 
 void Metrics::reload_failed() {

@@ -113,6 +113,12 @@ public:
   // marked failed (until one succeeds).
   void reload_failed();
 
+  // --- leadership (state.postgres)
+  // This daemon became the leader (true) or a standby (false): the gauge
+  // follows and the change is counted. On SQLite the daemon is the leader
+  // from start-up (1) and this is never called.
+  void leadership_changed(bool leader);
+
   // --- state gauges
   // After each loop turn: messages tracked and every webhook's state (a few
   // lookups per webhook), and, at start-up, after a reload and then every
@@ -191,6 +197,8 @@ private:
   prometheus::Gauge* m_budget = nullptr; // while monthly_call_budget is set
   prometheus::Gauge* m_quota_exhausted = nullptr;
   prometheus::Gauge* m_stream_connected = nullptr;
+  prometheus::Gauge* m_leader = nullptr;
+  prometheus::Counter* m_leader_changes = nullptr;
   prometheus::Counter* m_stream_connections = nullptr;
   std::array<prometheus::Counter*, k_disconnect_reasons> m_stream_disconnects{};
   std::array<prometheus::Counter*, k_event_results> m_stream_events{};

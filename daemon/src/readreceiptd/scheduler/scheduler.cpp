@@ -383,6 +383,9 @@ CallBudget Scheduler::call_budget() const {
 // ---------------------------------------------------------------- polling
 
 void Scheduler::pump() {
+  if (m_gate != nullptr && !m_gate->may_start()) {
+    return; // not the leader, or past its deadline: no DingTalk call starts
+  }
   const TimePoint now = m_clock.now();
   m_waiting_for_slot = false;
   if (m_push.enabled && !m_push.connected) {

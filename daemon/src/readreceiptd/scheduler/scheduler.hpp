@@ -18,6 +18,7 @@
 #include "readreceiptd/dingtalk/errors.hpp"
 #include "readreceiptd/dingtalk/pagination.hpp"
 #include "readreceiptd/dingtalk/token_cache.hpp"
+#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/scheduler/budget.hpp"
 #include "readreceiptd/scheduler/due_queue.hpp"
@@ -93,6 +94,11 @@ public:
   // The Stream connection's state (each turn, before pump()).
   void set_push_state(bool connected, TimePoint since);
 
+  // The work gate (ha/gate.hpp): while it says no, pump() starts no DingTalk call
+  // (no token, no page, no poll). nullptr (the
+  // default, SQLite): always yes. The gate outlives this object.
+  void set_gate(const ha::WorkGate* gate) { m_gate = gate; }
+
   // Starts what is due now: a token refresh, next pages, new polls, within
   // the rate limit and the budget.
   void pump();
@@ -150,6 +156,7 @@ private:
   tracking::MessageTable& m_table;
   store::Store& m_store;
   http::Engine& m_engine;
+  const ha::WorkGate* m_gate = nullptr;
   const Clock& m_clock;
   Observer& m_observer;
 

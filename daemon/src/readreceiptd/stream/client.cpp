@@ -271,6 +271,9 @@ std::optional<TimePoint> Client::next_wakeup() const {
 // ---------------------------------------------------------------- opening
 
 void Client::start_gateway(TimePoint now) {
+  if (m_gate != nullptr && !m_gate->may_start()) {
+    return; // not the leader, or past its deadline: no DingTalk call starts
+  }
   if (!m_limiter.try_acquire(now)) {
     m_waiting_for_slot = true;
     return;
@@ -568,6 +571,11 @@ void Client::handle_event(Connection& c, const Frame& f) {
 
 void Client::send(Connection& c, const std::string& text) {
   if (c.phase != Connection::Phase::open) {
+    return;
+  }
+  if (m_gate != nullptr && !m_gate->may_start()) {
+    // Past the leader's deadline: nothing is acknowledged. DingTalk sends
+    // an unacknowledged event again, to whoever leads by then.
     return;
   }
   c.ws.queue_text(text);

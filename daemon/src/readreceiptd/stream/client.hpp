@@ -14,6 +14,7 @@
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/config/config.hpp"
 #include "readreceiptd/dingtalk/errors.hpp"
+#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/scheduler/rate_limiter.hpp"
 #include "readreceiptd/stream/frames.hpp"
@@ -92,6 +93,11 @@ public:
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
+  // The work gate (ha/gate.hpp): while it says no, no gateway call starts and no
+  // frame (an acknowledgement above all) is sent. nullptr (the
+  // default, SQLite): always yes. The gate outlives this object.
+  void set_gate(const ha::WorkGate* gate) { m_gate = gate; }
+
   // New credentials or endpoint: reconnect with them.
   void reconfigure(const config::DingTalk& cfg);
   // Starts what is due: the gateway call of a (re)connect, keep-alive pings,
@@ -132,6 +138,7 @@ private:
   config::DingTalk m_cfg;
   std::optional<Credentials> m_credentials;
   http::Engine& m_engine;
+  const ha::WorkGate* m_gate = nullptr;
   const Clock& m_clock;
   scheduler::RateLimiter& m_limiter;
   ReadSink& m_sink;

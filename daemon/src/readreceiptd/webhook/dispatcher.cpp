@@ -256,8 +256,8 @@ void Dispatcher::rebuild_ready() {
 }
 
 void Dispatcher::pump() {
-  if (m_ready.empty()) {
-    return;
+  if (m_ready.empty() || (m_gate != nullptr && !m_gate->may_start())) {
+    return; // nothing due, or not the leader (past its deadline): no delivery starts
   }
   const TimePoint now = m_clock.now();
   // Start with a different webhook each round, so that when the total limit

@@ -32,6 +32,7 @@
 #include "readreceiptd/common/clock.hpp"
 #include "readreceiptd/common/model.hpp"
 #include "readreceiptd/config/config.hpp"
+#include "readreceiptd/ha/gate.hpp"
 #include "readreceiptd/http/http_engine.hpp"
 #include "readreceiptd/store/store.hpp"
 
@@ -115,6 +116,10 @@ public:
   // replay, say) is safe.
   void enqueue(const std::vector<Delivery>& deliveries);
 
+  // The work gate (ha/gate.hpp): while it says no, no delivery starts. nullptr (the
+  // default, SQLite): always yes. The gate outlives this object.
+  void set_gate(const ha::WorkGate* gate) { m_gate = gate; }
+
   // Submits every delivery that is due now, within the in-flight limits.
   void pump();
 
@@ -184,6 +189,7 @@ private:
 
   store::Store& m_store;
   http::Engine& m_engine;
+  const ha::WorkGate* m_gate = nullptr;
   const Clock& m_clock;
   std::function<double()> m_random01;
   Observer m_observer;
