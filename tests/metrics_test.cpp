@@ -781,3 +781,14 @@ TEST_CASE("metrics: readreceiptd_leader is 1 on SQLite, on PostgreSQL it follows
   CHECK(value(f, "readreceiptd_leader") == 0);
   CHECK(value(f, "readreceiptd_leader_changes_total") == 2);
 }
+
+TEST_CASE("metrics: readreceiptd_store_commit_duration_seconds counts each commit") {
+  Metrics m(base_config());
+  CHECK(histogram(m.registry()->Collect(), "readreceiptd_store_commit_duration_seconds")
+            .sample_count == 0);
+  m.store_committed(0.004);
+  m.store_committed(0.2);
+  const auto h = histogram(m.registry()->Collect(), "readreceiptd_store_commit_duration_seconds");
+  CHECK(h.sample_count == 2);
+  CHECK(h.sample_sum == doctest::Approx(0.204));
+}

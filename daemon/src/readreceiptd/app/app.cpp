@@ -257,6 +257,9 @@ public:
       logging::error(e.what());
       return k_exit_failure;
     }
+    // The metrics outlive the store (a member of the daemon's).
+    store->set_commit_observer(
+        [metrics = m_metrics.get()](double seconds) { metrics->store_committed(seconds); });
     auto engine = http::make_engine();
     signals.set_wakeup([&engine] { engine->wakeup(); });
     // The watcher's thread may be inside the wake-up (a stop request sets the

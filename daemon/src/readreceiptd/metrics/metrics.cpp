@@ -148,6 +148,12 @@ Metrics::Metrics(const config::Config& cfg, TimePoint loaded_at)
                   .Register(*m_registry)
                   .Add({});
   m_leader->Set(cfg.state.uses_postgres() ? 0 : 1);
+  m_commit_duration = &prometheus::BuildHistogram()
+                           .Name("readreceiptd_store_commit_duration_seconds")
+                           .Help("How long each commit to the state database took (SQLite or "
+                                 "PostgreSQL), its sync included.")
+                           .Register(*m_registry)
+                           .Add({}, k_commit_duration_buckets);
   m_leader_changes = &prometheus::BuildCounter()
                           .Name("readreceiptd_leader_changes_total")
                           .Help("Times this daemon became the leader or a standby.")
@@ -414,6 +420,10 @@ void Metrics::reload_succeeded(const config::Config& cfg, TimePoint at) {
 void Metrics::leadership_changed(bool leader) {
   m_leader->Set(leader ? 1 : 0);
   m_leader_changes->Increment();
+}
+
+void Metrics::store_committed(double seconds) {
+  m_commit_duration->Observe(seconds);
 }
 
 void Metrics::reload_failed() {

@@ -57,6 +57,10 @@ inline const std::vector<double> k_request_duration_buckets{0.005, 0.01, 0.025, 
 inline const std::vector<double> k_read_delay_buckets{
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400};
 // ... and how late polls start (rate limiting can delay them by minutes).
+// A state database commit: a sync is milliseconds; a batch over a network
+// or a stalled disk, up to seconds.
+inline const std::vector<double> k_commit_duration_buckets{
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 inline const std::vector<double> k_poll_delay_buckets{0.01, 0.05, 0.1, 0.25, 0.5, 1,   2.5,
                                                       5,    10,   30,  60,   300, 900, 3600};
 // How often the dead letters per webhook are counted again in the store
@@ -118,6 +122,11 @@ public:
   // follows and the change is counted. On SQLite the daemon is the leader
   // from start-up (1) and this is never called.
   void leadership_changed(bool leader);
+
+  // --- the state database
+  // A commit (one transaction of a loop turn's writes) took `seconds`;
+  // the store's commit observer.
+  void store_committed(double seconds);
 
   // --- state gauges
   // After each loop turn: messages tracked and every webhook's state (a few
@@ -198,6 +207,7 @@ private:
   prometheus::Gauge* m_quota_exhausted = nullptr;
   prometheus::Gauge* m_stream_connected = nullptr;
   prometheus::Gauge* m_leader = nullptr;
+  prometheus::Histogram* m_commit_duration = nullptr;
   prometheus::Counter* m_leader_changes = nullptr;
   prometheus::Counter* m_stream_connections = nullptr;
   std::array<prometheus::Counter*, k_disconnect_reasons> m_stream_disconnects{};
