@@ -74,11 +74,7 @@ void Coordinator::pump() {
 
 void Coordinator::run_standby(Instant now, std::optional<StepDownReason> why) {
   LeaseInput in = input(now);
-  try {
-    in.row = m_store.read_lease();
-  } catch (const store::StoreError& e) {
-    announce_standby(why);
-    unavailable(now, e.what());
+  if (!read_lease_row(now, why, in)) {
     return;
   }
   m_failures = 0;
@@ -102,11 +98,7 @@ void Coordinator::run_standby(Instant now, std::optional<StepDownReason> why) {
     }
     // Another daemon won the race: read again to learn who.
     in.row = std::nullopt;
-    try {
-      in.row = m_store.read_lease();
-    } catch (const store::StoreError& e) {
-      announce_standby(why);
-      unavailable(now, e.what());
+    if (!read_lease_row(now, why, in)) {
       return;
     }
   }
@@ -119,6 +111,17 @@ void Coordinator::run_standby(Instant now, std::optional<StepDownReason> why) {
     m_observer.became_standby(m_leader_info, why);
   }
   m_next_check = d.action == Action::take_over ? now + renew_interval(m_ttl) : d.next_check;
+}
+
+bool Coordinator::read_lease_row(Instant now, std::optional<StepDownReason> why, LeaseInput& in) {
+  try {
+    in.row = m_store.read_lease();
+    return true;
+  } catch (const store::StoreError& e) {
+    announce_standby(why);
+    unavailable(now, e.what());
+    return false;
+  }
 }
 
 void Coordinator::announce_standby(std::optional<StepDownReason> why) {

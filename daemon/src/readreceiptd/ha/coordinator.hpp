@@ -100,6 +100,9 @@ private:
   void step_down(Instant now, StepDownReason why, bool read_row);
   void unavailable(Instant now, const std::string& reason);
   void announce_standby(std::optional<StepDownReason> why);
+  // Reads the lease row into `in`; when the store fails, stays a standby,
+  // backs off and returns false.
+  bool read_lease_row(Instant now, std::optional<StepDownReason> why, LeaseInput& in);
 
   LeaseStore& m_store;
   const MonotonicClock& m_clock;
