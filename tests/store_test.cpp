@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 using namespace rrd;
@@ -24,6 +25,7 @@ using rrd::store::PostgresOptions;
 using rrd::store::Store;
 using rrd::store::StoreError;
 using rrd::store::StoreUnavailable;
+using rrd::testing::OwnPostgres;
 using rrd::testing::PgSchema;
 using rrd::testing::TempDir;
 
@@ -774,6 +776,50 @@ TEST_CASE_TEMPLATE("count_dead_by_webhook counts dead deliveries per webhook, an
   s->replay_dead("evt_2", at(3'000));
   const std::map<std::string, std::int64_t> after{{"ops", 1}};
   CHECK(s->count_dead_by_webhook() == after);
+}
+
+TEST_CASE_TEMPLATE("a standby's reads: messages counted, paged by key, pending counted per webhook",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  CHECK(s->count_messages() == store::MessageCounts{0, 0});
+  CHECK(s->load_messages_after("", 10).empty());
+  CHECK(s->count_pending_by_webhook().empty());
+  // Keys that sort differently by byte and by a locale's rules.
+  for (const char* key : {"b", "B", "a", "a-2", "a_1", "c"}) {
+    s->commit(commit_with(key, {std::string("evt_") + key}, {"ops"}));
+  }
+  MessageRecord stopped = full_record("z");
+  stopped.stopped = true;
+  stopped.stop_reason = StopReason::fully_read;
+  s->commit(Commit{stopped, {}, {}});
+  CHECK(s->count_messages() == store::MessageCounts{6, 1});
+
+  std::vector<std::string> keys;
+  std::string cursor;
+  for (;;) {
+    const auto page = s->load_messages_after(cursor, 3);
+    for (const auto& m : page) {
+      keys.push_back(m.spec.process_query_key);
+    }
+    if (page.size() < 3) {
+      break;
+    }
+    cursor = page.back().spec.process_query_key;
+  }
+  CHECK(keys == std::vector<std::string>{"B", "a", "a-2", "a_1", "b", "c", "z"});
+  const auto one = s->load_messages_after("a_1", 1);
+  REQUIRE(one.size() == 1);
+  CHECK(one[0] == *s->load_message("b"));
+
+  s->commit(commit_with("d", {"evt_d"}, {"ops", "audit"}));
+  s->mark_delivered("evt_a", "ops");
+  s->mark_dead("evt_b", "ops", 10, at(1'000), "HTTP 500");
+  const std::map<std::string, std::int64_t> expected{{"audit", 1}, {"ops", 5}};
+  CHECK(s->count_pending_by_webhook() == expected);
 }
 
 TEST_CASE_TEMPLATE("load_message_events lists one message's events in sequence order with each "
@@ -1615,31 +1661,59 @@ TEST_CASE_TEMPLATE("postgres: a lost connection is StoreUnavailable and the next
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@ops", "evt_2@ops"});
 }
 
+TEST_CASE_TEMPLATE("take_trouble reports a fenced write and a lost connection once, whoever "
+                   "caught them",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  using Trouble = Store::Trouble;
+  if constexpr (std::is_same_v<TestType, Sqlite>) {
+    auto s = b.open();
+    s->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+    CHECK_THROWS_AS(s->commit(commit_with("k1", {"evt_1"}, {"ops"})), StoreError);
+    CHECK(s->take_trouble() == Trouble::none); // only the two PostgreSQL troubles
+  } else {
+    auto a = Store::open_postgres(b.options("trouble"));
+    auto c = b.open();
+    CHECK(a->take_trouble() == Trouble::none);
+    REQUIRE(a->acquire_lease("A", "a", 60s) == std::optional<std::int64_t>(1));
+    a->set_fence("A", 1);
+    a->commit(commit_with("k1", {"evt_1"}, {"ops"}));
+    CHECK(a->take_trouble() == Trouble::none);
+
+    // The connection cut: the error is caught (as the dispatcher would),
+    // the next call connects again, and the loss is still told once.
+    const std::string terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE application_name = '" +
+                                  b.application_name("trouble") + "'";
+    REQUIRE(b.schema().text(terminate) == "1");
+    CHECK_THROWS_AS(a->mark_delivered("evt_1", "ops"), StoreUnavailable);
+    a->mark_delivered("evt_1", "ops");
+    CHECK(a->take_trouble() == Trouble::unavailable);
+    CHECK(a->take_trouble() == Trouble::none);
+
+    // A takeover: a fenced write is told, and wins over a loss.
+    c->release_lease("A", 1);
+    REQUIRE(c->acquire_lease("C", "c", 60s) == std::optional<std::int64_t>(2));
+    REQUIRE(b.schema().text(terminate) == "1");
+    CHECK_THROWS_AS(a->load_messages(), StoreUnavailable);
+    CHECK_THROWS_AS(a->commit(commit_with("k2", {"evt_2"}, {"ops"})), FencedError);
+    CHECK(a->take_trouble() == Trouble::fenced);
+    CHECK(a->take_trouble() == Trouble::none);
+  }
+}
+
 TEST_CASE("postgres: a store survives its server restarting, and says so while it is down") {
   TestBackend<Postgres> shared; // only to skip, or fail, as the other cases do
   if (!ready(shared)) {
     return;
   }
-  const std::string script =
-      (std::filesystem::path(__FILE__).parent_path() / "postgres" / "throwaway.sh").string();
-  // A server of its own: restarting the shared one would cut off the tests
-  // running beside this one.
-  TempDir dir;
-  // As root the server runs as the postgres user, who must reach its directory.
-  std::filesystem::permissions(dir.path(), std::filesystem::perms::owner_all |
-                                               std::filesystem::perms::group_exec |
-                                               std::filesystem::perms::others_exec);
-  const std::string server_dir = dir.file("pg");
-  const auto run = [&](const std::string& action) {
-    const std::string cmd = script + " " + action + " " + server_dir;
-    return std::system(cmd.c_str());
-  };
-  REQUIRE(run("start") == 0);
-  std::string conninfo;
-  {
-    std::ifstream in(server_dir + "/conninfo");
-    std::getline(in, conninfo);
-  }
+  OwnPostgres server(
+      (std::filesystem::path(__FILE__).parent_path() / "postgres" / "throwaway.sh").string());
+  const auto run = [&server](const std::string& action) { return server.run(action); };
+  const std::string conninfo = server.conninfo();
   PostgresOptions o;
   o.conninfo = conninfo;
   o.connect_timeout = std::chrono::seconds(2);

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <stdexcept>
 #include <unistd.h>
@@ -78,6 +79,29 @@ std::string PgSchema::text(const std::string& sql) {
     return "";
   }
   return PQgetvalue(r.get(), 0, 0);
+}
+
+OwnPostgres::OwnPostgres(const std::string& script)
+    : m_script(script), m_server_dir(m_dir.file("pg")) {
+  // As root the server runs as the postgres user, who must reach its
+  // directory.
+  namespace fs = std::filesystem;
+  fs::permissions(m_dir.path(),
+                  fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  if (run("start") != 0) {
+    throw std::runtime_error("test PostgreSQL: " + script + " start " + m_server_dir + " failed");
+  }
+  const std::string text = read_file(m_server_dir + "/conninfo");
+  m_conninfo = text.substr(0, text.find('\n'));
+}
+
+OwnPostgres::~OwnPostgres() {
+  run("stop");
+}
+
+int OwnPostgres::run(const std::string& action) {
+  const std::string cmd = m_script + " " + action + " " + m_server_dir;
+  return std::system(cmd.c_str());
 }
 
 } // namespace rrd::testing

@@ -6,6 +6,8 @@
 // sets it). Not thread-safe.
 #pragma once
 
+#include "fakes/process.hpp"
+
 #include <libpq-fe.h>
 #include <memory>
 #include <optional>
@@ -46,6 +48,30 @@ private:
   std::string m_name;
   std::string m_conninfo;
   std::unique_ptr<PGconn, Finisher> m_conn;
+};
+
+// A PostgreSQL server of a test's own, started by `script`
+// (tests/postgres/throwaway.sh) in a temporary directory, for a test that
+// stops or restarts it: doing that to the shared server would cut off the
+// tests running beside it. Stopped when this goes.
+class OwnPostgres {
+public:
+  // Starts the server; throws std::runtime_error when it does not start.
+  explicit OwnPostgres(const std::string& script);
+  ~OwnPostgres();
+  OwnPostgres(const OwnPostgres&) = delete;
+  OwnPostgres& operator=(const OwnPostgres&) = delete;
+
+  // The script's other actions: "restart", "stop", "down", "up". Its exit
+  // status.
+  int run(const std::string& action);
+  const std::string& conninfo() const { return m_conninfo; }
+
+private:
+  std::string m_script;
+  TempDir m_dir;
+  std::string m_server_dir;
+  std::string m_conninfo;
 };
 
 } // namespace rrd::testing

@@ -2,16 +2,18 @@
 # A throwaway PostgreSQL 15 server for the tests and the benchmarks: a new
 # cluster in DIR/data, listening on a Unix socket in DIR only (no TCP), trust
 # authentication for the postgres user. `start` prints nothing and writes the
-# libpq connection string to DIR/conninfo; `stop` stops it and deletes DIR.
+# libpq connection string to DIR/conninfo; `stop` stops it and deletes DIR;
+# `down` stops it and keeps its files, `up` starts it again (a database that
+# goes away for a while); `restart` does both at once.
 # initdb refuses to run as root: as root, the server runs as the postgres
 # user, in a directory of theirs under /tmp (DIR may be somewhere they
 # cannot reach, a home directory of mode 700), and DIR holds a link to its
 # socket, so that host=DIR still connects.
-# Usage: throwaway.sh start|stop|restart DIR
+# Usage: throwaway.sh start|stop|down|up|restart DIR
 # Environment: RRD_POSTGRES_BIN (default /usr/lib/postgresql/15/bin).
 set -eu
 if [ $# -ne 2 ]; then
-  echo "usage: $0 start|stop|restart DIR" >&2
+  echo "usage: $0 start|stop|down|up|restart DIR" >&2
   exit 2
 fi
 action=$1 dir=$2
@@ -80,6 +82,12 @@ case $action in
     ctl -m fast restart -o "-c listen_addresses='' -k $(server_dir) -c max_connections=200" \
       >/dev/null
     ;;
+  down)
+    ctl -m fast stop >/dev/null
+    ;;
+  up)
+    ctl -o "-c listen_addresses='' -k $(server_dir) -c max_connections=200" start >/dev/null
+    ;;
   stop)
     srv=$(server_dir)
     if [ -d "$srv/data" ]; then
@@ -91,7 +99,7 @@ case $action in
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: $0 start|stop|restart DIR" >&2
+    echo "usage: $0 start|stop|down|up|restart DIR" >&2
     exit 2
     ;;
 esac

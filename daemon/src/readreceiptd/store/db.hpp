@@ -64,14 +64,19 @@ public:
 
   // A StoreError: "state database <name>: <what>: <detail>".
   [[noreturn]] void fail(std::string_view what, std::string_view detail) const;
+  // How many times the connection was found lost or could not be made
+  // (a StoreUnavailable was thrown); PostgreSQL only, 0 on SQLite.
+  std::uint64_t losses() const { return m_losses; }
 
 protected:
   Connection(Backend backend, std::string name) : m_backend(backend), m_name(std::move(name)) {}
   void set_name(std::string name) { m_name = std::move(name); }
+  void count_loss() { ++m_losses; }
 
 private:
   Backend m_backend;
   std::string m_name;
+  std::uint64_t m_losses = 0;
 };
 
 // One use of a cached statement: binds with the typed helpers, steps, and

@@ -169,6 +169,7 @@ void PgConnection::ensure_connected() {
 
 void PgConnection::unavailable(std::string_view what, std::string_view detail) {
   m_broken = true;
+  count_loss();
   std::string msg = "state database ";
   msg += name();
   msg += " is unavailable: ";

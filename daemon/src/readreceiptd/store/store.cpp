@@ -284,6 +284,17 @@ SELECT process_query_key, source, open_conversation_id, robot_code, expected_rea
 FROM messages)sql";
 
 constexpr const char* k_count_messages = "SELECT COUNT(*) FROM messages";
+// Tracking and stopped messages. (SUM of no rows is NULL in both dialects:
+// read as 0.)
+constexpr const char* k_count_stopped = "SELECT COUNT(*), SUM(stopped) FROM messages";
+
+// A page of messages by key, after a key (the primary key's index: no sort).
+constexpr const char* k_select_messages_after = R"sql(
+SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
+       expected_reader_count, spec_sent_at, webhooks, labels, sent_at, added_at,
+       read_user_ids, last_sequence, send_status, stopped, stop_reason, stop_detail,
+       stopped_at, last_poll, next_poll, read_info, kind, token, recipients
+FROM messages WHERE process_query_key > ?1 ORDER BY process_query_key LIMIT ?2)sql";
 
 constexpr const char* k_select_message = R"sql(
 SELECT process_query_key, source, open_conversation_id, robot_code, expected_readers,
@@ -418,6 +429,8 @@ enum MessageEventColumn : int {
 
 constexpr const char* k_count_dead = R"sql(
 SELECT webhook, COUNT(*) FROM deliveries WHERE state = 'dead' GROUP BY webhook)sql";
+constexpr const char* k_count_pending = R"sql(
+SELECT webhook, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY webhook)sql";
 
 enum DeliveryColumn : int {
   d_event_id,
@@ -607,6 +620,10 @@ struct Store::Impl {
   };
   std::optional<Fence> fence;
   std::function<void(double)> commit_observer;
+  // For take_trouble(): a write fenced off since the last call, and the
+  // connection's losses as the last call saw them.
+  bool fenced = false;
+  std::uint64_t losses_seen = 0;
 
   // SQLite: the lock is taken before SQLite touches the file. (Both operands
   // are prvalues, so the non-movable LockFile is built in place.)
@@ -646,6 +663,7 @@ struct Store::Impl {
     Statement q(conn, k_check_fence, "cannot check the lease");
     q.bind(1, fence->holder).bind(2, fence->epoch);
     if (!q.step()) {
+      fenced = true;
       throw FencedError("state database " + conn.name() +
                         ": write refused: the lease is no longer held by " + fence->holder +
                         " under epoch " + std::to_string(fence->epoch) +
@@ -780,6 +798,28 @@ void Store::visit_messages(const std::function<void(MessageRecord&)>& visit) {
 std::size_t Store::message_count() {
   Statement q(m_impl->conn, k_count_messages, "cannot count messages");
   return q.step() ? static_cast<std::size_t>(q.integer(0)) : 0;
+}
+
+MessageCounts Store::count_messages() {
+  Statement q(m_impl->conn, k_count_stopped, "cannot count messages");
+  MessageCounts out;
+  if (q.step()) {
+    const auto all = q.integer(0);
+    const auto stopped = q.is_null(1) ? 0 : q.integer(1);
+    out.stopped = static_cast<std::size_t>(stopped);
+    out.tracking = static_cast<std::size_t>(all - stopped);
+  }
+  return out;
+}
+
+std::vector<MessageRecord> Store::load_messages_after(const std::string& after, std::size_t limit) {
+  Statement q(m_impl->conn, k_select_messages_after, "cannot load messages");
+  q.bind(1, after).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<MessageRecord> out;
+  while (q.step()) {
+    out.push_back(read_message(q));
+  }
+  return out;
 }
 
 std::optional<MessageRecord> Store::load_message(const std::string& process_query_key) {
@@ -1035,6 +1075,15 @@ std::map<std::string, std::int64_t> Store::count_dead_by_webhook() {
   return out;
 }
 
+std::map<std::string, std::int64_t> Store::count_pending_by_webhook() {
+  Statement q(m_impl->conn, k_count_pending, "cannot count pending deliveries");
+  std::map<std::string, std::int64_t> out;
+  while (q.step()) {
+    out[q.text(0)] = q.integer(1);
+  }
+  return out;
+}
+
 int Store::replay_dead(const std::string& event_id, TimePoint when) {
   Impl::WriteScope tx(*m_impl, "cannot replay dead letter", false);
   int replayed = 0;
@@ -1187,6 +1236,14 @@ std::optional<LeaseRow> Store::read_lease() {
   row.expired = q.integer(3) != 0;
   row.ms_left = row.expired ? 0 : q.integer(4);
   return row;
+}
+
+Store::Trouble Store::take_trouble() {
+  Impl& impl = *m_impl;
+  const std::uint64_t losses = impl.conn.losses();
+  const bool fenced = std::exchange(impl.fenced, false);
+  const bool lost = std::exchange(impl.losses_seen, losses) != losses;
+  return fenced ? Trouble::fenced : lost ? Trouble::unavailable : Trouble::none;
 }
 
 void Store::set_fence(const std::string& holder, std::int64_t epoch) {

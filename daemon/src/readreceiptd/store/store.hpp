@@ -107,6 +107,12 @@ struct MonthCalls {
   bool operator==(const MonthCalls&) const = default;
 };
 
+struct MessageCounts {
+  std::size_t tracking = 0;
+  std::size_t stopped = 0;
+  bool operator==(const MessageCounts&) const = default;
+};
+
 struct DeadLetter {
   Delivery delivery;
   std::optional<TimePoint> died_at;
@@ -165,6 +171,12 @@ public:
   void visit_messages(const std::function<void(MessageRecord&)>& visit);
   // How many messages are stored.
   std::size_t message_count();
+  // Tracking and stopped messages, in one query.
+  MessageCounts count_messages();
+  // At most `limit` messages whose key sorts after `after` ("": from the
+  // first), in key order (byte order on both backends); a standby's
+  // GET /v1/messages, page by page, from the primary key's index.
+  std::vector<MessageRecord> load_messages_after(const std::string& after, std::size_t limit);
   std::optional<MessageRecord> load_message(const std::string& process_query_key);
   // Writes one message and its events/deliveries in one transaction: the
   // message row is inserted or replaced, each event inserted, and a pending
@@ -203,6 +215,8 @@ public:
   // The number of dead deliveries per webhook name (webhooks without any are
   // absent). One indexed query; for the dead-letter gauge.
   std::map<std::string, std::int64_t> count_dead_by_webhook();
+  // The same of pending deliveries (a standby's status).
+  std::map<std::string, std::int64_t> count_pending_by_webhook();
   // Moves every dead delivery of `event_id` back to pending, due at `when`
   // with its attempts reset and last_error cleared. Returns the number of
   // deliveries requeued (0 for an unknown event).
@@ -257,6 +271,14 @@ public:
   // stops the checks (a standby writes nothing anyway).
   void set_fence(const std::string& holder, std::int64_t epoch);
   void clear_fence();
+
+  // What went wrong since the last call, whichever call it broke and
+  // whoever caught the error: a write fenced off (fenced wins), or the
+  // connection lost or not made (unavailable), even when a later call
+  // connected again. A leader that sees either stops all work and resumes
+  // from the database. Always none on SQLite.
+  enum class Trouble { none, unavailable, fenced };
+  Trouble take_trouble();
 
 private:
   struct Impl;
