@@ -754,6 +754,7 @@ TEST_CASE("api: /v1/status renders the daemon at a glance") {
   REQUIRE(r.status == 200);
   CHECK(body_of(r) == json::parse(R"({
     "version": "1.2.3", "started_at": "2025-11-25T10:00:00.000Z", "ready": true,
+    "role": "single", "leader": null,
     "messages": {"tracking": 4, "stopped": 2},
     "stream": {"enabled": true, "connected": true, "since": "2025-11-25T10:00:01.000Z",
                "last_event_at": null},
@@ -773,6 +774,12 @@ TEST_CASE("api: /v1/status renders the daemon at a glance") {
   const json plain = body_of(call(b, "GET", "/v1/status"));
   CHECK(plain["dingtalk"]["budget"].is_null());
   CHECK(plain["dingtalk"]["throttling"]["throttled"] == false);
+  // On PostgreSQL: the role, and who leads.
+  s.role = "standby";
+  s.leader = "host-a (API 10.0.0.1:8080)";
+  const json standby = body_of(call(b, "GET", "/v1/status"));
+  CHECK(standby["role"] == "standby");
+  CHECK(standby["leader"] == "host-a (API 10.0.0.1:8080)");
   CHECK(call(b, "POST", "/v1/status").status == 405);
   CHECK(call(b, "GET", "/v1/status?verbose=1").status == 400);
 }

@@ -618,6 +618,12 @@
     }
     $('version').textContent = s && s.version ? s.version : '';
     if (s) {
+      if (s.role === 'leader') {
+        items.push(statusItem('ok', 'Role', 'leader', 'this daemon works; its pair is on standby'));
+      } else if (s.role === 'standby') {
+        items.push(statusItem('warn', 'Role', 'standby' + (s.leader ? '; the leader is ' + s.leader : '; no leader known'),
+          'the figures are what the leader last wrote; changes go to the leader'));
+      }
       const stream = s.stream || {};
       const since = stream.since ? ' since ' + formatTime(stream.since) : '';
       if (!stream.enabled) {

@@ -97,6 +97,8 @@ public:
   std::string webhook_extra_yaml; // more keys of the `ops` webhook, e.g. "    ca_file: /x.pem\n"
   std::vector<std::string> more_webhooks_yaml; // whole items, see webhook_item()
   std::vector<TestMessage> messages;
+  // The body of `state:`; "" : `path: <state_path()>`.
+  std::string state_yaml;
 
   std::string config_path() const { return dir.file("readreceiptd.yaml"); }
   std::string state_path() const { return dir.file("state.db"); }
@@ -104,6 +106,14 @@ public:
 
   void write_config() {
     write_file(dir.file("app_secret"), "fake-app-secret\n");
+    if (!api_token.empty()) {
+      write_file(dir.file("api_token"), api_token + "\n");
+    }
+    write_file(config_path(), config_text());
+  }
+
+  // The configuration file's text for the harness's settings.
+  std::string config_text() const {
     std::string y;
     y += "dingtalk:\n";
     y += "  endpoint: " + dingtalk.endpoint() + "\n";
@@ -117,11 +127,10 @@ public:
     if (!reconcile_yaml.empty()) {
       y += "  reconcile_schedule: " + reconcile_yaml + "\n";
     }
-    y += "state:\n  path: " + state_path() + "\n";
+    y += "state:\n" + (state_yaml.empty() ? "  path: " + state_path() + "\n" : state_yaml);
     y += "metrics:\n  listen: \"" + metrics_listen + "\"\n";
     y += "api:\n  listen: \"" + api_listen + "\"\n";
     if (!api_token.empty()) {
-      write_file(dir.file("api_token"), api_token + "\n");
       y += "  token_file: api_token\n";
     }
     y += "webhooks:\n" +
@@ -157,7 +166,7 @@ public:
       }
     }
     y += extra_yaml;
-    write_file(config_path(), y);
+    return y;
   }
 
   // One item of `webhooks:` with the test secret.

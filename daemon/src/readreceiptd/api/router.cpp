@@ -135,6 +135,8 @@ json status_to_json(const DaemonStatus& s) {
       {"version", s.version},
       {"started_at", format_rfc3339(s.started_at)},
       {"ready", s.ready},
+      {"role", s.role},
+      {"leader", s.leader.empty() ? json(nullptr) : json(s.leader)},
       {"messages", json{{"tracking", s.messages_tracking}, {"stopped", s.messages_stopped}}},
       {"stream", json{{"enabled", s.stream_enabled},
                       {"connected", s.stream_connected},

@@ -67,6 +67,10 @@ struct DaemonStatus {
   std::string version;
   TimePoint started_at;
   bool ready = false; // as GET /readyz says
+  // "single" on SQLite; on PostgreSQL "leader" or "standby", with the
+  // leader's host name and API address ("" when none is known).
+  std::string role = "single";
+  std::string leader;
   std::size_t messages_tracking = 0;
   std::size_t messages_stopped = 0;
   // Push (dingtalk.stream).
