@@ -15,6 +15,13 @@
 //   transactions, and with them events whose read sets were already reported
 //   as committed (the transactional outbox would lose events). FULL syncs the
 //   WAL on every commit; commit_all() batches many commits into one sync.
+//   One write is the exception: mark_delivered_all() is not synced on its
+//   own (SQLite: synchronous=NORMAL for that transaction; PostgreSQL:
+//   synchronous_commit off). Losing it in a crash only delivers those events
+//   again with the same webhook-id, which the outbox allows anyway; the next
+//   synced commit (or checkpoint) makes it durable, as a log is written in
+//   order. It never loses an event, and it spares a sync per loop turn
+//   while a backlog drains.
 // - One daemon per database: open() takes an exclusive flock() on
 //   `<path>.lock` (non-blocking) and holds it until the Store is destroyed, so
 //   a second readreceiptd on the same file is refused at once with a clear
@@ -654,6 +661,43 @@ struct Store::Impl {
     std::optional<Transaction> m_tx;
   };
 
+  // A write transaction that is not synced when it commits (see the top of
+  // this file: only for writes whose loss costs a repeat, never an event).
+  // SQLite cannot change `synchronous` inside a transaction: it is set
+  // around it, and FULL again whatever happens. PostgreSQL: SET LOCAL, which
+  // ends with the transaction.
+  class UnsyncedWriteScope {
+  public:
+    UnsyncedWriteScope(Impl& impl, std::string_view what) : m_impl(impl) {
+      if (impl.conn.backend() == Backend::sqlite) {
+        impl.conn.exec("PRAGMA synchronous = NORMAL", what);
+        m_restore = true;
+      }
+      m_tx.emplace(impl, what, true);
+      if (impl.conn.backend() == Backend::postgres) {
+        impl.conn.exec("SET LOCAL synchronous_commit = off", what);
+      }
+    }
+    ~UnsyncedWriteScope() {
+      m_tx.reset(); // rolls back when not committed
+      if (m_restore) {
+        try {
+          m_impl.conn.exec("PRAGMA synchronous = FULL", "cannot set synchronous=FULL");
+        } catch (const StoreError&) {
+          // The connection is broken: its next use fails and says so.
+        }
+      }
+    }
+    UnsyncedWriteScope(const UnsyncedWriteScope&) = delete;
+    UnsyncedWriteScope& operator=(const UnsyncedWriteScope&) = delete;
+    void commit() { m_tx->commit(); }
+
+  private:
+    Impl& m_impl;
+    bool m_restore = false;
+    std::optional<WriteScope> m_tx;
+  };
+
   // In a write transaction: throws FencedError unless the lease still is
   // the fence's (holder, epoch).
   void check_fence() {
@@ -984,7 +1028,7 @@ Store::mark_delivered_all(const std::vector<std::pair<std::string, std::string>>
   if (deliveries.empty()) {
     return 0;
   }
-  Impl::WriteScope tx(*m_impl, "cannot mark delivered", true);
+  Impl::UnsyncedWriteScope tx(*m_impl, "cannot mark delivered");
   std::size_t marked = 0;
   for (const auto& [event_id, webhook] : deliveries) {
     Statement q(m_impl->conn, k_mark_delivered, "cannot mark delivered");
