@@ -1,6 +1,6 @@
 // The direct engine: a small HTTP/1.1 client for the requests marked hot
-// (DingTalk's calls), with the libcurl engine nested in the same loop for
-// everything else.
+// (DingTalk's calls, webhook deliveries), with the libcurl engine nested in
+// the same loop for everything else.
 //
 // Why: at full speed libcurl spent most of a poll's CPU on per-transfer work
 // a keep-alive connection to one host does not need (re-parsing the URL,

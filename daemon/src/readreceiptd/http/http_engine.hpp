@@ -2,8 +2,9 @@
 // and webhook deliveries alike), driven from the daemon's loop: many requests
 // in flight, connection reuse, connect and total timeouts, TLS verification
 // always on, and a response size cap enforced while the body streams in.
-// make_engine() sends DingTalk's frequent calls with a small HTTP/1.1 client
-// of its own and everything else through one libcurl multi handle.
+// make_engine() sends DingTalk's frequent calls and the webhook deliveries
+// with a small HTTP/1.1 client of its own and everything else through one
+// libcurl multi handle.
 //
 // Thread-safety: submit(), run_once() and in_flight() must be called from the
 // loop thread only; callbacks run on that thread, inside run_once() (never
@@ -36,9 +37,9 @@ struct Request {
   Millis total_timeout = k_default_total_timeout;
   std::size_t max_response_bytes = k_default_max_response_bytes;
   std::string ca_file; // empty: the system's CAs
-  // A frequent call to one host (DingTalk's): make_engine() sends it with its
-  // own HTTP/1.1 client rather than libcurl, unless a proxy is configured
-  // for its scheme.
+  // One of many calls to one origin (DingTalk's calls, webhook deliveries):
+  // make_engine() sends it with its own HTTP/1.1 client rather than
+  // libcurl, unless a proxy is configured for its scheme.
   bool hot = false;
 };
 

@@ -360,6 +360,9 @@ void Dispatcher::submit(const QueueKey& key) {
   r.connect_timeout = std::min(http::k_default_connect_timeout, t.config.timeout);
   r.max_response_bytes = k_max_response_bytes;
   r.ca_file = t.config.ca_file;
+  // Many POSTs to one origin: the engine's own HTTP/1.1 client, over
+  // keep-alive connections (libcurl only when a proxy must carry it).
+  r.hot = true;
 
   logging::debug("webhook delivery sent", {{"webhook", key.webhook},
                                            {"event_id", d.event_id},

@@ -51,7 +51,9 @@ namespace rrd::webhook {
 
 using namespace std::chrono_literals;
 
-inline constexpr std::size_t k_max_in_flight_per_webhook = 32;
+// As many as the HTTP client keeps connections to one origin: a backlog
+// drains over all of them.
+inline constexpr std::size_t k_max_in_flight_per_webhook = 64;
 inline constexpr std::size_t k_max_in_flight_total = 256;
 // A webhook's answer is read for its status only; a longer body is a failure.
 inline constexpr std::size_t k_max_response_bytes = 64 * 1024;
