@@ -705,11 +705,27 @@ TEST_CASE_TEMPLATE("mark_delivered_all marks several deliveries at once and skip
   }
   auto s = b.open();
   s->commit(commit_with("k", {"evt_1", "evt_2"}, {"ops", "audit"}));
-  CHECK(s->mark_delivered_all({}) == 0);
-  CHECK(s->mark_delivered_all({{"evt_1", "ops"}, {"evt_2", "audit"}, {"evt_9", "ops"}}) == 2);
+  s->mark_delivered_all({});
+  CHECK(pending_ids(*s) ==
+        std::vector<std::string>{"evt_1@audit", "evt_2@audit", "evt_1@ops", "evt_2@ops"});
+  // evt_9 is not stored: skipped, no error, the others marked.
+  s->mark_delivered_all({{"evt_1", "ops"}, {"evt_2", "audit"}, {"evt_9", "ops"}});
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@audit", "evt_2@ops"});
-  CHECK(s->mark_delivered_all({{"evt_1", "ops"}}) == 1); // already delivered: still there
+  s->mark_delivered_all({{"evt_1", "ops"}}); // already delivered: still no error
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@audit", "evt_2@ops"});
+  // Many at once (pipelined on PostgreSQL), then a synced write after them.
+  std::vector<Commit> more;
+  std::vector<std::pair<std::string, std::string>> marks;
+  for (int i = 0; i < 300; ++i) {
+    const std::string id = "evt_m" + std::to_string(i);
+    more.push_back(commit_with("m" + std::to_string(i), {id}, {"ops"}));
+    marks.emplace_back(id, "ops");
+  }
+  s->commit_all(more);
+  s->mark_delivered_all(marks);
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_1@audit", "evt_2@ops"});
+  s->commit(commit_with("after", {"evt_after"}, {"ops"}));
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_after@ops", "evt_1@audit", "evt_2@ops"});
 }
 
 TEST_CASE_TEMPLATE("marking a delivery that does not exist is an error", TestType, Sqlite,

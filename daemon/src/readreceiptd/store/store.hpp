@@ -195,11 +195,10 @@ public:
   // such delivery.
   void mark_delivered(const std::string& event_id, const std::string& webhook);
   // Marks several deliveries, (event id, webhook), delivered in one
-  // transaction (all or nothing). Ones not stored are skipped: returns how
-  // many were marked. Not synced on its own (store.cpp, durability): a crash
-  // right after may lose the marks, and the events are delivered again.
-  std::size_t
-  mark_delivered_all(const std::vector<std::pair<std::string, std::string>>& deliveries);
+  // transaction (all or nothing). Ones not stored are skipped. Not synced
+  // on its own (store.cpp, durability): a crash right after may lose the
+  // marks, and the events are delivered again.
+  void mark_delivered_all(const std::vector<std::pair<std::string, std::string>>& deliveries);
   // Records a failed attempt and when to try next.
   void mark_retry(const std::string& event_id, const std::string& webhook, int attempts,
                   TimePoint next_attempt, const std::string& last_error);
