@@ -11,15 +11,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 rounds=${1:-200}
 bench_build bench-commit-latency
-pg_dir=$bench_work/commit-latency-pg
-trap '"$bench_root/tests/postgres/throwaway.sh" stop "$pg_dir" >/dev/null 2>&1 || true' EXIT
-if [ "$(id -u)" = 0 ]; then
-  # The server runs as the postgres user, who must reach its directory.
-  chmod 755 "$bench_work"
-fi
-"$bench_root/tests/postgres/throwaway.sh" start "$pg_dir"
+start_postgres commit-latency-pg
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)  ($(nproc) cores)"
 "$build_dir/bench/bench-commit-latency" sqlite "$bench_work/commit-latency.db" --rounds "$rounds"
-"$build_dir/bench/bench-commit-latency" postgres "$(cat "$pg_dir/conninfo")" --rounds "$rounds" |
+"$build_dir/bench/bench-commit-latency" postgres "$pg_conninfo" --rounds "$rounds" |
   tail -n +2
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"

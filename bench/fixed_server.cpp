@@ -202,6 +202,9 @@ bool FixedServer::on_readable(Connection& c) {
       }
       end += content_length;
     }
+    if (m_recorder != nullptr) {
+      m_recorder(in.substr(c.parsed, end - c.parsed), m_recorder_user);
+    }
     c.parsed = end;
     if (m_delay.count() > 0) {
       m_due.emplace_back(std::chrono::steady_clock::now() + m_delay, c.id);

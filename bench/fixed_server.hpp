@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace rrd::bench {
@@ -27,6 +28,14 @@ public:
   ~FixedServer();
   FixedServer(const FixedServer&) = delete;
   FixedServer& operator=(const FixedServer&) = delete;
+
+  // Called on the serving thread with each whole request (head and body)
+  // as it is answered; set before run().
+  using Recorder = void (*)(std::string_view request, void* user);
+  void set_recorder(Recorder recorder, void* user) {
+    m_recorder = recorder;
+    m_recorder_user = user;
+  }
 
   int port() const { return m_port; }
   // Serves until stop(). About every `tick_ms`, and once at the end, calls
@@ -54,6 +63,8 @@ private:
   std::atomic<bool> m_stop{false};
   std::atomic<std::uint64_t> m_requests{0};
   std::chrono::milliseconds m_delay{0};
+  Recorder m_recorder = nullptr;
+  void* m_recorder_user = nullptr;
   std::unordered_map<std::uint64_t, Connection*> m_open; // by id; owned
   std::uint64_t m_next_id = 1;
   // Delayed answers, in arrival order (the delay is the same for all).

@@ -102,13 +102,40 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
+# Starts a throwaway PostgreSQL 15 server (tests/postgres/throwaway.sh) in
+# BENCH_WORK/NAME, on disk with its default durability (fsync and
+# synchronous_commit on), over its Unix socket; sets pg_conninfo. Stopped on
+# exit.
+bench_pg_dirs=()
+start_postgres() {
+  local dir=$bench_work/$1
+  if [ "$(id -u)" = 0 ]; then
+    chmod 755 "$bench_work" # the server runs as the postgres user
+  fi
+  "$bench_root/tests/postgres/throwaway.sh" start "$dir"
+  bench_pg_dirs+=("$dir")
+  pg_conninfo=$(cat "$dir/conninfo")
+}
+
+# Makes database NAME on the server of start_postgres empty (dropped and
+# created again); sets pg_state to the state.postgres conninfo for it.
+fresh_pg_database() {
+  psql "$pg_conninfo" -qX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $1" \
+    -c "CREATE DATABASE $1" >/dev/null
+  pg_state=${pg_conninfo/dbname=postgres/dbname=$1}
+}
+
 # Stops every process started through the helpers above (on exit).
 stop_all() {
-  local pid
+  local pid dir
   for pid in "${bench_pids[@]}"; do
     stop_pid "$pid"
   done
   bench_pids=()
+  for dir in "${bench_pg_dirs[@]}"; do
+    "$bench_root/tests/postgres/throwaway.sh" stop "$dir" >/dev/null 2>&1 || true
+  done
+  bench_pg_dirs=()
 }
 trap stop_all EXIT
 
@@ -117,7 +144,8 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Writes a readreceiptd configuration: endpoint, state path, schedule, the
+# Writes a readreceiptd configuration: endpoint, state path (or
+# "postgres:CONNINFO", the state on PostgreSQL), schedule, the
 # number of messages (keys bench-0000000...), where to write it, and
 # optionally the rate limit and api.listen ("": no API).
 # Messages come from the YAML file; with count 0 there are none.
@@ -133,7 +161,10 @@ write_daemon_config() {
     echo "poll:"
     echo "  schedule: $schedule"
     echo "  max_age: 72h"
-    echo "state: { path: $state }"
+    case $state in
+    postgres:*) echo "state: { postgres: \"${state#postgres:}\" }" ;;
+    *) echo "state: { path: $state }" ;;
+    esac
     echo "metrics: { listen: \"\" }"
     echo "api: { listen: \"$api\" }"
     if [ "$count" -gt 0 ]; then

@@ -9,7 +9,7 @@
 # per connection).
 #
 #   bench/poll_throughput.sh [--messages N] [--seconds S] [--runs R]
-#                            [--servers "fixed fake"] [--clients "daemon sdk1 sdk64 wrk"]
+#                            [--servers "fixed fake"] [--clients "daemon daemon-pg sdk1 sdk64 wrk"]
 #                            [--subscribers "0 100"]
 #
 # --subscribers: the daemon is measured once per number in the list, with its
@@ -17,6 +17,10 @@
 # (bench/sse_subscribers.js, Node), rows "daemon:N"; the API is on for 0
 # too, so that the rows differ only in the streams. Without it, the API is
 # off, as before.
+#
+# Client daemon-pg: the daemon with its state on PostgreSQL (a throwaway
+# server, lib.sh's start_postgres, a fresh database per measurement) instead
+# of SQLite.
 #
 # Prints, per server and client, the medians over the runs (and min..max) of
 # polls per second, the client's CPU seconds per 1,000 polls and the server's.
@@ -39,7 +43,7 @@ while [ $# -gt 0 ]; do
   --servers) servers=$2; shift 2 ;;
   --clients) clients=$2; shift 2 ;;
   --subscribers) subscribers=$2; shift 2 ;;
-  *) echo "usage: $0 [--messages N] [--seconds S] [--runs R] [--servers \"fixed fake\"] [--clients \"daemon sdk1 sdk64 wrk\"] [--subscribers \"0 100\"]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--messages N] [--seconds S] [--runs R] [--servers \"fixed fake\"] [--clients \"daemon daemon-pg sdk1 sdk64 wrk\"] [--subscribers \"0 100\"]" >&2; exit 2 ;;
   esac
 done
 
@@ -77,18 +81,24 @@ EOF
 
 case " $clients " in *" sdk"*) setup_sdk ;; esac
 case " $clients " in *" wrk "*) setup_wrk ;; esac
+case " $clients " in *" daemon-pg "*) start_postgres poll-throughput-pg ;; esac
 
 # One measurement: sets rate, client_per_k, server_per_k (CPU s per 1,000).
 # With a second argument (a number of streams), the API is on and that many
 # /v1/updates streams are open while it is measured; sets subs_note.
+# A third argument "postgres": the state on PostgreSQL.
 measure_daemon() {
-  local mode=$1 streams=${2:-}
-  local api_port="" subs_pid=""
+  local mode=$1 streams=${2:-} store=${3:-sqlite}
+  local api_port="" subs_pid="" state=$work/state.db
   subs_note=""
   start_server "$mode" "$messages" "$work/stats" "$work/server.log"
   rm -f "$work/state.db"*
+  if [ "$store" = postgres ]; then
+    fresh_pg_database bench_poll_throughput
+    state=postgres:$pg_state
+  fi
   [ -n "$streams" ] && api_port=$(free_port)
-  write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 100ms } ]" \
+  write_daemon_config "http://127.0.0.1:$server_port" "$state" "[ { every: 100ms } ]" \
     "$messages" "$work/daemon.yaml" 100000 "${api_port:+127.0.0.1:$api_port}"
   start_daemon "$work/daemon.yaml" "$work/daemon.log"
   # Warm-up: the first round of polls (every message once) and a second more.
@@ -169,6 +179,7 @@ for mode in $servers; do
     for client in "${rows[@]}"; do
       case $client in
       daemon) measure_daemon "$mode" ;;
+      daemon-pg) measure_daemon "$mode" "" postgres ;;
       daemon:*) measure_daemon "$mode" "${client#daemon:}" ;;
       sdk1) measure_sdk "$mode" 1 ;;
       sdk64) measure_sdk "$mode" 64 ;;

@@ -2,7 +2,7 @@
 # Scale: readreceiptd with 10,000 / 100,000 / 1,000,000 watched messages.
 #
 #   bench/scale.sh [--counts "10000 100000 1000000"] [--yaml-counts "100000"]
-#                  [--seconds S] [--start-up-only]
+#                  [--seconds S] [--start-up-only] [--store sqlite|postgres]
 #
 # For each count, from a state database written beforehand by
 # bench-make-state (messages added through the API, so there is no YAML to
@@ -16,6 +16,10 @@
 #   CPU/poll   the daemon's CPU microseconds per poll, over S seconds after
 #              the first round (it must not grow with the count: the due
 #              queue is O(log n))
+# --store postgres: the state on a throwaway PostgreSQL server (lib.sh's
+# start_postgres), each count's made database copied into a fresh one with
+# readreceiptd --copy-state-from (its time is printed), and the daemon
+# started on it; the YAML rows, likewise, in a fresh database.
 # --start-up-only skips the polls (the first round and CPU/poll), for
 # back-to-back start-up figures of two builds (RRD_DAEMON).
 # For each --yaml-counts, the same messages come from the YAML file instead:
@@ -28,18 +32,37 @@ counts="10000 100000 1000000"
 yaml_counts="100000"
 seconds=10
 start_up_only=false
+store=sqlite
 while [ $# -gt 0 ]; do
   case $1 in
   --counts) counts=$2; shift 2 ;;
   --yaml-counts) yaml_counts=$2; shift 2 ;;
   --seconds) seconds=$2; shift 2 ;;
   --start-up-only) start_up_only=true; shift ;;
-  *) echo "usage: $0 [--counts \"10000 100000 1000000\"] [--yaml-counts \"100000\"] [--seconds S] [--start-up-only]" >&2; exit 2 ;;
+  --store) store=$2; shift 2 ;;
+  *) echo "usage: $0 [--counts \"10000 100000 1000000\"] [--yaml-counts \"100000\"] [--seconds S] [--start-up-only] [--store sqlite|postgres]" >&2; exit 2 ;;
   esac
 done
 bench_build readreceiptd bench-dingtalk bench-make-state
 work=$bench_work/scale
 mkdir -p "$work"
+case $store in
+sqlite) ;;
+postgres) start_postgres scale-pg ;;
+*) echo "$0: --store is sqlite or postgres" >&2; exit 2 ;;
+esac
+echo "# store: $store"
+
+# The daemon's state for one row, empty: sets state (write_daemon_config's).
+fresh_state() {
+  rm -f "$work/state.db"*
+  if [ "$store" = postgres ]; then
+    fresh_pg_database bench_scale
+    state=postgres:$pg_state
+  else
+    state=$work/state.db
+  fi
+}
 
 # Starts the daemon and waits for "ready"; sets up_wall, up_cpu, up_rss.
 start_and_time() {
@@ -93,8 +116,8 @@ report() {
 load_note "before"
 # The RSS of a daemon that watches nothing.
 start_server fixed 0 "$work/stats" "$work/server.log"
-rm -f "$work/state.db"*
-write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 100ms } ]" 0 \
+fresh_state
+write_daemon_config "http://127.0.0.1:$server_port" "$state" "[ { every: 100ms } ]" 0 \
   "$work/daemon.yaml"
 start_and_time "$work/daemon.yaml" "$work/daemon.log"
 base_rss=$up_rss
@@ -111,10 +134,17 @@ for count in $counts; do
     "$build_dir/bench/bench-make-state" "$db" "$count" >/dev/null
   fi
   start_server fixed 0 "$work/stats" "$work/server.log"
-  rm -f "$work/state.db"*
-  cp "$db" "$work/state.db"
-  write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 100ms } ]" 0 \
+  fresh_state
+  write_daemon_config "http://127.0.0.1:$server_port" "$state" "[ { every: 100ms } ]" 0 \
     "$work/daemon.yaml"
+  if [ "$store" = postgres ]; then
+    t0=$(now_s)
+    "$daemon_bin" --config "$work/daemon.yaml" --copy-state-from "$db" >"$work/copy.log" 2>&1 ||
+      { cat "$work/copy.log" >&2; exit 1; }
+    echo "#   ($count: --copy-state-from into PostgreSQL took $(awk -v a="$t0" -v b="$(now_s)" 'BEGIN{printf "%.1f", b - a}') s)"
+  else
+    cp "$db" "$work/state.db"
+  fi
   start_and_time "$work/daemon.yaml" "$work/daemon.log"
   measure_polls "$count"
   stop_pid "$daemon_pid"
@@ -124,8 +154,8 @@ done
 
 for count in $yaml_counts; do
   start_server fixed 0 "$work/stats" "$work/server.log"
-  rm -f "$work/state.db"*
-  write_daemon_config "http://127.0.0.1:$server_port" "$work/state.db" "[ { every: 100ms } ]" \
+  fresh_state
+  write_daemon_config "http://127.0.0.1:$server_port" "$state" "[ { every: 100ms } ]" \
     "$count" "$work/daemon.yaml"
   # First start: the database is created from the file.
   start_and_time "$work/daemon.yaml" "$work/daemon-first.log"

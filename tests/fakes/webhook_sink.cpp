@@ -13,6 +13,10 @@ namespace rrd::testing {
 
 namespace {
 
+bool is_accepted(const Delivery& d) {
+  return d.signature_ok && d.answered >= 200 && d.answered < 300;
+}
+
 constexpr auto k_poll_interval = std::chrono::milliseconds(10);
 constexpr char k_secret_prefix[] = "whsec_";
 
@@ -127,11 +131,17 @@ std::vector<Delivery> WebhookSink::accepted() const {
   std::lock_guard lock(m_mutex);
   std::vector<Delivery> out;
   for (const auto& d : m_deliveries) {
-    if (d.signature_ok && d.answered >= 200 && d.answered < 300) {
+    if (is_accepted(d)) {
       out.push_back(d);
     }
   }
   return out;
+}
+
+std::size_t WebhookSink::accepted_count() const {
+  std::lock_guard lock(m_mutex);
+  return static_cast<std::size_t>(
+      std::count_if(m_deliveries.begin(), m_deliveries.end(), is_accepted));
 }
 
 void WebhookSink::clear() {
