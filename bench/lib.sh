@@ -120,7 +120,8 @@ start_postgres() {
 # Makes database NAME on the server of start_postgres empty (dropped and
 # created again); sets pg_state to the state.postgres conninfo for it.
 fresh_pg_database() {
-  psql "$pg_conninfo" -qX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $1" \
+  PGOPTIONS="-c client_min_messages=warning" psql "$pg_conninfo" -qX -v ON_ERROR_STOP=1 \
+    -c "DROP DATABASE IF EXISTS $1" \
     -c "CREATE DATABASE $1" >/dev/null
   pg_state=${pg_conninfo/dbname=postgres/dbname=$1}
 }

@@ -1,9 +1,10 @@
 #!/bin/bash
 # Webhook delivery: events per second through the durable outbox (SQLite,
-# WAL, synchronous=FULL) to a sink whose every signature is checked, and the latency from
-# DingTalk serving a read to its event arriving. bench-webhook-delivery runs
-# the real readreceiptd as a child against the tests' fake DingTalk and
-# webhook sink on 127.0.0.1; the state database is on disk (/var/tmp).
+# WAL, synchronous=FULL) to a sink whose every signature is checked, and the
+# latency from DingTalk serving a read to its event arriving.
+# bench-webhook-delivery runs the real readreceiptd as a child against the
+# tests' fake DingTalk and a sink on 127.0.0.1; the state database is on
+# disk (/var/tmp).
 # --store postgres: the state on a throwaway PostgreSQL 15 server instead
 # (lib.sh's start_postgres: on disk, fsync on, Unix socket), a fresh schema
 # per run.
