@@ -668,34 +668,45 @@ struct Store::Impl {
   // ends with the transaction.
   class UnsyncedWriteScope {
   public:
-    UnsyncedWriteScope(Impl& impl, std::string_view what) : m_impl(impl) {
-      if (impl.conn.backend() == Backend::sqlite) {
-        impl.conn.exec("PRAGMA synchronous = NORMAL", what);
-        m_restore = true;
-      }
+    UnsyncedWriteScope(Impl& impl, std::string_view what) : m_sqlite(impl.conn, what) {
       m_tx.emplace(impl, what, true);
       if (impl.conn.backend() == Backend::postgres) {
         impl.conn.exec("SET LOCAL synchronous_commit = off", what);
       }
     }
-    ~UnsyncedWriteScope() {
-      m_tx.reset(); // rolls back when not committed
-      if (m_restore) {
-        try {
-          m_impl.conn.exec("PRAGMA synchronous = FULL", "cannot set synchronous=FULL");
-        } catch (const StoreError&) {
-          // The connection is broken: its next use fails and says so.
-        }
-      }
-    }
-    UnsyncedWriteScope(const UnsyncedWriteScope&) = delete;
-    UnsyncedWriteScope& operator=(const UnsyncedWriteScope&) = delete;
     void commit() { m_tx->commit(); }
 
   private:
-    Impl& m_impl;
-    bool m_restore = false;
-    std::optional<WriteScope> m_tx;
+    // SQLite: synchronous=NORMAL while this lives, FULL again afterwards,
+    // whatever happens (a member, so that it is undone even when the
+    // transaction cannot begin).
+    class SqliteUnsynced {
+    public:
+      SqliteUnsynced(Connection& conn, std::string_view what)
+          : m_conn(conn.backend() == Backend::sqlite ? &conn : nullptr) {
+        if (m_conn != nullptr) {
+          m_conn->exec("PRAGMA synchronous = NORMAL", what);
+        }
+      }
+      ~SqliteUnsynced() {
+        if (m_conn != nullptr) {
+          try {
+            m_conn->exec("PRAGMA synchronous = FULL", "cannot set synchronous=FULL");
+          } catch (const StoreError&) {
+            // Only a broken connection refuses it, and its next use fails
+            // and says so.
+          }
+        }
+      }
+      SqliteUnsynced(const SqliteUnsynced&) = delete;
+      SqliteUnsynced& operator=(const SqliteUnsynced&) = delete;
+
+    private:
+      Connection* m_conn;
+    };
+
+    SqliteUnsynced m_sqlite;        // first: undone last, after the transaction
+    std::optional<WriteScope> m_tx; // rolls back when not committed
   };
 
   // In a write transaction: throws FencedError unless the lease still is
