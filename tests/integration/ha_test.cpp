@@ -391,6 +391,11 @@ TEST_CASE("postgres: crash: SIGKILL of either daemon at random loses no read and
     pair.start(victim);
   }
   MESSAGE("killed " << kills << " times; " << h.sink.delivery_count() << " deliveries so far");
+  // The last one restarted may still be starting: a SIGTERM before it
+  // watches for signals would end it as the signal's default does.
+  REQUIRE_MESSAGE(
+      wait_until([&] { return !pair.role(0).empty() && !pair.role(1).empty(); }, k_wait),
+      pair.logs());
   REQUIRE_MESSAGE(wait_until(
                       [&] {
                         return all_served_delivered(h, {&h.sink}) &&
@@ -405,8 +410,8 @@ TEST_CASE("postgres: crash: SIGKILL of either daemon at random loses no read and
                     },
                     k_completion_deadline),
                 "deliveries left undelivered");
-  CHECK(pair.stop(0) == 0);
-  CHECK(pair.stop(1) == 0);
+  CHECK_MESSAGE(pair.stop(0) == 0, pair.logs());
+  CHECK_MESSAGE(pair.stop(1) == 0, pair.logs());
   check_exactly_once(h, w, {&h.sink});
   check_sequences(h.sink);
   check_history(h.sink);
