@@ -1120,8 +1120,12 @@ std::vector<StoredEvent> Store::load_message_events(const std::string& process_q
   return out;
 }
 
-std::map<std::string, std::int64_t> Store::count_dead_by_webhook() {
-  Statement q(m_impl->conn, k_count_dead, "cannot count dead letters");
+namespace {
+
+// The (webhook, count) rows of `sql` as a map.
+std::map<std::string, std::int64_t> counts_by_webhook(Connection& conn, const char* sql,
+                                                      std::string_view what) {
+  Statement q(conn, sql, what);
   std::map<std::string, std::int64_t> out;
   while (q.step()) {
     out[q.text(0)] = q.integer(1);
@@ -1129,13 +1133,14 @@ std::map<std::string, std::int64_t> Store::count_dead_by_webhook() {
   return out;
 }
 
+} // namespace
+
+std::map<std::string, std::int64_t> Store::count_dead_by_webhook() {
+  return counts_by_webhook(m_impl->conn, k_count_dead, "cannot count dead letters");
+}
+
 std::map<std::string, std::int64_t> Store::count_pending_by_webhook() {
-  Statement q(m_impl->conn, k_count_pending, "cannot count pending deliveries");
-  std::map<std::string, std::int64_t> out;
-  while (q.step()) {
-    out[q.text(0)] = q.integer(1);
-  }
-  return out;
+  return counts_by_webhook(m_impl->conn, k_count_pending, "cannot count pending deliveries");
 }
 
 int Store::replay_dead(const std::string& event_id, TimePoint when) {
