@@ -221,7 +221,7 @@ TEST_CASE("open creates the directory and a WAL-mode database file") {
   }
   RawDb raw(path);
   CHECK(raw.text("PRAGMA journal_mode") == "wal");
-  CHECK(raw.text("PRAGMA user_version") == "3");
+  CHECK(raw.text("PRAGMA user_version") == "4");
 }
 
 TEST_CASE("an in-memory store opens and works") {
@@ -249,7 +249,7 @@ TEST_CASE("reopening applies no migration twice and keeps the data") {
   CHECK(s->load_messages().size() == 1);
   s.reset();
   RawDb raw(path);
-  CHECK(raw.text("PRAGMA user_version") == "3");
+  CHECK(raw.text("PRAGMA user_version") == "4");
 }
 
 TEST_CASE("a database with a newer schema version is refused and left untouched") {
@@ -1166,7 +1166,7 @@ void check_migrates_losing_nothing(const char* fixture, int version, std::size_t
     }
   }
   RawDb raw(path.string());
-  CHECK(raw.text("PRAGMA user_version") == "3");
+  CHECK(raw.text("PRAGMA user_version") == "4");
   const Snapshot after = snapshot(raw, had_push);
   CHECK(after.messages == before.messages);
   CHECK(after.events == before.events);
@@ -1360,7 +1360,7 @@ std::string store_error(const std::function<void()>& f) {
 
 } // namespace
 
-TEST_CASE_TEMPLATE("postgres: the schema is created once, at version 3, and a newer one is "
+TEST_CASE_TEMPLATE("postgres: the schema is created once, at version 4, and a newer one is "
                    "refused and left untouched",
                    TestType, Postgres) {
   TestBackend<TestType> b;
@@ -1374,7 +1374,7 @@ TEST_CASE_TEMPLATE("postgres: the schema is created once, at version 3, and a ne
     CHECK(s->load_messages().size() == 1);
     CHECK(s->integrity_ok());
   }
-  CHECK(b.schema().text("SELECT version FROM schema_version") == "3");
+  CHECK(b.schema().text("SELECT version FROM schema_version") == "4");
   CHECK(b.schema().text("SELECT count(*) FROM schema_version") == "1");
   b.schema().exec("UPDATE schema_version SET version = 99");
   const std::string error = store_error([&b] { b.open(); });
@@ -1410,7 +1410,7 @@ TEST_CASE_TEMPLATE("postgres: daemons starting together migrate once", TestType,
   for (const auto& e : errors) {
     CHECK(e == "");
   }
-  CHECK(b.schema().text("SELECT version FROM schema_version") == "3");
+  CHECK(b.schema().text("SELECT version FROM schema_version") == "4");
   CHECK(b.schema().text("SELECT count(*) FROM schema_version") == "1");
 }
 
@@ -1602,6 +1602,161 @@ TEST_CASE_TEMPLATE("postgres: a write in flight when another takes over is refus
   CHECK(waited);
   CHECK(outcome == "fenced");
   CHECK(watcher->load_messages().empty());
+}
+
+namespace {
+
+// A session of the test's own on the schema, to hold a lock with as the
+// session of a daemon stopped in the middle of a write would.
+class RawSession {
+public:
+  explicit RawSession(const std::string& conninfo) : m_conn(PQconnectdb(conninfo.c_str())) {
+    REQUIRE(PQstatus(m_conn.get()) == CONNECTION_OK);
+  }
+  // False when the statement failed or the session is gone.
+  bool exec(const std::string& sql) {
+    PGresult* r = PQexec(m_conn.get(), sql.c_str());
+    const ExecStatusType status = PQresultStatus(r);
+    PQclear(r);
+    return status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+  }
+  std::string pid() const { return std::to_string(PQbackendPID(m_conn.get())); }
+  // The lease names this session as its holder's, as the holder's own
+  // store does when it takes or renews the lease from it.
+  void record_as_holders() {
+    REQUIRE(exec("UPDATE lease SET holder_pid = pg_backend_pid(), holder_backend_start = "
+                 "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"));
+  }
+  // In a transaction that holds the lease row, as a fenced write does from
+  // its fence check to its COMMIT.
+  void hold_lease_row() {
+    REQUIRE(exec("BEGIN"));
+    REQUIRE(exec("SELECT 1 FROM lease WHERE id = 1 FOR SHARE"));
+  }
+
+private:
+  struct Finisher {
+    void operator()(PGconn* c) const noexcept { PQfinish(c); }
+  };
+  std::unique_ptr<PGconn, Finisher> m_conn;
+};
+
+std::string session_pid(PgSchema& schema, const std::string& application_name) {
+  return schema.text("SELECT pid FROM pg_stat_activity WHERE application_name = '" +
+                     application_name + "'");
+}
+
+// A holds the lease for 300 ms from a store whose session is told apart
+// ("holder"); C is to take it over.
+struct HolderAndTaker {
+  std::unique_ptr<Store> a;
+  std::unique_ptr<Store> c;
+  std::string a_pid; // the server process of A's session
+};
+
+HolderAndTaker holder_and_taker(TestBackend<Postgres>& b) {
+  HolderAndTaker out{Store::open_postgres(b.options("holder")), b.open(), ""};
+  REQUIRE(out.a->acquire_lease("A", "a", 300ms) == std::optional<std::int64_t>(1));
+  out.a_pid = session_pid(b.schema(), b.application_name("holder"));
+  return out;
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("postgres: a takeover ends the session its expired holder left in the middle "
+                   "of a write, and no other",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  const HolderAndTaker h = holder_and_taker(b);
+  // The lease names the session it was taken from.
+  CHECK(b.schema().text("SELECT holder_pid FROM lease") == h.a_pid);
+  CHECK(b.schema().text("SELECT holder_backend_start = (SELECT backend_start FROM "
+                        "pg_stat_activity WHERE pid = " +
+                        h.a_pid + ") FROM lease") == "t");
+
+  // A's daemon stopped between its fence check and its COMMIT: its session
+  // holds the lease row for as long as it lasts.
+  RawSession stalled(b.schema().conninfo());
+  stalled.record_as_holders();
+  stalled.hold_lease_row();
+  REQUIRE(wait_until([&] { return h.c->read_lease()->expired; }, 10s));
+
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(h.c->acquire_lease("C", "c", 60s) == std::optional<std::int64_t>(2));
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  MESSAGE("took over in " << took.count() << " ms, ending the stopped holder's session");
+  CHECK(took < 5s);
+  CHECK_FALSE(stalled.exec("SELECT 1")); // ended: its transaction rolled back
+  // A's own session, idle and no longer the recorded one, was left alone.
+  CHECK(session_pid(b.schema(), b.application_name("holder")) == h.a_pid);
+  // The lease now names C's session.
+  CHECK(b.schema().text("SELECT holder_pid FROM lease") != h.a_pid);
+}
+
+TEST_CASE_TEMPLATE("postgres: a takeover blocked by a session that is not a stopped expired "
+                   "holder's waits a moment and ends nothing",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  const HolderAndTaker h = holder_and_taker(b);
+  const auto bounded = [](const std::function<void()>& f) {
+    const auto started = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::steady_clock::now() - started < 3s;
+  };
+
+  SUBCASE("another session (an operator's, say) holds the row of an expired lease") {
+    RawSession other(b.schema().conninfo());
+    other.hold_lease_row();
+    REQUIRE(wait_until([&] { return h.c->read_lease()->expired; }, 10s));
+    // A's recorded session is idle: it holds nothing, and is not ended.
+    CHECK(bounded([&] { CHECK_FALSE(h.c->acquire_lease("C", "c", 60s)); }));
+    CHECK(other.exec("SELECT 1"));
+    CHECK(session_pid(b.schema(), b.application_name("holder")) == h.a_pid);
+    REQUIRE(other.exec("COMMIT"));
+    CHECK(h.c->acquire_lease("C", "c", 60s) == std::optional<std::int64_t>(2));
+  }
+  SUBCASE("the holder's session holds the row of a live lease") {
+    REQUIRE(h.a->acquire_lease("A", "a", 60s) == std::optional<std::int64_t>(2));
+    RawSession holder(b.schema().conninfo());
+    holder.record_as_holders();
+    holder.hold_lease_row();
+    CHECK(bounded([&] { CHECK_FALSE(h.c->acquire_lease("C", "c", 60s)); }));
+    CHECK(holder.exec("SELECT 1"));
+    REQUIRE(holder.exec("COMMIT"));
+    CHECK_FALSE(h.c->acquire_lease("C", "c", 60s)); // live: refused, not blocked
+  }
+}
+
+TEST_CASE_TEMPLATE("postgres: a schema of version 3 gains the lease's session columns, keeping "
+                   "the lease",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  {
+    auto a = b.open();
+    REQUIRE(a->acquire_lease("A", "a", 60s) == std::optional<std::int64_t>(1));
+  }
+  b.schema().exec("ALTER TABLE lease DROP COLUMN holder_pid, DROP COLUMN holder_backend_start; "
+                  "UPDATE schema_version SET version = 3");
+  auto a = b.open();
+  CHECK(b.schema().text("SELECT version FROM schema_version") == "4");
+  const auto row = a->read_lease();
+  REQUIRE(row);
+  CHECK(row->holder == "A");
+  CHECK(row->epoch == 1);
+  CHECK_FALSE(row->expired);
+  CHECK(b.schema().text("SELECT holder_pid IS NULL FROM lease") == "t");
+  CHECK(a->renew_lease("A", 1, 60s)); // records its session
+  CHECK(b.schema().text("SELECT holder_pid IS NULL FROM lease") == "f");
 }
 
 TEST_CASE_TEMPLATE("postgres: racing a takeover, a fenced writer's commits all land before it "

@@ -38,6 +38,13 @@ class SqliteConnection;
 class PgConnection;
 struct PgStatement;
 
+// PostgreSQL: a lock was not granted within the session's lock_timeout
+// (SQLSTATE 55P03). The statement's transaction is aborted.
+class LockNotAvailable : public StoreError {
+public:
+  using StoreError::StoreError;
+};
+
 class Connection {
 public:
   virtual ~Connection() = default;

@@ -20,6 +20,7 @@ constexpr std::size_t k_pipeline_depth = 128;
 // crash_shutdown, cannot_connect_now.
 constexpr std::string_view k_connection_exception_class = "08";
 constexpr std::array<std::string_view, 3> k_server_going_away{"57P01", "57P02", "57P03"};
+constexpr std::string_view k_lock_not_available = "55P03";
 
 // libpq's messages end with a newline and may span several lines.
 std::string one_line(std::string_view text) {
@@ -201,6 +202,10 @@ void PgConnection::check(const PGresult* result, std::string_view what) {
     detail += " (SQLSTATE ";
     detail += code;
     detail += ")";
+  }
+  if (code == k_lock_not_available) {
+    throw LockNotAvailable("state database " + name() + ": " + std::string(what) + ": " +
+                           one_line(detail));
   }
   fail(what, one_line(detail));
 }

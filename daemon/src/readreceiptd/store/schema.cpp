@@ -176,6 +176,21 @@ ALTER TABLE messages ADD COLUMN token TEXT NOT NULL DEFAULT '';        -- group:
 ALTER TABLE messages ADD COLUMN recipients TEXT NOT NULL DEFAULT '[]';  -- oto: JSON array
 )sql";
 
+// The lease records its holder's session (the server process and when it
+// started), so that a daemon taking over an expired lease can end a session
+// its old holder left in the middle of a write (a paused or frozen process):
+// that session's lock on the lease row would otherwise hold the takeover
+// back for as long as the session lasts. SQLite has no lease: nothing to do
+// there but count the version.
+constexpr const char* k_migration_4 = R"sql(
+-- SQLite: no lease (one process per file: its flock).
+)sql";
+
+constexpr const char* k_migration_4_postgres = R"sql(
+ALTER TABLE lease ADD COLUMN holder_pid INTEGER;
+ALTER TABLE lease ADD COLUMN holder_backend_start TIMESTAMPTZ;
+)sql";
+
 struct Migration {
   const char* sqlite;
   const char* postgres;
@@ -183,10 +198,11 @@ struct Migration {
 
 // Append new migrations here; never edit one that has shipped. Migration 3
 // is the same text in both dialects.
-constexpr std::array<Migration, 3> k_migrations{{
+constexpr std::array<Migration, 4> k_migrations{{
     {k_migration_1, k_migration_1_postgres},
     {k_migration_2, k_migration_2_postgres},
     {k_migration_3, k_migration_3},
+    {k_migration_4, k_migration_4_postgres},
 }};
 
 // PostgreSQL: the key of the transaction-scoped advisory lock that

@@ -496,18 +496,49 @@ constexpr const char* k_select_disabled =
 // Taken when absent, expired, or the holder's own; RETURNING answers no row
 // when the ON CONFLICT's WHERE refuses (another holder's live lease). The
 // row lock makes concurrent acquirers and fenced writes wait for each other.
+// The holder's session (server process id and start, which together never
+// name another session) is recorded at each acquisition and renewal.
 constexpr const char* k_acquire_lease = R"sql(
-INSERT INTO lease AS l (id, holder, epoch, expires_at, holder_info)
-VALUES (1, ?1, 1, now() + ?3::double precision * interval '1 millisecond', ?2)
+INSERT INTO lease AS l (id, holder, epoch, expires_at, holder_info, holder_pid,
+                        holder_backend_start)
+VALUES (1, ?1, 1, now() + ?3::double precision * interval '1 millisecond', ?2, pg_backend_pid(),
+        (SELECT backend_start FROM pg_stat_get_activity(pg_backend_pid())))
 ON CONFLICT (id) DO UPDATE SET
   holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at,
-  holder_info = excluded.holder_info
+  holder_info = excluded.holder_info, holder_pid = excluded.holder_pid,
+  holder_backend_start = excluded.holder_backend_start
 WHERE l.expires_at <= now() OR l.holder = excluded.holder
 RETURNING epoch)sql";
 
 constexpr const char* k_renew_lease = R"sql(
-UPDATE lease SET expires_at = now() + ?3::double precision * interval '1 millisecond'
+UPDATE lease SET expires_at = now() + ?3::double precision * interval '1 millisecond',
+  holder_pid = pg_backend_pid(),
+  holder_backend_start = (SELECT backend_start FROM pg_stat_get_activity(pg_backend_pid()))
 WHERE id = 1 AND holder = ?1 AND epoch = ?2 AND expires_at > now())sql";
+
+// How long a takeover waits for the lease row's lock. A fenced write holds
+// that lock (its fence check reads the row FOR SHARE) for the few
+// milliseconds to its COMMIT, unless its daemon stops in between: paused,
+// frozen, its machine suspended. The server does not end such a session by
+// itself (it is in the middle of a pipeline, or of a transaction, and its
+// socket is alive), so after this wait the taker ends it (below).
+constexpr std::chrono::milliseconds k_takeover_lock_wait{250};
+// How long pg_terminate_backend waits for the ended session to be gone.
+constexpr std::chrono::milliseconds k_end_session_wait{1'000};
+
+// Ends the recorded session of an expired lease's holder, if that session
+// is still there (same process id and start) and in the middle of
+// something (an idle session holds no lock): its transaction rolls back
+// and its locks go. Never a live lease's holder's, never the taker's own.
+// Answers how many sessions it ended (0 or 1). pg_terminate_backend needs
+// the daemons to share a role (or pg_signal_backend), and seeing the
+// session's start too.
+constexpr const char* k_end_expired_holder_session = R"sql(
+SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid, ?2))
+FROM lease l JOIN pg_stat_activity a
+  ON a.pid = l.holder_pid AND a.backend_start = l.holder_backend_start
+WHERE l.id = 1 AND l.expires_at <= now() AND l.holder <> ?1 AND a.pid <> pg_backend_pid()
+  AND a.state <> 'idle')sql";
 
 constexpr const char* k_release_lease = R"sql(
 UPDATE lease SET expires_at = now() WHERE id = 1 AND holder = ?1 AND epoch = ?2)sql";
@@ -1250,18 +1281,67 @@ std::int64_t ttl_ms(const Connection& conn, std::chrono::milliseconds ttl, const
   return ttl.count();
 }
 
+// PostgreSQL: the session's lock_timeout while this lives, its own setting
+// again afterwards (RESET: the role's or the database's, or none). Set for
+// the session, not the transaction, so that the statement it bounds stays
+// one round trip in autocommit: a daemon stopped between a BEGIN and a
+// COMMIT would hold the locks it took.
+class LockWait {
+public:
+  LockWait(Connection& conn, std::chrono::milliseconds wait, const char* what) : m_conn(conn) {
+    m_conn.exec(("SET lock_timeout = " + std::to_string(wait.count())).c_str(), what);
+  }
+  ~LockWait() {
+    try {
+      m_conn.exec("RESET lock_timeout", "cannot reset lock_timeout");
+    } catch (const StoreError&) {
+      // Only a broken connection refuses it, and the next session starts
+      // with the default.
+    }
+  }
+  LockWait(const LockWait&) = delete;
+  LockWait& operator=(const LockWait&) = delete;
+
+private:
+  Connection& m_conn;
+};
+
 } // namespace
 
 std::optional<std::int64_t> Store::acquire_lease(const std::string& holder, const std::string& info,
                                                  std::chrono::milliseconds ttl) {
   const char* what = "cannot acquire the lease";
   m_impl->require_postgres(what);
-  Statement q(m_impl->conn, k_acquire_lease, what);
-  q.bind(1, holder).bind(2, info).bind(3, ttl_ms(m_impl->conn, ttl, what));
-  if (!q.step()) {
+  Connection& conn = m_impl->conn;
+  const std::int64_t ttl_count = ttl_ms(conn, ttl, what);
+  // nullopt: another holder's live lease; LockNotAvailable: the row is
+  // locked past the wait.
+  const auto attempt = [&]() -> std::optional<std::int64_t> {
+    const LockWait wait(conn, k_takeover_lock_wait, what);
+    Statement q(conn, k_acquire_lease, what);
+    q.bind(1, holder).bind(2, info).bind(3, ttl_count);
+    if (!q.step()) {
+      return std::nullopt;
+    }
+    return q.integer(0);
+  };
+  try {
+    return attempt();
+  } catch (const detail::LockNotAvailable&) {
+    // A session holds the row: the expired holder's, stopped in the middle
+    // of a write, most likely. End it and try once more; when it is not
+    // that (a live lease, another session), wait for the next try.
+  }
+  Statement end(conn, k_end_expired_holder_session, "cannot end the expired holder's session");
+  end.bind(1, holder).bind(2, k_end_session_wait.count());
+  if (!end.step() || end.integer(0) == 0) {
     return std::nullopt;
   }
-  return q.integer(0);
+  try {
+    return attempt();
+  } catch (const detail::LockNotAvailable&) {
+    return std::nullopt;
+  }
 }
 
 bool Store::renew_lease(const std::string& holder, std::int64_t epoch,

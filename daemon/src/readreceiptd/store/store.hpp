@@ -248,12 +248,18 @@ public:
 
   // --- the leadership lease and fencing (SPEC section 12). PostgreSQL only:
   // on SQLite (one process per file) every one of these throws StoreError.
-  // Times are by the database's clock; each call is one statement.
+  // Times are by the database's clock; each write is one statement in
+  // autocommit, so that a daemon stopped between two round trips holds no
+  // lock. The lease records the session its holder took or renewed it from.
   //
   // Takes the lease for `holder` when there is none, it has expired, or it
   // is `holder`'s own (a holder whose lease lapsed gets a new epoch too,
   // never its old one back): returns the new epoch. nullopt while another
-  // holder's lease is unexpired.
+  // holder's lease is unexpired, or while another session holds the lease
+  // row for longer than a moment (250 ms). When that session is the expired
+  // holder's, left in the middle of a write by a daemon that stopped
+  // (paused, frozen), it is ended, which rolls its write back, and the lease
+  // is taken.
   std::optional<std::int64_t> acquire_lease(const std::string& holder, const std::string& info,
                                             std::chrono::milliseconds ttl);
   // Extends the lease by `ttl` from now, only while it is unexpired and
