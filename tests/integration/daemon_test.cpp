@@ -3,6 +3,9 @@
 #include "integration/harness.hpp"
 
 #include <csignal>
+#include <fstream>
+#include <optional>
+#include <thread>
 
 using namespace rrd::testing;
 using nlohmann::json;
@@ -171,6 +174,71 @@ TEST_CASE("daemon: DingTalk calls never exceed requests_per_second in any 1 s wi
   h.stop();
   CHECK(FakeDingTalk::max_in_window(h.dingtalk.request_times(), std::chrono::milliseconds(1000)) <=
         4);
+}
+
+namespace {
+
+// From /proc/PID/status: whether `sig` is blocked in the main thread, and
+// how many threads the process has (nullopt once it is gone).
+struct ProcessStatus {
+  bool blocked = false;
+  int threads = 0;
+};
+
+std::optional<ProcessStatus> process_status(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  if (!in) {
+    return std::nullopt;
+  }
+  ProcessStatus out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("SigBlk:", 0) == 0) {
+      const unsigned long long mask = std::stoull(line.substr(7), nullptr, 16);
+      out.blocked = ((mask >> (sig - 1)) & 1U) != 0;
+    } else if (line.rfind("Threads:", 0) == 0) {
+      out.threads = std::stoi(line.substr(8));
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("daemon: a SIGTERM while the configuration is still being read stops it cleanly") {
+  // Enough messages that reading them takes a while.
+  DaemonHarness h;
+  for (int i = 0; i < 30'000; ++i) {
+    h.messages.emplace_back("early-stop-" + std::to_string(i) + "/Kna29pdJznx1ghav=");
+  }
+  h.write_config();
+  ChildProcess p({RRD_DAEMON_PATH, "--config", h.config_path()}, h.log_path(), h.env);
+  // The stop signals are blocked from the start of main, while the daemon
+  // has one thread and reads its configuration (0.3 s here): seen
+  // so for 50 ms on end. The signal watcher blocks them too, a moment
+  // before it starts its thread; that moment alone would not do.
+  using Clock = std::chrono::steady_clock;
+  const auto give_up = Clock::now() + std::chrono::seconds(10);
+  Clock::time_point blocked_since = give_up; // give_up: not blocked
+  bool early = false;
+  while (!early && Clock::now() < give_up) {
+    const auto status = process_status(p.pid(), SIGTERM);
+    if (!status || status->threads > 1) {
+      break;
+    }
+    const auto now = Clock::now();
+    if (!status->blocked) {
+      blocked_since = give_up;
+    } else if (blocked_since == give_up) {
+      blocked_since = now;
+    }
+    early = blocked_since != give_up && now - blocked_since >= std::chrono::milliseconds(50);
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  REQUIRE_MESSAGE(early, "the stop signals were not blocked while the configuration was read");
+  p.signal(SIGTERM);
+  CHECK(p.wait(std::chrono::seconds(30)) == 0);
+  CHECK(p.log().find("stopped") != std::string::npos);
 }
 
 TEST_CASE("daemon: an invalid configuration exits 2 and names the key path") {

@@ -391,8 +391,9 @@ TEST_CASE("postgres: crash: SIGKILL of either daemon at random loses no read and
     pair.start(victim);
   }
   MESSAGE("killed " << kills << " times; " << h.sink.delivery_count() << " deliveries so far");
-  // The last one restarted may still be starting: a SIGTERM before it
-  // watches for signals would end it as the signal's default does.
+  // The last one restarted may still be starting (a SIGTERM in its first
+  // moments, before main, ends it as the signal's default does): both
+  // answer before the run ends.
   REQUIRE_MESSAGE(
       wait_until([&] { return !pair.role(0).empty() && !pair.role(1).empty(); }, k_wait),
       pair.logs());

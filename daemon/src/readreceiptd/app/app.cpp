@@ -987,6 +987,9 @@ int main(int argc, char** argv) {
     return k_exit_usage;
   }
   const Options options = *parsed;
+  if (options.command == Command::run) {
+    block_watched_signals(); // before the configuration, however long it takes to read
+  }
   switch (options.command) {
   case Command::help:
     std::fputs(usage(), stdout);

@@ -19,9 +19,13 @@ sigset_t watched_signals() {
 }
 } // namespace
 
-SignalWatcher::SignalWatcher() {
-  sigset_t set = watched_signals();
+void block_watched_signals() {
+  const sigset_t set = watched_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+SignalWatcher::SignalWatcher() {
+  block_watched_signals();
   // A consumer that closes its end must not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
   m_thread = std::thread([this] { run(); });

@@ -15,6 +15,13 @@
 
 namespace rrd::app {
 
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and the threads
+// it starts afterwards. Called first thing when the daemon is to run: a
+// stop or reload that arrives before the SignalWatcher exists (while the
+// configuration is read) then waits for it, instead of ending the process
+// with the signal's default action.
+void block_watched_signals();
+
 class SignalWatcher {
 public:
   SignalWatcher();
