@@ -1620,7 +1620,6 @@ public:
     PQclear(r);
     return status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
   }
-  std::string pid() const { return std::to_string(PQbackendPID(m_conn.get())); }
   // The lease names this session as its holder's, as the holder's own
   // store does when it takes or renews the lease from it.
   void record_as_holders() {

@@ -109,6 +109,38 @@ private:
   int m_fd = -1;
 };
 
+// --- a setting of the session for a while
+
+// Runs `set` on the connection now and `restore` when this goes, whatever
+// happens in between; nothing at all without a connection. A failed
+// restore is left: only a broken connection refuses it, its next use fails
+// and says so, and a new PostgreSQL session starts with the defaults.
+class ScopedSetting {
+public:
+  ScopedSetting(Connection* conn, const std::string& set, const char* restore,
+                std::string_view what)
+      : m_conn(conn), m_restore(restore) {
+    if (m_conn != nullptr) {
+      m_conn->exec(set.c_str(), what);
+    }
+  }
+  ~ScopedSetting() {
+    if (m_conn != nullptr) {
+      try {
+        m_conn->exec(m_restore, "cannot restore a setting");
+      } catch (const StoreError&) {
+        // left, as said above
+      }
+    }
+  }
+  ScopedSetting(const ScopedSetting&) = delete;
+  ScopedSetting& operator=(const ScopedSetting&) = delete;
+
+private:
+  Connection* m_conn;
+  const char* m_restore;
+};
+
 // --- value conversions
 
 std::int64_t ms(TimePoint t) {
@@ -699,7 +731,9 @@ struct Store::Impl {
   // ends with the transaction.
   class UnsyncedWriteScope {
   public:
-    UnsyncedWriteScope(Impl& impl, std::string_view what) : m_sqlite(impl.conn, what) {
+    UnsyncedWriteScope(Impl& impl, std::string_view what)
+        : m_sqlite(impl.conn.backend() == Backend::sqlite ? &impl.conn : nullptr,
+                   "PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL", what) {
       m_tx.emplace(impl, what, true);
       if (impl.conn.backend() == Backend::postgres) {
         impl.conn.exec("SET LOCAL synchronous_commit = off", what);
@@ -708,35 +742,10 @@ struct Store::Impl {
     void commit() { m_tx->commit(); }
 
   private:
-    // SQLite: synchronous=NORMAL while this lives, FULL again afterwards,
-    // whatever happens (a member, so that it is undone even when the
-    // transaction cannot begin).
-    class SqliteUnsynced {
-    public:
-      SqliteUnsynced(Connection& conn, std::string_view what)
-          : m_conn(conn.backend() == Backend::sqlite ? &conn : nullptr) {
-        if (m_conn != nullptr) {
-          m_conn->exec("PRAGMA synchronous = NORMAL", what);
-        }
-      }
-      ~SqliteUnsynced() {
-        if (m_conn != nullptr) {
-          try {
-            m_conn->exec("PRAGMA synchronous = FULL", "cannot set synchronous=FULL");
-          } catch (const StoreError&) {
-            // Only a broken connection refuses it, and its next use fails
-            // and says so.
-          }
-        }
-      }
-      SqliteUnsynced(const SqliteUnsynced&) = delete;
-      SqliteUnsynced& operator=(const SqliteUnsynced&) = delete;
-
-    private:
-      Connection* m_conn;
-    };
-
-    SqliteUnsynced m_sqlite;        // first: undone last, after the transaction
+    // SQLite: synchronous=NORMAL while this lives, FULL again afterwards
+    // (a member, so that it is undone even when the transaction cannot
+    // begin).
+    ScopedSetting m_sqlite;         // first: undone last, after the transaction
     std::optional<WriteScope> m_tx; // rolls back when not committed
   };
 
@@ -1281,31 +1290,6 @@ std::int64_t ttl_ms(const Connection& conn, std::chrono::milliseconds ttl, const
   return ttl.count();
 }
 
-// PostgreSQL: the session's lock_timeout while this lives, its own setting
-// again afterwards (RESET: the role's or the database's, or none). Set for
-// the session, not the transaction, so that the statement it bounds stays
-// one round trip in autocommit: a daemon stopped between a BEGIN and a
-// COMMIT would hold the locks it took.
-class LockWait {
-public:
-  LockWait(Connection& conn, std::chrono::milliseconds wait, const char* what) : m_conn(conn) {
-    m_conn.exec(("SET lock_timeout = " + std::to_string(wait.count())).c_str(), what);
-  }
-  ~LockWait() {
-    try {
-      m_conn.exec("RESET lock_timeout", "cannot reset lock_timeout");
-    } catch (const StoreError&) {
-      // Only a broken connection refuses it, and the next session starts
-      // with the default.
-    }
-  }
-  LockWait(const LockWait&) = delete;
-  LockWait& operator=(const LockWait&) = delete;
-
-private:
-  Connection& m_conn;
-};
-
 } // namespace
 
 std::optional<std::int64_t> Store::acquire_lease(const std::string& holder, const std::string& info,
@@ -1314,34 +1298,39 @@ std::optional<std::int64_t> Store::acquire_lease(const std::string& holder, cons
   m_impl->require_postgres(what);
   Connection& conn = m_impl->conn;
   const std::int64_t ttl_count = ttl_ms(conn, ttl, what);
-  // nullopt: another holder's live lease; LockNotAvailable: the row is
-  // locked past the wait.
+  // nullopt: another holder's live lease, or (`busy`) the row was locked
+  // past the wait. lock_timeout is set for the session, not a transaction,
+  // so that the statement stays one round trip in autocommit: a daemon
+  // stopped between a BEGIN and a COMMIT would hold the row's lock. RESET
+  // puts back the session's own (the role's or database's, or none).
+  bool busy = false;
   const auto attempt = [&]() -> std::optional<std::int64_t> {
-    const LockWait wait(conn, k_takeover_lock_wait, what);
+    const ScopedSetting wait(&conn,
+                             "SET lock_timeout = " + std::to_string(k_takeover_lock_wait.count()),
+                             "RESET lock_timeout", what);
     Statement q(conn, k_acquire_lease, what);
     q.bind(1, holder).bind(2, info).bind(3, ttl_count);
-    if (!q.step()) {
-      return std::nullopt;
+    try {
+      if (q.step()) {
+        return q.integer(0);
+      }
+    } catch (const detail::LockNotAvailable&) {
+      busy = true;
     }
-    return q.integer(0);
+    return std::nullopt;
   };
-  try {
-    return attempt();
-  } catch (const detail::LockNotAvailable&) {
-    // A session holds the row: the expired holder's, stopped in the middle
-    // of a write, most likely. End it and try once more; when it is not
-    // that (a live lease, another session), wait for the next try.
+  if (auto epoch = attempt(); epoch || !busy) {
+    return epoch;
   }
+  // A session holds the row: the expired holder's, stopped in the middle of
+  // a write, most likely. End it and try once more; when it is not that (a
+  // live lease, another session), wait for the next try.
   Statement end(conn, k_end_expired_holder_session, "cannot end the expired holder's session");
   end.bind(1, holder).bind(2, k_end_session_wait.count());
   if (!end.step() || end.integer(0) == 0) {
     return std::nullopt;
   }
-  try {
-    return attempt();
-  } catch (const detail::LockNotAvailable&) {
-    return std::nullopt;
-  }
+  return attempt();
 }
 
 bool Store::renew_lease(const std::string& holder, std::int64_t epoch,
