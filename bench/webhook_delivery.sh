@@ -24,9 +24,9 @@ args=()
 while [ $# -gt 0 ]; do
   case $1 in
   --runs) runs=$2; shift 2 ;;
-  --burst | --steady | --steady-seconds | --sink) args+=("$1" "$2"); shift 2 ;;
+  --burst | --steady | --steady-seconds | --sink | --state-dir) args+=("$1" "$2"); shift 2 ;;
   --store) store=$2; shift 2 ;;
-  *) echo "usage: $0 [--runs R] [--burst N] [--steady N] [--steady-seconds S] [--store sqlite|postgres] [--sink epoll|httplib]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--runs R] [--burst N] [--steady N] [--steady-seconds S] [--store sqlite|postgres] [--sink epoll|httplib] [--state-dir DIR]" >&2; exit 2 ;;
   esac
 done
 bench_build readreceiptd bench-webhook-delivery
