@@ -350,6 +350,54 @@ TEST_CASE_TEMPLATE("a poll-state-only commit writes send_status and the poll tim
   CHECK(s->load_message("new") == fresh.message);
 }
 
+TEST_CASE_TEMPLATE("in one commit_all a message's rows are written in order: the last one stays",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  const auto whole = [](const std::string& key, const std::string& status, std::int64_t poll) {
+    Commit c;
+    c.message = full_record(key);
+    c.message.send_status = status;
+    c.message.next_poll = at(poll);
+    return c;
+  };
+  const auto poll_state = [](Commit c, const std::string& status, std::int64_t poll) {
+    c.message.send_status = status;
+    c.message.next_poll = at(poll);
+    c.message.read_user_ids.push_back("not written");
+    c.poll_state_only = true;
+    return c;
+  };
+  // a: twice whole; b: whole, its poll state, whole again; c: whole, then
+  // its poll state; d: a poll state before it is stored (so written
+  // whole), then whole again.
+  const Commit a2 = whole("a", "a2", 2);
+  const Commit b3 = whole("b", "b3", 3);
+  const Commit c1 = whole("c", "c1", 1);
+  std::vector<Commit> batch{whole("a", "a1", 1),
+                            whole("b", "b1", 1),
+                            c1,
+                            a2,
+                            poll_state(whole("b", "", 0), "b2", 2),
+                            poll_state(whole("d", "", 0), "d1", 1),
+                            b3,
+                            poll_state(c1, "c2", 2),
+                            whole("d", "d2", 2)};
+  s->commit_all(batch);
+  CHECK(s->load_message("a") == a2.message);
+  CHECK(s->load_message("b") == b3.message);
+  const auto c = s->load_message("c");
+  REQUIRE(c.has_value());
+  CHECK(c->send_status == "c2");
+  CHECK(c->next_poll == at(2));
+  CHECK(c->read_user_ids == c1.message.read_user_ids);
+  CHECK(s->load_message("d") == batch.back().message);
+  CHECK(s->load_messages().size() == 4);
+}
+
 TEST_CASE_TEMPLATE("a message with every optional empty round-trips exactly", TestType, Sqlite,
                    Postgres) {
   TestBackend<TestType> b;
@@ -641,6 +689,50 @@ TEST_CASE_TEMPLATE("commit_all is all or nothing", TestType, Sqlite, Postgres) {
   s->commit_all(batch);
   CHECK(s->load_messages().size() == 3);
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_a@ops", "evt_b@ops", "evt_c@ops"});
+}
+
+TEST_CASE_TEMPLATE("a commit batch keeps every byte of its events' and deliveries' text",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  // What an array literal could misread: quotes, backslashes, braces,
+  // commas, the word NULL, the empty text, spaces at either end, non-ASCII.
+  const std::vector<std::string> texts{
+      R"({"a":"say \"hi\"","b":[1,2]})", "\\", "\"", "NULL", "", " spaced ", "{}", "a,b",
+      "日本語 ✓", "{\"unclosed", "line\nbreak\ttab"};
+  std::vector<Commit> batch;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const std::string key = "k{" + std::to_string(i) + "},\"";
+    Commit c = commit_with(key, {"evt_\"" + std::to_string(i) + "\\"},
+                           {"ops", "name, with \\ and \"" + texts[i] + "\""},
+                           static_cast<std::int64_t>(i) + 1, static_cast<std::int64_t>(i) * 1000);
+    c.events[0].body = texts[i];
+    batch.push_back(std::move(c));
+  }
+  s->commit_all(batch);
+  const auto pending = s->load_pending_deliveries();
+  REQUIRE(pending.size() == 2 * texts.size());
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const std::string id = "evt_\"" + std::to_string(i) + "\\";
+    std::vector<std::string> webhooks;
+    for (const Delivery& d : pending) {
+      if (d.event_id != id) {
+        continue;
+      }
+      CAPTURE(i);
+      CHECK(d.body == texts[i]);
+      CHECK(d.process_query_key == "k{" + std::to_string(i) + "},\"");
+      CHECK(d.sequence == static_cast<std::int64_t>(i) + 1);
+      CHECK(d.next_attempt == at(static_cast<std::int64_t>(i) * 1000));
+      webhooks.push_back(d.webhook);
+    }
+    std::sort(webhooks.begin(), webhooks.end());
+    CHECK(webhooks ==
+          std::vector<std::string>{"name, with \\ and \"" + texts[i] + "\"", "ops"});
+  }
 }
 
 TEST_CASE_TEMPLATE("commit_all writes a thousand commits", TestType, Sqlite, Postgres) {

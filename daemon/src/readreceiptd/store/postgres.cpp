@@ -120,6 +120,43 @@ std::string redact_conninfo_error(std::string_view message) {
   return one_line(out);
 }
 
+void PgArrayLiteral::separate() {
+  if (m_size++ > 0) {
+    m_text += ',';
+  }
+}
+
+void PgArrayLiteral::add(std::string_view text) {
+  separate();
+  m_text.reserve(m_text.size() + text.size() + 2);
+  m_text += '"';
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      m_text += '\\';
+    }
+    m_text += c;
+  }
+  m_text += '"';
+}
+
+void PgArrayLiteral::add(std::int64_t value) {
+  separate();
+  m_text += std::to_string(value);
+}
+
+void PgArrayLiteral::add_null() {
+  separate();
+  m_text += "NULL";
+}
+
+std::string PgArrayLiteral::take() {
+  std::string out = std::move(m_text);
+  out += '}';
+  m_text = "{";
+  m_size = 0;
+  return out;
+}
+
 PgConnection::PgConnection(const PostgresOptions& options)
     : Connection(Backend::postgres, display_name(parse_target(options.conninfo))),
       m_conninfo(options.conninfo), m_password(options.password),
@@ -210,35 +247,47 @@ void PgConnection::check(const PGresult* result, std::string_view what) {
   fail(what, one_line(detail));
 }
 
+namespace {
+
+bool succeeded(const PGresult* r) {
+  const ExecStatusType status = PQresultStatus(r);
+  return status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+}
+
+} // namespace
+
 void PgConnection::sync_pipeline() {
   if (m_pipelined.empty()) {
     return;
   }
-  std::vector<std::string> whats = std::move(m_pipelined);
+  const std::vector<Pipelined> sent = std::move(m_pipelined);
   m_pipelined.clear();
   if (PQpipelineSync(m_conn.get()) == 0) {
-    unavailable(whats.front(), one_line(PQerrorMessage(m_conn.get())));
+    unavailable(sent.front().what, one_line(PQerrorMessage(m_conn.get())));
   }
   // Each statement's answer, then the null that ends it; then the sync's.
   PgResult failure;
   std::string failed_what;
-  for (const std::string& what : whats) {
+  for (const Pipelined& p : sent) {
     PgResult r(PQgetResult(m_conn.get()));
     if (r == nullptr) {
-      unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+      unavailable(p.what, one_line(PQerrorMessage(m_conn.get())));
     }
-    const ExecStatusType status = PQresultStatus(r.get());
-    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && failure == nullptr &&
-        status != PGRES_PIPELINE_ABORTED) {
-      failure = std::move(r);
-      failed_what = what;
+    if (!succeeded(r.get())) {
+      if (p.prepared != nullptr) {
+        p.prepared->prepared_on = 0;
+      }
+      if (failure == nullptr && PQresultStatus(r.get()) != PGRES_PIPELINE_ABORTED) {
+        failure = std::move(r);
+        failed_what = p.what;
+      }
     }
     while (PgResult rest{PQgetResult(m_conn.get())}) {
     }
   }
   const PgResult sync(PQgetResult(m_conn.get()));
   if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
-    unavailable(whats.back(), one_line(PQerrorMessage(m_conn.get())));
+    unavailable(sent.back().what, one_line(PQerrorMessage(m_conn.get())));
   }
   PQexitPipelineMode(m_conn.get());
   if (failure != nullptr) {
@@ -250,25 +299,31 @@ void PgConnection::drain_pipeline() noexcept {
   if (m_pipelined.empty()) {
     return;
   }
+  const std::vector<Pipelined> sent = std::move(m_pipelined);
   m_pipelined.clear();
   if (m_conn == nullptr || PQstatus(m_conn.get()) != CONNECTION_OK ||
       PQpipelineSync(m_conn.get()) == 0) {
     m_broken = true;
     return;
   }
-  // Answers until the sync's; a lost connection ends it too.
-  for (;;) {
-    PgResult r(PQgetResult(m_conn.get()));
+  // As sync_pipeline(); a lost connection ends it (the next use connects
+  // again, and prepares every statement again).
+  for (const Pipelined& p : sent) {
+    const PgResult r(PQgetResult(m_conn.get()));
     if (r == nullptr) {
-      if (PQstatus(m_conn.get()) != CONNECTION_OK) {
-        m_broken = true;
-        return;
-      }
-      continue; // the end of one statement's answers
+      m_broken = true;
+      return;
     }
-    if (PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) {
-      break;
+    if (!succeeded(r.get()) && p.prepared != nullptr) {
+      p.prepared->prepared_on = 0;
     }
+    while (PgResult rest{PQgetResult(m_conn.get())}) {
+    }
+  }
+  const PgResult sync(PQgetResult(m_conn.get()));
+  if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+    m_broken = true;
+    return;
   }
   PQexitPipelineMode(m_conn.get());
 }
@@ -291,7 +346,7 @@ void PgConnection::send(PgStatement& s, std::string_view what) {
     if (PQsendPrepare(m_conn.get(), s.name.c_str(), s.text.c_str(), 0, nullptr) == 0) {
       unavailable(what, one_line(PQerrorMessage(m_conn.get())));
     }
-    m_pipelined.emplace_back(what);
+    m_pipelined.push_back({std::string(what), &s});
     s.prepared_on = m_generation;
   }
   const auto values = parameters(s);
@@ -299,7 +354,7 @@ void PgConnection::send(PgStatement& s, std::string_view what) {
                           nullptr, 0) == 0) {
     unavailable(what, one_line(PQerrorMessage(m_conn.get())));
   }
-  m_pipelined.emplace_back(what);
+  m_pipelined.push_back({std::string(what), nullptr});
 }
 
 void PgConnection::exec(const char* sql, std::string_view what) {

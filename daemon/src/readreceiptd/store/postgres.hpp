@@ -59,6 +59,26 @@ std::string postgres_parameters(std::string_view sql, int& param_count);
 // from the string (which may be a password).
 std::string redact_conninfo_error(std::string_view message);
 
+// A PostgreSQL array literal in text form ('{"a","b c",NULL}', '{1,2}'),
+// built element by element: the parameter of a statement that writes many
+// rows at once (INSERT ... SELECT FROM unnest(?1::text[], ...)). Every text
+// element is quoted, '"' and '\' escaped, so that any text is itself (the
+// empty text, "NULL", braces, commas, quotes, spaces at either end).
+class PgArrayLiteral {
+public:
+  void add(std::string_view text);
+  void add(std::int64_t value);
+  void add_null();
+  std::size_t size() const { return m_size; }
+  // The literal ("{}" when nothing was added); the builder is empty again.
+  std::string take();
+
+private:
+  void separate();
+  std::string m_text = "{";
+  std::size_t m_size = 0;
+};
+
 class PgConnection final : public Connection {
 public:
   // Connects; throws StoreUnavailable when the server cannot be reached or
@@ -98,7 +118,8 @@ private:
   // Reads the answers of every pipelined statement and leaves pipeline
   // mode; throws the first failure among them.
   void sync_pipeline();
-  // The same, dropping every answer (for a rollback; never throws).
+  // The same, dropping every answer but the preparations' (for a
+  // rollback; never throws).
   void drain_pipeline() noexcept;
   std::vector<const char*> parameters(const PgStatement& s) const;
   [[noreturn]] void unavailable(std::string_view what, std::string_view detail);
@@ -111,9 +132,16 @@ private:
   bool m_broken = false;
   bool m_in_transaction = false;
   bool m_streaming = false; // a streamed statement's rows are still arriving
-  // What each statement sent in pipeline mode and not yet answered does,
-  // for its error (empty: not in pipeline mode).
-  std::vector<std::string> m_pipelined;
+  // Each statement sent in pipeline mode and not yet answered (empty: not
+  // in pipeline mode): what it does, for its error, and for a statement's
+  // preparation, the statement. A preparation the server skipped (after an
+  // earlier statement of the pipeline failed) or refused makes its
+  // statement unprepared again, so that its next use prepares it.
+  struct Pipelined {
+    std::string what;
+    PgStatement* prepared = nullptr;
+  };
+  std::vector<Pipelined> m_pipelined;
   std::unordered_map<const char*, std::unique_ptr<PgStatement>> m_statements;
 };
 
