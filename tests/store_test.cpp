@@ -99,6 +99,16 @@ Commit commit_with(const std::string& key, const std::vector<std::string>& ids,
   return c;
 }
 
+// Commits of messages "k0", "k1", ..., each with one event ("evt_0", ...).
+std::vector<Commit> numbered_commits(int count, const std::vector<std::string>& webhooks) {
+  std::vector<Commit> out;
+  for (int i = 0; i < count; ++i) {
+    const std::string n = std::to_string(i);
+    out.push_back(commit_with("k" + n, {"evt_" + n}, webhooks));
+  }
+  return out;
+}
+
 // Direct access to a database file, to look at what the store wrote.
 class RawDb {
 public:
@@ -184,6 +194,13 @@ public:
   }
   std::string application_name(const std::string& suffix) const {
     return m_schema->name() + "_" + suffix;
+  }
+  // Terminates the server process of the Store opened with options(suffix):
+  // how many were terminated ("1").
+  std::string cut_off(const std::string& suffix) {
+    return m_schema->text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                          "WHERE application_name = '" +
+                          application_name(suffix) + "'");
   }
   PgSchema& schema() { return *m_schema; }
 
@@ -691,8 +708,8 @@ TEST_CASE_TEMPLATE("commit_all is all or nothing", TestType, Sqlite, Postgres) {
   CHECK(pending_ids(*s) == std::vector<std::string>{"evt_a@ops", "evt_b@ops", "evt_c@ops"});
 }
 
-TEST_CASE_TEMPLATE("a commit batch keeps every byte of its events' and deliveries' text",
-                   TestType, Sqlite, Postgres) {
+TEST_CASE_TEMPLATE("a commit batch keeps every byte of its events' and deliveries' text", TestType,
+                   Sqlite, Postgres) {
   TestBackend<TestType> b;
   if (!ready(b)) {
     return;
@@ -700,9 +717,17 @@ TEST_CASE_TEMPLATE("a commit batch keeps every byte of its events' and deliverie
   auto s = b.open();
   // What an array literal could misread: quotes, backslashes, braces,
   // commas, the word NULL, the empty text, spaces at either end, non-ASCII.
-  const std::vector<std::string> texts{
-      R"({"a":"say \"hi\"","b":[1,2]})", "\\", "\"", "NULL", "", " spaced ", "{}", "a,b",
-      "日本語 ✓", "{\"unclosed", "line\nbreak\ttab"};
+  const std::vector<std::string> texts{R"({"a":"say \"hi\"","b":[1,2]})",
+                                       "\\",
+                                       "\"",
+                                       "NULL",
+                                       "",
+                                       " spaced ",
+                                       "{}",
+                                       "a,b",
+                                       "日本語 ✓",
+                                       "{\"unclosed",
+                                       "line\nbreak\ttab"};
   std::vector<Commit> batch;
   for (std::size_t i = 0; i < texts.size(); ++i) {
     const std::string key = "k{" + std::to_string(i) + "},\"";
@@ -730,9 +755,123 @@ TEST_CASE_TEMPLATE("a commit batch keeps every byte of its events' and deliverie
       webhooks.push_back(d.webhook);
     }
     std::sort(webhooks.begin(), webhooks.end());
-    CHECK(webhooks ==
-          std::vector<std::string>{"name, with \\ and \"" + texts[i] + "\"", "ops"});
+    CHECK(webhooks == std::vector<std::string>{"name, with \\ and \"" + texts[i] + "\"", "ops"});
   }
+}
+
+TEST_CASE_TEMPLATE("begin_commit_all commits once finish_commit says so, or a call after it waits",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  std::vector<double> observed;
+  s->set_commit_observer([&observed](double seconds) { observed.push_back(seconds); });
+  CHECK(s->finish_commit(false)); // none begun
+
+  s->begin_commit_all({commit_with("a", {"evt_a"}, {"ops"}), commit_with("b", {"evt_b"}, {"ops"})});
+  CHECK_THROWS_WITH_AS(s->begin_commit_all({commit_with("c", {"evt_c"}, {"ops"})}),
+                       doctest::Contains("has not been finished"), StoreError);
+  CHECK(s->finish_commit(true));
+  CHECK(observed.size() == 1);
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_a@ops", "evt_b@ops"});
+
+  // Another call before finish_commit: it comes after the commit.
+  s->begin_commit_all({commit_with("c", {"evt_c"}, {"ops"})});
+  CHECK(s->load_message("c").has_value());
+  CHECK(s->finish_commit(false));
+  CHECK(observed.size() == 2);
+  CHECK(s->finish_commit(false));
+}
+
+TEST_CASE_TEMPLATE("a commit begun that fails writes nothing, says so once, and the store goes on",
+                   TestType, Sqlite, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  s->commit(commit_with("first", {"evt_first"}, {"ops"}));
+  std::vector<Commit> batch = numbered_commits(200, {"ops"});
+  batch[150].events[0].id = "evt_first";
+  // SQLite commits at once, so its failure comes from begin_commit_all().
+  const auto begin_and_finish = [&s](const std::vector<Commit>& commits, bool wait) {
+    s->begin_commit_all(commits);
+    return s->finish_commit(wait);
+  };
+  CHECK_THROWS_WITH_AS(begin_and_finish(batch, true), doctest::Contains("cannot write event"),
+                       StoreError);
+  CHECK(s->finish_commit(false));
+  CHECK(s->load_messages().size() == 1);
+
+  // The failure read by another call is still told by finish_commit().
+  bool begun = false;
+  try {
+    s->begin_commit_all(batch);
+    begun = true;
+  } catch (const StoreError&) {
+    CHECK_FALSE(s->is_postgres());
+  }
+  if (begun) {
+    CHECK(s->load_messages().size() == 1);
+    CHECK_THROWS_WITH_AS(s->finish_commit(false), doctest::Contains("cannot write event"),
+                         StoreError);
+  }
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_first@ops"});
+
+  batch[150].events[0].id = "evt_150";
+  CHECK(begin_and_finish(batch, true));
+  CHECK(s->load_messages().size() == 201);
+  CHECK(s->integrity_ok());
+}
+
+TEST_CASE_TEMPLATE("postgres: a commit in flight is not finished while the server has not answered",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = b.open();
+  s->commit(commit_with("first", {"evt_first"}, {"ops"}));
+  // Another session holds the events table: the commit's insert waits.
+  b.schema().exec("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE");
+  s->begin_commit_all({commit_with("k", {"evt_k"}, {"ops"})});
+  for (int i = 0; i < 20; ++i) {
+    CHECK_FALSE(s->finish_commit(false));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  b.schema().exec("COMMIT");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!s->finish_commit(false) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(s->finish_commit(false));
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_first@ops", "evt_k@ops"});
+}
+
+TEST_CASE_TEMPLATE("postgres: a commit in flight cut off is StoreUnavailable, and nothing of it "
+                   "is written",
+                   TestType, Postgres) {
+  TestBackend<TestType> b;
+  if (!ready(b)) {
+    return;
+  }
+  auto s = Store::open_postgres(b.options("cut"));
+  s->commit(commit_with("first", {"evt_first"}, {"ops"}));
+  b.schema().exec("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE");
+  s->begin_commit_all({commit_with("k", {"evt_k"}, {"ops"})});
+  CHECK_FALSE(s->finish_commit(false));
+  REQUIRE(b.cut_off("cut") == "1");
+  b.schema().exec("COMMIT");
+  CHECK_THROWS_AS(s->finish_commit(true), StoreUnavailable);
+  CHECK(s->take_trouble() == Store::Trouble::unavailable);
+  CHECK(s->finish_commit(false));
+  CHECK_FALSE(s->load_message("k"));
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_first@ops"});
+  s->begin_commit_all({commit_with("k", {"evt_k"}, {"ops"})});
+  CHECK(s->finish_commit(true));
+  CHECK(pending_ids(*s) == std::vector<std::string>{"evt_first@ops", "evt_k@ops"});
 }
 
 TEST_CASE_TEMPLATE("commit_all writes a thousand commits", TestType, Sqlite, Postgres) {
@@ -1906,17 +2045,14 @@ TEST_CASE_TEMPLATE("postgres: a lost connection is StoreUnavailable and the next
   auto s = Store::open_postgres(b.options("cut"));
   s->commit(commit_with("k1", {"evt_1"}, {"ops"}));
   CHECK(s->load_message("k1")); // statements prepared on the first connection
-  const std::string terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE application_name = '" +
-                                b.application_name("cut") + "'";
-  REQUIRE(b.schema().text(terminate) == "1");
+  REQUIRE(b.cut_off("cut") == "1");
   CHECK_THROWS_AS(s->load_messages(), StoreUnavailable);
   // Connected again, its statements prepared again.
   CHECK(s->load_messages().size() == 1);
   CHECK(s->load_message("k1"));
 
   // Cut off inside a transaction: the commit fails whole, the next works.
-  REQUIRE(b.schema().text(terminate) == "1");
+  REQUIRE(b.cut_off("cut") == "1");
   CHECK_THROWS_AS(s->commit(commit_with("k2", {"evt_2"}, {"ops"})), StoreUnavailable);
   CHECK_FALSE(s->load_message("k2"));
   s->commit(commit_with("k2", {"evt_2"}, {"ops"}));
@@ -2044,11 +2180,7 @@ TEST_CASE_TEMPLATE("a failure deep in a large commit_all writes nothing and the 
   s->commit(commit_with("first", {"evt_first"}, {"ops"}));
   // Far more statements than PostgreSQL pipelines at once; the 301st commit
   // repeats an event id, and so does the last.
-  std::vector<Commit> batch;
-  for (int i = 0; i < 400; ++i) {
-    const std::string n = std::to_string(i);
-    batch.push_back(commit_with("k" + n, {"evt_" + n}, {"ops", "audit"}));
-  }
+  std::vector<Commit> batch = numbered_commits(400, {"ops", "audit"});
   batch[300].events[0].id = "evt_first";
   batch[399].events[0].id = "evt_first";
   CHECK_THROWS_WITH_AS(s->commit_all(batch), doctest::Contains("cannot write event"), StoreError);

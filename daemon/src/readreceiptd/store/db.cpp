@@ -229,4 +229,9 @@ void Transaction::commit() {
   m_done = true;
 }
 
+void Transaction::commit_async() {
+  m_conn.commit_async(m_what);
+  m_done = true;
+}
+
 } // namespace rrd::store::detail

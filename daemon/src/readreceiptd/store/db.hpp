@@ -66,6 +66,15 @@ public:
   // write lock at once; PostgreSQL: BEGIN).
   virtual void begin(std::string_view what) = 0;
   virtual void commit(std::string_view what) = 0;
+  // A commit that does not wait where the backend can: PostgreSQL sends
+  // COMMIT after the pipelined statements, and finish_commit() reads the
+  // answers; every other use of the connection waits for them first.
+  // SQLite: commit().
+  virtual void commit_async(std::string_view what) { commit(what); }
+  // Whether commit_async()'s commit has ended: false while its answers are
+  // still to come (never when `wait`), true once it has committed; throws
+  // its failure (once; nothing of the transaction was written then).
+  virtual bool finish_commit(bool /*wait*/) { return true; }
   // Never throws: the error that led to the rollback is already on its way.
   virtual void rollback() noexcept = 0;
 
@@ -152,6 +161,8 @@ public:
   Transaction& operator=(const Transaction&) = delete;
 
   void commit();
+  // Connection::commit_async(): the transaction is the connection's then.
+  void commit_async();
 
 private:
   Connection& m_conn;

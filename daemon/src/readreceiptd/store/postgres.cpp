@@ -206,15 +206,17 @@ void PgConnection::ensure_connected() {
 }
 
 void PgConnection::unavailable(std::string_view what, std::string_view detail) {
+  // `what` may be an entry of the pipeline forgotten below.
+  std::string message = "state database ";
+  message += name();
+  message += " is unavailable: ";
+  message += what;
+  message += ": ";
+  message += detail;
   m_broken = true;
+  forget_pipeline();
   count_loss();
-  std::string msg = "state database ";
-  msg += name();
-  msg += " is unavailable: ";
-  msg += what;
-  msg += ": ";
-  msg += detail;
-  throw StoreUnavailable(msg);
+  throw StoreUnavailable(message);
 }
 
 void PgConnection::check(const PGresult* result, std::string_view what) {
@@ -256,79 +258,173 @@ bool succeeded(const PGresult* r) {
 
 } // namespace
 
+bool PgConnection::read_pipeline(bool wait) {
+  for (;;) {
+    const std::string_view what =
+        m_answered < m_pipelined.size() ? m_pipelined[m_answered].what : m_pipelined.back().what;
+    // PQisBusy() parses what has been read; only when that is not enough is
+    // the socket read, without blocking (libpq's socket never blocks).
+    if (!wait && PQisBusy(m_conn.get()) != 0) {
+      if (PQconsumeInput(m_conn.get()) == 0) {
+        unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+      }
+      if (PQisBusy(m_conn.get()) != 0) {
+        return false;
+      }
+    }
+    if (m_answered == m_pipelined.size()) {
+      const PgResult sync(PQgetResult(m_conn.get()));
+      if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+        unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+      }
+      PQexitPipelineMode(m_conn.get());
+      m_pipelined.clear();
+      m_answered = 0;
+      m_synced = false;
+      return true;
+    }
+    PgResult r(PQgetResult(m_conn.get()));
+    if (m_in_answer) {
+      // The rest of a statement's answer, up to the null that ends it.
+      if (r == nullptr) {
+        m_in_answer = false;
+        ++m_answered;
+      }
+      continue;
+    }
+    if (r == nullptr) {
+      unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+    }
+    m_in_answer = true;
+    if (succeeded(r.get())) {
+      continue;
+    }
+    Pipelined& p = m_pipelined[m_answered];
+    if (p.prepared != nullptr) {
+      p.prepared->prepared_on = 0;
+    }
+    if (m_failure == nullptr && PQresultStatus(r.get()) != PGRES_PIPELINE_ABORTED) {
+      m_failure = std::move(r);
+      m_failed_what = p.what;
+    }
+  }
+}
+
+void PgConnection::send_sync(std::string_view what) {
+  if (PQpipelineSync(m_conn.get()) == 0) {
+    unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+  }
+  m_synced = true;
+}
+
+void PgConnection::throw_failure() {
+  if (m_failure == nullptr) {
+    return;
+  }
+  const PgResult failure = std::move(m_failure);
+  const std::string what = std::move(m_failed_what);
+  m_failed_what.clear();
+  check(failure.get(), what);
+}
+
+void PgConnection::forget_pipeline() noexcept {
+  m_pipelined.clear();
+  m_answered = 0;
+  m_in_answer = false;
+  m_synced = false;
+  m_failure.reset();
+  m_failed_what.clear();
+}
+
 void PgConnection::sync_pipeline() {
+  settle();
   if (m_pipelined.empty()) {
     return;
   }
-  const std::vector<Pipelined> sent = std::move(m_pipelined);
-  m_pipelined.clear();
-  if (PQpipelineSync(m_conn.get()) == 0) {
-    unavailable(sent.front().what, one_line(PQerrorMessage(m_conn.get())));
+  if (!m_synced) {
+    send_sync(m_pipelined.front().what);
   }
-  // Each statement's answer, then the null that ends it; then the sync's.
-  PgResult failure;
-  std::string failed_what;
-  for (const Pipelined& p : sent) {
-    PgResult r(PQgetResult(m_conn.get()));
-    if (r == nullptr) {
-      unavailable(p.what, one_line(PQerrorMessage(m_conn.get())));
-    }
-    if (!succeeded(r.get())) {
-      if (p.prepared != nullptr) {
-        p.prepared->prepared_on = 0;
-      }
-      if (failure == nullptr && PQresultStatus(r.get()) != PGRES_PIPELINE_ABORTED) {
-        failure = std::move(r);
-        failed_what = p.what;
-      }
-    }
-    while (PgResult rest{PQgetResult(m_conn.get())}) {
-    }
-  }
-  const PgResult sync(PQgetResult(m_conn.get()));
-  if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
-    unavailable(sent.back().what, one_line(PQerrorMessage(m_conn.get())));
-  }
-  PQexitPipelineMode(m_conn.get());
-  if (failure != nullptr) {
-    check(failure.get(), failed_what);
-  }
+  read_pipeline(true);
+  throw_failure();
 }
 
 void PgConnection::drain_pipeline() noexcept {
   if (m_pipelined.empty()) {
     return;
   }
-  const std::vector<Pipelined> sent = std::move(m_pipelined);
-  m_pipelined.clear();
-  if (m_conn == nullptr || PQstatus(m_conn.get()) != CONNECTION_OK ||
-      PQpipelineSync(m_conn.get()) == 0) {
+  // As sync_pipeline(), every failure dropped; a lost connection ends it
+  // (the next use connects again, and prepares every statement again).
+  try {
+    if (m_conn == nullptr || m_broken || PQstatus(m_conn.get()) != CONNECTION_OK) {
+      throw StoreError("lost");
+    }
+    if (!m_synced) {
+      send_sync(m_pipelined.front().what);
+    }
+    read_pipeline(true);
+  } catch (const StoreError&) {
     m_broken = true;
+  }
+  forget_pipeline();
+}
+
+void PgConnection::commit_async(std::string_view what) {
+  if (m_pipelined.empty() && PQenterPipelineMode(m_conn.get()) == 0) {
+    unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+  }
+  if (PQsendQueryParams(m_conn.get(), "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) {
+    unavailable(what, one_line(PQerrorMessage(m_conn.get())));
+  }
+  m_pipelined.push_back({std::string(what), nullptr});
+  send_sync(what);
+  m_committing = true;
+}
+
+bool PgConnection::complete_commit(bool wait) {
+  try {
+    if (!read_pipeline(wait)) {
+      return false;
+    }
+  } catch (const StoreError&) {
+    m_committing = false;
+    m_in_transaction = false;
+    throw;
+  }
+  m_committing = false;
+  m_in_transaction = false;
+  if (m_failure != nullptr) {
+    // A statement failed: the server skipped the rest, COMMIT too, and the
+    // transaction is still open, failed.
+    const PgResult result(PQexec(m_conn.get(), "ROLLBACK"));
+    (void)result;
+    throw_failure();
+  }
+  return true;
+}
+
+bool PgConnection::finish_commit(bool wait) {
+  if (m_commit_error) {
+    std::rethrow_exception(std::exchange(m_commit_error, nullptr));
+  }
+  if (!m_committing) {
+    return true;
+  }
+  return complete_commit(wait);
+}
+
+void PgConnection::settle() {
+  if (!m_committing) {
     return;
   }
-  // As sync_pipeline(); a lost connection ends it (the next use connects
-  // again, and prepares every statement again).
-  for (const Pipelined& p : sent) {
-    const PgResult r(PQgetResult(m_conn.get()));
-    if (r == nullptr) {
-      m_broken = true;
-      return;
-    }
-    if (!succeeded(r.get()) && p.prepared != nullptr) {
-      p.prepared->prepared_on = 0;
-    }
-    while (PgResult rest{PQgetResult(m_conn.get())}) {
-    }
+  try {
+    complete_commit(true);
+  } catch (const StoreError&) {
+    m_commit_error = std::current_exception();
   }
-  const PgResult sync(PQgetResult(m_conn.get()));
-  if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
-    m_broken = true;
-    return;
-  }
-  PQexitPipelineMode(m_conn.get());
 }
 
 void PgConnection::send(PgStatement& s, std::string_view what) {
+  settle();
   if (!m_in_transaction) {
     execute(s, what);
     return;

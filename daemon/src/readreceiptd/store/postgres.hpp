@@ -17,6 +17,7 @@
 #include "readreceiptd/store/db.hpp"
 
 #include <cstdint>
+#include <exception>
 #include <libpq-fe.h>
 #include <memory>
 #include <optional>
@@ -89,6 +90,8 @@ public:
   std::optional<std::string> query_text(const char* sql, std::string_view what) override;
   void begin(std::string_view what) override;
   void commit(std::string_view what) override;
+  void commit_async(std::string_view what) override;
+  bool finish_commit(bool wait) override;
   void rollback() noexcept override;
 
   // The cached statement for `sql` (see Statement).
@@ -118,6 +121,21 @@ private:
   // Reads the answers of every pipelined statement and leaves pipeline
   // mode; throws the first failure among them.
   void sync_pipeline();
+  // Reads the pipeline's answers (its sync sent) as far as they have
+  // arrived, all of them when `wait`; true once the sync's answer is read
+  // and pipeline mode left. The first failure is kept in m_failure.
+  bool read_pipeline(bool wait);
+  void send_sync(std::string_view what);
+  // Throws the failure read_pipeline() kept, if any.
+  void throw_failure();
+  // The pipeline's state, once the connection is lost.
+  void forget_pipeline() noexcept;
+  // The end of an asynchronous commit: false while its answers are still
+  // to come (never when `wait`); throws its failure.
+  bool complete_commit(bool wait);
+  // Waits for an asynchronous commit in flight and keeps its failure for
+  // finish_commit(): every other use of the connection comes after it.
+  void settle();
   // The same, dropping every answer but the preparations' (for a
   // rollback; never throws).
   void drain_pipeline() noexcept;
@@ -142,6 +160,13 @@ private:
     PgStatement* prepared = nullptr;
   };
   std::vector<Pipelined> m_pipelined;
+  std::size_t m_answered = 0; // entries of m_pipelined whose answers were read
+  bool m_in_answer = false;   // a statement's answer read, not yet the null ending it
+  bool m_synced = false;      // the pipeline's sync was sent
+  PgResult m_failure;         // the first failure read, and its statement's what
+  std::string m_failed_what;
+  bool m_committing = false;         // an asynchronous commit is in flight
+  std::exception_ptr m_commit_error; // its failure, when settle() read it
   std::unordered_map<const char*, std::unique_ptr<PgStatement>> m_statements;
 };
 

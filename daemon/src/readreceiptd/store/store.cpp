@@ -712,6 +712,8 @@ struct Store::Impl {
   // connection's losses as the last call saw them.
   bool fenced = false;
   std::uint64_t losses_seen = 0;
+  // When the commit begun by begin_commit_all() and not yet finished began.
+  std::optional<std::chrono::steady_clock::time_point> commit_in_flight;
 
   // SQLite: the lock is taken before SQLite touches the file. (Both operands
   // are prvalues, so the non-movable LockFile is built in place.)
@@ -735,6 +737,11 @@ struct Store::Impl {
     void commit() {
       if (m_tx) {
         m_tx->commit();
+      }
+    }
+    void commit_async() {
+      if (m_tx) {
+        m_tx->commit_async();
       }
     }
 
@@ -1133,6 +1140,39 @@ void Store::commit_all(const std::vector<Commit>& commits) {
   m_impl->write_commits(commits);
   tx.commit();
   m_impl->observe_commit(start);
+}
+
+void Store::begin_commit_all(const std::vector<Commit>& commits) {
+  const auto start = std::chrono::steady_clock::now();
+  if (m_impl->commit_in_flight) {
+    throw StoreError("state database " + m_impl->conn.name() +
+                     ": cannot commit: the commit begun before has not been finished");
+  }
+  for (const auto& c : commits) {
+    check_commit(c);
+  }
+  Impl::WriteScope tx(*m_impl, "cannot commit", true);
+  m_impl->write_commits(commits);
+  tx.commit_async();
+  m_impl->commit_in_flight = start;
+}
+
+bool Store::finish_commit(bool wait) {
+  if (!m_impl->commit_in_flight) {
+    return true;
+  }
+  const auto start = *m_impl->commit_in_flight;
+  try {
+    if (!m_impl->conn.finish_commit(wait)) {
+      return false;
+    }
+  } catch (const StoreError&) {
+    m_impl->commit_in_flight.reset();
+    throw;
+  }
+  m_impl->commit_in_flight.reset();
+  m_impl->observe_commit(start);
+  return true;
 }
 
 // --- outbox

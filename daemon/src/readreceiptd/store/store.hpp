@@ -158,8 +158,9 @@ public:
 
   bool is_postgres() const;
 
-  // Called with the duration of every commit() and commit_all() that
-  // returned (for readreceiptd_store_commit_duration_seconds). Empty: none.
+  // Called with the duration of every commit(), commit_all() and
+  // begin_commit_all() that committed, from its start to its end (for
+  // readreceiptd_store_commit_duration_seconds). Empty: none.
   void set_commit_observer(std::function<void(double seconds)> observer);
 
   // --- messages
@@ -186,6 +187,21 @@ public:
   void commit(const Commit& c);
   // Writes several commits in one transaction (all or nothing).
   void commit_all(const std::vector<Commit>& commits);
+  // commit_all() without waiting for the database where it can: on
+  // PostgreSQL every statement is sent, COMMIT included, and the call
+  // returns while the server works; finish_commit() tells when it has
+  // landed. On SQLite it has committed when it returns. Throws what
+  // commit_all() throws when the batch cannot be sent (a malformed batch, a
+  // fenced write, a lost connection: nothing is written). One at a time:
+  // the commit begun must be finished before the next begins (a
+  // StoreError otherwise). Every other call waits for the commit in flight
+  // first (and finish_commit() still tells its outcome).
+  void begin_commit_all(const std::vector<Commit>& commits);
+  // Whether the commit begun has ended: false while it is in flight (never
+  // when `wait`: it waits), true once it has committed (also when none was
+  // begun); throws its StoreError, once, when it failed (then nothing of it
+  // was written). The commit observer sees it when it ends.
+  bool finish_commit(bool wait);
 
   // --- outbox
   // Every delivery that is pending, ordered by (process_query_key, webhook,
