@@ -1,6 +1,7 @@
 #include "readreceiptd/scheduler/due_queue.hpp"
 #include "readreceiptd/scheduler/rate_limiter.hpp"
 #include "readreceiptd/scheduler/schedule.hpp"
+#include "readreceiptd/scheduler/scheduler.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -43,6 +44,31 @@ std::size_t cap_for(double rps) {
 } // namespace
 
 // ---------------------------------------------------------------- schedule
+
+TEST_CASE("call reservations double while used up within a second, to a second's worth") {
+  using scheduler::k_call_reservation;
+  using scheduler::next_call_reservation;
+  const Millis fast{200};
+  // The first, and any after one that lasted a second or more: the least.
+  CHECK(next_call_reservation(10, std::nullopt, 20) == k_call_reservation);
+  CHECK(next_call_reservation(640, Millis{1'000}, 20'000) == k_call_reservation);
+  CHECK(next_call_reservation(640, Millis{5'000}, 20'000) == k_call_reservation);
+  // Used up quickly: twice as many, up to a second at the configured rate.
+  CHECK(next_call_reservation(10, Millis{999}, 20) == 20);
+  CHECK(next_call_reservation(20, fast, 20) == 20);
+  CHECK(next_call_reservation(20, fast, 25.5) == 26);
+  std::int64_t r = k_call_reservation;
+  std::vector<std::int64_t> sizes;
+  for (int i = 0; i < 12; ++i) {
+    r = next_call_reservation(r, fast, 1'000);
+    sizes.push_back(r);
+  }
+  CHECK(sizes == std::vector<std::int64_t>{20, 40, 80, 160, 320, 640, 1'000, 1'000, 1'000, 1'000,
+                                           1'000, 1'000});
+  // A rate below the least never makes it smaller than the least.
+  CHECK(next_call_reservation(10, fast, 0.5) == k_call_reservation);
+  CHECK(next_call_reservation(10, fast, 0) == k_call_reservation);
+}
 
 TEST_CASE("backoff_delay doubles from the base and respects the cap") {
   using scheduler::backoff_delay;

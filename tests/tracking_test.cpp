@@ -3,12 +3,14 @@
 // fails), and meet polled reads in the same read set. Plus the pure schedule
 // switches of push mode.
 #include "fakes/fake_engine.hpp"
+#include "fakes/postgres.hpp"
 #include "readreceiptd/scheduler/push_mode.hpp"
 #include "readreceiptd/scheduler/scheduler.hpp"
 #include "readreceiptd/tracking/table.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 using namespace rrd;
 using nlohmann::json;
@@ -60,8 +62,9 @@ stream::ReadEvent read(const std::string& user, std::optional<TimePoint> at = st
 }
 
 struct Harness {
-  explicit Harness(config::Config cfg = base_config())
-      : store(store::Store::open(":memory:")), engine(&clock),
+  explicit Harness(config::Config cfg = base_config(),
+                   std::unique_ptr<store::Store> on = store::Store::open(":memory:"))
+      : store(std::move(on)), engine(&clock),
         table(
             cfg, *store, clock,
             [this](std::vector<Delivery> d) {
@@ -71,6 +74,16 @@ struct Harness {
         sched(cfg, table, *store, engine, clock, poller_observer, 7) {
     sched.start();
     table.start();
+  }
+
+  // flush() until the acknowledgement of push `i` came (a commit in flight
+  // lands in real time), at most 10 s.
+  void flush_until_acked(std::size_t i) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!acks.at(i) && std::chrono::steady_clock::now() < deadline) {
+      table.flush();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
   // Pushes `e`, recording what the Stream client would send back.
@@ -121,6 +134,104 @@ TEST_CASE("table: the pushes of one turn make one event, acknowledged after the 
   CHECK(h.observer.delays == std::vector<Millis>{3 * k_s});
   // Known now: a duplicate, acknowledged by the client at once.
   CHECK(h.push(read("a")) == stream::ReadSink::Outcome::duplicate);
+}
+
+// A PostgreSQL store of a schema of its own, its server process named
+// `<schema>_table`; nullptr (the test skipped) without a test server.
+struct PgTable {
+  std::unique_ptr<rrd::testing::PgSchema> schema;
+  std::unique_ptr<store::Store> store;
+  PgTable() {
+    const auto server = rrd::testing::test_postgres();
+    if (!server) {
+      if (rrd::testing::postgres_required()) {
+        FAIL("CI=true, but RRD_TEST_POSTGRES is not set");
+      }
+      return;
+    }
+    schema = std::make_unique<rrd::testing::PgSchema>(*server);
+    store::PostgresOptions o;
+    o.conninfo = schema->conninfo() + " application_name=" + schema->name() + "_table";
+    o.connect_timeout = std::chrono::seconds(5);
+    store = store::Store::open_postgres(o);
+  }
+};
+
+TEST_CASE("postgres: table: the loop goes on while a commit is in flight and what comes meanwhile "
+          "goes in the next commit") {
+  PgTable pg;
+  if (!pg.store) {
+    return;
+  }
+  rrd::testing::PgSchema& other = *pg.schema;
+  Harness h(base_config(), std::move(pg.store));
+  h.deliveries.clear();
+  h.push(read("a"));
+  other.exec("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE"); // the commit's insert waits
+  h.table.flush();
+  CHECK(h.store->commit_in_flight());
+  CHECK(h.table.next_flush() ==
+        std::optional<TimePoint>(h.clock.now() + tracking::k_commit_check_interval));
+  h.push(read("b"));
+  for (int i = 0; i < 10; ++i) {
+    h.table.flush(); // returns at once: nothing landed, nothing handed on
+  }
+  CHECK(h.acks == std::vector<std::optional<bool>>(2, std::nullopt));
+  CHECK(h.deliveries.empty());
+  // The push waits for the commit in flight to land, as it waits for a turn.
+  CHECK(h.table.find("key")->read_user_ids == std::vector<std::string>{"a"});
+
+  other.exec("COMMIT");
+  h.flush_until_acked(0);
+  CHECK(h.acks[0] == std::optional<bool>(true));
+  REQUIRE(h.deliveries.size() == 1);
+  CHECK(json::parse(h.deliveries[0].body)["data"]["newly_read_user_ids"] == json{"a"});
+  h.flush_until_acked(1);
+  CHECK(h.acks[1] == std::optional<bool>(true));
+  REQUIRE(h.deliveries.size() == 2);
+  CHECK(json::parse(h.deliveries[1].body)["data"]["newly_read_user_ids"] == json{"b"});
+  h.table.flush(true);
+  CHECK_FALSE(h.store->commit_in_flight());
+  CHECK(h.store->load_message("key")->read_user_ids == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE("postgres: table: a commit in flight that fails undoes what was queued after it too") {
+  PgTable pg;
+  if (!pg.store) {
+    return;
+  }
+  rrd::testing::PgSchema& other = *pg.schema;
+  Harness h(base_config(), std::move(pg.store));
+  h.deliveries.clear();
+  h.sched.pump(); // the first poll goes out (its call counted in the store now)
+  REQUIRE(h.engine.pending().size() == 1);
+  h.push(read("a"));
+  other.exec("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE");
+  h.table.flush();
+  REQUIRE(h.store->commit_in_flight());
+  // The poll's answer, applied on top of the read in flight: queued.
+  h.engine.answer(FakeEngine::reply(200, R"({"sendStatus":"SUCCESS","readUserIds":["a","b"]})"));
+  h.engine.run_once(Millis{0});
+  h.table.flush();
+  CHECK(h.table.find("key")->read_user_ids == std::vector<std::string>{"a", "b"});
+  // The connection is cut off while the commit waits: it never lands.
+  CHECK(other.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE application_name = '" +
+                   other.name() + "_table'") == "1");
+  other.exec("COMMIT");
+  h.flush_until_acked(0);
+  CHECK(h.acks[0] == std::optional<bool>(false)); // DingTalk sends it again
+  CHECK(h.deliveries.empty());
+  CHECK(h.table.find("key")->read_user_ids.empty()); // the poll's "b" too
+  CHECK(h.store->take_trouble() == store::Store::Trouble::unavailable);
+  h.table.flush(true);
+  CHECK(h.store->load_message("key")->read_user_ids.empty());
+  CHECK(h.table.find("key")->next_poll > h.clock.now()); // polled again soon
+  // Sent again, it is applied.
+  h.push(read("a"));
+  h.table.flush(true);
+  CHECK(h.acks[1] == std::optional<bool>(true));
+  CHECK(h.store->load_message("key")->read_user_ids == std::vector<std::string>{"a"});
 }
 
 TEST_CASE("table: a push that completes the message stops it fully_read") {

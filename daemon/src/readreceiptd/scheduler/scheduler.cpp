@@ -335,13 +335,31 @@ bool Scheduler::may_call(TimePoint now, bool first) {
   return true;
 }
 
+std::int64_t next_call_reservation(std::int64_t previous, std::optional<Millis> lasted,
+                                   double requests_per_second) {
+  if (!lasted || *lasted >= k_call_reservation_interval) {
+    return k_call_reservation;
+  }
+  const double per_interval =
+      requests_per_second * std::chrono::duration<double>(k_call_reservation_interval).count();
+  const auto most = std::max(k_call_reservation, static_cast<std::int64_t>(std::ceil(per_interval)));
+  return std::clamp(previous * 2, k_call_reservation, most);
+}
+
 void Scheduler::count_call(bool first) {
   ++m_month.calls;
   m_month.first_polls += first ? 1 : 0;
   if (m_month.calls > m_reserved) {
     // Counted before it is made: a crash forgets no call.
+    const TimePoint now = m_clock.now();
+    std::optional<Millis> lasted;
+    if (m_reserved_at) {
+      lasted = std::chrono::duration_cast<Millis>(now - *m_reserved_at);
+    }
+    m_reservation =
+        next_call_reservation(m_reservation, lasted, m_cfg.dingtalk.requests_per_second);
     store::MonthCalls saved = m_month;
-    saved.calls = m_month.calls + k_call_reservation - 1;
+    saved.calls = m_month.calls + m_reservation - 1;
     if (m_cfg.dingtalk.monthly_call_budget) {
       saved.calls =
           std::min(saved.calls, std::max(*m_cfg.dingtalk.monthly_call_budget, m_month.calls));
@@ -349,6 +367,7 @@ void Scheduler::count_call(bool first) {
     try {
       m_store.save_month(saved);
       m_reserved = saved.calls;
+      m_reserved_at = now;
     } catch (const store::StoreError& e) {
       logging::error("cannot write the month's call count", {{"reason", e.what()}});
     }

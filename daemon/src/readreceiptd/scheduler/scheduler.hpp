@@ -50,10 +50,23 @@ inline constexpr Millis k_failure_log_interval{10'000};
 // The budget's stretch is decided again this often (and when the month
 // turns, and after a reload).
 inline constexpr Millis k_budget_review_interval{60'000};
-// Calls are counted in the store this many at a time before they are made,
-// so that a crash can never forget a call it made (it may forget up to this
-// many it did not make: the count errs on the side of the budget).
+// Calls are counted in the store ahead, in reservations of at least this
+// many, before they are made, so that a crash can never forget a call it
+// made (it may count up to a reservation less one it did not make: the
+// count errs on the side of the budget).
 inline constexpr std::int64_t k_call_reservation = 10;
+// A reservation used up sooner than this after the last one was written
+// makes the next twice as large, up to this long's worth of calls at the
+// configured requests_per_second; one that lasts longer makes it
+// k_call_reservation again. At a high pace (a catch-up, a large backlog)
+// the count is then written about once in this time rather than every ten
+// calls, and each of those writes waits for a commit in flight.
+inline constexpr Millis k_call_reservation_interval{1'000};
+
+// The size of the next reservation, after one of `previous` calls that
+// lasted `lasted` (nullopt: none was written before).
+std::int64_t next_call_reservation(std::int64_t previous, std::optional<Millis> lasted,
+                                   double requests_per_second);
 
 // The `api` label: read-status queries (every page), token calls, Stream
 // gateway calls (stream/client.hpp reports those).
@@ -179,9 +192,11 @@ private:
   bool m_catch_up_owed = false;
   std::optional<TimePoint> m_down_since; // the outage a catch-up covers; nullopt: since start
 
-  // The month's calls (persisted in reservations of k_call_reservation).
+  // The month's calls (persisted in reservations, next_call_reservation).
   store::MonthCalls m_month;
   std::int64_t m_reserved = 0;             // the count the store holds for this month
+  std::int64_t m_reservation = k_call_reservation;
+  std::optional<TimePoint> m_reserved_at; // when the last reservation was written
   std::int64_t m_previous_first_polls = 0; // last month's, for the arrivals estimate
   Month m_bounds;
   BudgetDecision m_decision;

@@ -1157,6 +1157,10 @@ void Store::begin_commit_all(const std::vector<Commit>& commits) {
   m_impl->commit_in_flight = start;
 }
 
+bool Store::commit_in_flight() const {
+  return m_impl->commit_in_flight.has_value();
+}
+
 bool Store::finish_commit(bool wait) {
   if (!m_impl->commit_in_flight) {
     return true;

@@ -202,6 +202,8 @@ public:
   // begun); throws its StoreError, once, when it failed (then nothing of it
   // was written). The commit observer sees it when it ends.
   bool finish_commit(bool wait);
+  // Whether a commit begun has not been finished yet.
+  bool commit_in_flight() const;
 
   // --- outbox
   // Every delivery that is pending, ordered by (process_query_key, webhook,

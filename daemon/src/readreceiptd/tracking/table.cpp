@@ -41,6 +41,18 @@ MessageTable::MessageTable(config::Config cfg, store::Store& store, const Clock&
     : m_cfg(std::move(cfg)), m_store(store), m_clock(clock), m_deliveries(std::move(deliveries)),
       m_observer(observer), m_rng(seed) {}
 
+MessageTable::~MessageTable() {
+  if (!m_in_flight) {
+    return;
+  }
+  try {
+    m_store.finish_commit(true);
+  } catch (const std::exception& e) {
+    logging::warn("a commit in flight at shutdown failed; its reads are read again later",
+                  {{"reason", e.what()}});
+  }
+}
+
 double MessageTable::random01() {
   return std::uniform_real_distribution<double>(0.0, 1.0)(m_rng);
 }
@@ -410,6 +422,9 @@ std::vector<std::string> MessageTable::routes_for(const MessageRecord& m, EventT
 }
 
 std::optional<TimePoint> MessageTable::next_flush() const {
+  if (m_in_flight) {
+    return m_clock.now() + k_commit_check_interval;
+  }
   if (nothing_unwritten()) {
     return std::nullopt;
   }
@@ -420,6 +435,9 @@ std::optional<TimePoint> MessageTable::next_flush() const {
 }
 
 void MessageTable::flush(bool all) {
+  if (m_in_flight && !finish_commit(all)) {
+    return; // still in flight: what came meanwhile waits for it
+  }
   apply_pushes();
   if (nothing_unwritten()) {
     return;
@@ -451,12 +469,44 @@ void MessageTable::flush(bool all) {
     commits.push_back(std::move(c));
   }
   try {
-    m_store.commit_all(commits);
+    m_store.begin_commit_all(commits);
   } catch (const store::StoreError& e) {
     logging::error("cannot write to the state database, will poll again", {{"reason", e.what()}});
     rolled_back(pending, dirty);
     return;
   }
+  m_in_flight = InFlight{std::move(pending), std::move(commits), std::move(dirty)};
+  // SQLite: landed already. PostgreSQL: landed when `all`, else perhaps.
+  finish_commit(all);
+}
+
+bool MessageTable::finish_commit(bool wait) {
+  try {
+    if (!m_store.finish_commit(wait)) {
+      return false;
+    }
+  } catch (const store::StoreError& e) {
+    logging::error("cannot write to the state database, will poll again", {{"reason", e.what()}});
+    InFlight failed = std::move(*m_in_flight);
+    m_in_flight.reset();
+    // What was queued since rests on what failed: undone first, newest
+    // first (the poll times waiting in m_dirty stay there).
+    std::vector<PendingCommit> later;
+    later.swap(m_pending);
+    m_pending_durable = 0;
+    rolled_back(later, {});
+    rolled_back(failed.pending, failed.dirty);
+    return true;
+  }
+  InFlight done = std::move(*m_in_flight);
+  m_in_flight.reset();
+  committed(done);
+  return true;
+}
+
+void MessageTable::committed(InFlight& done) {
+  const std::vector<PendingCommit>& pending = done.pending;
+  const std::vector<store::Commit>& commits = done.commits;
   const TimePoint now = m_clock.now();
   std::vector<Delivery> deliveries;
   for (std::size_t n = 0; n < pending.size(); ++n) {
@@ -488,7 +538,7 @@ void MessageTable::flush(bool all) {
   if (!deliveries.empty() && m_deliveries) {
     m_deliveries(std::move(deliveries));
   }
-  for (auto& p : pending) {
+  for (auto& p : done.pending) {
     for (auto& ack : p.acks) {
       ack(true);
     }

@@ -41,6 +41,9 @@ inline constexpr Millis k_store_failure_retry{5'000};
 // instead of in a commit (a sync) of its own every turn of the loop. Losing
 // such a write in a crash only makes the message be polled again sooner.
 inline constexpr Millis k_bookkeeping_flush_interval{1'000};
+// While a commit is in flight (PostgreSQL: Store::begin_commit_all), the
+// loop looks for its answer this often.
+inline constexpr Millis k_commit_check_interval{1};
 // The heap made ready at start-up per stored message: below what a loaded
 // message takes in the table and the poller's queue (about 700 bytes with
 // no readers or labels, more with them), so that none of it is left unused.
@@ -90,6 +93,12 @@ class MessageTable final : public stream::ReadSink {
 public:
   MessageTable(config::Config cfg, store::Store& store, const Clock& clock, DeliverySink deliveries,
                Observer& observer, std::uint64_t seed);
+  // A commit still in flight is waited for; what it carried is not handed
+  // on (the parts it would go to may be gone): a read it held is read again
+  // from the database, a push it held is sent again by DingTalk.
+  ~MessageTable() override;
+  MessageTable(const MessageTable&) = delete;
+  MessageTable& operator=(const MessageTable&) = delete;
 
   void set_listener(Listener* listener) { m_listener = listener; }
 
@@ -136,6 +145,11 @@ public:
   // Commits what this turn produced, in one transaction, then hands the
   // deliveries on and acknowledges the pushes. Changes of poll times only
   // wait up to k_bookkeeping_flush_interval, unless `all`.
+  // On PostgreSQL the commit does not hold the loop up: it is begun, and a
+  // later flush() finds it landed and hands on what it carried; what came
+  // meanwhile waits for it and goes in the next commit. One commit is in
+  // flight at a time. `all`: whatever is in flight, then everything, has
+  // landed (or failed) when flush() returns.
   void flush(bool all = false);
   // When flush() has something to write, if ever.
   std::optional<TimePoint> next_flush() const;
@@ -153,6 +167,12 @@ private:
     store::Commit commit;
     std::vector<std::function<void(bool)>> acks; // pushes this commit carries
     std::size_t new_readers = 0;
+  };
+  // The commit begun and not yet landed.
+  struct InFlight {
+    std::vector<PendingCommit> pending; // their commits moved into `commits`
+    std::vector<store::Commit> commits;
+    std::vector<std::string> dirty;
   };
   struct PushBatch {
     std::vector<tracker::PushedRead> reads;
@@ -180,6 +200,12 @@ private:
   void mark_dirty(Entry& entry);
   std::vector<std::string> routes_for(const MessageRecord& m, EventType type) const;
   void rolled_back(std::vector<PendingCommit>& pending, const std::vector<std::string>& dirty);
+  // Whether the commit in flight has ended (`wait`: waits for it), handing
+  // on what it carried, or undoing it and what was queued since.
+  bool finish_commit(bool wait);
+  // After a commit landed: the deliveries handed on, the pushes
+  // acknowledged, the observer told.
+  void committed(InFlight& done);
   double random01();
 
   config::Config m_cfg;
@@ -199,6 +225,7 @@ private:
   std::size_t m_tracked = 0;
 
   std::vector<PendingCommit> m_pending;
+  std::optional<InFlight> m_in_flight;
   // Messages whose poll times (and sendStatus) changed since the last write,
   // and nothing else: written once each by the next flush(), from the
   // record as it is then, however often they were polled meanwhile.

@@ -303,7 +303,9 @@ std::optional<TimePoint> Dispatcher::next_due() const {
 }
 
 void Dispatcher::flush() {
-  if (m_delivered.empty()) {
+  // While a commit is in flight (PostgreSQL) the marks wait for a turn
+  // after it: writing them now would wait for the commit, holding the loop.
+  if (m_delivered.empty() || m_store.commit_in_flight()) {
     return;
   }
   try {

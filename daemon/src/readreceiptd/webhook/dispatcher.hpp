@@ -136,7 +136,8 @@ public:
   // before the write delivers it again after the restart, with the same
   // webhook-id (at least once); one transaction per loop turn instead of one
   // per delivery is what lets a backlog drain quickly. When the write fails
-  // the deliveries are kept and written by a later call.
+  // the deliveries are kept and written by a later call, and so they are
+  // while the store has a commit in flight (Store::commit_in_flight).
   void flush();
 
   // Nothing in flight and nothing left to write (for draining at shutdown).
