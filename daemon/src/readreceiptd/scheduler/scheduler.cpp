@@ -342,7 +342,8 @@ std::int64_t next_call_reservation(std::int64_t previous, std::optional<Millis> 
   }
   const double per_interval =
       requests_per_second * std::chrono::duration<double>(k_call_reservation_interval).count();
-  const auto most = std::max(k_call_reservation, static_cast<std::int64_t>(std::ceil(per_interval)));
+  const auto most =
+      std::max(k_call_reservation, static_cast<std::int64_t>(std::ceil(per_interval)));
   return std::clamp(previous * 2, k_call_reservation, most);
 }
 

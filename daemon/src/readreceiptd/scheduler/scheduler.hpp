@@ -194,9 +194,9 @@ private:
 
   // The month's calls (persisted in reservations, next_call_reservation).
   store::MonthCalls m_month;
-  std::int64_t m_reserved = 0;             // the count the store holds for this month
+  std::int64_t m_reserved = 0; // the count the store holds for this month
   std::int64_t m_reservation = k_call_reservation;
-  std::optional<TimePoint> m_reserved_at; // when the last reservation was written
+  std::optional<TimePoint> m_reserved_at;  // when the last reservation was written
   std::int64_t m_previous_first_polls = 0; // last month's, for the arrivals estimate
   Month m_bounds;
   BudgetDecision m_decision;
