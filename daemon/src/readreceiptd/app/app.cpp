@@ -174,7 +174,7 @@ public:
 
   api::AddOutcome add_message(const MessageSpec& spec) override {
     const auto outcome = m_table.add(spec);
-    m_table.flush(); // persisted before the API answers
+    m_table.flush(true); // landed before the API answers (a commit in flight too)
     switch (outcome) {
     case tracking::MessageTable::AddOutcome::created:
       return api::AddOutcome::created;
@@ -191,7 +191,7 @@ public:
     if (known) {
       logging::info("message removed through the API", {{"key", key}});
     }
-    m_table.flush();
+    m_table.flush(true);
     return known;
   }
 
