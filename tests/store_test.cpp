@@ -198,9 +198,7 @@ public:
   // Terminates the server process of the Store opened with options(suffix):
   // how many were terminated ("1").
   std::string cut_off(const std::string& suffix) {
-    return m_schema->text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                          "WHERE application_name = '" +
-                          application_name(suffix) + "'");
+    return m_schema->terminate(application_name(suffix));
   }
   PgSchema& schema() { return *m_schema; }
 
@@ -2083,10 +2081,7 @@ TEST_CASE_TEMPLATE("take_trouble reports a fenced write and a lost connection on
 
     // The connection cut: the error is caught (as the dispatcher would),
     // the next call connects again, and the loss is still told once.
-    const std::string terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                  "WHERE application_name = '" +
-                                  b.application_name("trouble") + "'";
-    REQUIRE(b.schema().text(terminate) == "1");
+    REQUIRE(b.cut_off("trouble") == "1");
     CHECK_THROWS_AS(a->mark_delivered("evt_1", "ops"), StoreUnavailable);
     a->mark_delivered("evt_1", "ops");
     CHECK(a->take_trouble() == Trouble::unavailable);
@@ -2095,7 +2090,7 @@ TEST_CASE_TEMPLATE("take_trouble reports a fenced write and a lost connection on
     // A takeover: a fenced write is told, and wins over a loss.
     c->release_lease("A", 1);
     REQUIRE(c->acquire_lease("C", "c", 60s) == std::optional<std::int64_t>(2));
-    REQUIRE(b.schema().text(terminate) == "1");
+    REQUIRE(b.cut_off("trouble") == "1");
     CHECK_THROWS_AS(a->load_messages(), StoreUnavailable);
     CHECK_THROWS_AS(a->commit(commit_with("k2", {"evt_2"}, {"ops"})), FencedError);
     CHECK(a->take_trouble() == Trouble::fenced);

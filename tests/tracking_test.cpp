@@ -136,12 +136,14 @@ TEST_CASE("table: the pushes of one turn make one event, acknowledged after the 
   CHECK(h.push(read("a")) == stream::ReadSink::Outcome::duplicate);
 }
 
-// A PostgreSQL store of a schema of its own, its server process named
-// `<schema>_table`; nullptr (the test skipped) without a test server.
-struct PgTable {
+// A Harness on a PostgreSQL store of a schema of its own, its server
+// process named `<schema>_table` (schema->terminate() cuts it off), its
+// deliveries cleared; `h` is empty (the test skipped) without a test
+// server.
+struct PgHarness {
   std::unique_ptr<rrd::testing::PgSchema> schema;
-  std::unique_ptr<store::Store> store;
-  PgTable() {
+  std::unique_ptr<Harness> h;
+  PgHarness() {
     const auto server = rrd::testing::test_postgres();
     if (!server) {
       if (rrd::testing::postgres_required()) {
@@ -153,19 +155,19 @@ struct PgTable {
     store::PostgresOptions o;
     o.conninfo = schema->conninfo() + " application_name=" + schema->name() + "_table";
     o.connect_timeout = std::chrono::seconds(5);
-    store = store::Store::open_postgres(o);
+    h = std::make_unique<Harness>(base_config(), store::Store::open_postgres(o));
+    h->deliveries.clear();
   }
 };
 
 TEST_CASE("postgres: table: the loop goes on while a commit is in flight and what comes meanwhile "
           "goes in the next commit") {
-  PgTable pg;
-  if (!pg.store) {
+  PgHarness pg;
+  if (!pg.h) {
     return;
   }
   rrd::testing::PgSchema& other = *pg.schema;
-  Harness h(base_config(), std::move(pg.store));
-  h.deliveries.clear();
+  Harness& h = *pg.h;
   h.push(read("a"));
   other.exec("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE"); // the commit's insert waits
   h.table.flush();
@@ -196,13 +198,12 @@ TEST_CASE("postgres: table: the loop goes on while a commit is in flight and wha
 }
 
 TEST_CASE("postgres: table: a commit in flight that fails undoes what was queued after it too") {
-  PgTable pg;
-  if (!pg.store) {
+  PgHarness pg;
+  if (!pg.h) {
     return;
   }
   rrd::testing::PgSchema& other = *pg.schema;
-  Harness h(base_config(), std::move(pg.store));
-  h.deliveries.clear();
+  Harness& h = *pg.h;
   h.sched.pump(); // the first poll goes out (its call counted in the store now)
   REQUIRE(h.engine.pending().size() == 1);
   h.push(read("a"));
@@ -215,9 +216,7 @@ TEST_CASE("postgres: table: a commit in flight that fails undoes what was queued
   h.table.flush();
   CHECK(h.table.find("key")->read_user_ids == std::vector<std::string>{"a", "b"});
   // The connection is cut off while the commit waits: it never lands.
-  CHECK(other.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                   "WHERE application_name = '" +
-                   other.name() + "_table'") == "1");
+  CHECK(other.terminate(other.name() + "_table") == "1");
   other.exec("COMMIT");
   h.flush_until_acked(0);
   CHECK(h.acks[0] == std::optional<bool>(false)); // DingTalk sends it again

@@ -81,6 +81,12 @@ std::string PgSchema::text(const std::string& sql) {
   return PQgetvalue(r.get(), 0, 0);
 }
 
+std::string PgSchema::terminate(const std::string& application_name) {
+  return text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+              "WHERE application_name = '" +
+              application_name + "'");
+}
+
 OwnPostgres::OwnPostgres(const std::string& script)
     : m_script(script), m_server_dir(m_dir.file("pg")) {
   // As root the server runs as the postgres user, who must reach its

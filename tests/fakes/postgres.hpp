@@ -39,6 +39,9 @@ public:
   // NULL).
   void exec(const std::string& sql);
   std::string text(const std::string& sql);
+  // Terminates the server processes of the connections named
+  // `application_name`; how many it terminated ("1").
+  std::string terminate(const std::string& application_name);
 
 private:
   struct Finisher {

@@ -354,16 +354,17 @@ void PgConnection::drain_pipeline() noexcept {
   }
   // As sync_pipeline(), every failure dropped; a lost connection ends it
   // (the next use connects again, and prepares every statement again).
-  try {
-    if (m_conn == nullptr || m_broken || PQstatus(m_conn.get()) != CONNECTION_OK) {
-      throw StoreError("lost");
-    }
-    if (!m_synced) {
-      send_sync(m_pipelined.front().what);
-    }
-    read_pipeline(true);
-  } catch (const StoreError&) {
+  if (m_conn == nullptr || m_broken || PQstatus(m_conn.get()) != CONNECTION_OK) {
     m_broken = true;
+  } else {
+    try {
+      if (!m_synced) {
+        send_sync(m_pipelined.front().what);
+      }
+      read_pipeline(true);
+    } catch (const StoreError&) {
+      m_broken = true;
+    }
   }
   forget_pipeline();
 }

@@ -810,6 +810,9 @@ struct Store::Impl {
   // deliveries (write_outbox_rows per commit on SQLite, write_outbox_unnest
   // once for the batch on PostgreSQL).
   void write_commits(std::span<const Commit> commits);
+  // Checks the batch, then writes and commits it in one transaction
+  // (`async`: Transaction::commit_async).
+  void commit_batch(std::span<const Commit> commits, bool async);
   void write_message(const Commit& c);
   void write_outbox_rows(const Commit& c);
   void write_outbox_unnest(std::span<const Commit> commits);
@@ -1122,23 +1125,28 @@ void Store::Impl::write_commits(std::span<const Commit> commits) {
   }
 }
 
+void Store::Impl::commit_batch(std::span<const Commit> commits, bool async) {
+  for (const auto& c : commits) {
+    check_commit(c);
+  }
+  WriteScope tx(*this, "cannot commit", true);
+  write_commits(commits);
+  if (async) {
+    tx.commit_async();
+  } else {
+    tx.commit();
+  }
+}
+
 void Store::commit(const Commit& c) {
   const auto start = std::chrono::steady_clock::now();
-  check_commit(c);
-  Impl::WriteScope tx(*m_impl, "cannot commit", true);
-  m_impl->write_commits(std::span(&c, 1));
-  tx.commit();
+  m_impl->commit_batch(std::span(&c, 1), false);
   m_impl->observe_commit(start);
 }
 
 void Store::commit_all(const std::vector<Commit>& commits) {
   const auto start = std::chrono::steady_clock::now();
-  for (const auto& c : commits) {
-    check_commit(c);
-  }
-  Impl::WriteScope tx(*m_impl, "cannot commit", true);
-  m_impl->write_commits(commits);
-  tx.commit();
+  m_impl->commit_batch(commits, false);
   m_impl->observe_commit(start);
 }
 
@@ -1148,12 +1156,7 @@ void Store::begin_commit_all(const std::vector<Commit>& commits) {
     throw StoreError("state database " + m_impl->conn.name() +
                      ": cannot commit: the commit begun before has not been finished");
   }
-  for (const auto& c : commits) {
-    check_commit(c);
-  }
-  Impl::WriteScope tx(*m_impl, "cannot commit", true);
-  m_impl->write_commits(commits);
-  tx.commit_async();
+  m_impl->commit_batch(commits, true);
   m_impl->commit_in_flight = start;
 }
 

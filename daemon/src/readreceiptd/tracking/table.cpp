@@ -504,7 +504,7 @@ bool MessageTable::finish_commit(bool wait) {
   return true;
 }
 
-void MessageTable::committed(InFlight& done) {
+void MessageTable::committed(const InFlight& done) {
   const std::vector<PendingCommit>& pending = done.pending;
   const std::vector<store::Commit>& commits = done.commits;
   const TimePoint now = m_clock.now();
@@ -538,8 +538,8 @@ void MessageTable::committed(InFlight& done) {
   if (!deliveries.empty() && m_deliveries) {
     m_deliveries(std::move(deliveries));
   }
-  for (auto& p : done.pending) {
-    for (auto& ack : p.acks) {
+  for (const auto& p : pending) {
+    for (const auto& ack : p.acks) {
       ack(true);
     }
   }

@@ -205,7 +205,7 @@ private:
   bool finish_commit(bool wait);
   // After a commit landed: the deliveries handed on, the pushes
   // acknowledged, the observer told.
-  void committed(InFlight& done);
+  void committed(const InFlight& done);
   double random01();
 
   config::Config m_cfg;
